@@ -1,0 +1,25 @@
+# The BLAS shim: the only module that cimports scipy.linalg.cython_blas.
+#
+# Every routine is row-major (numpy's layout): callers pass C-contiguous
+# matrices and leading dimensions in elements, and the shim swaps operands
+# to call the column-major Fortran BLAS.  Over the fused `floating` type,
+# `noexcept nogil`, inputs `const`.
+from cython cimport floating
+
+include "_blas_int.pxi"
+
+
+cdef void gemm(bint trans_a, bint trans_b, int m, int n, int k,
+               floating alpha, const floating *A, int lda,
+               const floating *B, int ldb,
+               floating beta, floating *C, int ldc) noexcept nogil
+
+cdef void gemv(bint trans_a, int m, int n,
+               floating alpha, const floating *A, int lda,
+               const floating *x, int incx,
+               floating beta, floating *y, int incy) noexcept nogil
+
+cdef void axpy(int n, floating alpha, const floating *x, int incx,
+               floating *y, int incy) noexcept nogil
+
+cdef void scal(int n, floating alpha, floating *x, int incx) noexcept nogil

@@ -1,0 +1,254 @@
+"""Input validation and layout for the models: the boundary of crnn.
+
+Everything a user passes is checked here, before any kernel runs, and turned
+into the driver's layout: time-major, C-contiguous, in the model's dtype,
+with the batch sorted by length (longest first) and padding zeroed.  Every
+error is a ValueError or TypeError naming what was expected and what was
+given.
+"""
+import numbers
+
+import numpy as np
+
+# BLAS takes 32-bit integers: every matrix the driver hands it must have
+# fewer elements per dimension product than this.
+_INT32_MAX = 2**31 - 1
+
+
+def _describe(array):
+    return f"an array of shape {array.shape} and dtype {array.dtype}"
+
+
+def as_real_array(value, name):
+    """`value` as a numpy array of real numbers (integers or floats)."""
+    try:
+        array = np.asarray(value)
+    except ValueError as error:  # ragged nested lists
+        raise ValueError(f"{name} must be a rectangular array; {error}") from None
+    if array.dtype.kind not in "iuf":
+        raise TypeError(
+            f"{name} must hold real numbers (integer or float), "
+            f"got {_describe(array)}")
+    return array
+
+
+def check_positive_int(value, name, minimum=1):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+class Batch:
+    """A validated batch in the driver's layout.
+
+    inputs   (T, B, D) floats of the model's dtype, or (T, B) int32 tokens
+    lengths  (B,) int32, sorted descending
+    order    (B,) positions in the user's batch of the sorted rows
+    """
+
+    def __init__(self, inputs, lengths, order, steps):
+        self.inputs = inputs
+        self.lengths = lengths
+        self.order = order
+        self.steps = steps
+        self.size = len(order)
+        # mask[t, b]: position t of sorted row b is real
+        self.mask = np.arange(steps)[:, None] < lengths[None, :]
+
+    def unsort(self, time_major):
+        """(T, B, ...) in sorted order -> (N, T, ...) in the user's order."""
+        result = np.empty((self.size, self.steps) + time_major.shape[2:],
+                          dtype=time_major.dtype)
+        result[self.order] = np.swapaxes(time_major, 0, 1)
+        return result
+
+    def unsort_rows(self, rows):
+        """(B, ...) or (lanes, B, ...) sorted -> the user's order (axis -2/0)."""
+        result = np.empty_like(rows)
+        if rows.ndim == 3:
+            result[:, self.order] = rows
+        else:
+            result[self.order] = rows
+        return result
+
+    def sort_state(self, state):
+        """(lanes, N, H) in the user's order -> sorted, C-contiguous."""
+        return np.ascontiguousarray(state[:, self.order])
+
+
+def _pad_list(sequences, name):
+    arrays = [as_real_array(s, f"{name}[{i}]") for i, s in enumerate(sequences)]
+    if not arrays:
+        raise ValueError(f"{name} must hold at least one sequence, got an empty list")
+    ndims = {a.ndim for a in arrays}
+    if len(ndims) != 1 or ndims.pop() not in (1, 2):
+        raise ValueError(
+            f"{name} must be a list of arrays of shape (T_i, D) or (T_i,) "
+            f"with the same number of dimensions, got dimensions "
+            f"{[a.ndim for a in arrays]}")
+    lengths = np.array([len(a) for a in arrays], dtype=np.int64)
+    if lengths.min() == 0:
+        raise ValueError(
+            f"every sequence in {name} needs at least one step, "
+            f"{name}[{int(np.argmin(lengths))}] has 0")
+    widths = {a.shape[1:] for a in arrays}
+    if len(widths) != 1:
+        raise ValueError(
+            f"every sequence in {name} must have the same trailing shape, "
+            f"got {sorted(widths)}")
+    dtype = np.result_type(*arrays)
+    padded = np.zeros((len(arrays), int(lengths.max())) + arrays[0].shape[1:],
+                      dtype=dtype)
+    for i, array in enumerate(arrays):
+        padded[i, :len(array)] = array
+    return padded, lengths
+
+
+def _check_lengths(lengths, n, steps):
+    lengths = np.asarray(lengths)
+    if lengths.dtype.kind not in "iu":
+        raise TypeError(
+            f"lengths must be integers, got {_describe(lengths)}")
+    if lengths.shape != (n,):
+        raise ValueError(
+            f"lengths must have shape ({n},), one per sequence, got shape "
+            f"{lengths.shape}")
+    if lengths.min() < 1 or lengths.max() > steps:
+        bad = lengths[(lengths < 1) | (lengths > steps)][0]
+        raise ValueError(
+            f"every length must be in [1, {steps}] (T = {steps}), got {bad}")
+    return lengths.astype(np.int64)
+
+
+def prepare_batch(X, lengths, input_size, dtype):
+    """Validate X (and lengths) and lay them out for the driver."""
+    if isinstance(X, (list, tuple)):
+        if lengths is not None:
+            raise ValueError(
+                "lengths must be None when X is a list of sequences "
+                "(the lengths are taken from the sequences)")
+        X, lengths = _pad_list(X, "X")
+    else:
+        X = as_real_array(X, "X")
+    if X.ndim == 3:
+        tokens = False
+        if X.shape[2] != input_size:
+            raise ValueError(
+                f"X has {X.shape[2]} features, the model expects {input_size}")
+    elif X.ndim == 2:
+        tokens = True
+        if X.dtype.kind not in "iu":
+            raise TypeError(
+                f"a 2-D X holds token ids and must be integers, got "
+                f"{_describe(X)}; for float features pass (N, T, D)")
+    else:
+        raise ValueError(
+            f"X must be (N, T, D) float features or (N, T) integer tokens, "
+            f"got {X.ndim} dimension(s) (shape {X.shape})")
+    n, steps = X.shape[:2]
+    if n == 0:
+        raise ValueError(f"X must hold at least one sequence, got shape {X.shape}")
+    if steps == 0:
+        raise ValueError(f"X must have at least one time step, got shape {X.shape}")
+    if lengths is None:
+        lengths = np.full(n, steps, dtype=np.int64)
+    else:
+        lengths = _check_lengths(lengths, n, steps)
+    width = 1 if tokens else input_size
+    if n * steps * max(width, 1) > _INT32_MAX:
+        raise ValueError(
+            f"X has {n * steps * width} elements; crnn's BLAS calls take "
+            f"32-bit sizes, at most {_INT32_MAX}")
+
+    order = np.argsort(-lengths, kind="stable")
+    sorted_lengths = np.ascontiguousarray(lengths[order], dtype=np.int32)
+    batch = Batch(None, sorted_lengths, order, steps)
+    padding = ~batch.mask
+    if tokens:
+        inputs = np.ascontiguousarray(X[order].T)           # (T, B)
+        real = inputs[batch.mask]
+        if real.size and (real.min() < 0 or real.max() >= input_size):
+            bad = real[(real < 0) | (real >= input_size)][0]
+            raise ValueError(
+                f"token ids must be in [0, {input_size}) (input_size = "
+                f"{input_size}), got {bad}")
+        inputs = inputs.astype(np.int32)
+        inputs[padding] = 0
+    else:
+        inputs = np.ascontiguousarray(np.swapaxes(X[order], 0, 1), dtype=dtype)
+        inputs[padding] = 0
+        if not np.isfinite(inputs).all():
+            raise ValueError("X contains NaN or infinity; expected finite values")
+    batch.inputs = inputs
+    return batch
+
+
+def prepare_targets(y, batch, output, output_size, return_sequences, dtype):
+    """Validate targets and lay them out like the batch: int32 class ids
+    (T, B) / (B,) for softmax, floats (T, B, K) / (B, K) for linear."""
+    if isinstance(y, (list, tuple)) and return_sequences and len(y) and \
+            not np.isscalar(y[0]):
+        y, target_lengths = _pad_list(y, "y")
+        if y.shape[0] != batch.size or \
+                not np.array_equal(target_lengths[batch.order], batch.lengths):
+            raise ValueError(
+                "y must hold one target sequence per input sequence, with the "
+                f"same lengths; got {len(target_lengths)} sequences of lengths "
+                f"{target_lengths.tolist()}")
+        if y.shape[1] < batch.steps:
+            y = np.concatenate(
+                [y, np.zeros((y.shape[0], batch.steps - y.shape[1]) + y.shape[2:],
+                             dtype=y.dtype)], axis=1)
+    y = as_real_array(y, "y")
+    n, steps = batch.size, batch.steps
+    if output == "softmax":
+        expected = (n, steps) if return_sequences else (n,)
+        if y.shape != expected:
+            raise ValueError(
+                f"y must be class ids of shape {expected}, got shape {y.shape}")
+        real = (y[batch.order].T[batch.mask] if return_sequences else y)
+        if y.dtype.kind == "f":
+            if not np.isfinite(real).all() or (real != np.round(real)).any():
+                raise ValueError(
+                    "y must be whole class ids, got a fractional or non-finite value")
+        if real.size and (real.min() < 0 or real.max() >= output_size):
+            bad = real[(real < 0) | (real >= output_size)][0]
+            raise ValueError(
+                f"class ids in y must be in [0, {output_size}) (output_size = "
+                f"{output_size}), got {bad}")
+        if return_sequences:
+            labels = np.ascontiguousarray(y[batch.order].T)
+            labels[~batch.mask] = 0
+        else:
+            labels = y[batch.order]
+        return np.ascontiguousarray(labels, dtype=np.int32)
+
+    # linear: (N, T, K) / (N, K); a trailing K = 1 may be left out
+    expected = (n, steps, output_size) if return_sequences else (n, output_size)
+    if output_size == 1 and y.shape == expected[:-1]:
+        y = y[..., None]
+    if y.shape != expected:
+        raise ValueError(f"y must have shape {expected}, got shape {y.shape}")
+    if return_sequences:
+        targets = np.ascontiguousarray(np.swapaxes(y[batch.order], 0, 1), dtype=dtype)
+        targets[~batch.mask] = 0
+    else:
+        targets = np.ascontiguousarray(y[batch.order], dtype=dtype)
+    if not np.isfinite(targets).all():
+        raise ValueError("y contains NaN or infinity; expected finite values")
+    return targets
+
+
+def prepare_state(state, name, shape, batch, dtype):
+    """Validate one initial state array (lanes, N, H) and sort its rows."""
+    state = as_real_array(state, name)
+    if state.shape != shape:
+        raise ValueError(
+            f"{name} must have shape {shape} (num_layers * directions, N, "
+            f"hidden_size), got shape {state.shape}")
+    state = batch.sort_state(state.astype(dtype, copy=False))
+    if not np.isfinite(state).all():
+        raise ValueError(f"{name} contains NaN or infinity; expected finite values")
+    return state

@@ -1,0 +1,33 @@
+# The generic sequence driver: one lane (one layer, one direction) of any
+# cell type over a time-major, length-sorted batch.  See _sequence.pyx.
+from cython cimport floating
+
+
+cdef struct LaneShape:
+    int steps       # T: time steps of the padded batch
+    int batch       # B: rows, sorted by length, longest first
+    int inputs      # D: input features (or vocabulary size for tokens)
+    int hidden      # H: hidden units
+    int kind        # CellKind
+
+
+cdef void lane_forward(const LaneShape *shape, const int *batch_sizes,
+                       const floating *x, const int *tokens,
+                       const floating *U, const floating *U_T,
+                       const floating *W, const floating *b,
+                       const floating *recurrent_bias,
+                       floating *gates, floating *recurrent,
+                       floating *hs, floating *cs,
+                       floating *keep) noexcept nogil
+
+cdef void lane_backward(const LaneShape *shape, const int *batch_sizes,
+                        const floating *x, const int *tokens,
+                        const floating *U, const floating *W,
+                        const floating *gates, const floating *hs,
+                        const floating *cs, const floating *keep,
+                        const floating *dh_outputs,
+                        const floating *dh_final, const floating *dc_final,
+                        floating *dgates, floating *drecurrent,
+                        floating *dh, floating *dc,
+                        floating *dU, floating *dU_T, floating *dW,
+                        floating *db, floating *dx) noexcept nogil

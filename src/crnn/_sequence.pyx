@@ -1,0 +1,606 @@
+"""The generic sequence driver: time, layers, directions, lengths and BPTT.
+
+One loop serves every cell type; the cell-specific work is the point-wise
+kernel pair of _cells.pyx.  Layout, shared by every buffer here:
+
+- time-major and C-contiguous: a (T, B, width) array is T·B rows of `width`;
+- the batch is sorted by length, longest first, so the sequences alive at
+  step t are the rows [0, batch_sizes[t]) and padding costs nothing;
+- rows past a sequence's end hold zeros (h, C, gradients), so the products
+  over all T·B rows after the time loop need no mask.
+
+A *lane* is one layer in one direction.  ``lane_forward`` hoists the input
+projection into one GEMM over all T·B rows (a gather for tokens), then per
+step runs one recurrent GEMM on the live rows and one point-wise kernel.
+``lane_backward`` runs BPTT computing only dgates and dh(t-1) in the loop;
+the weight gradients are single GEMMs after it.
+
+``run`` drives the lanes of a whole network (layers bottom-up, the reverse
+direction on a per-sequence time-reversed copy of its input), the output
+layer and the loss, and BPTT back down.  Its buffers come from a
+``Workspace`` and are reused across calls.
+"""
+cimport numpy as cnp
+from libc.string cimport memcpy, memset
+
+from ._blas cimport gemm
+from ._cells cimport (cell_forward, cell_backward, gate_blocks,
+                      has_cell_state, separate_recurrent)
+from ._loss cimport softmax_cross_entropy, squared_error
+
+import numpy as np
+
+cnp.import_array()
+
+cpdef enum OutputKind:
+    OUTPUT_NONE = 0      # outputs are the top layer's h
+    OUTPUT_SOFTMAX = 1   # softmax + cross-entropy
+    OUTPUT_LINEAR = 2    # linear + ½‖o - y‖²
+
+
+cdef class Workspace:
+    """Every buffer the driver uses, by name, grown only when a call needs more.
+
+    ``get(name, shape, dtype)`` returns a C-contiguous view of a flat buffer
+    that is allocated on first use and reallocated only when a larger call
+    (or another dtype) arrives; calls of the same or smaller size reuse it.
+    Contents are not initialised: the driver writes every element it reads.
+    """
+    cdef dict buffers
+
+    def __init__(self):
+        self.buffers = {}
+
+    cpdef cnp.ndarray get(self, str name, tuple shape, object dtype):
+        cdef Py_ssize_t size = 1
+        for extent in shape:
+            size *= extent
+        buffer = self.buffers.get(name)
+        if buffer is None or buffer.shape[0] < size or buffer.dtype != dtype:
+            buffer = np.empty(max(size, 1), dtype=dtype)
+            self.buffers[name] = buffer
+        return buffer[:size].reshape(shape)
+
+    def nbytes(self):
+        """Total bytes held (for tests and diagnostics)."""
+        return sum(b.nbytes for b in self.buffers.values())
+
+    def __reduce__(self):
+        # A workspace is scratch memory: copies start empty.
+        return (Workspace, ())
+
+
+cdef inline void *data(object array):
+    """The array's data pointer, or NULL for None."""
+    return NULL if array is None else cnp.PyArray_DATA(<cnp.ndarray> array)
+
+
+# ---------------------------------------------------------------- one lane
+
+cdef void lane_forward(const LaneShape *shape,
+                       const int *batch_sizes,      # (T,) live rows per step
+                       const floating *x,           # (T·B × D) input, or NULL for tokens
+                       const int *tokens,           # (T·B,) token ids, or NULL
+                       const floating *U,           # (G·H × D)
+                       const floating *U_T,         # (D × G·H) Uᵀ, for tokens only
+                       const floating *W,           # (G·H × H)
+                       const floating *b,           # (G·H,)
+                       const floating *recurrent_bias,  # (H,) GRU only
+                       floating *gates,             # OUT (T·B × G·H), kept for BPTT
+                       floating *recurrent,         # scratch (B × G·H), separate_recurrent only
+                       floating *hs,                # ((T+1)·B × H): slot 0 = h0 on entry, slot t+1 = h(t)
+                       floating *cs,                # ((T+1)·B × H): the same for C (LSTM)
+                       floating *keep) noexcept nogil:  # OUT (T·B × H), cells that keep more
+    cdef int T = shape.steps, B = shape.batch, D = shape.inputs
+    cdef int H = shape.hidden, kind = shape.kind
+    cdef int GH = gate_blocks(kind) * H
+    cdef Py_ssize_t rows = <Py_ssize_t> T * B, r, j, t
+    cdef Py_ssize_t state = <Py_ssize_t> B * H
+    cdef bint separate = separate_recurrent(kind)
+    cdef bint with_c = has_cell_state(kind)
+    cdef int live
+    cdef floating *z
+    cdef floating *h
+    cdef const floating *column
+
+    # Input projection for every row at once: Z = X @ U.T + b.
+    for r in range(rows):
+        z = gates + r * GH
+        if tokens != NULL:
+            # One-hot x: X @ U.T is row x of U.T, a gather.
+            column = U_T + <Py_ssize_t> tokens[r] * GH
+            for j in range(GH):
+                z[j] = column[j] + b[j]
+        else:
+            memcpy(z, b, GH * sizeof(floating))
+    if tokens == NULL:
+        # Z += X @ U.T   (T·B × G·H) += (T·B × D)(G·H × D)ᵀ
+        gemm(False, True, <int> rows, GH, D, 1, x, D, U, D, 1, gates, GH)
+
+    for t in range(T):
+        live = batch_sizes[t]
+        z = gates + t * B * GH
+        h = hs + (t + 1) * state
+        if separate:
+            # R = H[t-1] @ W.T   (B_t × G·H) = (B_t × H)(G·H × H)ᵀ
+            gemm(False, True, live, GH, H, 1, hs + t * state, H, W, H,
+                 0, recurrent, GH)
+        else:
+            # Z[t] += H[t-1] @ W.T   (B_t × G·H) += (B_t × H)(G·H × H)ᵀ
+            gemm(False, True, live, GH, H, 1, hs + t * state, H, W, H,
+                 1, z, GH)
+        cell_forward(kind, live, H, z, recurrent, recurrent_bias,
+                     hs + t * state,
+                     cs + t * state if with_c else NULL,
+                     h,
+                     cs + (t + 1) * state if with_c else NULL,
+                     keep + t * state if keep != NULL else NULL)
+        # Finished sequences: h(t) = 0 (and C(t) = 0) keeps padding inert.
+        memset(h + <Py_ssize_t> live * H, 0, (B - live) * H * sizeof(floating))
+        if with_c:
+            memset(cs + (t + 1) * state + <Py_ssize_t> live * H, 0,
+                   (B - live) * H * sizeof(floating))
+
+
+cdef void lane_backward(const LaneShape *shape,
+                        const int *batch_sizes,     # (T,)
+                        const floating *x,          # (T·B × D) or NULL for tokens
+                        const int *tokens,          # (T·B,) or NULL
+                        const floating *U,          # (G·H × D)
+                        const floating *W,          # (G·H × H)
+                        const floating *gates,      # IN from lane_forward
+                        const floating *hs,         # IN from lane_forward
+                        const floating *cs,         # IN from lane_forward (LSTM)
+                        const floating *keep,       # IN from lane_forward
+                        const floating *dh_outputs,  # IN (T·B × H) ∂L/∂h(t) from outputs or the layer above, or NULL
+                        const floating *dh_final,   # IN (B × H) ∂L/∂(final h), or NULL
+                        const floating *dc_final,   # IN (B × H) ∂L/∂(final C), or NULL
+                        floating *dgates,           # OUT (T·B × G·H) ∂L/∂Z
+                        floating *drecurrent,       # OUT (T·B × G·H) ∂L/∂R, separate_recurrent only
+                        floating *dh,               # OUT (B × H) ∂L/∂h0
+                        floating *dc,               # OUT (B × H) ∂L/∂c0 (LSTM)
+                        floating *dU,               # += (G·H × D), unless tokens
+                        floating *dU_T,             # += (D × G·H), tokens only
+                        floating *dW,               # += (G·H × H)
+                        floating *db,               # += (G·H,)
+                        floating *dx) noexcept nogil:  # OUT (T·B × D) ∂L/∂x, or NULL
+    cdef int T = shape.steps, B = shape.batch, D = shape.inputs
+    cdef int H = shape.hidden, kind = shape.kind
+    cdef int GH = gate_blocks(kind) * H
+    cdef Py_ssize_t rows = <Py_ssize_t> T * B, r, j, t
+    cdef Py_ssize_t state = <Py_ssize_t> B * H
+    cdef bint separate = separate_recurrent(kind)
+    cdef bint with_c = has_cell_state(kind)
+    cdef int live, starting
+    cdef floating *dz
+    cdef floating *dr
+    cdef floating *target
+    cdef const floating *source
+    cdef size_t row_bytes = H * sizeof(floating)
+
+    t = T - 1
+    while t >= 0:
+        live = batch_sizes[t]
+        starting = batch_sizes[t + 1] if t + 1 < T else 0
+        # Rows whose last position is t start their BPTT here, from the
+        # gradient reaching their final state (many-to-one) or zero.
+        for r in range(starting, live):
+            if dh_final != NULL:
+                memcpy(dh + r * H, dh_final + r * H, row_bytes)
+            else:
+                memset(dh + r * H, 0, row_bytes)
+            if with_c:
+                if dc_final != NULL:
+                    memcpy(dc + r * H, dc_final + r * H, row_bytes)
+                else:
+                    memset(dc + r * H, 0, row_bytes)
+        dz = dgates + t * B * GH
+        dr = drecurrent + t * B * GH if separate else dz
+        cell_backward(kind, live, H, gates + t * B * GH,
+                      hs + (t + 1) * state, hs + t * state,
+                      cs + t * state if with_c else NULL,
+                      cs + (t + 1) * state if with_c else NULL,
+                      keep + t * state if keep != NULL else NULL,
+                      dh_outputs + t * state if dh_outputs != NULL else NULL,
+                      dh, dc if with_c else NULL, dz, dr)
+        memset(dz + <Py_ssize_t> live * GH, 0, (B - live) * GH * sizeof(floating))
+        if separate:
+            memset(dr + <Py_ssize_t> live * GH, 0,
+                   (B - live) * GH * sizeof(floating))
+        # dH[t-1] = dR[t] @ W   (B_t × H) = (B_t × G·H)(G·H × H)
+        # (+= when the cell left a direct h(t-1) → h(t) term in dh)
+        gemm(False, False, live, H, GH, 1, dr, GH, W, H,
+             1 if separate else 0, dh, H)
+        t -= 1
+
+    # Weight gradients: one GEMM each over all T·B rows (dead rows are zero).
+    # dW += dR.T @ H_prev   (G·H × H) += (T·B × G·H)ᵀ (T·B × H)
+    gemm(True, False, GH, H, <int> rows, 1,
+         drecurrent if separate else dgates, GH, hs, H, 1, dW, H)
+    if tokens != NULL:
+        # One-hot x: dU.T[x] += dZ row, a scatter-add.
+        for r in range(rows):
+            target = dU_T + <Py_ssize_t> tokens[r] * GH
+            source = dgates + r * GH
+            for j in range(GH):
+                target[j] += source[j]
+    else:
+        # dU += dZ.T @ X   (G·H × D) += (T·B × G·H)ᵀ (T·B × D)
+        gemm(True, False, GH, D, <int> rows, 1, dgates, GH, x, D, 1, dU, D)
+    # db += Σ_rows dZ
+    for r in range(rows):
+        source = dgates + r * GH
+        for j in range(GH):
+            db[j] += source[j]
+    if dx != NULL:
+        # dX = dZ @ U   (T·B × D) = (T·B × G·H)(G·H × D)
+        gemm(False, False, <int> rows, D, GH, 1, dgates, GH, U, D, 0, dx, D)
+
+
+# ------------------------------------------------- time reversal and concat
+
+cdef void copy_steps(int T, int B, int width, const int *lengths,
+                     bint reverse, bint accumulate,
+                     const floating *source, int source_stride,
+                     floating *target, int target_stride) noexcept nogil:
+    """target[t', b] (+)= source[t, b] for t < lengths[b]; t' = t, or
+    lengths[b]-1-t with `reverse` (each sequence reversed within its own
+    length).  Without `accumulate`, target rows past a length are zeroed."""
+    cdef Py_ssize_t t, b, k, to
+    cdef const floating *s
+    cdef floating *d
+    for t in range(T):
+        for b in range(B):
+            if t < lengths[b]:
+                to = lengths[b] - 1 - t if reverse else t
+                s = source + (t * B + b) * source_stride
+                d = target + (to * B + b) * target_stride
+                if accumulate:
+                    for k in range(width):
+                        d[k] += s[k]
+                else:
+                    memcpy(d, s, width * sizeof(floating))
+            elif not accumulate:
+                memset(target + (t * B + b) * target_stride, 0,
+                       width * sizeof(floating))
+
+
+cdef void reverse_tokens(int T, int B, const int *lengths, const int *source,
+                         int *target) noexcept nogil:
+    cdef Py_ssize_t t, b
+    for t in range(T):
+        for b in range(B):
+            target[t * B + b] = (source[(lengths[b] - 1 - t) * B + b]
+                                 if t < lengths[b] else 0)
+
+
+# ------------------------------------------------------------- the network
+
+def run(Workspace ws, int kind, int hidden, int num_layers, int directions,
+        list lanes, V, c, cnp.ndarray inputs, cnp.ndarray lengths,
+        h0, c0, int output_kind, bint return_sequences, targets,
+        double scale, bint need_grad):
+    """Forward (and with `need_grad` the loss and BPTT) of a whole network.
+
+    lanes       list of (U, W, b) per lane, layer-major then direction
+    V, c        output layer (K × H·dirs), (K,), or None
+    inputs      (T, B, D) floats in the model's dtype, or (T, B) int32 tokens
+    lengths     (B,) int32, sorted descending, each in [1, T]
+    h0, c0      (lanes, B, H) initial states, or None for zeros
+    targets     int32 labels (T, B) / (B,), float (T, B, K) / (B, K), or None
+    scale       1 / (positions with a target) for the mean, 1 for the sum
+
+    Returns a dict: "outputs" (T, B, K) or (B, K) (rows past a length are 0;
+    a view of the workspace: copy before the next call), "h_n", "c_n"
+    (lanes, B, H), and with `need_grad` "loss", "grads" (list per lane of
+    (dU, dW, db)), "dV", "dc", "dh0", "dc0".
+    """
+    if need_grad and output_kind == OUTPUT_NONE:
+        raise ValueError("a model without an output layer has no loss")
+    dtype = lanes[0][0].dtype
+    if dtype == np.float32:
+        return _run[float](<float> 0, ws, kind, hidden, num_layers, directions,
+                           lanes, V, c, inputs, lengths, h0, c0, output_kind,
+                           return_sequences, targets, scale, need_grad)
+    return _run[double](<double> 0, ws, kind, hidden, num_layers, directions,
+                        lanes, V, c, inputs, lengths, h0, c0, output_kind,
+                        return_sequences, targets, scale, need_grad)
+
+
+cdef object _run(floating dtype_tag, Workspace ws, int kind, int H,
+                 int num_layers, int directions, list lanes, V, c,
+                 cnp.ndarray inputs, cnp.ndarray lengths, h0, c0,
+                 int output_kind, bint return_sequences, targets,
+                 double scale, bint need_grad):
+    dtype = np.float32 if floating is float else np.float64
+    cdef bint tokens = inputs.ndim == 2
+    cdef int T = inputs.shape[0], B = inputs.shape[1]
+    cdef int G = gate_blocks(kind), GH = G * H
+    cdef int Hd = H * directions
+    cdef int n_lanes = num_layers * directions
+    cdef bint with_c = has_cell_state(kind)
+    cdef bint separate = separate_recurrent(kind)
+    cdef int K = V.shape[0] if V is not None else Hd
+    cdef int l, d, lane, t, b, D
+    cdef LaneShape shape
+    cdef const int *lens = <const int *> data(lengths)
+    cdef double loss = 0
+
+    # batch_sizes[t] = number of sequences longer than t
+    cdef cnp.ndarray batch_array = ws.get("batch_sizes", (T,), np.int32)
+    cdef int *batch_sizes = <int *> data(batch_array)
+    for t in range(T):
+        batch_sizes[t] = 0
+    for b in range(B):
+        for t in range(lens[b]):
+            batch_sizes[t] += 1
+
+    shape.steps = T
+    shape.batch = B
+    shape.hidden = H
+    shape.kind = kind
+
+    # Per lane: its input (possibly reversed), and what BPTT will need.
+    lane_inputs = [None] * n_lanes
+    lane_gates = [None] * n_lanes
+    lane_hs = [None] * n_lanes
+    lane_cs = [None] * n_lanes
+    lane_keep = [None] * n_lanes
+    layer_outputs = [None] * num_layers   # (T, B, H·dirs) per layer
+
+    cdef cnp.ndarray layer_input = inputs, lane_input, U_T, gates, hs, cs
+    cdef cnp.ndarray recurrent = ws.get("recurrent", (B, GH), dtype)
+    cdef cnp.ndarray concat
+    # raw pointers handed to the nogil sections
+    cdef floating *recurrent_ptr = <floating *> data(recurrent)
+    cdef floating *source
+    cdef floating *target
+    cdef floating *x_ptr
+    cdef int *token_ptr
+    cdef floating *U_ptr
+    cdef floating *U_T_ptr
+    cdef floating *W_ptr
+    cdef floating *b_ptr
+    cdef floating *gates_ptr
+    cdef floating *hs_ptr
+    cdef floating *cs_ptr
+
+    # ------------------------------------------------------------ forward
+    for l in range(num_layers):
+        D = layer_input.shape[2] if layer_input.ndim == 3 else lanes[0][0].shape[1]
+        shape.inputs = D
+        for d in range(directions):
+            lane = l * directions + d
+            U, W, bias = lanes[lane]
+            if d == 0:
+                lane_input = layer_input
+            elif layer_input.ndim == 2:
+                lane_input = ws.get(f"input{lane}", (T, B), np.int32)
+                reverse_tokens(T, B, lens, <int *> data(layer_input),
+                               <int *> data(lane_input))
+            else:
+                lane_input = ws.get(f"input{lane}", (T, B, D), dtype)
+                source = <floating *> data(layer_input)
+                target = <floating *> data(lane_input)
+                with nogil:
+                    copy_steps(T, B, D, lens, True, False, source, D, target, D)
+            gates = ws.get(f"gates{lane}", (T, B, GH), dtype)
+            hs = ws.get(f"hs{lane}", (T + 1, B, H), dtype)
+            hs[0] = 0 if h0 is None else h0[lane]
+            if with_c:
+                cs = ws.get(f"cs{lane}", (T + 1, B, H), dtype)
+                cs[0] = 0 if c0 is None else c0[lane]
+            else:
+                cs = None
+            U_T = None
+            if lane_input.ndim == 2:
+                U_T = ws.get(f"U_T{lane}", (D, GH), dtype)
+                np.copyto(U_T, U.T)
+            x_ptr = NULL if U_T is not None else <floating *> data(lane_input)
+            token_ptr = <int *> data(lane_input) if U_T is not None else NULL
+            U_ptr, U_T_ptr = <floating *> data(U), <floating *> data(U_T)
+            W_ptr, b_ptr = <floating *> data(W), <floating *> data(bias)
+            gates_ptr, hs_ptr = <floating *> data(gates), <floating *> data(hs)
+            cs_ptr = <floating *> data(cs)
+            with nogil:
+                lane_forward(&shape, batch_sizes, x_ptr, token_ptr, U_ptr,
+                             U_T_ptr, W_ptr, b_ptr, NULL, gates_ptr,
+                             recurrent_ptr, hs_ptr, cs_ptr, NULL)
+            lane_inputs[lane] = lane_input
+            lane_gates[lane] = gates
+            lane_hs[lane] = hs
+            lane_cs[lane] = cs
+        if directions == 1:
+            layer_outputs[l] = lane_hs[l][1:]
+        else:
+            concat = ws.get(f"output{l}", (T, B, Hd), dtype)
+            for d in range(directions):
+                source = <floating *> data(lane_hs[l * directions + d]) + <Py_ssize_t> B * H
+                target = <floating *> data(concat) + d * H
+                with nogil:
+                    copy_steps(T, B, H, lens, d == 1, False, source, H, target, Hd)
+            layer_outputs[l] = concat
+        layer_input = layer_outputs[l]
+
+    # Final states: each sequence's state after its own last position.
+    top = (num_layers - 1) * directions
+    h_n = np.empty((n_lanes, B, H), dtype=dtype)
+    c_n = np.empty((n_lanes, B, H), dtype=dtype) if with_c else None
+    rows = np.arange(B)
+    for lane in range(n_lanes):
+        h_n[lane] = lane_hs[lane][lengths, rows]
+        if with_c:
+            c_n[lane] = lane_cs[lane][lengths, rows]
+
+    # --------------------------------------------------- output and loss
+    cdef cnp.ndarray top_h, logits, dlogits = None, labels_array = None
+    cdef cnp.ndarray target_array = None
+    cdef int out_rows, live
+    cdef floating *logit_ptr
+    cdef floating *dlogit_ptr = NULL
+    cdef const int *label_ptr = NULL
+    cdef const floating *target_ptr = NULL
+    cdef floating s = <floating> scale
+    if return_sequences:
+        top_h = np.ascontiguousarray(layer_outputs[num_layers - 1])
+    else:
+        top_h = np.ascontiguousarray(
+            np.concatenate([h_n[top + d] for d in range(directions)], axis=1))
+    out_rows = T * B if return_sequences else B
+
+    if output_kind == OUTPUT_NONE:
+        outputs = top_h
+    else:
+        logits = ws.get("logits", (out_rows, K), dtype)
+        logits[:] = c
+        source = <floating *> data(top_h)
+        target = <floating *> data(logits)
+        W_ptr = <floating *> data(V)
+        # O = H_top @ V.T + c   (rows × K) += (rows × H·dirs)(K × H·dirs)ᵀ
+        with nogil:
+            gemm(False, True, out_rows, K, Hd, 1, source, Hd, W_ptr, Hd, 1,
+                 target, K)
+        if need_grad:
+            dlogits = ws.get("dlogits", (out_rows, K), dtype)
+            dlogit_ptr = <floating *> data(dlogits)
+            if output_kind == OUTPUT_SOFTMAX:
+                labels_array = targets
+                label_ptr = <const int *> data(labels_array)
+            else:
+                target_array = targets
+                target_ptr = <const floating *> data(target_array)
+        logit_ptr = <floating *> data(logits)
+        with nogil:
+            # steps of B rows, live prefix only (many-to-one: one step of B)
+            for t in range(T if return_sequences else 1):
+                live = batch_sizes[t] if return_sequences else B
+                if output_kind == OUTPUT_SOFTMAX:
+                    loss += softmax_cross_entropy(
+                        live, K, logit_ptr + t * B * K,
+                        label_ptr + t * B if label_ptr != NULL else NULL,
+                        s, dlogit_ptr + t * B * K if dlogit_ptr != NULL else NULL)
+                elif need_grad:
+                    loss += squared_error(
+                        live, K, logit_ptr + t * B * K, target_ptr + t * B * K,
+                        s, dlogit_ptr + t * B * K)
+                memset(logit_ptr + (t * B + live) * K, 0,
+                       (B - live) * K * sizeof(floating))
+                if dlogit_ptr != NULL:
+                    memset(dlogit_ptr + (t * B + live) * K, 0,
+                           (B - live) * K * sizeof(floating))
+        outputs = logits
+    if return_sequences:
+        outputs = outputs.reshape(T, B, K)
+    result = {"outputs": outputs, "h_n": h_n, "c_n": c_n}
+    if not need_grad:
+        return result
+
+    # ------------------------------------------------------------ BPTT
+    Hd_shape = (out_rows, Hd)
+    cdef cnp.ndarray dtop = ws.get("dtop", Hd_shape, dtype)
+    dV = np.zeros_like(V)
+    # dV = dO.T @ H_top   (K × H·dirs) = (rows × K)ᵀ (rows × H·dirs)
+    # dH_top = dO @ V     (rows × H·dirs) = (rows × K)(K × H·dirs)
+    source = <floating *> data(top_h)
+    target = <floating *> data(dV)
+    W_ptr = <floating *> data(V)
+    cdef floating *dtop_ptr = <floating *> data(dtop)
+    with nogil:
+        gemm(True, False, K, Hd, out_rows, 1, dlogit_ptr, K, source, Hd, 0,
+             target, Hd)
+        gemm(False, False, out_rows, Hd, K, 1, dlogit_ptr, K, W_ptr, Hd, 0,
+             dtop_ptr, Hd)
+    dc_out = dlogits.sum(axis=0, dtype=np.float64).astype(dtype)
+
+    grads = [None] * n_lanes
+    dh0 = np.empty((n_lanes, B, H), dtype=dtype)
+    dc0 = np.empty((n_lanes, B, H), dtype=dtype) if with_c else None
+    cdef cnp.ndarray dgates, dh, dc, dU, dU_T, dW, db, dx, dh_out
+    cdef cnp.ndarray dlayer = dtop          # ∂L/∂(this layer's output)
+    cdef cnp.ndarray dlayer_below
+    cdef cnp.ndarray dh_final
+    cdef floating *dh_out_ptr
+    cdef floating *dh_final_ptr
+    cdef floating *dgates_ptr
+    cdef floating *dh_ptr
+    cdef floating *dc_ptr
+    cdef floating *dU_ptr
+    cdef floating *dU_T_ptr
+    cdef floating *dW_ptr
+    cdef floating *db_ptr
+    cdef floating *dx_ptr
+    for l in range(num_layers - 1, -1, -1):
+        D = lanes[l * directions][0].shape[1]
+        shape.inputs = D
+        dlayer_below = None
+        if l > 0:
+            dlayer_below = ws.get(f"dlayer{l - 1}", (T, B, Hd), dtype)
+        for d in range(directions):
+            lane = l * directions + d
+            U, W, bias = lanes[lane]
+            lane_input = lane_inputs[lane]
+            # This lane's share of the gradient from above, in its own time order.
+            dh_out_ptr = NULL
+            dh_final_ptr = NULL
+            if return_sequences or l < num_layers - 1:
+                if directions == 1:
+                    dh_out = dlayer
+                else:
+                    dh_out = ws.get(f"dh_out{lane}", (T, B, H), dtype)
+                    source = <floating *> data(dlayer) + d * H
+                    target = <floating *> data(dh_out)
+                    with nogil:
+                        copy_steps(T, B, H, lens, d == 1, False, source, Hd,
+                                   target, H)
+                dh_out_ptr = <floating *> data(dh_out)
+            else:
+                dh_final = np.ascontiguousarray(dtop[:, d * H:(d + 1) * H])
+                dh_final_ptr = <floating *> data(dh_final)
+            dgates = ws.get(f"dgates{lane}", (T, B, GH), dtype)
+            dh = ws.get(f"dh{lane}", (B, H), dtype)
+            dc = ws.get(f"dc{lane}", (B, H), dtype) if with_c else None
+            dU = np.zeros_like(U)
+            dW = np.zeros_like(W)
+            db = np.zeros_like(bias)
+            dU_T = None
+            if lane_input.ndim == 2:
+                dU_T = ws.get(f"dU_T{lane}", (D, GH), dtype)
+                dU_T[:] = 0
+            dx = ws.get(f"dx{lane}", (T, B, D), dtype) if l > 0 else None
+            gates = lane_gates[lane]
+            hs = lane_hs[lane]
+            cs = lane_cs[lane]
+            x_ptr = NULL if dU_T is not None else <floating *> data(lane_input)
+            token_ptr = <int *> data(lane_input) if dU_T is not None else NULL
+            U_ptr, W_ptr = <floating *> data(U), <floating *> data(W)
+            gates_ptr, hs_ptr = <floating *> data(gates), <floating *> data(hs)
+            cs_ptr = <floating *> data(cs)
+            dgates_ptr, dh_ptr = <floating *> data(dgates), <floating *> data(dh)
+            dc_ptr, dU_ptr = <floating *> data(dc), <floating *> data(dU)
+            dU_T_ptr, dW_ptr = <floating *> data(dU_T), <floating *> data(dW)
+            db_ptr, dx_ptr = <floating *> data(db), <floating *> data(dx)
+            with nogil:
+                lane_backward(&shape, batch_sizes, x_ptr, token_ptr, U_ptr,
+                              W_ptr, gates_ptr, hs_ptr, cs_ptr, NULL,
+                              dh_out_ptr, dh_final_ptr, NULL, dgates_ptr, NULL,
+                              dh_ptr, dc_ptr, dU_ptr, dU_T_ptr, dW_ptr, db_ptr,
+                              dx_ptr)
+            if dU_T is not None:
+                dU += dU_T.T
+            dh0[lane] = dh
+            if with_c:
+                dc0[lane] = dc
+            grads[lane] = (dU, dW, db)
+            if dx is not None:
+                # ∂L/∂(layer below's output): forward lane as is, reverse lane
+                # turned back into the original time order.
+                source = <floating *> data(dx)
+                target = <floating *> data(dlayer_below)
+                with nogil:
+                    copy_steps(T, B, D, lens, d == 1, d == 1, source, D,
+                               target, D)
+        if l > 0:
+            dlayer = dlayer_below
+
+    result.update(loss=loss, grads=grads, dV=dV, dc=dc_out, dh0=dh0, dc0=dc0)
+    return result

@@ -1,0 +1,285 @@
+"""The models users build: crnn.RNN (and, on the same base, later cells).
+
+A model owns its parameter arrays (``model.params``) and a workspace for the
+driver.  Every public method validates its arguments (``_inputs``), calls the
+generic driver once (``_sequence.run``) and turns the driver's time-major,
+length-sorted results back into the user's batch order.
+"""
+import threading
+
+import numpy as np
+
+from . import _inputs
+from ._cells import CellKind
+from ._sequence import OutputKind, Workspace, run
+
+_OUTPUT_KINDS = {"softmax": OutputKind.OUTPUT_SOFTMAX,
+                 "linear": OutputKind.OUTPUT_LINEAR,
+                 None: OutputKind.OUTPUT_NONE}
+_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _check_dtype(dtype):
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be 'float32' or 'float64', got {dtype!r}") from None
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype}")
+    return dtype
+
+
+class RecurrentModel:
+    """Base of every crnn model: parameters, validation and the driver call.
+
+    Subclasses set ``_gate_blocks`` (G: weight matrices have G·H rows) and
+    ``_cell_kind()``.
+    """
+
+    _gate_blocks = 1
+
+    def __init__(self, input_size, hidden_size, output_size=None, *,
+                 num_layers=1, bidirectional=False, output="softmax",
+                 return_sequences=True, dtype="float32", seed=None):
+        self.input_size = _inputs.check_positive_int(input_size, "input_size")
+        self.hidden_size = _inputs.check_positive_int(hidden_size, "hidden_size")
+        self.num_layers = _inputs.check_positive_int(num_layers, "num_layers")
+        if not isinstance(bidirectional, (bool, np.bool_)):
+            raise TypeError(f"bidirectional must be True or False, got {bidirectional!r}")
+        self.bidirectional = bool(bidirectional)
+        if output not in _OUTPUT_KINDS:
+            raise ValueError(
+                f"output must be 'softmax', 'linear' or None, got {output!r}")
+        self.output = output
+        if output is None:
+            if output_size is not None:
+                raise ValueError(
+                    f"output_size must be None when output is None, got {output_size!r}")
+        elif output_size is None:
+            # A model whose outputs live in its input space (next-token
+            # prediction, the source document's model) needs no output_size.
+            output_size = self.input_size
+        self.output_size = (None if output_size is None else
+                            _inputs.check_positive_int(output_size, "output_size"))
+        if not isinstance(return_sequences, (bool, np.bool_)):
+            raise TypeError(
+                f"return_sequences must be True or False, got {return_sequences!r}")
+        self.return_sequences = bool(return_sequences)
+        self.dtype = _check_dtype(dtype)
+        if seed is not None and not isinstance(seed, (int, np.integer)):
+            raise TypeError(f"seed must be an int or None, got {seed!r}")
+        self.seed = seed
+        self._params = self._initial_params(np.random.default_rng(seed))
+        self._workspace = Workspace()
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------ structure
+    @property
+    def directions(self):
+        return 2 if self.bidirectional else 1
+
+    def _lane_names(self):
+        """(layer, suffix) of every lane, layer-major, direction-minor."""
+        suffixes = ("", "_reverse")[:self.directions]
+        return [(layer, suffix) for layer in range(self.num_layers)
+                for suffix in suffixes]
+
+    def _param_shapes(self):
+        """Every parameter's name and shape, in initialisation order."""
+        G, H = self._gate_blocks, self.hidden_size
+        shapes = {}
+        for layer, suffix in self._lane_names():
+            inputs = self.input_size if layer == 0 else H * self.directions
+            shapes[f"U{layer}{suffix}"] = (G * H, inputs)
+            shapes[f"W{layer}{suffix}"] = (G * H, H)
+            shapes[f"b{layer}{suffix}"] = (G * H,)
+        if self.output is not None:
+            shapes["V"] = (self.output_size, H * self.directions)
+            shapes["c"] = (self.output_size,)
+        return shapes
+
+    def _initial_params(self, rng):
+        # Uniform(-1/√H, 1/√H) for every weight and bias (PyTorch's rule),
+        # drawn in float64 so models of either dtype from one seed agree.
+        bound = 1.0 / np.sqrt(self.hidden_size)
+        return {name: rng.uniform(-bound, bound, size=shape).astype(self.dtype)
+                for name, shape in self._param_shapes().items()}
+
+    # ------------------------------------------------------------ parameters
+    @property
+    def params(self):
+        """The model's own parameter arrays by name (writing into them
+        changes the model)."""
+        return dict(self._params)
+
+    def set_params(self, params):
+        """Copy every array of `params` in, after checking all of them."""
+        if not isinstance(params, dict):
+            raise TypeError(f"params must be a dict, got {type(params).__name__}")
+        shapes = self._param_shapes()
+        missing = sorted(set(shapes) - set(params))
+        extra = sorted(set(params) - set(shapes))
+        if missing or extra:
+            raise ValueError(
+                f"params must have exactly the keys {sorted(shapes)}; "
+                f"missing {missing}, unexpected {extra}")
+        checked = {}
+        for name, shape in shapes.items():
+            value = np.asarray(params[name])
+            if value.dtype.kind not in "iuf":
+                raise TypeError(
+                    f"params[{name!r}] must be a real array, got dtype {value.dtype}")
+            if value.shape != shape:
+                raise ValueError(
+                    f"params[{name!r}] must have shape {shape}, got {value.shape}")
+            value = value.astype(self.dtype, copy=False)
+            if not np.isfinite(value).all():
+                raise ValueError(f"params[{name!r}] contains NaN or infinity")
+            checked[name] = value
+        for name, value in checked.items():
+            self._params[name][...] = value
+
+    # ------------------------------------------------------------ state
+    def _state_shape(self, n):
+        return (self.num_layers * self.directions, n, self.hidden_size)
+
+    def _prepare_state(self, initial_state, batch):
+        """Sorted (h0, c0); c0 is None for cells without a cell state."""
+        if initial_state is None:
+            return None, None
+        shape = self._state_shape(batch.size)
+        return _inputs.prepare_state(initial_state, "initial_state", shape,
+                                     batch, self.dtype), None
+
+    def _final_state(self, result, batch):
+        return batch.unsort_rows(result["h_n"])
+
+    def _state_grad(self, result, batch):
+        return batch.unsort_rows(result["dh0"])
+
+    # ------------------------------------------------------------ driver
+    def _lanes(self):
+        p = self._params
+        return [(p[f"U{layer}{s}"], p[f"W{layer}{s}"], p[f"b{layer}{s}"])
+                for layer, s in self._lane_names()]
+
+    def _run(self, batch, h0, c0, targets=None, scale=1.0, need_grad=False):
+        with self._lock:
+            result = run(self._workspace, self._cell_kind(), self.hidden_size,
+                         self.num_layers, self.directions, self._lanes(),
+                         self._params.get("V"), self._params.get("c"),
+                         batch.inputs, batch.lengths, h0, c0,
+                         _OUTPUT_KINDS[self.output], self.return_sequences,
+                         targets, scale, need_grad)
+            # outputs is a view of the workspace: copy it out under the lock
+            outputs = result["outputs"]
+            result["outputs"] = (batch.unsort(outputs) if self.return_sequences
+                                 else batch.unsort_rows(outputs))
+        return result
+
+    # ------------------------------------------------------------ public API
+    def forward(self, X, lengths=None, initial_state=None, return_state=False):
+        """Outputs (N, T, K) with return_sequences (rows past a length are 0),
+        else (N, K); probabilities for softmax, values for linear, the top
+        layer's h for output=None.  With return_state, also the final state
+        of each sequence, shaped like initial_state."""
+        batch = _inputs.prepare_batch(X, lengths, self.input_size, self.dtype)
+        h0, c0 = self._prepare_state(initial_state, batch)
+        result = self._run(batch, h0, c0)
+        if return_state:
+            return result["outputs"], self._final_state(result, batch)
+        return result["outputs"]
+
+    def loss_and_grad(self, X, y, lengths=None, initial_state=None, *,
+                      reduction="mean", return_state_grad=False):
+        """The loss (a float) and its gradient for every parameter (a dict
+        with the keys of ``params``).
+
+        reduction: "mean" over every position with a target, or "sum".
+        return_state_grad: also return ∂loss/∂initial_state (zeros initial
+        state when None), shaped like initial_state.
+        """
+        if self.output is None:
+            raise ValueError(
+                "loss_and_grad needs an output layer; this model has output=None")
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+        batch = _inputs.prepare_batch(X, lengths, self.input_size, self.dtype)
+        targets = _inputs.prepare_targets(y, batch, self.output, self.output_size,
+                                          self.return_sequences, self.dtype)
+        h0, c0 = self._prepare_state(initial_state, batch)
+        count = int(batch.lengths.sum()) if self.return_sequences else batch.size
+        scale = 1.0 / count if reduction == "mean" else 1.0
+        result = self._run(batch, h0, c0, targets, scale, need_grad=True)
+        grads = {}
+        for (layer, suffix), (dU, dW, db) in zip(self._lane_names(), result["grads"]):
+            grads[f"U{layer}{suffix}"] = dU
+            grads[f"W{layer}{suffix}"] = dW
+            grads[f"b{layer}{suffix}"] = db
+        grads["V"] = result["dV"]
+        grads["c"] = result["dc"]
+        loss = float(result["loss"]) * scale
+        if return_state_grad:
+            return loss, grads, self._state_grad(result, batch)
+        return loss, grads
+
+    def predict(self, X, lengths=None):
+        """Class ids (softmax; -1 at padded positions) or values (linear)."""
+        if self.output is None:
+            raise ValueError("predict needs an output layer; this model has output=None")
+        outputs = self.forward(X, lengths)
+        if self.output == "linear":
+            return outputs
+        labels = outputs.argmax(axis=-1)
+        if self.return_sequences:
+            labels[outputs.sum(axis=-1) == 0] = -1   # padding: all-zero rows
+        return labels
+
+    def predict_proba(self, X, lengths=None):
+        """Class probabilities (softmax models only), like forward."""
+        if self.output != "softmax":
+            raise ValueError(
+                f"predict_proba needs output='softmax', this model has output={self.output!r}")
+        return self.forward(X, lengths)
+
+    # ------------------------------------------------------------ copying
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        del state["_workspace"], state["_lock"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._workspace = Workspace()
+        self._lock = threading.Lock()
+
+    def __repr__(self):
+        return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, "
+                f"{self.output_size}, num_layers={self.num_layers}, "
+                f"bidirectional={self.bidirectional}, output={self.output!r}, "
+                f"return_sequences={self.return_sequences}, dtype='{self.dtype}')")
+
+
+class RNN(RecurrentModel):
+    """The source document's vanilla RNN: h(t) = tanh(U x(t) + W h(t-1) + b),
+    o(t) = V h(t) + c, trained by BPTT.  ``nonlinearity`` is "tanh" or "relu".
+    """
+
+    _gate_blocks = 1
+
+    def __init__(self, input_size, hidden_size, output_size=None, *,
+                 num_layers=1, bidirectional=False, nonlinearity="tanh",
+                 output="softmax", return_sequences=True, dtype="float32",
+                 seed=None):
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(
+                f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        self.nonlinearity = nonlinearity
+        super().__init__(input_size, hidden_size, output_size,
+                         num_layers=num_layers, bidirectional=bidirectional,
+                         output=output, return_sequences=return_sequences,
+                         dtype=dtype, seed=seed)
+
+    def _cell_kind(self):
+        return (CellKind.CELL_RNN_RELU if self.nonlinearity == "relu"
+                else CellKind.CELL_RNN_TANH)

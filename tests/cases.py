@@ -1,0 +1,108 @@
+"""Shared test data: model configurations, random params and batches.
+
+Sizes are small on purpose (N=3, T=5, D=4, H=6, K=3) so the suite stays fast.
+Parameters are drawn here, from the tests' own generator, and copied into the
+model with set_params, so results never depend on crnn's initialiser.
+"""
+
+import itertools
+
+import numpy as np
+
+from reference import param_shapes
+
+N, T, D, H, K = 3, 5, 4, 6, 3
+RAGGED = np.array([3, 5, 1], dtype=np.int64)   # unsorted, includes 1 and T
+
+
+class Case:
+    """One point of the option matrix."""
+
+    def __init__(self, nonlinearity="tanh", output="softmax", return_sequences=True,
+                 num_layers=1, bidirectional=False, tokens=False, ragged=False,
+                 use_h0=False, K=K):
+        self.nonlinearity = nonlinearity
+        self.output = output
+        self.return_sequences = return_sequences
+        self.num_layers = num_layers
+        self.bidirectional = bidirectional
+        self.tokens = tokens
+        self.ragged = ragged
+        self.use_h0 = use_h0
+        self.K = K
+
+    @property
+    def dirs(self):
+        return 2 if self.bidirectional else 1
+
+    @property
+    def output_size(self):
+        return None if self.output is None else self.K
+
+    def model_kwargs(self):
+        return dict(num_layers=self.num_layers, bidirectional=self.bidirectional,
+                    nonlinearity=self.nonlinearity, output=self.output,
+                    return_sequences=self.return_sequences)
+
+    def ref_kwargs(self):
+        return self.model_kwargs()
+
+    def __repr__(self):
+        parts = [self.nonlinearity, str(self.output),
+                 "m2m" if self.return_sequences else "m2o",
+                 f"L{self.num_layers}", "bi" if self.bidirectional else "uni",
+                 "tok" if self.tokens else "float",
+                 "ragged" if self.ragged else "equal",
+                 "h0" if self.use_h0 else "noh0"]
+        if self.K != K:
+            parts.append(f"K{self.K}")
+        return "-".join(parts)
+
+
+def case_matrix(**fixed):
+    """Every combination of the options not fixed by the caller."""
+    axes = dict(
+        nonlinearity=["tanh", "relu"],
+        output=["softmax", "linear"],
+        return_sequences=[True, False],
+        num_layers=[1, 2],
+        bidirectional=[False, True],
+        tokens=[False, True],
+        ragged=[False, True],
+        use_h0=[False, True],
+    )
+    axes.update({k: [v] for k, v in fixed.items()})
+    keys = list(axes)
+    return [Case(**dict(zip(keys, vals))) for vals in itertools.product(*axes.values())]
+
+
+def random_params(case, seed=0, scale=0.6):
+    rng = np.random.default_rng(seed)
+    shapes = param_shapes(D, H, case.output_size, case.num_layers, case.bidirectional,
+                          case.output)
+    return {k: rng.uniform(-scale, scale, size=s) for k, s in shapes.items()}
+
+
+def make_batch(case, seed=1, n=N, t=T):
+    """X, y, lengths, h0 for ``case``; padded positions hold random (valid) junk."""
+    rng = np.random.default_rng(seed)
+    lengths = RAGGED.copy()[:n] if case.ragged else None
+    if case.tokens:
+        X = rng.integers(0, D, size=(n, t))
+    else:
+        X = rng.normal(size=(n, t, D))
+    if case.output == "softmax":
+        y = rng.integers(0, case.K, size=(n, t) if case.return_sequences else (n,))
+    elif case.output == "linear":
+        y = rng.normal(size=(n, t, case.K) if case.return_sequences else (n, case.K))
+    else:
+        y = None
+    h0 = rng.normal(scale=0.5, size=(case.num_layers * case.dirs, n, H)) if case.use_h0 else None
+    return X, y, lengths, h0
+
+
+def make_model(crnn, case, params=None, dtype="float64", seed=0):
+    model = crnn.RNN(D, H, case.output_size, dtype=dtype, seed=seed, **case.model_kwargs())
+    if params is not None:
+        model.set_params({k: np.asarray(v, dtype=dtype) for k, v in params.items()})
+    return model

@@ -1,0 +1,136 @@
+"""The same vanilla RNN computed by PyTorch (nn.RNN + nn.Linear + loss).
+
+Used to check both the numpy reference (test_reference_selfcheck.py) and crnn
+(test_torch_parity.py). Weights come from a crnn-style params dict:
+weight_ih_l{l}{_reverse} = U{l}{_reverse}, weight_hh = W, bias_ih = b,
+bias_hh = 0, Linear.weight = V, Linear.bias = c. Ragged batches go through
+pack_padded_sequence, so torch never sees the padding.
+"""
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from reference import RefResult, pad_targets, to_padded
+
+
+def build_torch(params, *, num_layers, bidirectional, nonlinearity, output,
+                dtype=torch.float64):
+    """nn.RNN (+ nn.Linear) holding ``params``."""
+    H, D = params["U0"].shape
+    dirs = 2 if bidirectional else 1
+    rnn = torch.nn.RNN(D, H, num_layers=num_layers, nonlinearity=nonlinearity,
+                       bias=True, batch_first=True, bidirectional=bidirectional,
+                       dtype=dtype)
+    with torch.no_grad():
+        for l in range(num_layers):
+            for d in range(dirs):
+                s = "" if d == 0 else "_reverse"
+                getattr(rnn, f"weight_ih_l{l}{s}").copy_(torch.from_numpy(np.asarray(params[f"U{l}{s}"], dtype=np.float64)))
+                getattr(rnn, f"weight_hh_l{l}{s}").copy_(torch.from_numpy(np.asarray(params[f"W{l}{s}"], dtype=np.float64)))
+                getattr(rnn, f"bias_ih_l{l}{s}").copy_(torch.from_numpy(np.asarray(params[f"b{l}{s}"], dtype=np.float64)))
+                getattr(rnn, f"bias_hh_l{l}{s}").zero_()
+    linear = None
+    if output is not None:
+        K = params["V"].shape[0]
+        linear = torch.nn.Linear(H * dirs, K, dtype=dtype)
+        with torch.no_grad():
+            linear.weight.copy_(torch.from_numpy(np.asarray(params["V"], dtype=np.float64)))
+            linear.bias.copy_(torch.from_numpy(np.asarray(params["c"], dtype=np.float64)))
+    return rnn, linear
+
+
+def torch_grads_as_crnn(rnn, linear, num_layers, bidirectional):
+    """Map torch .grad tensors to crnn's keys (bias_ih.grad == bias_hh.grad == ∂L/∂b)."""
+    dirs = 2 if bidirectional else 1
+    out = {}
+    for l in range(num_layers):
+        for d in range(dirs):
+            s = "" if d == 0 else "_reverse"
+            out[f"U{l}{s}"] = getattr(rnn, f"weight_ih_l{l}{s}").grad.double().numpy().copy()
+            out[f"W{l}{s}"] = getattr(rnn, f"weight_hh_l{l}{s}").grad.double().numpy().copy()
+            gih = getattr(rnn, f"bias_ih_l{l}{s}").grad.double().numpy()
+            ghh = getattr(rnn, f"bias_hh_l{l}{s}").grad.double().numpy()
+            # z = ... + b_ih + b_hh: both receive ∂L/∂z summed, i.e. ∂L/∂b
+            np.testing.assert_allclose(gih, ghh, rtol=1e-12, atol=1e-14)
+            out[f"b{l}{s}"] = gih.copy()
+    if linear is not None:
+        out["V"] = linear.weight.grad.double().numpy().copy()
+        out["c"] = linear.bias.grad.double().numpy().copy()
+    return out
+
+
+def torch_run(params, X, y=None, lengths=None, initial_state=None, *,
+              num_layers=1, bidirectional=False, nonlinearity="tanh",
+              output="softmax", return_sequences=True, reduction="mean",
+              dtype=torch.float64):
+    """Like reference.rnn_reference, computed by PyTorch. Returns a RefResult."""
+    dirs = 2 if bidirectional else 1
+    H, D = params["U0"].shape
+    Xf, lengths = to_padded(X, lengths, D)
+    N, T = Xf.shape[:2]
+    rnn, linear = build_torch(params, num_layers=num_layers, bidirectional=bidirectional,
+                              nonlinearity=nonlinearity, output=output, dtype=dtype)
+    x = torch.tensor(Xf, dtype=dtype)
+    if initial_state is None:
+        h0 = torch.zeros((num_layers * dirs, N, H), dtype=dtype, requires_grad=True)
+    else:
+        h0 = torch.tensor(np.asarray(initial_state, dtype=np.float64), dtype=dtype,
+                          requires_grad=True)
+    lens_t = torch.as_tensor(np.asarray(lengths, dtype=np.int64))
+    packed = pack_padded_sequence(x, lens_t, batch_first=True, enforce_sorted=False)
+    out_p, hn = rnn(packed, h0)
+    out, _ = pad_packed_sequence(out_p, batch_first=True, total_length=T)
+    mask = torch.arange(T)[None, :] < lens_t[:, None]          # (N, T)
+
+    if return_sequences:
+        feats = out                                            # (N, T, F)
+    else:
+        feats = hn[-1] if dirs == 1 else torch.cat([hn[-2], hn[-1]], dim=1)
+
+    if output is None:
+        Y = feats
+        loss = None
+    else:
+        logits = linear(feats)
+        if output == "softmax":
+            Y = torch.softmax(logits, dim=-1)
+        else:
+            Y = logits
+        if return_sequences:
+            Y = Y * mask[:, :, None].to(dtype)
+        loss = None
+        if y is not None:
+            yy = pad_targets(y, T if return_sequences else None)
+            if output == "softmax":
+                yt = torch.as_tensor(np.asarray(yy, dtype=np.int64))
+                if return_sequences:
+                    total = F.cross_entropy(logits[mask], yt[mask], reduction="sum")
+                else:
+                    total = F.cross_entropy(logits, yt, reduction="sum")
+            else:
+                yt = torch.tensor(np.asarray(yy, dtype=np.float64), dtype=dtype)
+                if return_sequences:
+                    if yt.ndim == 2:
+                        yt = yt[:, :, None]
+                    total = 0.5 * ((logits[mask] - yt[mask]) ** 2).sum()
+                else:
+                    if yt.ndim == 1:
+                        yt = yt[:, None]
+                    total = 0.5 * ((logits - yt) ** 2).sum()
+            count = int(np.sum(lengths)) if return_sequences else N
+            loss = total / count if reduction == "mean" else total
+            loss.backward()
+
+    grads = dstate = None
+    if loss is not None:
+        grads = torch_grads_as_crnn(rnn, linear, num_layers, bidirectional)
+        dstate = h0.grad.double().numpy().copy()
+    return RefResult(
+        Y.detach().double().numpy().copy(),
+        hn.detach().double().numpy().copy(),
+        None if loss is None else float(loss.detach()),
+        grads,
+        dstate,
+    )

@@ -1,5 +1,5 @@
-"""crnn: fast CPU recurrent networks (vanilla RNN, LSTM) with BPTT, in Cython."""
+"""crnn: fast CPU recurrent networks (vanilla RNN, LSTM, GRU) with BPTT, in Cython."""
 from ._version import __version__
-from .models import RNN
+from .models import GRU, LSTM, RNN
 
-__all__ = ["RNN", "__version__"]
+__all__ = ["GRU", "LSTM", "RNN", "__version__"]

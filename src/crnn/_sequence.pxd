@@ -30,4 +30,5 @@ cdef void lane_backward(const LaneShape *shape, const int *batch_sizes,
                         floating *dgates, floating *drecurrent,
                         floating *dh, floating *dc,
                         floating *dU, floating *dU_T, floating *dW,
-                        floating *db, floating *dx) noexcept nogil
+                        floating *db, floating *d_recurrent_bias,
+                        floating *dx) noexcept nogil

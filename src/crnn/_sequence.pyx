@@ -163,6 +163,7 @@ cdef void lane_backward(const LaneShape *shape,
                         floating *dU_T,             # += (D × G·H), tokens only
                         floating *dW,               # += (G·H × H)
                         floating *db,               # += (G·H,)
+                        floating *d_recurrent_bias,  # += (H,) Σ rows of dR's last block, or NULL
                         floating *dx) noexcept nogil:  # OUT (T·B × D) ∂L/∂x, or NULL
     cdef int T = shape.steps, B = shape.batch, D = shape.inputs
     cdef int H = shape.hidden, kind = shape.kind
@@ -232,6 +233,12 @@ cdef void lane_backward(const LaneShape *shape,
         source = dgates + r * GH
         for j in range(GH):
             db[j] += source[j]
+    if d_recurrent_bias != NULL:
+        # the recurrent bias is added to the last block of R: Σ_rows dR[:, (G-1)·H:]
+        for r in range(rows):
+            source = drecurrent + r * GH + GH - H
+            for j in range(H):
+                d_recurrent_bias[j] += source[j]
     if dx != NULL:
         # dX = dZ @ U   (T·B × D) = (T·B × G·H)(G·H × D)
         gemm(False, False, <int> rows, D, GH, 1, dgates, GH, U, D, 0, dx, D)
@@ -282,7 +289,8 @@ def run(Workspace ws, int kind, int hidden, int num_layers, int directions,
         double scale, bint need_grad):
     """Forward (and with `need_grad` the loss and BPTT) of a whole network.
 
-    lanes       list of (U, W, b) per lane, layer-major then direction
+    lanes       list of (U, W, b) per lane, layer-major then direction;
+                (U, W, b, bn) for cells with a recurrent bias (GRU)
     V, c        output layer (K × H·dirs), (K,), or None
     inputs      (T, B, D) floats in the model's dtype, or (T, B) int32 tokens
     lengths     (B,) int32, sorted descending, each in [1, T]
@@ -293,7 +301,7 @@ def run(Workspace ws, int kind, int hidden, int num_layers, int directions,
     Returns a dict: "outputs" (T, B, K) or (B, K) (rows past a length are 0;
     a view of the workspace: copy before the next call), "h_n", "c_n"
     (lanes, B, H), and with `need_grad` "loss", "grads" (list per lane of
-    (dU, dW, db)), "dV", "dc", "dh0", "dc0".
+    (dU, dW, db) or (dU, dW, db, dbn)), "dV", "dc", "dh0", "dc0".
     """
     if need_grad and output_kind == OUTPUT_NONE:
         raise ValueError("a model without an output layer has no loss")
@@ -364,6 +372,8 @@ cdef object _run(floating dtype_tag, Workspace ws, int kind, int H,
     cdef floating *gates_ptr
     cdef floating *hs_ptr
     cdef floating *cs_ptr
+    cdef floating *keep_ptr
+    cdef floating *bn_ptr
 
     # ------------------------------------------------------------ forward
     for l in range(num_layers):
@@ -371,7 +381,8 @@ cdef object _run(floating dtype_tag, Workspace ws, int kind, int H,
         shape.inputs = D
         for d in range(directions):
             lane = l * directions + d
-            U, W, bias = lanes[lane]
+            U, W, bias = lanes[lane][:3]
+            recurrent_bias = lanes[lane][3] if separate else None
             if d == 0:
                 lane_input = layer_input
             elif layer_input.ndim == 2:
@@ -402,10 +413,14 @@ cdef object _run(floating dtype_tag, Workspace ws, int kind, int H,
             W_ptr, b_ptr = <floating *> data(W), <floating *> data(bias)
             gates_ptr, hs_ptr = <floating *> data(gates), <floating *> data(hs)
             cs_ptr = <floating *> data(cs)
+            keep = ws.get(f"keep{lane}", (T, B, H), dtype) if separate else None
+            keep_ptr = <floating *> data(keep)
+            bn_ptr = <floating *> data(recurrent_bias)
             with nogil:
                 lane_forward(&shape, batch_sizes, x_ptr, token_ptr, U_ptr,
-                             U_T_ptr, W_ptr, b_ptr, NULL, gates_ptr,
-                             recurrent_ptr, hs_ptr, cs_ptr, NULL)
+                             U_T_ptr, W_ptr, b_ptr, bn_ptr, gates_ptr,
+                             recurrent_ptr, hs_ptr, cs_ptr, keep_ptr)
+            lane_keep[lane] = keep
             lane_inputs[lane] = lane_input
             lane_gates[lane] = gates
             lane_hs[lane] = hs
@@ -529,6 +544,8 @@ cdef object _run(floating dtype_tag, Workspace ws, int kind, int H,
     cdef floating *dW_ptr
     cdef floating *db_ptr
     cdef floating *dx_ptr
+    cdef floating *dbn_ptr
+    cdef floating *drecurrent_ptr
     for l in range(num_layers - 1, -1, -1):
         D = lanes[l * directions][0].shape[1]
         shape.inputs = D
@@ -537,7 +554,7 @@ cdef object _run(floating dtype_tag, Workspace ws, int kind, int H,
             dlayer_below = ws.get(f"dlayer{l - 1}", (T, B, Hd), dtype)
         for d in range(directions):
             lane = l * directions + d
-            U, W, bias = lanes[lane]
+            U, W, bias = lanes[lane][:3]
             lane_input = lane_inputs[lane]
             # This lane's share of the gradient from above, in its own time order.
             dh_out_ptr = NULL
@@ -562,6 +579,8 @@ cdef object _run(floating dtype_tag, Workspace ws, int kind, int H,
             dU = np.zeros_like(U)
             dW = np.zeros_like(W)
             db = np.zeros_like(bias)
+            dbn = np.zeros_like(lanes[lane][3]) if separate else None
+            drecurrent = ws.get(f"drecurrent{lane}", (T, B, GH), dtype) if separate else None
             dU_T = None
             if lane_input.ndim == 2:
                 dU_T = ws.get(f"dU_T{lane}", (D, GH), dtype)
@@ -579,18 +598,20 @@ cdef object _run(floating dtype_tag, Workspace ws, int kind, int H,
             dc_ptr, dU_ptr = <floating *> data(dc), <floating *> data(dU)
             dU_T_ptr, dW_ptr = <floating *> data(dU_T), <floating *> data(dW)
             db_ptr, dx_ptr = <floating *> data(db), <floating *> data(dx)
+            keep_ptr, dbn_ptr = <floating *> data(lane_keep[lane]), <floating *> data(dbn)
+            drecurrent_ptr = <floating *> data(drecurrent)
             with nogil:
                 lane_backward(&shape, batch_sizes, x_ptr, token_ptr, U_ptr,
-                              W_ptr, gates_ptr, hs_ptr, cs_ptr, NULL,
-                              dh_out_ptr, dh_final_ptr, NULL, dgates_ptr, NULL,
-                              dh_ptr, dc_ptr, dU_ptr, dU_T_ptr, dW_ptr, db_ptr,
-                              dx_ptr)
+                              W_ptr, gates_ptr, hs_ptr, cs_ptr, keep_ptr,
+                              dh_out_ptr, dh_final_ptr, NULL, dgates_ptr,
+                              drecurrent_ptr, dh_ptr, dc_ptr, dU_ptr, dU_T_ptr,
+                              dW_ptr, db_ptr, dbn_ptr, dx_ptr)
             if dU_T is not None:
                 dU += dU_T.T
             dh0[lane] = dh
             if with_c:
                 dc0[lane] = dc
-            grads[lane] = (dU, dW, db)
+            grads[lane] = (dU, dW, db) if not separate else (dU, dW, db, dbn)
             if dx is not None:
                 # ∂L/∂(layer below's output): forward lane as is, reverse lane
                 # turned back into the original time order.

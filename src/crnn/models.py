@@ -32,11 +32,14 @@ def _check_dtype(dtype):
 class RecurrentModel:
     """Base of every crnn model: parameters, validation and the driver call.
 
-    Subclasses set ``_gate_blocks`` (G: weight matrices have G·H rows) and
-    ``_cell_kind()``.
+    Subclasses set ``_gate_blocks`` (G: weight matrices have G·H rows),
+    ``_cell_state`` (the state is a pair (h, c)), ``_recurrent_bias`` (a
+    ``bn{l}`` bias inside the recurrent product) and ``_cell_kind()``.
     """
 
     _gate_blocks = 1
+    _cell_state = False
+    _recurrent_bias = False
 
     def __init__(self, input_size, hidden_size, output_size=None, *,
                  num_layers=1, bidirectional=False, output="softmax",
@@ -93,6 +96,8 @@ class RecurrentModel:
             shapes[f"U{layer}{suffix}"] = (G * H, inputs)
             shapes[f"W{layer}{suffix}"] = (G * H, H)
             shapes[f"b{layer}{suffix}"] = (G * H,)
+            if self._recurrent_bias:
+                shapes[f"bn{layer}{suffix}"] = (H,)
         if self.output is not None:
             shapes["V"] = (self.output_size, H * self.directions)
             shapes["c"] = (self.output_size,)
@@ -148,20 +153,37 @@ class RecurrentModel:
         if initial_state is None:
             return None, None
         shape = self._state_shape(batch.size)
-        return _inputs.prepare_state(initial_state, "initial_state", shape,
-                                     batch, self.dtype), None
+        if not self._cell_state:
+            return _inputs.prepare_state(initial_state, "initial_state", shape,
+                                         batch, self.dtype), None
+        if not isinstance(initial_state, (tuple, list)) or len(initial_state) != 2:
+            raise TypeError(
+                f"initial_state of an {type(self).__name__} must be a pair "
+                f"(h0, c0), got {type(initial_state).__name__}")
+        return tuple(_inputs.prepare_state(state, name, shape, batch, self.dtype)
+                     for state, name in zip(initial_state, ("h0", "c0")))
 
     def _final_state(self, result, batch):
-        return batch.unsort_rows(result["h_n"])
+        h_n = batch.unsort_rows(result["h_n"])
+        if self._cell_state:
+            return h_n, batch.unsort_rows(result["c_n"])
+        return h_n
 
     def _state_grad(self, result, batch):
-        return batch.unsort_rows(result["dh0"])
+        dh0 = batch.unsort_rows(result["dh0"])
+        if self._cell_state:
+            return dh0, batch.unsort_rows(result["dc0"])
+        return dh0
 
     # ------------------------------------------------------------ driver
+    def _lane_keys(self):
+        """Parameter names of every lane, in the driver's order."""
+        kinds = ("U", "W", "b", "bn") if self._recurrent_bias else ("U", "W", "b")
+        return [[f"{kind}{layer}{suffix}" for kind in kinds]
+                for layer, suffix in self._lane_names()]
+
     def _lanes(self):
-        p = self._params
-        return [(p[f"U{layer}{s}"], p[f"W{layer}{s}"], p[f"b{layer}{s}"])
-                for layer, s in self._lane_names()]
+        return [tuple(self._params[key] for key in keys) for keys in self._lane_keys()]
 
     def _run(self, batch, h0, c0, targets=None, scale=1.0, need_grad=False):
         with self._lock:
@@ -212,10 +234,8 @@ class RecurrentModel:
         scale = 1.0 / count if reduction == "mean" else 1.0
         result = self._run(batch, h0, c0, targets, scale, need_grad=True)
         grads = {}
-        for (layer, suffix), (dU, dW, db) in zip(self._lane_names(), result["grads"]):
-            grads[f"U{layer}{suffix}"] = dU
-            grads[f"W{layer}{suffix}"] = dW
-            grads[f"b{layer}{suffix}"] = db
+        for keys, lane_grads in zip(self._lane_keys(), result["grads"]):
+            grads.update(zip(keys, lane_grads))
         grads["V"] = result["dV"]
         grads["c"] = result["dc"]
         loss = float(result["loss"]) * scale
@@ -283,3 +303,29 @@ class RNN(RecurrentModel):
     def _cell_kind(self):
         return (CellKind.CELL_RNN_RELU if self.nonlinearity == "relu"
                 else CellKind.CELL_RNN_TANH)
+
+
+class LSTM(RecurrentModel):
+    """The source document's LSTM: gates i, f, a (candidate), o in one
+    (4H × ·) matrix each for U and W (PyTorch's i, f, g, o order),
+    C(t) = f ⊙ C(t-1) + i ⊙ a, h(t) = o ⊙ tanh(C(t)).  Its state is the pair
+    (h, c), each (num_layers * directions, N, H)."""
+
+    _gate_blocks = 4
+    _cell_state = True
+
+    def _cell_kind(self):
+        return CellKind.CELL_LSTM
+
+
+class GRU(RecurrentModel):
+    """PyTorch's GRU: gates r, z, n in one (3H × ·) matrix each for U and W,
+    n = tanh(U_n x + b_n + r ⊙ (W_n h + bn)), h = (1 - z) ⊙ n + z ⊙ h_prev.
+    ``bn{l}`` is PyTorch's b_hn; b holds b_ih + b_hh for r and z and b_in
+    for n."""
+
+    _gate_blocks = 3
+    _recurrent_bias = True
+
+    def _cell_kind(self):
+        return CellKind.CELL_GRU

@@ -37,7 +37,7 @@ def write_blas_int_pxi():
 
 write_blas_int_pxi()
 
-MODULES = ["_blas", "_cells", "_loss", "_sequence"]
+MODULES = ["_blas", "_cells", "_loss", "_sequence", "_stream"]
 extensions = [
     Extension(
         f"crnn.{name}",

@@ -20,6 +20,16 @@ cdef void lane_forward(const LaneShape *shape, const int *batch_sizes,
                        floating *hs, floating *cs,
                        floating *keep) noexcept nogil
 
+cdef void project_inputs(const LaneShape *shape, int rows,
+                         const floating *x, const int *tokens,
+                         const floating *U, const floating *U_T,
+                         const floating *b, floating *gates) noexcept nogil
+
+cdef void lane_recur(const LaneShape *shape, const int *batch_sizes,
+                     const floating *W, const floating *recurrent_bias,
+                     floating *gates, floating *recurrent,
+                     floating *hs, floating *cs, floating *keep) noexcept nogil
+
 cdef void lane_backward(const LaneShape *shape, const int *batch_sizes,
                         const floating *x, const int *tokens,
                         const floating *U, const floating *W,

@@ -91,32 +91,63 @@ cdef void lane_forward(const LaneShape *shape,
                        floating *hs,                # ((T+1)·B × H): slot 0 = h0 on entry, slot t+1 = h(t)
                        floating *cs,                # ((T+1)·B × H): the same for C (LSTM)
                        floating *keep) noexcept nogil:  # OUT (T·B × H), cells that keep more
-    cdef int T = shape.steps, B = shape.batch, D = shape.inputs
+    project_inputs(shape, shape.steps * shape.batch, x, tokens, U, U_T, b, gates)
+    lane_recur(shape, batch_sizes, W, recurrent_bias, gates, recurrent, hs,
+               cs, keep)
+
+
+cdef void project_inputs(const LaneShape *shape, int rows,
+                         const floating *x,         # (rows × D), or NULL for tokens
+                         const int *tokens,         # (rows,), or NULL
+                         const floating *U,         # (G·H × D)
+                         const floating *U_T,       # (D × G·H) for tokens, or NULL: gather from U
+                         const floating *b,         # (G·H,)
+                         floating *gates) noexcept nogil:  # OUT (rows × G·H)
+    """The input projection of every row at once: Z = X @ U.T + b."""
+    cdef int D = shape.inputs, GH = gate_blocks(shape.kind) * shape.hidden
+    cdef Py_ssize_t r, j
+    cdef floating *z
+    cdef const floating *column
+    for r in range(rows):
+        z = gates + r * GH
+        if tokens == NULL:
+            memcpy(z, b, GH * sizeof(floating))
+        elif U_T != NULL:
+            # One-hot x: X @ U.T is row x of U.T, a gather.
+            column = U_T + <Py_ssize_t> tokens[r] * GH
+            for j in range(GH):
+                z[j] = column[j] + b[j]
+        else:
+            # The same from U itself, column x (strided): for a single step.
+            column = U + tokens[r]
+            for j in range(GH):
+                z[j] = column[j * D] + b[j]
+    if tokens == NULL:
+        # Z += X @ U.T   (rows × G·H) += (rows × D)(G·H × D)ᵀ
+        gemm(False, True, rows, GH, D, 1, x, D, U, D, 1, gates, GH)
+
+
+cdef void lane_recur(const LaneShape *shape,
+                     const int *batch_sizes,        # (T,) live rows per step
+                     const floating *W,             # (G·H × H)
+                     const floating *recurrent_bias,  # (H,) GRU only
+                     floating *gates,               # IN Z = X·Uᵀ + b; OUT what BPTT needs
+                     floating *recurrent,           # scratch (B × G·H), separate_recurrent only
+                     floating *hs,                  # ((T+1)·B × H), slot 0 = h0
+                     floating *cs,                  # ((T+1)·B × H), slot 0 = c0 (LSTM)
+                     floating *keep) noexcept nogil:  # OUT (T·B × H)
+    """The time loop: per step one recurrent GEMM on the live rows and one
+    point-wise pass."""
+    cdef int T = shape.steps, B = shape.batch
     cdef int H = shape.hidden, kind = shape.kind
     cdef int GH = gate_blocks(kind) * H
-    cdef Py_ssize_t rows = <Py_ssize_t> T * B, r, j, t
+    cdef Py_ssize_t t
     cdef Py_ssize_t state = <Py_ssize_t> B * H
     cdef bint separate = separate_recurrent(kind)
     cdef bint with_c = has_cell_state(kind)
     cdef int live
     cdef floating *z
     cdef floating *h
-    cdef const floating *column
-
-    # Input projection for every row at once: Z = X @ U.T + b.
-    for r in range(rows):
-        z = gates + r * GH
-        if tokens != NULL:
-            # One-hot x: X @ U.T is row x of U.T, a gather.
-            column = U_T + <Py_ssize_t> tokens[r] * GH
-            for j in range(GH):
-                z[j] = column[j] + b[j]
-        else:
-            memcpy(z, b, GH * sizeof(floating))
-    if tokens == NULL:
-        # Z += X @ U.T   (T·B × G·H) += (T·B × D)(G·H × D)ᵀ
-        gemm(False, True, <int> rows, GH, D, 1, x, D, U, D, 1, gates, GH)
-
     for t in range(T):
         live = batch_sizes[t]
         z = gates + t * B * GH

@@ -12,6 +12,7 @@ import numpy as np
 from . import _inputs
 from ._cells import CellKind
 from ._sequence import OutputKind, Workspace, run
+from ._stream import Stream
 
 _OUTPUT_KINDS = {"softmax": OutputKind.OUTPUT_SOFTMAX,
                  "linear": OutputKind.OUTPUT_LINEAR,
@@ -261,6 +262,58 @@ class RecurrentModel:
             raise ValueError(
                 f"predict_proba needs output='softmax', this model has output={self.output!r}")
         return self.forward(X, lengths)
+
+    # ------------------------------------------------------------ streaming
+    def stream(self, batch_size=1):
+        """A ``Stream`` that consumes one time step per ``step(x)`` call and
+        carries the state between calls (one-direction models only).  It
+        uses the model's own arrays: later in-place updates are seen."""
+        if self.bidirectional:
+            raise ValueError(
+                "a bidirectional model cannot stream: its backward direction "
+                "needs the whole sequence; use forward()")
+        batch_size = _inputs.check_positive_int(batch_size, "batch_size")
+        return Stream(int(self._cell_kind()), self.hidden_size, self._lanes(),
+                      self._params.get("V"), self._params.get("c"),
+                      int(_OUTPUT_KINDS[self.output]), batch_size, self.dtype)
+
+    def sample(self, n, prime=None, temperature=1.0, seed=None):
+        """Generate `n` token ids from a token model (softmax output over the
+        input vocabulary), continuing from the optional `prime` sequence of
+        token ids; reproducible with `seed`.  Lower temperatures sharpen the
+        distribution (temperature → 0 approaches the most likely token)."""
+        if self.output != "softmax" or self.output_size != self.input_size:
+            raise ValueError(
+                "sample needs a token model: output='softmax' with output_size "
+                f"== input_size, this model has output={self.output!r}, "
+                f"output_size={self.output_size}, input_size={self.input_size}")
+        n = _inputs.check_positive_int(n, "n", minimum=0)
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.floating)) \
+                or not np.isfinite(temperature) or temperature <= 0:
+            raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+        rng = np.random.default_rng(seed)
+        stream = self.stream(1)
+        probabilities = np.full(self.output_size, 1.0 / self.output_size)
+        if prime is not None:
+            prime = np.asarray(prime)
+            if prime.ndim != 1 or prime.dtype.kind not in "iu" or prime.size == 0:
+                raise ValueError(
+                    f"prime must be a non-empty 1-D sequence of token ids, got "
+                    f"shape {prime.shape} and dtype {prime.dtype}")
+            for token in prime:
+                probabilities = stream.step(int(token))
+        tokens = np.empty(n, dtype=np.int64)
+        out = np.empty(self.output_size, self.dtype)
+        for i in range(n):
+            p = np.asarray(probabilities, dtype=np.float64)
+            if temperature != 1.0:
+                logits = np.log(np.maximum(p, 1e-300)) / temperature
+                p = np.exp(logits - logits.max())
+            token = int(rng.choice(p.size, p=p / p.sum()))
+            tokens[i] = token
+            if i + 1 < n:
+                probabilities = stream.step(token, out=out)
+        return tokens
 
     # ------------------------------------------------------------ copying
     def __getstate__(self):

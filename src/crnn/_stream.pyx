@@ -1,0 +1,276 @@
+"""Streaming inference: one time step at a time, the state kept between calls.
+
+A ``Stream`` holds a one-step workspace for every layer of a one-direction
+model and pointers to the model's own parameter arrays (so updates to the
+model, which are always in place, are seen by the stream).  ``step`` runs,
+without the GIL and without allocating (given ``out``), for each layer: the
+input projection (a GEMV, or a column gather for a token), the recurrent
+product and the cell's point-wise kernel, then the output layer.  The
+buffers use the driver's layout with T = 1: ``hs`` slot 0 is the carried
+state and slot 1 the new one.
+"""
+cimport numpy as cnp
+from cython cimport floating
+from libc.math cimport isfinite
+from libc.string cimport memcpy
+
+from ._blas cimport gemm
+from ._cells cimport gate_blocks, has_cell_state, separate_recurrent
+from ._loss cimport softmax_cross_entropy
+from ._sequence cimport LaneShape, project_inputs, lane_recur
+
+import numpy as np
+
+cnp.import_array()
+
+# Output kinds, as in _sequence.OutputKind
+cdef enum:
+    OUTPUT_NONE = 0
+    OUTPUT_SOFTMAX = 1
+    OUTPUT_LINEAR = 2
+
+
+cdef inline void *data(object array):
+    return NULL if array is None else cnp.PyArray_DATA(<cnp.ndarray> array)
+
+
+cdef class Stream:
+    """Feed one time step at a time; the state is carried between calls.
+
+    ``step(x)`` takes one step of the batch: a feature vector (D,) or a token
+    id for batch_size 1, or (B, D) floats / (B,) token ids, and returns that
+    step's output: probabilities (softmax), values (linear) or the top
+    layer's h (no output layer), shaped (K,) or (B, K).  ``state`` reads and
+    sets the carried state in PyTorch's layout ((num_layers, B, H), or a pair
+    (h, c) for an LSTM); ``reset()`` zeroes it.
+    """
+    cdef readonly int batch_size
+    cdef int kind, hidden, layers, inputs, width, output_kind
+    cdef bint with_c, separate, is_float
+    cdef object dtype
+    cdef list lanes             # per layer: (U, W, b[, bn]) — the model's arrays
+    cdef object V, c
+    cdef list hs, cs, gates, keep
+    cdef object recurrent, x_buffer, token_buffer, output_buffer
+    cdef int batch_sizes[1]
+
+    def __init__(self, int kind, int hidden, list lanes, V, c, int output_kind,
+                 int batch_size, dtype):
+        self.kind = kind
+        self.hidden = hidden
+        self.layers = len(lanes)
+        self.lanes = lanes
+        self.V = V
+        self.c = c
+        self.output_kind = output_kind
+        self.batch_size = batch_size
+        self.dtype = np.dtype(dtype)
+        self.is_float = self.dtype == np.float32
+        self.with_c = has_cell_state(kind)
+        self.separate = separate_recurrent(kind)
+        self.inputs = lanes[0][0].shape[1]
+        self.width = V.shape[0] if V is not None else hidden
+        cdef int GH = gate_blocks(kind) * hidden
+        B, H = batch_size, hidden
+        self.hs = [np.zeros((2, B, H), self.dtype) for _ in lanes]
+        self.cs = [np.zeros((2, B, H), self.dtype) if self.with_c else None
+                   for _ in lanes]
+        self.gates = [np.empty((B, GH), self.dtype) for _ in lanes]
+        self.keep = [np.empty((B, H), self.dtype) if self.separate else None
+                     for _ in lanes]
+        self.recurrent = np.empty((B, GH), self.dtype)
+        self.x_buffer = np.empty((B, self.inputs), self.dtype)
+        self.token_buffer = np.empty(B, np.int32)
+        self.output_buffer = np.empty((B, self.width), self.dtype)
+        self.batch_sizes[0] = B
+
+    # ------------------------------------------------------------ state
+    @property
+    def state(self):
+        h = np.stack([hs[0] for hs in self.hs])
+        if self.with_c:
+            return h, np.stack([cs[0] for cs in self.cs])
+        return h
+
+    @state.setter
+    def state(self, value):
+        shape = (self.layers, self.batch_size, self.hidden)
+        if self.with_c:
+            if not isinstance(value, (tuple, list)) or len(value) != 2:
+                raise TypeError(
+                    f"an LSTM stream's state is a pair (h, c), got {type(value).__name__}")
+            parts = list(value)
+        else:
+            parts = [value]
+        checked = []
+        for name, part in zip(("h", "c"), parts):
+            part = np.asarray(part)
+            if part.dtype.kind not in "iuf":
+                raise TypeError(f"state {name} must be real numbers, got dtype {part.dtype}")
+            if part.shape != shape:
+                raise ValueError(
+                    f"state {name} must have shape {shape} (num_layers, "
+                    f"batch_size, hidden_size), got {part.shape}")
+            if not np.isfinite(part).all():
+                raise ValueError(f"state {name} contains NaN or infinity")
+            checked.append(part)
+        for layer in range(self.layers):
+            self.hs[layer][0] = checked[0][layer]
+            if self.with_c:
+                self.cs[layer][0] = checked[1][layer]
+
+    def reset(self):
+        """Zero the carried state."""
+        for layer in range(self.layers):
+            self.hs[layer][0] = 0
+            if self.with_c:
+                self.cs[layer][0] = 0
+
+    # ------------------------------------------------------------ stepping
+    def step(self, x, out=None):
+        """Consume one time step and return its output (see the class doc).
+
+        With ``out`` (a C-contiguous array of the model's dtype shaped like
+        the result) the output is written there and nothing is allocated.
+        """
+        cdef bint batched, tokens
+        if isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_)):
+            tokens, batched = True, False
+            array = np.asarray(x).reshape(1)
+        else:
+            array = np.asarray(x)
+            if array.dtype.kind not in "iuf":
+                raise TypeError(
+                    f"x must hold real numbers (or token ids), got dtype {array.dtype}")
+            if array.ndim == 2 or (array.ndim == 1 and array.dtype.kind == "f"):
+                tokens = False
+                batched = array.ndim == 2
+                expected = (self.batch_size, self.inputs)
+                if not batched:
+                    expected = expected[1:]
+                if array.shape != expected or (not batched and self.batch_size != 1):
+                    raise ValueError(
+                        f"x must be one step of shape {(self.batch_size, self.inputs)}"
+                        + (f" or {(self.inputs,)}" if self.batch_size == 1 else "")
+                        + f" (batch_size, input_size), got shape {array.shape}")
+            elif array.ndim <= 1 and array.dtype.kind in "iu":
+                tokens = True
+                batched = array.ndim == 1
+                array = array.reshape(-1)
+                if array.shape[0] != self.batch_size:
+                    raise ValueError(
+                        f"x must hold {self.batch_size} token id(s), one per "
+                        f"stream row, got {array.shape[0]}")
+            else:
+                raise ValueError(
+                    f"x must be a feature vector, a token id, or a batch of "
+                    f"either, got shape {array.shape} and dtype {array.dtype}")
+        shape = (self.batch_size, self.width)
+        if not batched:
+            shape = shape[1:]
+        if out is None:
+            out = np.empty(shape, self.dtype)
+        elif not (isinstance(out, np.ndarray) and out.shape == shape
+                  and out.dtype == self.dtype and out.flags.c_contiguous
+                  and out.flags.writeable):
+            raise ValueError(
+                f"out must be a writeable C-contiguous {self.dtype} array of "
+                f"shape {shape}")
+        if tokens:
+            self._load_tokens(array)
+        else:
+            np.copyto(self.x_buffer.reshape(array.shape), array, casting="unsafe")
+            if self.is_float:
+                self._check_finite[float](<float *> data(self.x_buffer))
+            else:
+                self._check_finite[double](<double *> data(self.x_buffer))
+        if self.is_float:
+            self._step[float](<float *> data(out), tokens)
+        else:
+            self._step[double](<double *> data(out), tokens)
+        return out
+
+    cdef _load_tokens(self, array):
+        cdef Py_ssize_t i
+        cdef int *target = <int *> data(self.token_buffer)
+        for i in range(self.batch_size):
+            value = array[i]
+            if value < 0 or value >= self.inputs:
+                raise ValueError(
+                    f"token ids must be in [0, {self.inputs}) (input_size = "
+                    f"{self.inputs}), got {value}")
+            target[i] = value
+
+    cdef _check_finite(self, floating *x):
+        cdef Py_ssize_t i
+        cdef bint ok = True
+        for i in range(<Py_ssize_t> self.batch_size * self.inputs):
+            if not isfinite(x[i]):
+                ok = False
+        if not ok:
+            raise ValueError("x contains NaN or infinity; expected finite values")
+
+    cdef _step(self, floating *out, bint tokens):
+        cdef LaneShape shape
+        cdef int layer, row, B = self.batch_size, H = self.hidden, K = self.width
+        cdef Py_ssize_t state = <Py_ssize_t> B * H
+        cdef int GH = gate_blocks(self.kind) * H
+        shape.steps = 1
+        shape.batch = B
+        shape.hidden = H
+        shape.kind = self.kind
+        # Gather every pointer first, then run the whole step without the GIL.
+        cdef floating *U[64]
+        cdef floating *W[64]
+        cdef floating *b[64]
+        cdef floating *bn[64]
+        cdef floating *hs[64]
+        cdef floating *cs[64]
+        cdef floating *gates[64]
+        cdef floating *keep[64]
+        if self.layers > 64:
+            raise ValueError("streaming supports at most 64 layers")
+        for layer in range(self.layers):
+            lane = self.lanes[layer]
+            U[layer] = <floating *> data(lane[0])
+            W[layer] = <floating *> data(lane[1])
+            b[layer] = <floating *> data(lane[2])
+            bn[layer] = <floating *> data(lane[3]) if self.separate else NULL
+            hs[layer] = <floating *> data(self.hs[layer])
+            cs[layer] = <floating *> data(self.cs[layer])
+            gates[layer] = <floating *> data(self.gates[layer])
+            keep[layer] = <floating *> data(self.keep[layer])
+        cdef floating *x = <floating *> data(self.x_buffer)
+        cdef int *token_ids = <int *> data(self.token_buffer) if tokens else NULL
+        cdef floating *recurrent = <floating *> data(self.recurrent)
+        cdef floating *V = <floating *> data(self.V)
+        cdef floating *c = <floating *> data(self.c)
+        cdef int output_kind = self.output_kind
+        cdef bint with_c = self.with_c
+        cdef int layers = self.layers
+        with nogil:
+            for layer in range(layers):
+                shape.inputs = self.inputs if layer == 0 else H
+                # Z = x @ U.T + b  (a column gather for a token)
+                project_inputs(&shape, B,
+                               x if layer == 0 else hs[layer - 1] + state,
+                               token_ids if layer == 0 else NULL,
+                               U[layer], NULL, b[layer], gates[layer])
+                lane_recur(&shape, self.batch_sizes, W[layer], bn[layer],
+                           gates[layer], recurrent, hs[layer],
+                           cs[layer] if with_c else NULL, keep[layer])
+            if output_kind == OUTPUT_NONE:
+                memcpy(out, hs[layers - 1] + state, state * sizeof(floating))
+            else:
+                for row in range(B):
+                    memcpy(out + row * K, c, K * sizeof(floating))
+                # O = h @ V.T + c   (B × K) += (B × H)(K × H)ᵀ
+                gemm(False, True, B, K, H, 1, hs[layers - 1] + state, H, V, H,
+                     1, out, K)
+                if output_kind == OUTPUT_SOFTMAX:
+                    softmax_cross_entropy(B, K, out, NULL, 0, NULL)
+            # the new state becomes the carried one
+            for layer in range(layers):
+                memcpy(hs[layer], hs[layer] + state, state * sizeof(floating))
+                if with_c:
+                    memcpy(cs[layer], cs[layer] + state, state * sizeof(floating))

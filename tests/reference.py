@@ -253,7 +253,9 @@ def rnn_reference(params, X, y=None, lengths=None, initial_state=None, *,
         for r in range(O.shape[0]):
             if output == "softmax":
                 cls = int(targets[r])
-                loss_total += -np.log(out_vals[r, cls])
+                # -log softmax(o)[y] = logsumexp(o) - o[y], finite for any o
+                m = O[r].max()
+                loss_total += m + np.log(np.exp(O[r] - m).sum()) - O[r, cls]
                 dO[r] = out_vals[r]
                 dO[r, cls] -= 1.0                # ŷ - onehot(y)
             else:

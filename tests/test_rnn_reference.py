@@ -318,3 +318,97 @@ def test_longer_sequences_and_batch():
     for k in grads:
         assert_close(grads[k], ref.grads[k], what=k)
     assert_close(dstate, ref.dstate)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("return_sequences", [True, False])
+def test_huge_logits_stay_finite(dtype, return_sequences):
+    """Softmax + cross-entropy must be computed stably (log-sum-exp)."""
+    case = Case(ragged=True, bidirectional=True, return_sequences=return_sequences)
+    params = random_params(case)
+    params["V"] = params["V"] * 300.0            # logits of several hundred
+    params["c"] = params["c"] * 300.0
+    X, y, lengths, _ = make_batch(case)
+    ref = rnn_reference(params, X, y, lengths, **case.ref_kwargs())
+    assert np.isfinite(ref.loss) and ref.loss > 50
+    model = make_model(crnn, case, params, dtype=dtype)
+    Y = model.forward(X, lengths=lengths)
+    loss, grads = model.loss_and_grad(X, y, lengths=lengths)
+    assert np.all(np.isfinite(Y)) and np.isfinite(loss)
+    tol = TOL if dtype == "float64" else 1e-4
+    assert abs(loss - ref.loss) <= tol * abs(ref.loss)
+    for k in grads:
+        assert np.all(np.isfinite(grads[k])), k
+        err = np.linalg.norm(grads[k] - ref.grads[k]) / max(np.linalg.norm(ref.grads[k]), 1e-30)
+        assert err < (1e-9 if dtype == "float64" else 1e-3), (k, err)
+
+
+def test_concurrent_calls_from_threads():
+    """Calls on one model from several threads give the serial results."""
+    import threading
+
+    case = Case(num_layers=2, bidirectional=True, ragged=False)
+    params = random_params(case)
+    model = make_model(crnn, case, params)
+    rng = np.random.default_rng(0)
+    jobs = []
+    for i in range(6):
+        n, t = int(rng.integers(1, 9)), int(rng.integers(1, 12))
+        X = rng.normal(size=(n, t, D))
+        y = rng.integers(0, K, size=(n, t))
+        lengths = rng.integers(1, t + 1, size=n)
+        jobs.append((X, y, lengths))
+    expected = [model.loss_and_grad(X, y, lengths=L) for X, y, L in jobs]
+    failures = []
+
+    def worker(j):
+        X, y, L = jobs[j]
+        for _ in range(30):
+            loss, grads = model.loss_and_grad(X, y, lengths=L)
+            if loss != expected[j][0] or any(
+                    not np.array_equal(grads[k], expected[j][1][k]) for k in grads):
+                failures.append(j)
+                return
+
+    threads = [threading.Thread(target=worker, args=(j,)) for j in range(len(jobs))]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not failures, f"threads {failures} saw results differing from serial calls"
+
+
+@pytest.mark.parametrize("layout", ["fortran", "strided", "reversed", "bigendian",
+                                    "readonly", "float32"])
+def test_input_memory_layouts(layout):
+    """Any numpy layout of X, y, lengths and h0 gives the same result."""
+    case = Case(ragged=True, bidirectional=True, num_layers=2, use_h0=True)
+    model, (X, y, lengths, h0), ref = run_both(case)
+
+    def convert(a):
+        if layout == "fortran":
+            return np.asfortranarray(a)
+        if layout == "strided":
+            return np.repeat(a, 2, axis=-1)[..., ::2]
+        if layout == "reversed":
+            return np.ascontiguousarray(a[::-1])[::-1]
+        if layout == "bigendian":
+            return a.astype(a.dtype.newbyteorder(">"))
+        if layout == "readonly":
+            b = a.copy()
+            b.setflags(write=False)
+            return b
+        return a.astype(np.float32) if a.dtype.kind == "f" else a.astype(np.int32)
+
+    Xc, yc, lc, hc = (convert(a) for a in (X, y, lengths, h0))
+    if layout == "float32":
+        ref = rnn_reference(model.params, Xc, y, lengths, hc, **case.ref_kwargs())
+    Y, state = model.forward(Xc, lengths=lc, initial_state=hc, return_state=True)
+    assert_close(Y, ref.Y)
+    assert_close(state, ref.state)
+    loss, grads, dstate = model.loss_and_grad(Xc, yc, lengths=lc, initial_state=hc,
+                                              return_state_grad=True)
+    assert_close(loss, ref.loss)
+    for k in grads:
+        assert_close(grads[k], ref.grads[k], what=k)
+    assert_close(dstate, ref.dstate)

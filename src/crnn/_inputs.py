@@ -12,7 +12,7 @@ import numpy as np
 
 # BLAS takes 32-bit integers: every matrix the driver hands it must have
 # fewer elements per dimension product than this.
-_INT32_MAX = 2**31 - 1
+INT32_MAX = 2**31 - 1
 
 
 def _describe(array):
@@ -157,10 +157,10 @@ def prepare_batch(X, lengths, input_size, dtype):
     else:
         lengths = _check_lengths(lengths, n, steps)
     width = 1 if tokens else input_size
-    if n * steps * max(width, 1) > _INT32_MAX:
+    if n * steps * max(width, 1) > INT32_MAX:
         raise ValueError(
             f"X has {n * steps * width} elements; crnn's BLAS calls take "
-            f"32-bit sizes, at most {_INT32_MAX}")
+            f"32-bit sizes, at most {INT32_MAX}")
 
     order = np.argsort(-lengths, kind="stable")
     sorted_lengths = np.ascontiguousarray(lengths[order], dtype=np.int32)

@@ -21,6 +21,8 @@ _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _check_dtype(dtype):
+    if dtype is None:
+        raise TypeError("dtype must be 'float32' or 'float64', got None")
     try:
         dtype = np.dtype(dtype)
     except TypeError:
@@ -51,7 +53,7 @@ class RecurrentModel:
         if not isinstance(bidirectional, (bool, np.bool_)):
             raise TypeError(f"bidirectional must be True or False, got {bidirectional!r}")
         self.bidirectional = bool(bidirectional)
-        if output not in _OUTPUT_KINDS:
+        if not (output is None or isinstance(output, str)) or output not in _OUTPUT_KINDS:
             raise ValueError(
                 f"output must be 'softmax', 'linear' or None, got {output!r}")
         self.output = output
@@ -70,9 +72,17 @@ class RecurrentModel:
                 f"return_sequences must be True or False, got {return_sequences!r}")
         self.return_sequences = bool(return_sequences)
         self.dtype = _check_dtype(dtype)
-        if seed is not None and not isinstance(seed, (int, np.integer)):
+        if seed is not None and (isinstance(seed, (bool, np.bool_))
+                                 or not isinstance(seed, (int, np.integer))):
             raise TypeError(f"seed must be an int or None, got {seed!r}")
+        if seed is not None and seed < 0:
+            raise ValueError(f"seed must be >= 0 (numpy's rule), got {seed}")
         self.seed = seed
+        for name, shape in self._param_shapes().items():
+            if int(np.prod(shape)) > _inputs.INT32_MAX:
+                raise ValueError(
+                    f"parameter {name} would have shape {shape}, more elements "
+                    f"than the 32-bit sizes BLAS takes ({_inputs.INT32_MAX})")
         self._params = self._initial_params(np.random.default_rng(seed))
         self._workspace = Workspace()
         self._lock = threading.Lock()
@@ -187,6 +197,15 @@ class RecurrentModel:
         return [tuple(self._params[key] for key in keys) for keys in self._lane_keys()]
 
     def _run(self, batch, h0, c0, targets=None, scale=1.0, need_grad=False):
+        # The driver's buffers are (T·B × width) and BLAS takes 32-bit sizes.
+        widest = max(self._gate_blocks * self.hidden_size, self.input_size,
+                     self.hidden_size * self.directions, self.output_size or 0)
+        if (batch.steps + 1) * batch.size * widest > _inputs.INT32_MAX:
+            raise ValueError(
+                f"a batch of {batch.size} sequences of {batch.steps} steps needs "
+                f"buffers of {(batch.steps + 1) * batch.size * widest} elements, "
+                f"more than the 32-bit sizes BLAS takes ({_inputs.INT32_MAX}); "
+                f"split the batch")
         with self._lock:
             result = run(self._workspace, self._cell_kind(), self.hidden_size,
                          self.num_layers, self.directions, self._lanes(),
@@ -214,13 +233,18 @@ class RecurrentModel:
         return result["outputs"]
 
     def loss_and_grad(self, X, y, lengths=None, initial_state=None, *,
-                      reduction="mean", return_state_grad=False):
+                      reduction="mean", return_state_grad=False,
+                      return_state=False, return_outputs=False):
         """The loss (a float) and its gradient for every parameter (a dict
         with the keys of ``params``).
 
         reduction: "mean" over every position with a target, or "sum".
         return_state_grad: also return ∂loss/∂initial_state (zeros initial
         state when None), shaped like initial_state.
+        return_state, return_outputs: also return the final state and the
+        outputs, as ``forward`` would (the trainer's truncated BPTT and
+        running accuracy use them).  Extras come in this order after grads:
+        state grad, state, outputs.
         """
         if self.output is None:
             raise ValueError(
@@ -240,9 +264,14 @@ class RecurrentModel:
         grads["V"] = result["dV"]
         grads["c"] = result["dc"]
         loss = float(result["loss"]) * scale
+        extras = ()
         if return_state_grad:
-            return loss, grads, self._state_grad(result, batch)
-        return loss, grads
+            extras += (self._state_grad(result, batch),)
+        if return_state:
+            extras += (self._final_state(result, batch),)
+        if return_outputs:
+            extras += (result["outputs"],)
+        return (loss, grads) + extras
 
     def predict(self, X, lengths=None):
         """Class ids (softmax; -1 at padded positions) or values (linear)."""

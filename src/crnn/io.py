@@ -1,0 +1,461 @@
+"""crnn's files on disk: models (``model.save`` / ``crnn.load``) and training
+checkpoints (``save_checkpoint`` / ``load_checkpoint``).
+
+One format for both: a numpy ``.npz`` archive holding the arrays plus one
+entry, ``crnn_header``, the UTF-8 bytes of a JSON document that says what the
+archive is (format name and version, model kind, every constructor argument,
+dtype, the crnn version that wrote it, and the name and shape of every array).
+A checkpoint is a model file whose header also describes an optimizer state,
+an epoch and free-form extra data, so ``crnn.load`` reads a checkpoint's model
+too.
+
+Safety rules, kept here and nowhere else:
+
+- Writes go to a temporary file in the destination's folder, are flushed to
+  disk and then ``os.replace``-d over the destination: an interrupted save
+  leaves the old file (or no file) at ``path``, never half of a new one, and
+  removes its temporary file.
+- Reading never unpickles (``np.load(..., allow_pickle=False)``).  Every
+  problem with the file's contents (truncated, corrupt, not a crnn file, a
+  newer format, arrays that do not match the header) is a ``ValueError``
+  naming the file and the problem.  A missing file stays FileNotFoundError.
+"""
+import inspect
+import json
+import math
+import numbers
+import os
+import secrets
+import struct
+import zipfile
+import zlib
+
+import numpy as np
+
+from ._version import __version__
+
+FORMAT_NAME = "crnn"
+FORMAT_VERSION = 1
+_HEADER_KEY = "crnn_header"
+_PARAM_PREFIX = "params/"
+_STATE_PREFIX = "state/"    # optimizer state and extra data arrays
+
+__all__ = ["FORMAT_VERSION", "load", "load_checkpoint", "save", "save_checkpoint"]
+
+
+# ---------------------------------------------------------------- model kinds
+def _model_classes():
+    from .models import GRU, LSTM, RNN
+    return {"RNN": RNN, "LSTM": LSTM, "GRU": GRU}
+
+
+def _model_kind(model):
+    """The crnn class a model is saved as (the nearest one in its MRO)."""
+    classes = _model_classes()
+    for cls in type(model).__mro__:
+        if classes.get(cls.__name__) is cls:
+            return cls.__name__
+    raise TypeError(
+        f"can only save crnn.RNN, crnn.LSTM or crnn.GRU models, got "
+        f"{type(model).__name__}")
+
+
+def _json_value(value, name):
+    """A constructor argument as a JSON value (numpy scalars and dtypes
+    become Python ones)."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, np.dtype):
+        return str(value)
+    raise TypeError(
+        f"cannot save constructor argument {name}={value!r} "
+        f"({type(value).__name__}); only None, bool, int, float and str are stored")
+
+
+def model_config(model):
+    """Every constructor argument of `model`, as JSON values, read from the
+    attributes the constructor stores them in."""
+    kind = _model_kind(model)
+    signature = inspect.signature(_model_classes()[kind].__init__)
+    config = {}
+    for name, parameter in signature.parameters.items():
+        if name == "self" or parameter.kind in (parameter.VAR_POSITIONAL,
+                                                parameter.VAR_KEYWORD):
+            continue
+        if not hasattr(model, name):
+            raise TypeError(
+                f"cannot save {kind}: constructor argument {name!r} is not kept "
+                f"as an attribute of the model")
+        config[name] = _json_value(getattr(model, name), name)
+    return kind, config
+
+
+# ---------------------------------------------------------------- writing
+def _atomic_write(path, write):
+    """Call ``write(file)`` on a new temporary file beside `path`, then move
+    it over `path`.  On any exception (KeyboardInterrupt included) the
+    temporary file is removed and `path` is untouched."""
+    path = os.fspath(path)
+    folder, name = os.path.split(os.path.abspath(path))
+    temporary = os.path.join(folder, f".{name}.{secrets.token_hex(6)}.tmp")
+    # os.open with mode 0o666 lets the umask decide the permissions, as a
+    # plain open() of the destination would (tempfile would force 0o600).
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    descriptor = os.open(temporary, flags, 0o666)
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise
+    _fsync_folder(folder)
+
+
+def _fsync_folder(folder):
+    # Makes the rename itself durable on POSIX; not possible (nor needed)
+    # on Windows.
+    if os.name != "posix":
+        return
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+def _encode_header(header):
+    text = json.dumps(header, sort_keys=True, allow_nan=True)
+    return np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+
+
+def _write(path, model, contents):
+    """Write `model` and the optional checkpoint `contents` (a dict of
+    already-encoded trees, with their arrays) to `path`."""
+    kind, config = model_config(model)
+    params = model.params
+    arrays = {}
+    for name, value in params.items():
+        arrays[_PARAM_PREFIX + name] = np.asarray(value)
+    header = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "crnn_version": __version__,
+        "kind": kind,
+        "config": config,
+        "dtype": str(model.dtype),
+        "params": {name: list(value.shape) for name, value in params.items()},
+    }
+    if contents is not None:
+        state_arrays, trees = contents
+        header["checkpoint"] = trees
+        arrays.update(state_arrays)
+    arrays[_HEADER_KEY] = _encode_header(header)
+    _atomic_write(path, lambda file: np.savez(file, **arrays))
+
+
+def save(model, path):
+    """Write `model` to `path` (exactly that name: no suffix is added).
+
+    The file is a numpy ``.npz``: the parameters plus a JSON header with
+    everything needed to rebuild the model.  ``crnn.load(path)`` gives it
+    back with identical parameters and outputs.  The write is atomic: on
+    any failure the previous file at `path`, if any, is left as it was.
+    """
+    _write(path, model, None)
+
+
+# ---------------------------------------------------------------- state trees
+# An optimizer state dict (nested dicts, lists and tuples of numpy arrays and
+# scalars) is stored as a JSON tree in the header plus its arrays in the
+# archive.  Every node is a one-key dict naming its type, so a user's dict
+# can never be mistaken for a node.
+
+class _TreeEncoder:
+    def __init__(self, prefix):
+        self.prefix = prefix
+        self.arrays = {}
+
+    def _array(self, value, where):
+        if value.dtype.kind not in "biufc" or value.dtype.hasobject:
+            raise TypeError(
+                f"{where} is an array of dtype {value.dtype}; only boolean and "
+                f"numeric arrays can be saved")
+        key = f"{_STATE_PREFIX}{self.prefix}{len(self.arrays)}"
+        self.arrays[key] = np.asarray(value)
+        return key
+
+    def encode(self, value, where):
+        if value is None or isinstance(value, (bool, str)):
+            return {"value": value}
+        if isinstance(value, np.ndarray):
+            return {"array": self._array(value, where)}
+        if isinstance(value, np.generic):   # numpy scalar: keeps its dtype
+            return {"scalar": self._array(np.asarray(value), where)}
+        if isinstance(value, numbers.Integral):
+            return {"value": int(value)}
+        if isinstance(value, float):
+            if math.isfinite(value):
+                return {"value": value}
+            return {"float": repr(value)}    # nan, inf, -inf: not JSON
+        if isinstance(value, dict):
+            items = []
+            for key, item in value.items():
+                if isinstance(key, bool) or not isinstance(key, (str, int)):
+                    raise TypeError(
+                        f"{where} has a key {key!r} of type {type(key).__name__}; "
+                        f"only str and int keys can be saved")
+                items.append([key, self.encode(item, f"{where}[{key!r}]")])
+            return {"dict": items}
+        if isinstance(value, (list, tuple)):
+            kind = "list" if isinstance(value, list) else "tuple"
+            return {kind: [self.encode(item, f"{where}[{i}]")
+                           for i, item in enumerate(value)]}
+        raise TypeError(
+            f"{where} is a {type(value).__name__}; checkpoints hold numpy arrays, "
+            f"numbers, strings, None, and dicts, lists and tuples of them")
+
+
+def _decode_tree(node, archive, where):
+    """Inverse of _TreeEncoder.encode; `where` is used in error messages."""
+    if not isinstance(node, dict) or len(node) != 1:
+        raise _Corrupt(f"its {where} is not a valid state tree")
+    (kind, value), = node.items()
+    if kind == "value":
+        return value
+    if kind == "float":
+        if value not in ("nan", "inf", "-inf"):
+            raise _Corrupt(f"its {where} holds an invalid float {value!r}")
+        return float(value)
+    if kind in ("array", "scalar"):
+        if not isinstance(value, str) or not value.startswith(_STATE_PREFIX):
+            raise _Corrupt(f"its {where} names an invalid array {value!r}")
+        array = _read_array(archive, value)
+        return array[()] if kind == "scalar" else array
+    if kind == "dict":
+        if not isinstance(value, list) or not all(
+                isinstance(item, list) and len(item) == 2 for item in value):
+            raise _Corrupt(f"its {where} is not a valid state tree")
+        return {key: _decode_tree(item, archive, f"{where}[{key!r}]")
+                for key, item in value}
+    if kind in ("list", "tuple"):
+        if not isinstance(value, list):
+            raise _Corrupt(f"its {where} is not a valid state tree")
+        items = [_decode_tree(item, archive, f"{where}[{i}]")
+                 for i, item in enumerate(value)]
+        return items if kind == "list" else tuple(items)
+    raise _Corrupt(f"its {where} has an unknown node type {kind!r}")
+
+
+def save_checkpoint(path, model, optimizer_state=None, epoch=None, extra=None):
+    """Write a training checkpoint: `model`, an optimizer's ``state_dict()``
+    (nested dicts/lists/tuples of numpy arrays and scalars), the `epoch`
+    (an int or None) and `extra` (anything of the same kinds: history,
+    trainer settings, an RNG state).  Atomic like :func:`save`;
+    ``load_checkpoint(path)`` gives everything back, ``crnn.load(path)``
+    just the model."""
+    if epoch is not None and (isinstance(epoch, (bool, np.bool_))
+                              or not isinstance(epoch, numbers.Integral)):
+        raise TypeError(f"epoch must be an int or None, got {epoch!r}")
+    encoder = _TreeEncoder("")
+    trees = {
+        "optimizer_state": encoder.encode(optimizer_state, "optimizer_state"),
+        "epoch": None if epoch is None else int(epoch),
+        "extra": encoder.encode(extra, "extra"),
+    }
+    _write(path, model, (encoder.arrays, trees))
+
+
+# ---------------------------------------------------------------- reading
+class _Corrupt(Exception):
+    """A problem with a file's contents; turned into a ValueError naming
+    the file by _open."""
+
+
+# What np.load, zipfile and zlib raise on files that are not what they claim
+# (RuntimeError: an encrypted member; NotImplementedError: an unknown
+# compression method).
+_READ_ERRORS = (ValueError, zipfile.BadZipFile, zipfile.LargeZipFile, EOFError,
+                KeyError, UnicodeDecodeError, OSError, zlib.error, struct.error,
+                RuntimeError, NotImplementedError)
+
+
+def _read_array(archive, key):
+    if key not in archive.files:
+        raise _Corrupt(f"its header lists an array {key!r} that is missing")
+    try:
+        return archive[key]
+    except ValueError as error:
+        if "pickle" in str(error).lower() or "object arrays" in str(error).lower():
+            raise _Corrupt(
+                f"its array {key!r} holds pickled Python objects, which crnn "
+                f"never loads") from None
+        raise _Corrupt(f"its array {key!r} cannot be read ({error})") from None
+    except _READ_ERRORS as error:
+        if isinstance(error, (FileNotFoundError, PermissionError, IsADirectoryError)):
+            raise
+        raise _Corrupt(
+            f"its array {key!r} is truncated or corrupt ({error})") from None
+
+
+def _read_header(archive):
+    if _HEADER_KEY not in archive.files:
+        raise _Corrupt("it is an .npz archive but not a crnn file (no "
+                       f"{_HEADER_KEY!r} entry)")
+    raw = _read_array(archive, _HEADER_KEY)
+    if raw.dtype != np.uint8 or raw.ndim != 1:
+        raise _Corrupt("its header is not UTF-8 JSON bytes")
+    try:
+        header = json.loads(raw.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as error:
+        raise _Corrupt(f"its header is not valid JSON ({error})") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
+        raise _Corrupt("its header does not describe a crnn file")
+    version = header.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise _Corrupt(f"its header has an invalid format version {version!r}")
+    if version > FORMAT_VERSION:
+        raise _Corrupt(
+            f"it uses file format version {version} (written by crnn "
+            f"{header.get('crnn_version', '?')}); this crnn ({__version__}) "
+            f"reads format version {FORMAT_VERSION} and older: upgrade crnn")
+    for key, kind in (("kind", str), ("config", dict), ("dtype", str),
+                      ("params", dict)):
+        if not isinstance(header.get(key), kind):
+            raise _Corrupt(f"its header has no valid {key!r} entry")
+    return header
+
+
+def _build_model(header, archive):
+    classes = _model_classes()
+    kind = header["kind"]
+    if kind not in classes:
+        raise _Corrupt(f"it holds a model of unknown kind {kind!r} "
+                       f"(this crnn knows {sorted(classes)})")
+    cls = classes[kind]
+    config = header["config"]
+    accepted = {name for name in inspect.signature(cls.__init__).parameters
+                if name != "self"}
+    unknown = sorted(set(config) - accepted)
+    if unknown:
+        raise _Corrupt(
+            f"its {kind} has constructor arguments {unknown} this crnn "
+            f"({__version__}) does not know; it was written by crnn "
+            f"{header.get('crnn_version', '?')}")
+    try:
+        model = cls(**config)
+    except (TypeError, ValueError) as error:
+        raise _Corrupt(f"its model settings are invalid ({error})") from None
+    if str(model.dtype) != header["dtype"]:
+        raise _Corrupt(f"its dtype {header['dtype']!r} does not match its "
+                       f"settings' dtype {str(model.dtype)!r}")
+
+    params = model.params
+    stored = {key[len(_PARAM_PREFIX):] for key in archive.files
+              if key.startswith(_PARAM_PREFIX)}
+    listed = set(header["params"])
+    if stored != set(params) or listed != set(params):
+        raise _Corrupt(
+            f"its parameters {sorted(stored)} are not those of its {kind} "
+            f"settings, {sorted(params)}")
+    values = {}
+    for name, target in params.items():
+        value = _read_array(archive, _PARAM_PREFIX + name)
+        # kind and size, not dtype equality: an archive written on a machine
+        # of the other byte order holds the same numbers
+        if (value.shape != target.shape or value.dtype.kind != "f"
+                or value.dtype.itemsize != target.dtype.itemsize):
+            raise _Corrupt(
+                f"its parameter {name!r} is {value.dtype} of shape {value.shape}, "
+                f"expected {target.dtype} of shape {target.shape}")
+        if list(value.shape) != header["params"][name]:
+            raise _Corrupt(f"its parameter {name!r} does not match the header's "
+                           f"shape {header['params'][name]}")
+        values[name] = value
+    # Only now that every array has been read and checked: fill the model
+    # (written into ``params`` directly, so a saved model whose weights went
+    # NaN loads as it was).
+    for name, value in values.items():
+        params[name][...] = value
+    return model
+
+
+def _open(path, read):
+    """Open `path` as an .npz without pickles and call ``read(archive)``,
+    turning every problem with the contents into one ValueError."""
+    shown = os.fspath(path)
+    try:
+        with open(shown, "rb") as file:
+            # np.load on a non-archive falls back to "a pickle?", which
+            # allow_pickle=False refuses; check the zip magic first for a
+            # clearer message.
+            magic = file.read(4)
+            if magic != b"PK\x03\x04":
+                kind = ("empty" if not magic else
+                        "a single .npy array, not an .npz archive"
+                        if magic == b"\x93NUM" else "not an .npz archive")
+                raise _Corrupt(f"it is {kind}")
+            file.seek(0)
+            try:
+                archive = np.load(file, allow_pickle=False)
+            except (FileNotFoundError, PermissionError, IsADirectoryError):
+                raise
+            except _READ_ERRORS as error:
+                raise _Corrupt(f"it is truncated or corrupt ({error})") from None
+            with archive:
+                return read(archive)
+    except _Corrupt as problem:
+        raise ValueError(f"cannot load {shown!r}: {problem}") from None
+
+
+def load(path):
+    """Read a model written by ``model.save(path)`` (or the model of a
+    checkpoint).  Never unpickles; a file that is not a valid crnn file
+    raises ValueError naming the file and the problem."""
+    return _open(path, lambda archive: _build_model(_read_header(archive), archive))
+
+
+def load_checkpoint(path):
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    Returns a dict with keys ``"model"``, ``"optimizer_state"``, ``"epoch"``
+    and ``"extra"`` (None when not saved; a plain model file gives None for
+    all but the model).  Tuples, dicts, numpy arrays and numpy scalars come
+    back as they were saved."""
+    def read(archive):
+        header = _read_header(archive)
+        model = _build_model(header, archive)
+        trees = header.get("checkpoint")
+        if trees is None:
+            return {"model": model, "optimizer_state": None, "epoch": None,
+                    "extra": None}
+        if not isinstance(trees, dict) or set(trees) != {
+                "optimizer_state", "epoch", "extra"}:
+            raise _Corrupt("its checkpoint entry is not valid")
+        epoch = trees["epoch"]
+        if epoch is not None and (isinstance(epoch, bool) or not isinstance(epoch, int)):
+            raise _Corrupt(f"its epoch {epoch!r} is not an int")
+        return {
+            "model": model,
+            "optimizer_state": _decode_tree(trees["optimizer_state"], archive,
+                                            "optimizer state"),
+            "epoch": epoch,
+            "extra": _decode_tree(trees["extra"], archive, "extra data"),
+        }
+    return _open(path, read)

@@ -1,0 +1,162 @@
+"""The row-major BLAS shim (crnn._blas) against numpy.
+
+crnn._blas exposes Python wrappers for the tests (named gemm/gemv/axpy or
+_gemm/_gemv/_axpy): every transpose combination, float32 and float64, 1-row /
+1-column / non-square shapes, several alpha/beta values, output in place.
+"""
+
+import itertools
+
+import numpy as np
+import pytest
+
+blas = pytest.importorskip("crnn._blas")
+
+
+def _wrapper(name):
+    fn = getattr(blas, name, None) or getattr(blas, "_" + name, None)
+    if fn is None:
+        pytest.fail(f"crnn._blas exposes neither {name} nor _{name}")
+    return fn
+
+
+TOL = {np.float32: 2e-5, np.float64: 1e-12}
+DTYPES = [np.float32, np.float64]
+GEMM_SHAPES = [(1, 1, 1), (1, 7, 3), (5, 1, 4), (3, 4, 5), (8, 6, 1), (2, 9, 2),
+               (17, 13, 9), (33, 65, 31)]
+ALPHA_BETA = [(1.0, 0.0), (0.5, 1.0), (-2.0, 0.25), (0.0, 1.5), (1.0, 1.0)]
+
+
+def _close(actual, expected, dtype, scale=1.0):
+    tol = TOL[dtype]
+    np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol * max(scale, 1.0))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("trans_a,trans_b", list(itertools.product([False, True], repeat=2)))
+@pytest.mark.parametrize("m,n,k", GEMM_SHAPES)
+@pytest.mark.parametrize("alpha,beta", ALPHA_BETA)
+def test_gemm(dtype, trans_a, trans_b, m, n, k, alpha, beta):
+    gemm = _wrapper("gemm")
+    rng = np.random.default_rng(m * 100 + n * 10 + k)
+    A = rng.normal(size=(k, m) if trans_a else (m, k)).astype(dtype)
+    B = rng.normal(size=(n, k) if trans_b else (k, n)).astype(dtype)
+    C = rng.normal(size=(m, n)).astype(dtype)
+    A0, B0, C0 = A.copy(), B.copy(), C.copy()
+    opA = A.T if trans_a else A
+    opB = B.T if trans_b else B
+    expected = alpha * (opA.astype(np.float64) @ opB.astype(np.float64)) + beta * C0
+    ret = gemm(trans_a, trans_b, alpha, A, B, beta, C)
+    assert ret is None or ret is C or np.shares_memory(np.asarray(ret), C)
+    _close(C, expected, dtype, scale=np.sqrt(k))
+    assert C.dtype == dtype
+    np.testing.assert_array_equal(A, A0)       # inputs untouched
+    np.testing.assert_array_equal(B, B0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("trans_a,trans_b", list(itertools.product([False, True], repeat=2)))
+def test_gemm_beta_zero_ignores_c(dtype, trans_a, trans_b):
+    """BLAS semantics: with beta = 0, C is output only (garbage, even NaN, is overwritten)."""
+    gemm = _wrapper("gemm")
+    m, n, k = 4, 3, 5
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(k, m) if trans_a else (m, k)).astype(dtype)
+    B = rng.normal(size=(n, k) if trans_b else (k, n)).astype(dtype)
+    C = np.full((m, n), np.nan, dtype=dtype)
+    gemm(trans_a, trans_b, 2.0, A, B, 0.0, C)
+    opA = A.T if trans_a else A
+    opB = B.T if trans_b else B
+    _close(C, 2.0 * (opA.astype(np.float64) @ opB), dtype, scale=3)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gemm_k_zero_scales_c(dtype):
+    gemm = _wrapper("gemm")
+    C = np.arange(6, dtype=dtype).reshape(2, 3)
+    gemm(False, False, 1.0, np.zeros((2, 0), dtype), np.zeros((0, 3), dtype), 0.5, C)
+    _close(C, 0.5 * np.arange(6).reshape(2, 3), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gemm_on_row_slices(dtype):
+    """Callers hand the shim prefixes of C-contiguous buffers (the live rows)."""
+    gemm = _wrapper("gemm")
+    rng = np.random.default_rng(1)
+    buf = rng.normal(size=(10, 6)).astype(dtype)
+    W = rng.normal(size=(6, 6)).astype(dtype)
+    out = np.zeros((10, 6), dtype)
+    gemm(False, True, 1.0, buf[:4], W, 0.0, out[:4])
+    _close(out[:4], buf[:4].astype(np.float64) @ W.T, dtype, scale=3)
+    assert np.all(out[4:] == 0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gemm_shape_mismatch_raises(dtype):
+    gemm = _wrapper("gemm")
+    A = np.zeros((3, 4), dtype)
+    B = np.zeros((5, 2), dtype)
+    C = np.zeros((3, 2), dtype)
+    with pytest.raises(ValueError):
+        gemm(False, False, 1.0, A, B, 0.0, C)
+    with pytest.raises(ValueError):
+        gemm(False, False, 1.0, A, np.zeros((4, 2), dtype), 0.0, np.zeros((2, 2), dtype))
+
+
+def test_gemm_mixed_dtypes_raise():
+    gemm = _wrapper("gemm")
+    with pytest.raises((TypeError, ValueError)):
+        gemm(False, False, 1.0, np.zeros((2, 2), np.float32), np.zeros((2, 2), np.float64),
+             0.0, np.zeros((2, 2), np.float64))
+
+
+GEMV_SHAPES = [(1, 1), (1, 5), (5, 1), (4, 7), (16, 3), (31, 64)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("m,n", GEMV_SHAPES)
+@pytest.mark.parametrize("alpha,beta", ALPHA_BETA)
+def test_gemv(dtype, trans_a, m, n, alpha, beta):
+    gemv = _wrapper("gemv")
+    rng = np.random.default_rng(m * 10 + n)
+    A = rng.normal(size=(m, n)).astype(dtype)
+    x = rng.normal(size=m if trans_a else n).astype(dtype)
+    y = rng.normal(size=n if trans_a else m).astype(dtype)
+    A0, x0, y0 = A.copy(), x.copy(), y.copy()
+    opA = A.T if trans_a else A
+    expected = alpha * (opA.astype(np.float64) @ x.astype(np.float64)) + beta * y0
+    gemv(trans_a, alpha, A, x, beta, y)
+    _close(y, expected, dtype, scale=np.sqrt(max(m, n)))
+    np.testing.assert_array_equal(A, A0)
+    np.testing.assert_array_equal(x, x0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gemv_shape_mismatch_raises(dtype):
+    gemv = _wrapper("gemv")
+    with pytest.raises(ValueError):
+        gemv(False, 1.0, np.zeros((3, 4), dtype), np.zeros(3, dtype), 0.0, np.zeros(3, dtype))
+    with pytest.raises(ValueError):
+        gemv(True, 1.0, np.zeros((3, 4), dtype), np.zeros(4, dtype), 0.0, np.zeros(3, dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [1, 2, 7, 100, 1025])
+@pytest.mark.parametrize("alpha", [1.0, -0.5, 0.0, 3.25])
+def test_axpy(dtype, n, alpha):
+    axpy = _wrapper("axpy")
+    rng = np.random.default_rng(n)
+    x = rng.normal(size=n).astype(dtype)
+    y = rng.normal(size=n).astype(dtype)
+    x0, y0 = x.copy(), y.copy()
+    axpy(alpha, x, y)
+    _close(y, alpha * x0.astype(np.float64) + y0, dtype)
+    np.testing.assert_array_equal(x, x0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_axpy_length_mismatch_raises(dtype):
+    axpy = _wrapper("axpy")
+    with pytest.raises(ValueError):
+        axpy(1.0, np.zeros(3, dtype), np.zeros(4, dtype))

@@ -20,6 +20,7 @@ Safety rules, kept here and nowhere else:
   newer format, arrays that do not match the header) is a ``ValueError``
   naming the file and the problem.  A missing file stays FileNotFoundError.
 """
+import errno
 import inspect
 import json
 import math
@@ -103,6 +104,8 @@ def _atomic_write(path, write):
     temporary file is removed and `path` is untouched."""
     path = os.fspath(path)
     folder, name = os.path.split(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(errno.ENOENT, "cannot save: no such folder", folder)
     temporary = os.path.join(folder, f".{name}.{secrets.token_hex(6)}.tmp")
     # os.open with mode 0o666 lets the umask decide the permissions, as a
     # plain open() of the destination would (tempfile would force 0o600).

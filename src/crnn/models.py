@@ -344,6 +344,25 @@ class RecurrentModel:
                 probabilities = stream.step(token, out=out)
         return tokens
 
+    # ------------------------------------------------------------ files and interop
+    def save(self, path):
+        """Write the model to `path` (one .npz file, atomically); ``crnn.load``
+        reads it back.  See crnn.io."""
+        from . import io
+        io.save(self, path)
+
+    def to_torch(self):
+        """``(module, linear)``: the equal torch.nn.RNN/LSTM/GRU and Linear
+        head (None without an output layer).  See crnn.interop.to_torch."""
+        from . import interop
+        return interop.to_torch(self)
+
+    def to_onnx(self, path, **options):
+        """Write the model as an ONNX graph (needs the onnx package).  See
+        crnn.interop.to_onnx for the graph's inputs and `options`."""
+        from . import interop
+        interop.to_onnx(self, path, **options)
+
     # ------------------------------------------------------------ copying
     def __getstate__(self):
         state = self.__dict__.copy()

@@ -1,0 +1,388 @@
+"""crnn models in and out of other frameworks: PyTorch (``from_torch``,
+``to_torch``) and ONNX (``to_onnx``).
+
+Neither torch nor onnx is a dependency of crnn: each is imported inside the
+function that needs it, so ``import crnn`` never loads them.
+
+Weight mapping (MODEL.md): crnn keeps one bias per gate, PyTorch two.
+Importing folds them, ``b = b_ih + b_hh``; a GRU keeps PyTorch's ``b_hn``
+apart (it sits inside ``r ⊙ (W_n h + b_hn)``), so its ``b`` is
+``b_ih + b_hh`` for the r and z blocks and ``b_in`` for n, and ``bn = b_hn``.
+Exporting puts ``b`` in ``b_ih`` and zeros in ``b_hh`` (a GRU's n block of
+``b_hh`` is ``bn``), so crnn → torch → crnn is exact.
+"""
+import numbers
+
+import numpy as np
+
+from ._version import __version__
+
+__all__ = ["from_torch", "to_onnx", "to_torch"]
+
+_KINDS = ("RNN", "LSTM", "GRU")
+
+
+def _import_torch(caller):
+    try:
+        import torch
+    except ImportError:
+        raise ImportError(
+            f"{caller} needs PyTorch, which is not installed "
+            f"(crnn itself does not depend on it): pip install torch") from None
+    return torch
+
+
+def _model_kind(model):
+    from .models import GRU, LSTM, RNN
+    for cls in (RNN, LSTM, GRU):
+        if isinstance(model, cls):
+            return cls.__name__
+    raise TypeError(f"expected a crnn.RNN, crnn.LSTM or crnn.GRU model, "
+                    f"got {type(model).__name__}")
+
+
+def _suffixes(bidirectional):
+    return ("", "_reverse") if bidirectional else ("",)
+
+
+# ---------------------------------------------------------------- PyTorch
+def _torch_kind(torch, module):
+    # LSTM and GRU are not subclasses of nn.RNN; all three of RNNBase.
+    for kind in ("LSTM", "GRU", "RNN"):
+        if isinstance(module, getattr(torch.nn, kind)):
+            return kind
+    raise TypeError(
+        f"from_torch expects a torch.nn.RNN, torch.nn.LSTM or torch.nn.GRU module, "
+        f"got {type(module).__module__}.{type(module).__name__}"
+        + ("; cells (RNNCell, LSTMCell, GRUCell) are not supported, use the "
+           "whole-sequence module" if type(module).__name__.endswith("Cell") else ""))
+
+
+def _numpy(tensor):
+    return tensor.detach().cpu().numpy().copy()
+
+
+def from_torch(module, linear=None, output="softmax", *, return_sequences=True):
+    """The crnn model equal to a PyTorch recurrent module and optional head.
+
+    module: a ``torch.nn.RNN`` (tanh or relu), ``torch.nn.LSTM`` or
+    ``torch.nn.GRU``, any ``num_layers``, bidirectional or not, with or
+    without biases; ``batch_first`` is only a layout flag (crnn is always
+    batch first) and ``dropout`` only acts in training (crnn's model has
+    none).  ``proj_size`` is not supported.  The crnn model gets the
+    module's dtype (float32 or float64).
+    linear: an optional ``torch.nn.Linear`` on the top layer's h (in_features
+    = hidden_size · directions); it becomes crnn's V, c.
+    output: what that head computes, ``"softmax"`` (crnn's forward returns
+    probabilities) or ``"linear"``.  Without `linear` the model has no output
+    layer (``output=None``: outputs are the top layer's h); asking for
+    ``output="linear"`` without a head is an error.
+    return_sequences: the crnn model's setting (one output per position, or
+    one per sequence from the final state); PyTorch modules do not carry it.
+    """
+    torch = _import_torch("crnn.from_torch")
+    from . import models
+
+    kind = _torch_kind(torch, module)
+    proj_size = getattr(module, "proj_size", 0)
+    if proj_size:
+        raise ValueError(
+            f"the torch.nn.LSTM has proj_size={proj_size}; crnn's LSTM has no "
+            f"projection (proj_size must be 0)")
+    if output not in ("softmax", "linear", None):
+        raise ValueError(f"output must be 'softmax', 'linear' or None, got {output!r}")
+    if linear is None and output == "linear":
+        raise ValueError(
+            "output='linear' needs the torch.nn.Linear head as `linear`; without "
+            "a head, pass output=None (the model's outputs are then the top "
+            "layer's h)")
+    if linear is not None and output is None:
+        raise ValueError(
+            "a linear head was given with output=None; pass output='softmax' "
+            "or 'linear' to say what the head computes, or leave the head out")
+    if linear is None:
+        output = None
+
+    dirs = 2 if module.bidirectional else 1
+    hidden, layers = module.hidden_size, module.num_layers
+    dtypes = {p.dtype for p in module.parameters()}
+    if linear is not None:
+        if not isinstance(linear, torch.nn.Linear):
+            raise TypeError(f"linear must be a torch.nn.Linear or None, got "
+                            f"{type(linear).__module__}.{type(linear).__name__}")
+        if linear.in_features != hidden * dirs:
+            raise ValueError(
+                f"the linear head takes {linear.in_features} features, the "
+                f"{kind}'s top layer gives hidden_size * directions = "
+                f"{hidden} * {dirs} = {hidden * dirs}")
+        head_dtypes = {p.dtype for p in linear.parameters()}
+        if head_dtypes and head_dtypes != dtypes:
+            raise TypeError(
+                f"the linear head's parameters are {sorted(map(str, head_dtypes))}, "
+                f"the {kind}'s are {sorted(map(str, dtypes))}; convert one "
+                f"(e.g. .double()) so they match")
+    names = {torch.float32: "float32", torch.float64: "float64"}
+    if len(dtypes) != 1 or next(iter(dtypes)) not in names:
+        raise TypeError(
+            f"crnn models are float32 or float64; the {kind}'s parameters are "
+            f"{sorted(map(str, dtypes))} (convert with .float() or .double())")
+    dtype = names[next(iter(dtypes))]
+
+    options = dict(num_layers=layers, bidirectional=bool(module.bidirectional),
+                   output=output, return_sequences=return_sequences, dtype=dtype)
+    if kind == "RNN":
+        options["nonlinearity"] = module.nonlinearity
+    model = getattr(models, kind)(
+        module.input_size, hidden,
+        None if linear is None else linear.out_features, **options)
+
+    gates = model._gate_blocks
+    params = {}
+    for layer in range(layers):
+        for suffix in _suffixes(module.bidirectional):
+            torch_suffix = f"_l{layer}{suffix}"
+            params[f"U{layer}{suffix}"] = _numpy(getattr(module, "weight_ih" + torch_suffix))
+            params[f"W{layer}{suffix}"] = _numpy(getattr(module, "weight_hh" + torch_suffix))
+            if module.bias:
+                b_ih = _numpy(getattr(module, "bias_ih" + torch_suffix))
+                b_hh = _numpy(getattr(module, "bias_hh" + torch_suffix))
+            else:
+                b_ih = b_hh = np.zeros(gates * hidden, dtype=dtype)
+            if kind == "GRU":
+                # r, z: b_ih + b_hh; n: b_in alone, b_hn stays inside r ⊙ (·)
+                params[f"b{layer}{suffix}"] = np.concatenate(
+                    [b_ih[:2 * hidden] + b_hh[:2 * hidden], b_ih[2 * hidden:]])
+                params[f"bn{layer}{suffix}"] = b_hh[2 * hidden:].copy()
+            else:
+                params[f"b{layer}{suffix}"] = b_ih + b_hh
+    if linear is not None:
+        params["V"] = _numpy(linear.weight)
+        params["c"] = (_numpy(linear.bias) if linear.bias is not None else
+                       np.zeros(linear.out_features, dtype=dtype))
+    model.set_params(params)
+    return model
+
+
+def to_torch(model):
+    """``(module, linear)``: a ``torch.nn.RNN``/``LSTM``/``GRU``
+    (``batch_first=True``, the model's dtype) and a ``torch.nn.Linear`` head
+    (None when ``output=None``) computing what the model computes.
+
+    The head gives logits: apply ``torch.softmax(·, -1)`` for crnn's softmax
+    outputs.  ``return_sequences`` is not part of a torch module: for a
+    many-to-one model, apply the head to the final state (``h_n``'s top
+    layer, both directions concatenated), as crnn does.  Biases: ``b_ih = b``,
+    ``b_hh = 0`` (GRU: the n block of ``b_hh`` is ``bn``)."""
+    torch = _import_torch("to_torch")
+    kind = _model_kind(model)
+    torch_dtype = {"float32": torch.float32, "float64": torch.float64}[str(model.dtype)]
+    options = dict(num_layers=model.num_layers, bias=True, batch_first=True,
+                   bidirectional=model.bidirectional, dtype=torch_dtype)
+    if kind == "RNN":
+        options["nonlinearity"] = model.nonlinearity
+    module = getattr(torch.nn, kind)(model.input_size, model.hidden_size, **options)
+    params = model.params
+    H = model.hidden_size
+
+    def copy(parameter, array):
+        parameter.copy_(torch.from_numpy(np.array(array, copy=True)))
+
+    with torch.no_grad():
+        for layer in range(model.num_layers):
+            for suffix in _suffixes(model.bidirectional):
+                torch_suffix = f"_l{layer}{suffix}"
+                copy(getattr(module, "weight_ih" + torch_suffix), params[f"U{layer}{suffix}"])
+                copy(getattr(module, "weight_hh" + torch_suffix), params[f"W{layer}{suffix}"])
+                copy(getattr(module, "bias_ih" + torch_suffix), params[f"b{layer}{suffix}"])
+                b_hh = getattr(module, "bias_hh" + torch_suffix)
+                b_hh.zero_()
+                if kind == "GRU":
+                    copy(b_hh[2 * H:], params[f"bn{layer}{suffix}"])
+        linear = None
+        if model.output is not None:
+            linear = torch.nn.Linear(H * model.directions, model.output_size,
+                                     dtype=torch_dtype)
+            copy(linear.weight, params["V"])
+            copy(linear.bias, params["c"])
+    return module, linear
+
+
+# ---------------------------------------------------------------- ONNX
+# ONNX orders the gate blocks differently from crnn (= PyTorch):
+#   LSTM  crnn i, f, a, o   ONNX i, o, f, c (c = crnn's candidate a)
+#   GRU   crnn r, z, n      ONNX z, r, h
+_ONNX_BLOCKS = {"RNN": [0], "LSTM": [0, 3, 1, 2], "GRU": [1, 0, 2]}
+_MIN_OPSET = 13   # Softmax on one axis, Unsqueeze with axes as an input
+
+
+def _reorder(array, blocks, hidden):
+    return np.concatenate([array[g * hidden:(g + 1) * hidden] for g in blocks])
+
+
+def _onnx_weights(model, kind, layer, dtype):
+    """ONNX's W (dirs, G·H, D), R (dirs, G·H, H), B (dirs, 2·G·H) of a layer:
+    input weights, recurrent weights, then [Wb, Rb] biases, gates reordered.
+    Wb is crnn's b; Rb is 0 but for a GRU's h block, which is bn (ONNX's
+    linear_before_reset=1 GRU is PyTorch's: h̃ = tanh(W x + Wb + r ⊙ (R h + Rb)))."""
+    params, H = model.params, model.hidden_size
+    blocks = _ONNX_BLOCKS[kind]
+    Ws, Rs, Bs = [], [], []
+    for suffix in _suffixes(model.bidirectional):
+        Ws.append(_reorder(params[f"U{layer}{suffix}"], blocks, H))
+        Rs.append(_reorder(params[f"W{layer}{suffix}"], blocks, H))
+        recurrent_bias = np.zeros(len(blocks) * H, dtype=model.dtype)
+        if kind == "GRU":
+            recurrent_bias[2 * H:] = params[f"bn{layer}{suffix}"]
+        Bs.append(np.concatenate([_reorder(params[f"b{layer}{suffix}"], blocks, H),
+                                  recurrent_bias]))
+    return [np.ascontiguousarray(np.stack(arrays), dtype=dtype)
+            for arrays in (Ws, Rs, Bs)]
+
+
+def to_onnx(model, path, *, lengths=True, tokens=False, dtype=None, opset=17):
+    """Write `model` to `path` as an ONNX graph of ONNX's own RNN/LSTM/GRU
+    operators (one per layer, both directions in one op), then the output
+    layer (MatMul, Add, Softmax for softmax models).
+
+    Graph inputs: ``X`` (N, T, D) floats — or, with ``tokens=True``, (N, T)
+    int64 token ids, one-hot encoded inside the graph by a OneHot node — and,
+    with ``lengths=True`` (default), ``lengths`` (N,) int64, each in [1, T],
+    passed to the operators as ``sequence_lens``.  Output ``Y``: what
+    ``model.forward`` returns, (N, T, K) with rows past a length set to 0, or
+    (N, K) for a ``return_sequences=False`` model (from the top operator's
+    Y_h).  The initial state is always zero and the final state is not an
+    output.
+
+    dtype: the graph's float type, default the model's.  ONNX Runtime's CPU
+    RNN/LSTM/GRU kernels only run float32, so export float64 models with
+    ``dtype="float32"`` to run them there.
+    opset: the ai.onnx opset to target (13 or newer).
+    """
+    try:
+        import onnx
+        from onnx import TensorProto, helper, numpy_helper
+    except ImportError:
+        raise ImportError("to_onnx needs the onnx package, which is not installed "
+                          "(crnn itself does not depend on it): pip install onnx") from None
+    from .models import _check_dtype
+
+    kind = _model_kind(model)
+    dtype = model.dtype if dtype is None else _check_dtype(dtype)
+    for flag, name in ((lengths, "lengths"), (tokens, "tokens")):
+        if not isinstance(flag, (bool, np.bool_)):
+            raise TypeError(f"{name} must be True or False, got {flag!r}")
+    newest = onnx.defs.onnx_opset_version()
+    if isinstance(opset, bool) or not isinstance(opset, numbers.Integral) or \
+            not _MIN_OPSET <= opset <= newest:
+        raise ValueError(f"opset must be an integer in [{_MIN_OPSET}, {newest}] "
+                         f"(this onnx package's newest), got {opset!r}")
+    float_type = TensorProto.FLOAT if dtype == np.float32 else TensorProto.DOUBLE
+    H, D, dirs = model.hidden_size, model.input_size, model.directions
+
+    nodes, initializers = [], []
+    counter = iter(range(1 << 30))
+
+    def constant(array, name):
+        name = f"{name}_{next(counter)}"
+        initializers.append(numpy_helper.from_array(np.asarray(array), name))
+        return name
+
+    def node(op, inputs, outputs=1, **attributes):
+        step = next(counter)
+        if isinstance(outputs, int):
+            outputs = [f"{op.lower()}_{step}_{i}" for i in range(outputs)]
+        nodes.append(helper.make_node(op, inputs, outputs, name=f"{op}_{step}",
+                                      **attributes))
+        return outputs[0] if len(outputs) == 1 else outputs
+
+    inputs = []
+    if tokens:
+        inputs.append(helper.make_tensor_value_info("X", TensorProto.INT64, ["N", "T"]))
+        features = node("OneHot", ["X", constant(np.array([D], np.int64), "depth"),
+                                   constant(np.array([0, 1], dtype), "on_off")],
+                        axis=-1)
+    else:
+        inputs.append(helper.make_tensor_value_info("X", float_type, ["N", "T", D]))
+        features = "X"
+    sequence_lens = ""
+    if lengths:
+        inputs.append(helper.make_tensor_value_info("lengths", TensorProto.INT64, ["N"]))
+        sequence_lens = node("Cast", ["lengths"], to=TensorProto.INT32)
+
+    # the operators' layout=0: time-major (T, N, ·)
+    x = node("Transpose", [features], perm=[1, 0, 2])
+    attributes = {"hidden_size": H,
+                  "direction": "bidirectional" if dirs == 2 else "forward"}
+    if kind == "RNN":
+        activation = "Relu" if model.nonlinearity == "relu" else "Tanh"
+        attributes["activations"] = [activation] * dirs
+    elif kind == "GRU":
+        attributes["linear_before_reset"] = 1
+    merge = constant(np.array([0, 0, -1], np.int64), "merge_directions")
+    for layer in range(model.num_layers):
+        W, R, B = _onnx_weights(model, kind, layer, dtype)
+        op_inputs = [x, constant(W, f"W{layer}"), constant(R, f"R{layer}"),
+                     constant(B, f"B{layer}")]
+        if lengths:
+            op_inputs.append(sequence_lens)
+        top = layer == model.num_layers - 1
+        # only the outputs used: Y (T, dirs, N, H) feeds the next layer or
+        # the per-position outputs, Y_h (dirs, N, H) a many-to-one output
+        use_Y_h = top and not model.return_sequences
+        Y, Y_h = node(kind, op_inputs,
+                      ["" if use_Y_h else f"Y{layer}", f"Y_h{layer}" if use_Y_h else ""],
+                      **attributes)
+        if top:
+            break
+        # Y (T, dirs, N, H) -> (T, N, dirs·H): the next layer's input
+        x = node("Reshape", [node("Transpose", [Y], perm=[0, 2, 1, 3]), merge])
+
+    if model.return_sequences:
+        # Y (T, dirs, N, H) -> (N, T, dirs·H), [forward h, backward h]
+        h = node("Reshape", [node("Transpose", [Y], perm=[2, 0, 1, 3]), merge])
+    else:
+        # Y_h (dirs, N, H): each sequence's final state -> (N, dirs·H)
+        h = node("Reshape", [node("Transpose", [Y_h], perm=[1, 0, 2]),
+                             constant(np.array([0, -1], np.int64), "flatten")])
+    out = h
+    if model.output is not None:
+        params = model.params
+        V_T = np.ascontiguousarray(params["V"].T, dtype=dtype)     # (dirs·H, K)
+        out = node("MatMul", [out, constant(V_T, "V_T")])
+        out = node("Add", [out, constant(params["c"].astype(dtype), "c")])
+        if model.output == "softmax":
+            out = node("Softmax", [out], axis=-1)
+    if model.return_sequences and lengths:
+        # crnn's rows past a sequence's length are 0: mask[n, t] = t < lengths[n]
+        steps = node("Gather", [node("Shape", [features]),
+                                constant(np.array(1, np.int64), "time_axis")], axis=0)
+        positions = node("Range", [constant(np.array(0, np.int64), "zero"), steps,
+                                   constant(np.array(1, np.int64), "one")])
+        real = node("Less", [
+            node("Unsqueeze", [positions, constant(np.array([0], np.int64), "axes")]),
+            node("Unsqueeze", ["lengths", constant(np.array([1], np.int64), "axes")])])
+        mask = node("Unsqueeze", [node("Cast", [real], to=float_type),
+                                  constant(np.array([2], np.int64), "axes")])
+        out = node("Mul", [out, mask])
+    nodes[-1].output[0] = "Y"    # the last node always computes `out`
+
+    width = model.output_size if model.output is not None else H * dirs
+    shape = ["N", "T", width] if model.return_sequences else ["N", width]
+    graph = helper.make_graph(
+        nodes, f"crnn_{kind}", inputs,
+        [helper.make_tensor_value_info("Y", float_type, shape)], initializers)
+    opsets = [helper.make_opsetid("", int(opset))]
+    proto = helper.make_model(
+        graph, opset_imports=opsets, producer_name="crnn",
+        producer_version=__version__,
+        ir_version=helper.find_min_ir_version_for(opsets),
+        doc_string=f"crnn {kind} exported by crnn {__version__}: {model!r}")
+    helper.set_model_props(proto, {
+        "crnn.kind": kind, "crnn.output": str(model.output),
+        "crnn.return_sequences": str(model.return_sequences),
+        "crnn.inputs": "tokens" if tokens else "features"})
+    onnx.checker.check_model(proto, full_check=True)
+
+    from .io import _atomic_write
+    serialized = proto.SerializeToString()
+    _atomic_write(path, lambda file: file.write(serialized))

@@ -3,13 +3,16 @@
 Sizes are small on purpose (N=3, T=5, D=4, H=6, K=3) so the suite stays fast.
 Parameters are drawn here, from the tests' own generator, and copied into the
 model with set_params, so results never depend on crnn's initialiser.
+
+Every case has a ``cell``: "rnn" (crnn.RNN, the default, with a nonlinearity),
+"lstm" (crnn.LSTM: the initial state is the pair (h0, c0)) or "gru" (crnn.GRU).
 """
 
 import itertools
 
 import numpy as np
 
-from reference import param_shapes
+from reference import CELLS, param_shapes
 
 N, T, D, H, K = 3, 5, 4, 6, 3
 RAGGED = np.array([3, 5, 1], dtype=np.int64)   # unsorted, includes 1 and T
@@ -20,8 +23,12 @@ class Case:
 
     def __init__(self, nonlinearity="tanh", output="softmax", return_sequences=True,
                  num_layers=1, bidirectional=False, tokens=False, ragged=False,
-                 use_h0=False, K=K):
-        self.nonlinearity = nonlinearity
+                 use_h0=False, K=K, cell="rnn"):
+        if cell not in CELLS:
+            raise ValueError(cell)
+        self.cell = cell
+        # the nonlinearity is the vanilla RNN's option; gated cells have none
+        self.nonlinearity = nonlinearity if cell == "rnn" else None
         self.output = output
         self.return_sequences = return_sequences
         self.num_layers = num_layers
@@ -40,15 +47,30 @@ class Case:
         return None if self.output is None else self.K
 
     def model_kwargs(self):
-        return dict(num_layers=self.num_layers, bidirectional=self.bidirectional,
-                    nonlinearity=self.nonlinearity, output=self.output,
-                    return_sequences=self.return_sequences)
+        kw = dict(num_layers=self.num_layers, bidirectional=self.bidirectional,
+                  output=self.output, return_sequences=self.return_sequences)
+        if self.cell == "rnn":
+            kw["nonlinearity"] = self.nonlinearity
+        return kw
 
     def ref_kwargs(self):
-        return self.model_kwargs()
+        """Keyword arguments of reference.reference and torch_helper.torch_run."""
+        kw = self.model_kwargs()
+        if self.cell != "rnn":
+            kw["cell"] = self.cell
+        return kw
+
+    def replace(self, **changes):
+        """A copy with some options changed."""
+        kw = dict(nonlinearity=self.nonlinearity, output=self.output,
+                  return_sequences=self.return_sequences, num_layers=self.num_layers,
+                  bidirectional=self.bidirectional, tokens=self.tokens,
+                  ragged=self.ragged, use_h0=self.use_h0, K=self.K, cell=self.cell)
+        kw.update(changes)
+        return Case(**kw)
 
     def __repr__(self):
-        parts = [self.nonlinearity, str(self.output),
+        parts = [self.nonlinearity if self.cell == "rnn" else self.cell, str(self.output),
                  "m2m" if self.return_sequences else "m2o",
                  f"L{self.num_layers}", "bi" if self.bidirectional else "uni",
                  "tok" if self.tokens else "float",
@@ -71,20 +93,26 @@ def case_matrix(**fixed):
         ragged=[False, True],
         use_h0=[False, True],
     )
+    cell = fixed.pop("cell", "rnn")
+    if cell != "rnn":
+        axes["nonlinearity"] = [None]          # gated cells have no nonlinearity option
     axes.update({k: [v] for k, v in fixed.items()})
     keys = list(axes)
-    return [Case(**dict(zip(keys, vals))) for vals in itertools.product(*axes.values())]
+    return [Case(cell=cell, **dict(zip(keys, vals)))
+            for vals in itertools.product(*axes.values())]
 
 
 def random_params(case, seed=0, scale=0.6):
     rng = np.random.default_rng(seed)
     shapes = param_shapes(D, H, case.output_size, case.num_layers, case.bidirectional,
-                          case.output)
+                          case.output, cell=case.cell)
     return {k: rng.uniform(-scale, scale, size=s) for k, s in shapes.items()}
 
 
 def make_batch(case, seed=1, n=N, t=T):
-    """X, y, lengths, h0 for ``case``; padded positions hold random (valid) junk."""
+    """X, y, lengths, h0 for ``case``; padded positions hold random (valid) junk.
+
+    For an LSTM case with use_h0, h0 is the pair (h0, c0)."""
     rng = np.random.default_rng(seed)
     lengths = RAGGED.copy()[:n] if case.ragged else None
     if case.tokens:
@@ -98,11 +126,23 @@ def make_batch(case, seed=1, n=N, t=T):
     else:
         y = None
     h0 = rng.normal(scale=0.5, size=(case.num_layers * case.dirs, n, H)) if case.use_h0 else None
+    if h0 is not None and case.cell == "lstm":
+        h0 = (h0, rng.normal(scale=0.5, size=h0.shape))
     return X, y, lengths, h0
 
 
+def zero_state(case, n=N):
+    """An explicit all-zeros initial state for ``case`` (a pair for an LSTM)."""
+    h0 = np.zeros((case.num_layers * case.dirs, n, H))
+    return (h0, h0.copy()) if case.cell == "lstm" else h0
+
+
+MODEL_CLASSES = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
+
+
 def make_model(crnn, case, params=None, dtype="float64", seed=0):
-    model = crnn.RNN(D, H, case.output_size, dtype=dtype, seed=seed, **case.model_kwargs())
+    cls = getattr(crnn, MODEL_CLASSES[case.cell])
+    model = cls(D, H, case.output_size, dtype=dtype, seed=seed, **case.model_kwargs())
     if params is not None:
         model.set_params({k: np.asarray(v, dtype=dtype) for k, v in params.items()})
     return model

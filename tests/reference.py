@@ -1,29 +1,55 @@
-"""A plain numpy float64 vanilla RNN, written straight from MODEL.md.
+"""Plain numpy float64 RNN, LSTM and GRU, written straight from MODEL.md.
 
 This is the oracle the crnn tests compare against. It is deliberately naive:
 one sequence at a time, one time step at a time, no batching, no hoisting, no
 sorting by length, so that every line can be read against the formulas of
-MODEL.md (part 1 and "Conventions"):
+MODEL.md (parts 1 and 2, "Conventions") and PyTorch's GRU equations.
 
-    z(t) = U x(t) + W h(t-1) + b,   h(t) = tanh(z(t))  (or relu)
+Output layer and loss, the same for every cell:
+
     o(t) = V h(t) + c,  ŷ(t) = softmax(o(t)),  L(t) = -log ŷ(t)[y(t)]
     (linear output: ŷ(t) = o(t),  L(t) = ½‖o(t) - y(t)‖²)
 
-    δ(t) = ∂L/∂h(t) = Vᵀ(ŷ(t) - y(t)) + Wᵀ g(t+1),   g(t) = act'(z(t)) ⊙ δ(t)
-    ∂L/∂U = Σ g xᵀ,  ∂L/∂W = Σ g h(t-1)ᵀ,  ∂L/∂b = Σ g,  ∂L/∂x = Uᵀ g,
-    ∂L/∂h0 = Wᵀ g(first).
+One step of each cell (``_step_forward``), and its BPTT step
+(``_step_backward``: from the whole gradient reaching the new state to the
+gradient reaching the previous state, the input and the parameters):
+
+    rnn   z = U x + W h(t-1) + b,  h = tanh(z) (or relu)
+          g = act'(z) ⊙ dh;  ∂U += g xᵀ, ∂W += g h(t-1)ᵀ, ∂b += g,
+          dx = Uᵀ g, dh(t-1) = Wᵀ g
+    lstm  z = U x + W h(t-1) + b  (4H: blocks i, f, a, o)
+          i, f, o = σ(z_i, z_f, z_o),  a = tanh(z_a)
+          C = f ⊙ C(t-1) + i ⊙ a,  h = o ⊙ tanh(C)
+          dC = dh ⊙ o ⊙ (1 - tanh(C)²) + dC(t+1 → t)   (the later step's dC ⊙ f)
+          dz_o = dh ⊙ tanh(C) ⊙ o(1 - o),  dz_i = dC ⊙ a ⊙ i(1 - i),
+          dz_f = dC ⊙ C(t-1) ⊙ f(1 - f),  dz_a = dC ⊙ i ⊙ (1 - a²)
+          dh(t-1) = Wᵀ dz,  dC(t-1) = dC ⊙ f,  dx = Uᵀ dz
+    gru   (3H: blocks r, z, n; bn is PyTorch's b_hn)
+          r = σ(U_r x + W_r h(t-1) + b_r),  z = σ(U_z x + W_z h(t-1) + b_z)
+          q = W_n h(t-1) + bn,  n = tanh(U_n x + b_n + r ⊙ q)
+          h = (1 - z) ⊙ n + z ⊙ h(t-1)
+          dn = dh ⊙ (1 - z),  dz = dh ⊙ (h(t-1) - n),  da_n = dn ⊙ (1 - n²)
+          dq = da_n ⊙ r,  da_r = da_n ⊙ q ⊙ r(1 - r),  da_z = dz ⊙ z(1 - z)
+          ∂U += [da_r, da_z, da_n] xᵀ,  ∂b += [da_r, da_z, da_n]
+          ∂W += [da_r, da_z, dq] h(t-1)ᵀ,  ∂bn += dq
+          dh(t-1) = dh ⊙ z + W_rᵀ da_r + W_zᵀ da_z + W_nᵀ dq,
+          dx = Uᵀ [da_r, da_z, da_n]
 
 Layer l > 0 reads [h_fwd(t), h_rev(t)] of layer l-1. The reverse direction runs
 over each sequence reversed within its own length: its "first" position is the
-sequence's last real position and its final state is the h at position 0.
-States are laid out like PyTorch: index l * dirs + d.
+sequence's last real position and its final state is the one at position 0.
+States are laid out like PyTorch: index l * dirs + d; an LSTM's state (and
+initial state, and initial-state gradient) is a pair (h, c).
 
 Only this module and ``torch_helper`` are helpers; neither imports crnn.
 """
 
 import numpy as np
 
-__all__ = ["RefResult", "rnn_reference", "to_padded", "pad_targets", "param_shapes"]
+__all__ = ["RefResult", "reference", "rnn_reference", "to_padded", "pad_targets",
+           "param_shapes", "gate_blocks", "CELLS"]
+
+CELLS = ("rnn", "lstm", "gru")
 
 
 class RefResult:
@@ -32,9 +58,11 @@ class RefResult:
     Y       (N, T, K) / (N, K) outputs (probabilities, values or top-layer h),
             zero rows past a sequence's length
     state   (num_layers * dirs, N, H) final h of each sequence and layer/direction
+            (LSTM: the pair (h, c))
     loss    float (None when there is no target)
     grads   dict like the params (None when there is no target)
     dstate  (num_layers * dirs, N, H) gradient w.r.t. the initial state
+            (LSTM: the pair (dh0, dc0))
     """
 
     def __init__(self, Y, state, loss, grads, dstate):
@@ -49,18 +77,26 @@ def _suffix(d):
     return "" if d == 0 else "_reverse"
 
 
+def gate_blocks(cell):
+    """G: U, W and b have G·H rows."""
+    return {"rnn": 1, "lstm": 4, "gru": 3}[cell]
+
+
 def param_shapes(input_size, hidden_size, output_size, num_layers=1,
-                 bidirectional=False, output="softmax"):
-    """The shapes of the params dict of API.md for a vanilla RNN (G = 1)."""
+                 bidirectional=False, output="softmax", cell="rnn"):
+    """The shapes of the params dict of API.md (G = 1, 4, 3 for rnn, lstm, gru)."""
     dirs = 2 if bidirectional else 1
+    G = gate_blocks(cell)
     shapes = {}
     for l in range(num_layers):
         d_in = input_size if l == 0 else hidden_size * dirs
         for d in range(dirs):
             s = _suffix(d)
-            shapes[f"U{l}{s}"] = (hidden_size, d_in)
-            shapes[f"W{l}{s}"] = (hidden_size, hidden_size)
-            shapes[f"b{l}{s}"] = (hidden_size,)
+            shapes[f"U{l}{s}"] = (G * hidden_size, d_in)
+            shapes[f"W{l}{s}"] = (G * hidden_size, hidden_size)
+            shapes[f"b{l}{s}"] = (G * hidden_size,)
+            if cell == "gru":
+                shapes[f"bn{l}{s}"] = (hidden_size,)
     if output is not None:
         shapes["V"] = (output_size, hidden_size * dirs)
         shapes["c"] = (output_size,)
@@ -139,29 +175,132 @@ def _act_deriv(z, h, nonlinearity):
     return (z > 0).astype(np.float64)   # relu' = [z > 0]
 
 
+def _sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
 def _softmax(o):
     e = np.exp(o - o.max())
     return e / e.sum()
 
 
-def rnn_reference(params, X, y=None, lengths=None, initial_state=None, *,
-                  num_layers=1, bidirectional=False, nonlinearity="tanh",
-                  output="softmax", return_sequences=True, reduction="mean"):
-    """Forward (and, when ``y`` is given, BPTT) of the vanilla RNN in float64.
+# ---------------------------------------------------------------- one cell step
+#
+# A state is a tuple: (h,) for rnn and gru, (h, C) for lstm. ``lane`` holds one
+# layer-direction's parameters: U, W, b (and bn for gru).
 
-    ``params`` uses crnn's keys (U{l}, W{l}, b{l}, ..._reverse, V, c).
-    Returns a :class:`RefResult`.
+def _step_forward(cell, lane, x, state, nonlinearity):
+    """One position: the new state and what the backward step needs."""
+    U, W, b = lane["U"], lane["W"], lane["b"]
+    h_prev = state[0]
+    if cell == "rnn":
+        z = U @ x + W @ h_prev + b
+        h = _act(z, nonlinearity)
+        return (h,), (x, h_prev, z, h)
+    H = h_prev.shape[0]
+    if cell == "lstm":
+        C_prev = state[1]
+        z = U @ x + W @ h_prev + b
+        i = _sigmoid(z[0:H])
+        f = _sigmoid(z[H:2 * H])
+        a = np.tanh(z[2 * H:3 * H])
+        o = _sigmoid(z[3 * H:4 * H])
+        C = f * C_prev + i * a
+        tc = np.tanh(C)
+        h = o * tc
+        return (h, C), (x, h_prev, C_prev, i, f, a, o, C, tc)
+    if cell == "gru":
+        bn = lane["bn"]
+        ux = U @ x + b                       # input part of all three blocks
+        wh = W @ h_prev                      # recurrent part of all three blocks
+        r = _sigmoid(ux[0:H] + wh[0:H])
+        zg = _sigmoid(ux[H:2 * H] + wh[H:2 * H])
+        q = wh[2 * H:3 * H] + bn             # W_n h(t-1) + b_hn
+        n = np.tanh(ux[2 * H:3 * H] + r * q)
+        h = (1.0 - zg) * n + zg * h_prev
+        return (h,), (x, h_prev, r, zg, q, n)
+    raise ValueError(cell)
+
+
+def _step_backward(cell, lane, glane, cache, dstate, nonlinearity):
+    """BPTT through one position.
+
+    ``dstate`` is the whole gradient reaching this position's new state (dh,
+    and dC for lstm). Adds the parameter gradients into ``glane`` and returns
+    (gradient reaching the previous state, gradient reaching x).
     """
+    U, W = lane["U"], lane["W"]
+    dh = dstate[0]
+    if cell == "rnn":
+        x, h_prev, z, h = cache
+        g = _act_deriv(z, h, nonlinearity) * dh
+        glane["U"] += np.outer(g, x)
+        glane["W"] += np.outer(g, h_prev)
+        glane["b"] += g
+        return (W.T @ g,), U.T @ g
+    if cell == "lstm":
+        x, h_prev, C_prev, i, f, a, o, C, tc = cache
+        dC = dh * o * (1.0 - tc * tc) + dstate[1]
+        dz = np.concatenate([
+            dC * a * i * (1.0 - i),           # dz_i
+            dC * C_prev * f * (1.0 - f),      # dz_f
+            dC * i * (1.0 - a * a),           # dz_a
+            dh * tc * o * (1.0 - o),          # dz_o
+        ])
+        glane["U"] += np.outer(dz, x)
+        glane["W"] += np.outer(dz, h_prev)
+        glane["b"] += dz
+        return (W.T @ dz, dC * f), U.T @ dz
+    if cell == "gru":
+        x, h_prev, r, zg, q, n = cache
+        H = h_prev.shape[0]
+        dn = dh * (1.0 - zg)
+        dzg = dh * (h_prev - n)
+        dan = dn * (1.0 - n * n)             # at n's pre-activation
+        dq = dan * r                         # at W_n h(t-1) + bn
+        dar = dan * q * r * (1.0 - r)
+        daz = dzg * zg * (1.0 - zg)
+        d_in = np.concatenate([dar, daz, dan])     # at U x + b
+        d_rec = np.concatenate([dar, daz, dq])     # at W h(t-1) (+ bn for n)
+        glane["U"] += np.outer(d_in, x)
+        glane["b"] += d_in
+        glane["W"] += np.outer(d_rec, h_prev)
+        glane["bn"] += dq
+        dh_prev = dh * zg + W.T @ d_rec
+        assert dh_prev.shape == (H,)
+        return (dh_prev,), U.T @ d_in
+    raise ValueError(cell)
+
+
+def _state_arrays(cell, initial_state, shape):
+    """The initial state as a list of float64 arrays (h0[, c0])."""
+    count = 2 if cell == "lstm" else 1
+    if initial_state is None:
+        return [np.zeros(shape) for _ in range(count)]
+    if cell == "lstm":
+        h0, c0 = initial_state
+        return [np.asarray(h0, dtype=np.float64), np.asarray(c0, dtype=np.float64)]
+    return [np.asarray(initial_state, dtype=np.float64)]
+
+
+def reference(params, X, y=None, lengths=None, initial_state=None, *, cell="rnn",
+              num_layers=1, bidirectional=False, nonlinearity="tanh",
+              output="softmax", return_sequences=True, reduction="mean"):
+    """Forward (and, when ``y`` is given, BPTT) of an RNN, LSTM or GRU in float64.
+
+    ``params`` uses crnn's keys (U{l}, W{l}, b{l}, bn{l} (gru), ..._reverse, V, c).
+    ``nonlinearity`` only matters for cell="rnn". ``initial_state`` is h0, or
+    (h0, c0) for an LSTM. Returns a :class:`RefResult`.
+    """
+    if cell not in CELLS:
+        raise ValueError(cell)
     P = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
     dirs = 2 if bidirectional else 1
     H = P["W0"].shape[1]
     D = P["U0"].shape[1]
     X, lengths = to_padded(X, lengths, D)
     N, T = X.shape[:2]
-    if initial_state is None:
-        h0 = np.zeros((num_layers * dirs, N, H))
-    else:
-        h0 = np.asarray(initial_state, dtype=np.float64)
+    S0 = _state_arrays(cell, initial_state, (num_layers * dirs, N, H))
     F = H * dirs
     K = P["V"].shape[0] if output is not None else F
 
@@ -178,14 +317,19 @@ def rnn_reference(params, X, y=None, lengths=None, initial_state=None, *,
         count = int(lengths.sum()) if return_sequences else N
         scale = 1.0 / count if reduction == "mean" else 1.0
         grads = {k: np.zeros_like(v) for k, v in P.items()}
-        dstate = np.zeros_like(h0)
+        dS0 = [np.zeros_like(s) for s in S0]
         loss_total = 0.0
     else:
-        grads = dstate = None
+        grads = dS0 = None
         loss_total = None
 
     Y = np.zeros((N, T, K)) if return_sequences else np.zeros((N, K))
-    state = np.zeros((num_layers * dirs, N, H))
+    S_final = [np.zeros((num_layers * dirs, N, H)) for _ in S0]
+
+    def lane_of(store, l, d):
+        s = _suffix(d)
+        names = ("U", "W", "b", "bn") if cell == "gru" else ("U", "W", "b")
+        return {name: store[f"{name}{l}{s}"] for name in names}
 
     for n in range(N):
         Tn = int(lengths[n])
@@ -196,30 +340,27 @@ def rnn_reference(params, X, y=None, lengths=None, initial_state=None, *,
             outs = []
             layer_cache = []
             for d in range(dirs):
-                s = _suffix(d)
-                U, W, b = P[f"U{l}{s}"], P[f"W{l}{s}"], P[f"b{l}{s}"]
-                h_init = h0[l * dirs + d, n]
+                lane = lane_of(P, l, d)
+                state = tuple(s[l * dirs + d, n] for s in S0)
                 hs = np.zeros((Tn, H))
-                zs = np.zeros((Tn, H))
+                step_caches = {}
                 order = list(range(Tn)) if d == 0 else list(range(Tn - 1, -1, -1))
-                h_prev = h_init
                 for t in order:
-                    z = U @ inp[t] + W @ h_prev + b
-                    h = _act(z, nonlinearity)
-                    zs[t] = z
-                    hs[t] = h
-                    h_prev = h
-                # forward: h at Tn-1; reverse: h at position 0
-                state[l * dirs + d, n] = h_prev
+                    state, step_caches[t] = _step_forward(cell, lane, inp[t], state,
+                                                          nonlinearity)
+                    hs[t] = state[0]
+                # forward: the state at Tn-1; reverse: the state at position 0
+                for s_final, s in zip(S_final, state):
+                    s_final[l * dirs + d, n] = s
                 outs.append(hs)
-                layer_cache.append((inp, hs, zs, h_init, order))
+                layer_cache.append((inp, step_caches, order))
             caches.append(layer_cache)
             inp = np.concatenate(outs, axis=1)   # (Tn, H * dirs)
         top = inp
         if return_sequences:
             feats = top                          # (Tn, F)
         else:
-            # the top layer's final state: PyTorch's h_n[-2], h_n[-1]
+            # the top layer's final h: PyTorch's h_n[-2], h_n[-1]
             feat = top[Tn - 1, :H]
             if dirs == 2:
                 feat = np.concatenate([feat, top[0, H:]])
@@ -279,26 +420,35 @@ def rnn_reference(params, X, y=None, lengths=None, initial_state=None, *,
             layer_in = caches[l][0][0]
             dinp = np.zeros_like(layer_in)
             for d in range(dirs):
-                s = _suffix(d)
-                U, W = P[f"U{l}{s}"], P[f"W{l}{s}"]
-                gU, gW, gb = grads[f"U{l}{s}"], grads[f"W{l}{s}"], grads[f"b{l}{s}"]
-                inp_l, hs, zs, h_init, order = caches[l][d]
+                lane = lane_of(P, l, d)
+                glane = lane_of(grads, l, d)     # views into grads: += accumulates
+                inp_l, step_caches, order = caches[l][d]
                 dh_ext = dtop[:, d * H : (d + 1) * H]
-                d_next = np.zeros(H)             # Wᵀ g(t+1), from the later step
-                for i in range(len(order) - 1, -1, -1):
-                    t = order[i]
-                    h_prev = h_init if i == 0 else hs[order[i - 1]]
-                    delta = dh_ext[t] + d_next
-                    g = _act_deriv(zs[t], hs[t], nonlinearity) * delta
-                    gU += np.outer(g, inp_l[t])
-                    gW += np.outer(g, h_prev)
-                    gb += g
-                    dinp[t] += U.T @ g
-                    d_next = W.T @ g
-                dstate[l * dirs + d, n] = d_next   # ∂L/∂h0 = Wᵀ g(first)
+                # gradient reaching the state from the later step (none after the last)
+                d_next = tuple(np.zeros(H) for _ in S0)
+                for t in reversed(order):
+                    dstate = (dh_ext[t] + d_next[0],) + d_next[1:]
+                    d_next, dx = _step_backward(cell, lane, glane, step_caches[t], dstate,
+                                                nonlinearity)
+                    dinp[t] += dx
+                # ∂L/∂h0 (and ∂L/∂c0): what reaches the state before the first step
+                for ds, dv in zip(dS0, d_next):
+                    ds[l * dirs + d, n] = dv
             dtop = dinp
 
     loss = None
     if has_target:
         loss = loss_total * scale
-    return RefResult(Y, state, loss, grads, dstate)
+    if cell == "lstm":
+        state_out = (S_final[0], S_final[1])
+        dstate_out = None if dS0 is None else (dS0[0], dS0[1])
+    else:
+        state_out = S_final[0]
+        dstate_out = None if dS0 is None else dS0[0]
+    return RefResult(Y, state_out, loss, grads, dstate_out)
+
+
+def rnn_reference(params, X, y=None, lengths=None, initial_state=None, *, cell="rnn",
+                  **kwargs):
+    """The vanilla RNN (cell="rnn" unless told otherwise): see :func:`reference`."""
+    return reference(params, X, y, lengths, initial_state, cell=cell, **kwargs)

@@ -1,11 +1,15 @@
-"""The same vanilla RNN computed by PyTorch (nn.RNN + nn.Linear + loss).
+"""The same models computed by PyTorch (nn.RNN / nn.LSTM / nn.GRU + nn.Linear + loss).
 
-Used to check both the numpy reference (test_reference_selfcheck.py) and crnn
-(test_torch_parity.py). Weights come from a crnn-style params dict:
+Used to check both the numpy reference (test_reference_selfcheck.py,
+test_gated_selfcheck.py) and crnn (test_torch_parity.py,
+test_gated_torch_parity.py). Weights come from a crnn-style params dict:
 weight_ih_l{l}{_reverse} = U{l}{_reverse}, weight_hh = W, bias_ih = b,
-bias_hh = 0, Linear.weight = V, Linear.bias = c. Ragged batches go through
-pack_padded_sequence, so torch never sees the padding.
+Linear.weight = V, Linear.bias = c, and bias_hh = 0 (RNN, LSTM: MODEL.md's
+folding of b_ih + b_hh) or bias_hh = [0, 0, bn] (GRU: b_hn = bn). Ragged
+batches go through pack_padded_sequence, so torch never sees the padding.
 """
+
+import contextlib
 
 import numpy as np
 import torch
@@ -15,14 +19,29 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from reference import RefResult, pad_targets, to_padded
 
 
-def build_torch(params, *, num_layers, bidirectional, nonlinearity, output,
-                dtype=torch.float64):
-    """nn.RNN (+ nn.Linear) holding ``params``."""
-    H, D = params["U0"].shape
+@contextlib.contextmanager
+def one_thread():
+    """Run torch on one thread: these problems are tiny, and torch's thread
+    pool stalls badly (tens of times slower) when the cores are shared."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
+TORCH_CLASSES = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}
+
+
+def build_torch(params, *, num_layers, bidirectional, output, nonlinearity="tanh",
+                cell="rnn", dtype=torch.float64):
+    """nn.RNN / nn.LSTM / nn.GRU (+ nn.Linear) holding ``params``."""
+    H, D = params["W0"].shape[1], params["U0"].shape[1]
     dirs = 2 if bidirectional else 1
-    rnn = torch.nn.RNN(D, H, num_layers=num_layers, nonlinearity=nonlinearity,
-                       bias=True, batch_first=True, bidirectional=bidirectional,
-                       dtype=dtype)
+    kw = dict(nonlinearity=nonlinearity) if cell == "rnn" else {}
+    rnn = TORCH_CLASSES[cell](D, H, num_layers=num_layers, bias=True, batch_first=True,
+                              bidirectional=bidirectional, dtype=dtype, **kw)
     with torch.no_grad():
         for l in range(num_layers):
             for d in range(dirs):
@@ -31,6 +50,10 @@ def build_torch(params, *, num_layers, bidirectional, nonlinearity, output,
                 getattr(rnn, f"weight_hh_l{l}{s}").copy_(torch.from_numpy(np.asarray(params[f"W{l}{s}"], dtype=np.float64)))
                 getattr(rnn, f"bias_ih_l{l}{s}").copy_(torch.from_numpy(np.asarray(params[f"b{l}{s}"], dtype=np.float64)))
                 getattr(rnn, f"bias_hh_l{l}{s}").zero_()
+                if cell == "gru":
+                    # b_hn sits inside r ⊙ (W_hn h + b_hn): it cannot be folded
+                    getattr(rnn, f"bias_hh_l{l}{s}")[2 * H:].copy_(
+                        torch.from_numpy(np.asarray(params[f"bn{l}{s}"], dtype=np.float64)))
     linear = None
     if output is not None:
         K = params["V"].shape[0]
@@ -42,8 +65,11 @@ def build_torch(params, *, num_layers, bidirectional, nonlinearity, output,
 
 
 def torch_grads_as_crnn(rnn, linear, num_layers, bidirectional):
-    """Map torch .grad tensors to crnn's keys (bias_ih.grad == bias_hh.grad == ∂L/∂b)."""
+    """Map torch .grad tensors to crnn's keys (bias_ih.grad == bias_hh.grad == ∂L/∂b;
+    for a GRU only on the r, z blocks, and bias_hh.grad's n block is ∂L/∂bn)."""
     dirs = 2 if bidirectional else 1
+    gru = isinstance(rnn, torch.nn.GRU)
+    H = rnn.hidden_size
     out = {}
     for l in range(num_layers):
         for d in range(dirs):
@@ -54,34 +80,54 @@ def torch_grads_as_crnn(rnn, linear, num_layers, bidirectional):
             ghh = getattr(rnn, f"bias_hh_l{l}{s}").grad.double().numpy()
             # z = ... + b_ih + b_hh: both receive ∂L/∂z summed, i.e. ∂L/∂b
             tol = 1e-12 if getattr(rnn, f"bias_ih_l{l}{s}").dtype == torch.float64 else 1e-5
-            np.testing.assert_allclose(gih, ghh, rtol=tol, atol=tol * 1e-2)
+            folded = slice(0, 2 * H) if gru else slice(None)
+            np.testing.assert_allclose(gih[folded], ghh[folded], rtol=tol, atol=tol * 1e-2)
             out[f"b{l}{s}"] = gih.copy()
+            if gru:
+                out[f"bn{l}{s}"] = ghh[2 * H:].copy()
     if linear is not None:
         out["V"] = linear.weight.grad.double().numpy().copy()
         out["c"] = linear.bias.grad.double().numpy().copy()
     return out
 
 
-def torch_run(params, X, y=None, lengths=None, initial_state=None, *,
-              num_layers=1, bidirectional=False, nonlinearity="tanh",
-              output="softmax", return_sequences=True, reduction="mean",
-              dtype=torch.float64):
-    """Like reference.rnn_reference, computed by PyTorch. Returns a RefResult."""
+def torch_run(*args, **kwargs):
+    """Like reference.reference, computed by PyTorch. Returns a RefResult
+    (for an LSTM, state and dstate are pairs)."""
+    with one_thread():
+        return _torch_run(*args, **kwargs)
+
+
+def _torch_run(params, X, y=None, lengths=None, initial_state=None, *, cell="rnn",
+               num_layers=1, bidirectional=False, nonlinearity="tanh",
+               output="softmax", return_sequences=True, reduction="mean",
+               dtype=torch.float64):
     dirs = 2 if bidirectional else 1
-    H, D = params["U0"].shape
+    H, D = params["W0"].shape[1], params["U0"].shape[1]
     Xf, lengths = to_padded(X, lengths, D)
     N, T = Xf.shape[:2]
     rnn, linear = build_torch(params, num_layers=num_layers, bidirectional=bidirectional,
-                              nonlinearity=nonlinearity, output=output, dtype=dtype)
+                              nonlinearity=nonlinearity, output=output, cell=cell,
+                              dtype=dtype)
     x = torch.tensor(Xf, dtype=dtype)
-    if initial_state is None:
-        h0 = torch.zeros((num_layers * dirs, N, H), dtype=dtype, requires_grad=True)
+
+    def leaf(value):
+        if value is None:
+            return torch.zeros((num_layers * dirs, N, H), dtype=dtype, requires_grad=True)
+        return torch.tensor(np.asarray(value, dtype=np.float64), dtype=dtype,
+                            requires_grad=True)
+
+    if cell == "lstm":
+        h0_in, c0_in = (None, None) if initial_state is None else initial_state
+        h0, c0 = leaf(h0_in), leaf(c0_in)
+        state_in = (h0, c0)
     else:
-        h0 = torch.tensor(np.asarray(initial_state, dtype=np.float64), dtype=dtype,
-                          requires_grad=True)
+        h0 = leaf(initial_state)
+        state_in = h0
     lens_t = torch.as_tensor(np.asarray(lengths, dtype=np.int64))
     packed = pack_padded_sequence(x, lens_t, batch_first=True, enforce_sorted=False)
-    out_p, hn = rnn(packed, h0)
+    out_p, state_out = rnn(packed, state_in)
+    hn = state_out[0] if cell == "lstm" else state_out
     out, _ = pad_packed_sequence(out_p, batch_first=True, total_length=T)
     mask = torch.arange(T)[None, :] < lens_t[:, None]          # (N, T)
 
@@ -124,13 +170,22 @@ def torch_run(params, X, y=None, lengths=None, initial_state=None, *,
             loss = total / count if reduction == "mean" else total
             loss.backward()
 
+    def as_numpy(tensor):
+        return tensor.detach().double().numpy().copy()
+
     grads = dstate = None
     if loss is not None:
         grads = torch_grads_as_crnn(rnn, linear, num_layers, bidirectional)
         dstate = h0.grad.double().numpy().copy()
+        if cell == "lstm":
+            dstate = (dstate, c0.grad.double().numpy().copy())
+    if cell == "lstm":
+        state = (as_numpy(state_out[0]), as_numpy(state_out[1]))
+    else:
+        state = as_numpy(state_out)
     return RefResult(
-        Y.detach().double().numpy().copy(),
-        hn.detach().double().numpy().copy(),
+        as_numpy(Y),
+        state,
         None if loss is None else float(loss.detach()),
         grads,
         dstate,

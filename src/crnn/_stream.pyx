@@ -135,6 +135,10 @@ cdef class Stream:
         """
         cdef bint batched, tokens
         if isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_)):
+            if self.batch_size != 1:
+                raise ValueError(
+                    f"x must hold {self.batch_size} token id(s), one per stream "
+                    f"row, got 1 (a single token id)")
             tokens, batched = True, False
             array = np.asarray(x).reshape(1)
         else:

@@ -16,17 +16,22 @@ batch, input features, hidden units, output classes):
 
 Inputs: X float32 (B, T, D) standard normal, y int64 (B, T) random classes.
 
-Every (library, thread count) runs in its own child process
-(``bench_rnn.py --worker LIB --threads N ...``) with OPENBLAS_NUM_THREADS,
-OMP_NUM_THREADS and MKL_NUM_THREADS set to N (and ``torch.set_num_threads(N)``),
-because idle thread pools of two libraries in one process spin against each
-other (see ANCHORS.md). OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE are passed
-through untouched: they choose OpenBLAS's kernel, and the caller decides.
-Each number is the median of repeated calls after a warm-up; the repeat count
-is chosen so one measurement takes about ``--target`` seconds. Thread counts
-above 1 vary much more between runs, so they are measured in ``--rounds``
-interleaved rounds (crnn, torch, numpy, crnn, torch, numpy, ...) and the best
-(lowest) median is reported.
+Every measurement of one library at one thread count runs in its own child
+process (``bench_rnn.py --worker LIB --threads N --configs I ...``) with
+OPENBLAS_NUM_THREADS, OMP_NUM_THREADS and MKL_NUM_THREADS set to N (and
+``torch.set_num_threads(N)``), because idle thread pools of two libraries in
+one process spin against each other (see ANCHORS.md). OPENBLAS_CORETYPE and
+OPENBLAS_L2_SIZE are passed through untouched: they choose OpenBLAS's kernel,
+and the caller decides. A child times the training step and the forward pass
+of one config: each is the median of repeated calls after a warm-up, the
+repeat count chosen so it takes about ``--target`` seconds. Timings on a
+shared 2-core machine drift by 1.1-2x from one second to the next (most at 2
+threads), so each (config, thread count) is measured in ``--rounds``
+interleaved rounds (crnn, torch, numpy, crnn, torch, numpy) and the table
+shows the best (lowest) median; its "spread" column says how far the rounds
+of one library were apart, and "wait%" how much of the time some task waited
+for a CPU (Linux PSI): other work on the machine. ``--wait-idle`` waits for an
+idle machine before each child and reruns the children that were disturbed.
 
 Usage, from the repository root, with crnn installed in the environment::
 
@@ -34,6 +39,7 @@ Usage, from the repository root, with crnn installed in the environment::
     python benchmarks/bench_rnn.py --quick          # short smoke run
     python benchmarks/bench_rnn.py --configs 0,1 --threads 1 --json out.json
     python benchmarks/bench_rnn.py --selfcheck      # check the numpy reference
+    python benchmarks/bench_rnn.py --wait-idle 60   # on a shared machine
 
 Run it both with OpenBLAS as the machine sets it and with OpenBLAS choosing its
 own kernel, since the two kernels differ up to 2x on the GEMMs an RNN spends
@@ -77,7 +83,8 @@ CONFIGS = [
 LIBRARIES = ("crnn", "torch", "numpy")
 OPS = ("train", "forward")
 RESULT_PREFIX = "BENCH_RNN_RESULT "
-THREAD_ENV_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+THREAD_ENV_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
+                   "MKL_NUM_THREADS")
 
 
 # ---------------------------------------------------------------------------
@@ -207,20 +214,23 @@ def make_inputs(config, seed=0):
     return X, y
 
 
-def openblas_info():
+def openblas_info(load_scipy=True):
     """Runtime OpenBLAS core name and config of numpy's and scipy's OpenBLAS.
 
     The build string in ``numpy.show_config()`` names the build machine's
     core, not the kernel chosen at run time, so ask the loaded libraries.
+    With ``load_scipy=False`` scipy's OpenBLAS is queried only if it is
+    already loaded: a worker should not start a thread pool it does not use.
     """
     info = {}
     libraries = [("numpy", np, "64_")]
-    try:
-        import scipy
-        import scipy.linalg  # noqa: F401  (loads scipy's OpenBLAS)
-        libraries.append(("scipy", scipy, ""))
-    except ImportError:
-        pass
+    if load_scipy or "scipy.linalg" in sys.modules:
+        try:
+            import scipy
+            import scipy.linalg  # noqa: F401  (loads scipy's OpenBLAS)
+            libraries.append(("scipy", scipy, ""))
+        except ImportError:
+            pass
     for name, module, suffix in libraries:
         package_dir = os.path.dirname(module.__file__)
         paths = glob.glob(package_dir + ".libs/*openblas*.so*")
@@ -264,7 +274,7 @@ def time_calls(function, target_seconds, quick):
     warmup_start = time.perf_counter()
     min_warmup = 1 if quick else 3
     while (len(warmup_times) < min_warmup
-           or time.perf_counter() - warmup_start < 0.1 * target_seconds):
+           or time.perf_counter() - warmup_start < 0.15 * target_seconds):
         start = time.perf_counter()
         function()
         warmup_times.append(time.perf_counter() - start)
@@ -345,9 +355,10 @@ def run_worker(args):
             make_functions = numpy_functions
     except ImportError as error:
         report["error"] = f"{type(error).__name__}: {error}"
+        report["import_failed"] = True
         print(RESULT_PREFIX + json.dumps(report), flush=True)
         return
-    report["openblas"] = openblas_info()
+    report["openblas"] = openblas_info(load_scipy=False)
 
     for index in args.config_indices:
         config = CONFIGS[index]
@@ -378,35 +389,92 @@ def run_worker(args):
 # Parent: spawn workers, collect, print the table
 # ---------------------------------------------------------------------------
 
-def spawn_worker(lib, threads, args):
+def cpu_wait_microseconds():
+    """Linux CPU pressure: total us some task waited for a CPU, or None.
+
+    Other work on the machine (a compiler, a test run) shows up here; our
+    own children alone on the cores do not. Used to flag disturbed rows.
+    """
+    try:
+        with open("/proc/pressure/cpu") as handle:
+            first_line = handle.readline()
+        return int(first_line.rsplit("total=", 1)[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def other_cpu_load(seconds=1.0):
+    """Fraction of all CPUs busy over ``seconds`` while this process sleeps."""
+    def busy_and_total():
+        with open("/proc/stat") as handle:
+            fields = [int(v) for v in handle.readline().split()[1:]]
+        idle = fields[3] + fields[4]
+        return sum(fields) - idle, sum(fields)
+    try:
+        busy_before, total_before = busy_and_total()
+        time.sleep(seconds)
+        busy_after, total_after = busy_and_total()
+    except (OSError, ValueError, IndexError):
+        return None
+    return (busy_after - busy_before) / max(total_after - total_before, 1)
+
+
+def spawn_worker(lib, threads, config_index, args):
+    """Run one worker child; return its report (a dict, maybe an error)."""
     env = dict(os.environ)
     for name in THREAD_ENV_VARS:
         env[name] = str(threads)
     command = [
         sys.executable, os.path.abspath(__file__),
         "--worker", lib, "--threads", str(threads),
-        "--configs", ",".join(map(str, args.config_indices)),
-        "--target", str(args.target),
+        "--configs", str(config_index), "--target", str(args.target),
     ]
     if args.quick:
         command.append("--quick")
-    start = time.perf_counter()
+    wait_before, start = cpu_wait_microseconds(), time.perf_counter()
     try:
         completed = subprocess.run(command, env=env, capture_output=True,
                                    text=True, timeout=args.timeout)
     except subprocess.TimeoutExpired:
         return {"lib": lib, "threads": threads,
-                "error": f"worker timed out after {args.timeout} s"}
-    elapsed = time.perf_counter() - start
+                "error": f"worker timed out after {args.timeout:g} s"}
+    wait_after, elapsed = cpu_wait_microseconds(), time.perf_counter() - start
     for line in reversed(completed.stdout.splitlines()):
         if line.startswith(RESULT_PREFIX):
             report = json.loads(line[len(RESULT_PREFIX):])
-            report["seconds"] = elapsed
+            if wait_before is not None and wait_after is not None:
+                report["cpu_wait"] = (wait_after - wait_before) / (
+                    elapsed * 1e6)
+                for result in report["results"]:
+                    result["cpu_wait"] = report["cpu_wait"]
             return report
     stderr_tail = completed.stderr.strip().splitlines()[-3:]
     return {"lib": lib, "threads": threads,
             "error": (f"worker exited with {completed.returncode}: "
                       + " | ".join(stderr_tail))}
+
+
+def measure_when_quiet(lib, threads, config_index, args):
+    """spawn_worker, but with --wait-idle wait for a quiet machine first.
+
+    With --wait-idle, a child during which other work kept a task waiting
+    for a CPU more than 5 % of the time is run again (three tries at most;
+    the least disturbed one is kept).
+    """
+    if args.wait_idle <= 0:
+        return spawn_worker(lib, threads, config_index, args)
+    reports = []
+    for _ in range(3):
+        deadline = time.perf_counter() + args.wait_idle
+        while time.perf_counter() < deadline:
+            load = other_cpu_load(0.5)
+            if load is None or load < 0.1:
+                break
+        report = spawn_worker(lib, threads, config_index, args)
+        reports.append(report)
+        if report.get("cpu_wait", 0) <= 0.05:
+            break
+    return min(reports, key=lambda r: r.get("cpu_wait", 0))
 
 
 def print_header(args):
@@ -416,8 +484,7 @@ def print_header(args):
           f"scipy {package_version('scipy') or '-'}  "
           f"torch {package_version('torch') or 'not installed'}  "
           f"crnn {package_version('crnn') or 'not installed'}")
-    print(f"os.cpu_count() = {os.cpu_count()}  "
-          f"machine {platform.machine()}  {platform.processor() or ''}")
+    print(f"os.cpu_count() = {os.cpu_count()}  machine {platform.machine()}")
     for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
         print(f"{name} = {os.environ.get(name, '(unset)')}")
     for lib, info in openblas_info().items():
@@ -425,8 +492,13 @@ def print_header(args):
             print(f"{lib}'s OpenBLAS: core {info['core']}  ({info['config']})")
         else:
             print(f"{lib}'s OpenBLAS: {info}")
-    print(f"target {args.target:g} s per measurement; thread counts > 1: "
-          f"best median of {args.rounds} interleaved round(s)")
+    load = other_cpu_load()
+    if load is not None:
+        print(f"CPU busy before the run (other processes): {load:.0%}"
+              + ("  WARNING: the machine is not idle, timings will suffer"
+                 if load > 0.1 else ""))
+    print(f"each number: best of {args.rounds} interleaved round(s) of "
+          f"medians over ~{args.target:g} s of calls, one process each")
     print(flush=True)
 
 
@@ -443,8 +515,11 @@ def format_ratio(numerator, denominator):
 
 
 def collect(reports):
-    """{(config, threads, op, lib): [median ms of each round]} and errors."""
-    medians = {}
+    """Medians and CPU-wait fractions by (config, threads, op, lib); errors.
+
+    Each value is a list with one entry per round.
+    """
+    medians, cpu_waits = {}, {}
     errors = []
     for report in reports:
         lib, threads = report["lib"], report["threads"]
@@ -459,19 +534,30 @@ def collect(reports):
                               f"{result['op']}: {result['error']}")
             else:
                 medians.setdefault(key, []).append(result["ms"])
-    return medians, sorted(set(errors))
+                cpu_waits.setdefault(key, []).append(result.get("cpu_wait"))
+    return medians, cpu_waits, sorted(set(errors))
 
 
-def build_rows(medians, args):
+def build_rows(medians, cpu_waits, args):
     rows = []
     for index in args.config_indices:
         config = CONFIGS[index]
         for threads in args.thread_counts:
             for op in OPS:
-                best = {}
-                for lib in LIBRARIES:
-                    values = medians.get((index, threads, op, lib))
-                    best[lib] = min(values) if values else None
+                rounds = {lib: medians.get((index, threads, op, lib))
+                          for lib in LIBRARIES}
+                best = {lib: min(values) if values else None
+                        for lib, values in rounds.items()}
+                # Largest max/min over the rounds of any library: how far
+                # apart repeated measurements landed on this row.
+                spreads = [max(values) / min(values)
+                           for values in rounds.values()
+                           if values and len(values) > 1]
+                # CPU wait (PSI) during the worker that gave each best median.
+                waits = [cpu_waits[(index, threads, op, lib)][
+                             values.index(best[lib])]
+                         for lib, values in rounds.items() if values]
+                waits = [w for w in waits if w is not None]
                 flops = training_flops(*config)
                 if op == "forward":
                     flops /= 3
@@ -480,10 +566,10 @@ def build_rows(medians, args):
                 rows.append({
                     "config": list(config), "threads": threads, "op": op,
                     "crnn_ms": best["crnn"], "torch_ms": best["torch"],
-                    "numpy_ms": best["numpy"],
-                    "crnn_gflops": gflops,
-                    "rounds_ms": {lib: medians.get((index, threads, op, lib))
-                                  for lib in LIBRARIES},
+                    "numpy_ms": best["numpy"], "crnn_gflops": gflops,
+                    "spread": max(spreads) if spreads else None,
+                    "cpu_wait": max(waits) if waits else None,
+                    "rounds_ms": rounds,
                 })
     return rows
 
@@ -491,20 +577,36 @@ def build_rows(medians, args):
 def print_table(rows):
     header = (f"{'config (T,B,D,H,K)':<22}{'thr':>4} {'op':<8}"
               f"{'crnn ms':>10}{'torch ms':>10}{'numpy ms':>10}"
-              f"{'crnn/torch':>12}{'crnn/numpy':>12}{'crnn GFLOP/s':>14}")
+              f"{'crnn/torch':>12}{'crnn/numpy':>12}{'crnn GFLOP/s':>14}"
+              f"{'spread':>8}{'wait%':>7}")
     print(header)
     print("-" * len(header))
     for row in rows:
         config = "(" + ",".join(map(str, row["config"])) + ")"
         gflops = ("-" if row["crnn_gflops"] is None
                   else f"{row['crnn_gflops']:.1f}")
+        spread = "-" if row["spread"] is None else f"{row['spread']:.2f}"
+        wait = ("-" if row["cpu_wait"] is None
+                else f"{100 * row['cpu_wait']:.0f}")
         print(f"{config:<22}{row['threads']:>4} {row['op']:<8}"
               f"{format_ms(row['crnn_ms']):>10}"
               f"{format_ms(row['torch_ms']):>10}"
               f"{format_ms(row['numpy_ms']):>10}"
               f"{format_ratio(row['crnn_ms'], row['torch_ms']):>12}"
               f"{format_ratio(row['crnn_ms'], row['numpy_ms']):>12}"
-              f"{gflops:>14}")
+              f"{gflops:>14}{spread:>8}{wait:>7}")
+
+
+def describe_worker(report):
+    cores = ", ".join(f"{name} {info['core']} {info['threads']} thr"
+                      for name, info in report["openblas"].items()
+                      if isinstance(info, dict))
+    text = (f"worker {report['lib']:<5} threads={report['threads']}: "
+            f"{report['lib']} {report.get('version')}; OpenBLAS {cores}")
+    if report["lib"] == "torch":
+        text += (f"; torch threads {report.get('torch_threads')}, "
+                 f"MKL {report.get('torch_mkl')}")
+    return text
 
 
 def run_parent(args):
@@ -514,40 +616,38 @@ def run_parent(args):
         print("torch is not installed: its columns are skipped.\n")
         libs.remove("torch")
     reports = []
-    for round_number in range(args.rounds):
+    start = time.perf_counter()
+    # Interleave: for each config and thread count, the rounds run the
+    # libraries one after another, so a slow spell of the machine hits all.
+    for index in args.config_indices:
         for threads in args.thread_counts:
-            if threads == 1 and round_number > 0:
-                continue    # one-thread medians repeat well; measure once
-            for lib in libs:
-                report = spawn_worker(lib, threads, args)
-                status = ("error" if "error" in report
-                          else f"{report.get('seconds', 0):.1f} s")
-                print(f"  round {round_number + 1}: {lib:<5} "
-                      f"threads={threads}  {status}",
-                      file=sys.stderr, flush=True)
-                reports.append(report)
+            group_start = time.perf_counter()
+            for _ in range(args.rounds):
+                for lib in list(libs):
+                    report = measure_when_quiet(lib, threads, index, args)
+                    reports.append(report)
+                    if report.get("import_failed"):
+                        libs.remove(lib)    # it will not import next time
+            print(f"  {CONFIGS[index]} threads={threads}: "
+                  f"{time.perf_counter() - group_start:.1f} s",
+                  file=sys.stderr, flush=True)
+    print(f"  total {time.perf_counter() - start:.0f} s", file=sys.stderr,
+          flush=True)
 
-    medians, errors = collect(reports)
-    rows = build_rows(medians, args)
-    print()
+    medians, cpu_waits, errors = collect(reports)
+    rows = build_rows(medians, cpu_waits, args)
     print_table(rows)
     print("\nratios: crnn time / other time (below 1: crnn faster); "
-          "thread counts > 1: best of the rounds' medians")
+          "spread: largest max/min of one library's round medians;\n"
+          "wait%: share of the time some task waited for a CPU (Linux PSI) "
+          "during the measurements shown; above a few % the machine was "
+          "busy with other work")
     seen = set()
     for report in reports:
         key = (report["lib"], report["threads"])
         if "openblas" in report and key not in seen:
             seen.add(key)
-            cores = ", ".join(
-                f"{name} {info['core']}/{info['threads']} thr"
-                for name, info in report["openblas"].items()
-                if isinstance(info, dict))
-            extra = ""
-            if report["lib"] == "torch":
-                extra = (f"; torch threads {report.get('torch_threads')}, "
-                         f"MKL {report.get('torch_mkl')}")
-            print(f"worker {report['lib']:<5} threads={report['threads']}: "
-                  f"OpenBLAS {cores}{extra}")
+            print(describe_worker(report))
     if errors:
         print("\nerrors:")
         for error in errors:
@@ -572,6 +672,7 @@ def run_parent(args):
                 "errors": errors,
             }, handle, indent=1)
         print(f"\nwrote {args.json}")
+    sys.stdout.flush()
 
 
 # ---------------------------------------------------------------------------
@@ -667,7 +768,7 @@ def selfcheck_crnn(failures):
         print(f"crnn vs numpy reference: skipped (crnn: {error})")
         return
     cases = [("float64", (9, 4, 6, 8, 5), 1e-10),
-             ("float32", CONFIGS[1], 1e-3)]
+             ("float32", CONFIGS[1], 1e-4)]
     for dtype, config, tolerance in cases:
         T, B, D, H, K = config
         X, y = make_inputs(config, seed=3)
@@ -717,8 +818,13 @@ def parse_args(argv=None):
                         help="seconds per measurement (default 1.0, "
                              "0.2 with --quick)")
     parser.add_argument("--rounds", type=int, default=None,
-                        help="interleaved rounds for thread counts > 1, "
-                             "best median kept (default 2, 1 with --quick)")
+                        help="interleaved rounds, best median kept "
+                             "(default 2, 1 with --quick)")
+    parser.add_argument("--wait-idle", type=float, default=0,
+                        metavar="SECONDS",
+                        help="on a shared machine: before each child wait "
+                             "up to SECONDS for the CPUs to be idle, and "
+                             "rerun a child that other work disturbed")
     parser.add_argument("--timeout", type=float, default=900,
                         help="seconds before a worker is abandoned")
     parser.add_argument("--json", metavar="PATH",

@@ -1,0 +1,213 @@
+# crnn's C-level API: one recurrent layer, one direction, of every cell type,
+# forward and backward over a whole sequence batch and one step at a time,
+# callable without the GIL from other Cython extensions:
+#
+#     from crnn.api cimport crnn_sizes, crnn_lstm_forward_f64, ...
+#
+# Build against it with ``include_dirs=[crnn.get_include()]`` (Cython also
+# finds this file on sys.path).  Functions and plain structs only, so the ABI
+# is the API (SciPy's rule for cython_blas); this file cimports nothing.
+#
+# --------------------------------------------------------------- the contract
+#
+# Sizes (crnn_sizes): T = steps, B = batch, D = inputs, H = hidden, every one
+# >= 1.  G = crnn_gate_blocks(cell): 1 for the RNNs, 4 for the LSTM (blocks
+# i, f, a, o), 3 for the GRU (blocks r, z, n) -- PyTorch's gate order.
+#
+# Every array is C-contiguous (row-major), of the function's type (float for
+# _f32, double for _f64), allocated and owned by the caller:
+#
+#     x        (T, B, D)    inputs, time-major: x[t, b, :] is row t*B + b
+#     U        (G*H, D)     input weights          (crnn's params["U0"])
+#     W        (G*H, H)     recurrent weights      (params["W0"])
+#     b        (G*H,)       bias                   (params["b0"])
+#     bn       (H,)         GRU only: bias of the recurrent n block (params["bn0"],
+#                           PyTorch's b_hn)
+#     h0, c0   (B, H)       initial state, or NULL for zeros (c: LSTM only)
+#     hs       (T+1, B, H)  OUT: hs[0] = h0, hs[t+1] = h after step t; rows
+#                           past a sequence's length hold zeros
+#     h_n, c_n (B, H)       OUT (or NULL): each sequence's state after its own
+#                           last step, hs[lengths[b], b]
+#     lengths  (B,) int     each in [1, T], sorted longest first (non-
+#                           increasing); NULL means every sequence has T steps
+#     work     see below
+#
+# The math per step (h(t-1) = hs[t]):
+#     RNN    h = tanh(x U' + h W' + b)   (or relu)
+#     LSTM   i, f, o = sigmoid(...), a = tanh(...), C = f*C + i*a, h = o*tanh(C)
+#     GRU    r, z = sigmoid(x U' + h W' + b), n = tanh(x U_n' + b_n + r*(h W_n' + bn)),
+#            h = (1 - z)*n + z*h
+#
+# Backward (BPTT), after the forward call that filled `hs` and `work`:
+#
+#     dhs      (T, B, H)    IN dL/dh(t) from whatever reads hs[1:] (an output
+#                           layer, the layer above), or NULL; rows past a
+#                           sequence's length are ignored
+#     dh_n     (B, H)       IN dL/d(h_n), or NULL (many-to-one models)
+#     dc_n     (B, H)       IN dL/d(c_n), or NULL (LSTM only)
+#     dU, dW, db, dbn       ACCUMULATED (+=) parameter gradients, shaped like
+#                           U, W, b, bn: zero them first for a plain gradient
+#     dx       (T, B, D)    OUT dL/dx (what the layer below needs), or NULL
+#                           (then U may be NULL too)
+#     dh0, dc0 (B, H)       OUT dL/dh0, dL/dc0, or NULL
+#
+# Layers and directions are the caller's: layer l+1's x is layer l's
+# hs + B*H (its (T, B, H) outputs), and layer l+1's dx is layer l's dhs.  A
+# reverse direction runs on each sequence reversed within its own length.
+#
+# Workspace: `work` holds crnn_sequence_workspace_size(cell, sizes, backward)
+# elements of the function's type (float or double; the same count for both).
+# The forward leaves in it what the backward needs: a backward call must get
+# the workspace (and hs) of the forward call just before it, untouched, and a
+# workspace sized with backward=1.  One workspace per concurrent call.
+#
+# Step (streaming, one time step; sizes.steps is ignored):
+#
+#     x        (B, D)       IN this step's inputs
+#     h, c     (B, H)       IN the carried state, OUT the new one (c: LSTM)
+#     work     crnn_step_workspace_size(cell, sizes) elements
+#
+# Every function returns CRNN_OK (0) or a crnn_status error code, having
+# checked the sizes, the lengths and the required pointers (nothing else: the
+# arrays' extents are trusted).  They allocate nothing, never take the GIL,
+# and are safe to call from many threads at once on separate workspaces.
+# BLAS is SciPy's (scipy.linalg.cython_blas).
+
+
+cdef enum crnn_cell:
+    CRNN_RNN_TANH = 0
+    CRNN_RNN_RELU = 1
+    CRNN_LSTM = 2
+    CRNN_GRU = 3
+
+cdef enum crnn_status:
+    CRNN_OK = 0
+    CRNN_ERROR_CELL = 1         # not a crnn_cell
+    CRNN_ERROR_SIZES = 2        # a size < 1, or T*B or G*H past INT_MAX
+    CRNN_ERROR_LENGTHS = 3      # a length outside [1, T], or not sorted longest first
+    CRNN_ERROR_NULL = 4         # a required pointer is NULL
+    CRNN_ERROR_WORKSPACE = 5    # backward without its forward in `work`
+
+ctypedef struct crnn_sizes:
+    int steps       # T
+    int batch       # B
+    int inputs      # D
+    int hidden      # H
+
+
+# G: the weight matrices of `cell` have G*H rows; 0 for an unknown cell.
+cdef int crnn_gate_blocks(int cell) noexcept nogil
+# Elements of `work` for the sequence functions (backward=0: forward only;
+# backward=1: forward then backward), or -1 for a bad cell or sizes.
+cdef Py_ssize_t crnn_sequence_workspace_size(int cell, const crnn_sizes *sizes,
+                                             bint backward) noexcept nogil
+# Elements of `work` for the step functions, or -1.
+cdef Py_ssize_t crnn_step_workspace_size(int cell,
+                                         const crnn_sizes *sizes) noexcept nogil
+
+# ------------------------------------------------------------- RNN, tanh
+cdef int crnn_rnn_tanh_forward_f32(
+    const crnn_sizes *sizes, const int *lengths, const float *x,
+    const float *U, const float *W, const float *b, const float *h0,
+    float *hs, float *h_n, float *work) noexcept nogil
+cdef int crnn_rnn_tanh_forward_f64(
+    const crnn_sizes *sizes, const int *lengths, const double *x,
+    const double *U, const double *W, const double *b, const double *h0,
+    double *hs, double *h_n, double *work) noexcept nogil
+cdef int crnn_rnn_tanh_backward_f32(
+    const crnn_sizes *sizes, const float *x, const float *U, const float *W,
+    const float *hs, const float *dhs, const float *dh_n,
+    float *dU, float *dW, float *db, float *dx, float *dh0,
+    float *work) noexcept nogil
+cdef int crnn_rnn_tanh_backward_f64(
+    const crnn_sizes *sizes, const double *x, const double *U, const double *W,
+    const double *hs, const double *dhs, const double *dh_n,
+    double *dU, double *dW, double *db, double *dx, double *dh0,
+    double *work) noexcept nogil
+cdef int crnn_rnn_tanh_step_f32(
+    const crnn_sizes *sizes, const float *x, const float *U, const float *W,
+    const float *b, float *h, float *work) noexcept nogil
+cdef int crnn_rnn_tanh_step_f64(
+    const crnn_sizes *sizes, const double *x, const double *U, const double *W,
+    const double *b, double *h, double *work) noexcept nogil
+
+# ------------------------------------------------------------- RNN, relu
+cdef int crnn_rnn_relu_forward_f32(
+    const crnn_sizes *sizes, const int *lengths, const float *x,
+    const float *U, const float *W, const float *b, const float *h0,
+    float *hs, float *h_n, float *work) noexcept nogil
+cdef int crnn_rnn_relu_forward_f64(
+    const crnn_sizes *sizes, const int *lengths, const double *x,
+    const double *U, const double *W, const double *b, const double *h0,
+    double *hs, double *h_n, double *work) noexcept nogil
+cdef int crnn_rnn_relu_backward_f32(
+    const crnn_sizes *sizes, const float *x, const float *U, const float *W,
+    const float *hs, const float *dhs, const float *dh_n,
+    float *dU, float *dW, float *db, float *dx, float *dh0,
+    float *work) noexcept nogil
+cdef int crnn_rnn_relu_backward_f64(
+    const crnn_sizes *sizes, const double *x, const double *U, const double *W,
+    const double *hs, const double *dhs, const double *dh_n,
+    double *dU, double *dW, double *db, double *dx, double *dh0,
+    double *work) noexcept nogil
+cdef int crnn_rnn_relu_step_f32(
+    const crnn_sizes *sizes, const float *x, const float *U, const float *W,
+    const float *b, float *h, float *work) noexcept nogil
+cdef int crnn_rnn_relu_step_f64(
+    const crnn_sizes *sizes, const double *x, const double *U, const double *W,
+    const double *b, double *h, double *work) noexcept nogil
+
+# ------------------------------------------------------------------ LSTM
+cdef int crnn_lstm_forward_f32(
+    const crnn_sizes *sizes, const int *lengths, const float *x,
+    const float *U, const float *W, const float *b,
+    const float *h0, const float *c0,
+    float *hs, float *h_n, float *c_n, float *work) noexcept nogil
+cdef int crnn_lstm_forward_f64(
+    const crnn_sizes *sizes, const int *lengths, const double *x,
+    const double *U, const double *W, const double *b,
+    const double *h0, const double *c0,
+    double *hs, double *h_n, double *c_n, double *work) noexcept nogil
+cdef int crnn_lstm_backward_f32(
+    const crnn_sizes *sizes, const float *x, const float *U, const float *W,
+    const float *hs, const float *dhs, const float *dh_n, const float *dc_n,
+    float *dU, float *dW, float *db, float *dx, float *dh0, float *dc0,
+    float *work) noexcept nogil
+cdef int crnn_lstm_backward_f64(
+    const crnn_sizes *sizes, const double *x, const double *U, const double *W,
+    const double *hs, const double *dhs, const double *dh_n,
+    const double *dc_n,
+    double *dU, double *dW, double *db, double *dx, double *dh0, double *dc0,
+    double *work) noexcept nogil
+cdef int crnn_lstm_step_f32(
+    const crnn_sizes *sizes, const float *x, const float *U, const float *W,
+    const float *b, float *h, float *c, float *work) noexcept nogil
+cdef int crnn_lstm_step_f64(
+    const crnn_sizes *sizes, const double *x, const double *U, const double *W,
+    const double *b, double *h, double *c, double *work) noexcept nogil
+
+# ------------------------------------------------------------------- GRU
+cdef int crnn_gru_forward_f32(
+    const crnn_sizes *sizes, const int *lengths, const float *x,
+    const float *U, const float *W, const float *b, const float *bn,
+    const float *h0, float *hs, float *h_n, float *work) noexcept nogil
+cdef int crnn_gru_forward_f64(
+    const crnn_sizes *sizes, const int *lengths, const double *x,
+    const double *U, const double *W, const double *b, const double *bn,
+    const double *h0, double *hs, double *h_n, double *work) noexcept nogil
+cdef int crnn_gru_backward_f32(
+    const crnn_sizes *sizes, const float *x, const float *U, const float *W,
+    const float *hs, const float *dhs, const float *dh_n,
+    float *dU, float *dW, float *db, float *dbn, float *dx, float *dh0,
+    float *work) noexcept nogil
+cdef int crnn_gru_backward_f64(
+    const crnn_sizes *sizes, const double *x, const double *U, const double *W,
+    const double *hs, const double *dhs, const double *dh_n,
+    double *dU, double *dW, double *db, double *dbn, double *dx, double *dh0,
+    double *work) noexcept nogil
+cdef int crnn_gru_step_f32(
+    const crnn_sizes *sizes, const float *x, const float *U, const float *W,
+    const float *b, const float *bn, float *h, float *work) noexcept nogil
+cdef int crnn_gru_step_f64(
+    const crnn_sizes *sizes, const double *x, const double *U, const double *W,
+    const double *b, const double *bn, double *h, double *work) noexcept nogil

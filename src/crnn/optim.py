@@ -1,0 +1,456 @@
+"""crnn.optim: the optimizers crnn.Trainer uses, with torch.optim's semantics.
+
+Each optimizer updates a model's parameter arrays in place, from a dict of
+gradients with the same keys, through the fused loops of ``_optim.pyx`` (one
+pass per array, no temporaries, GIL released).  The update rules,
+defaults and ``weight_decay`` (an L2 term added to the gradient, not
+AdamW's decoupled decay) are those of ``torch.optim.SGD``, ``Adam``,
+``RMSprop`` and ``Adagrad``.
+
+State lives in the optimizer, keyed by parameter name, created on the first
+``step``.  ``state_dict()`` returns a flat dict of scalars and numpy arrays
+(``"type"``, the hyperparameters, ``"step"`` and ``"<buffer>.<param>"``
+arrays) that ``numpy.savez`` can store; ``load_state_dict`` takes it back
+(also as loaded by ``numpy.load``) to resume training exactly.
+"""
+import math
+import numbers
+
+import numpy as np
+
+from . import _optim
+
+__all__ = ["Optimizer", "SGD", "Adam", "RMSprop", "Adagrad", "get"]
+
+_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _check_number(value, name, minimum=None, below=None, above=None):
+    """`value` as a float, checked: a real number, finite, >= minimum,
+    < below, > above (each bound optional)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    value = float(value)
+    wanted = []
+    if minimum is not None:
+        wanted.append(f">= {minimum}")
+    if above is not None:
+        wanted.append(f"> {above}")
+    if below is not None:
+        wanted.append(f"< {below}")
+    if (not math.isfinite(value)
+            or (minimum is not None and value < minimum)
+            or (above is not None and value <= above)
+            or (below is not None and value >= below)):
+        raise ValueError(
+            f"{name} must be a finite number {' and '.join(wanted)}, got {value!r}")
+    return value
+
+
+def _scalar(value):
+    """A scalar from a state dict entry (numpy.load gives 0-d arrays)."""
+    if isinstance(value, np.ndarray) and value.shape == ():
+        return value.item()
+    return value
+
+
+class Optimizer:
+    """Base class: hyperparameters, lazily created state, the step protocol.
+
+    Subclasses define ``_buffers(self)`` (the names of the per-parameter
+    state arrays in use), ``_hyper`` (hyperparameter names, in the state
+    dict) and ``_update(params, grads, state, grad_scale, apply)``, which
+    calls one function of ``_optim`` for all arrays.
+    """
+
+    _hyper = ()
+
+    def __init__(self, lr, weight_decay=0.0):
+        self.lr = lr
+        self.weight_decay = _check_number(weight_decay, "weight_decay", minimum=0)
+        self._names = None     # parameter names the state belongs to
+        self._state = {}       # buffer name -> {param name -> array}
+        self._step = 0         # completed steps
+
+    # --------------------------------------------------------------- lr
+    @property
+    def lr(self):
+        """The learning rate; may be changed between steps (schedules)."""
+        return self._lr
+
+    @lr.setter
+    def lr(self, value):
+        self._lr = _check_number(value, "lr", minimum=0)
+
+    @property
+    def steps(self):
+        """Number of completed steps."""
+        return self._step
+
+    # --------------------------------------------------------------- step
+    def _buffers(self):
+        return ()
+
+    def _initial_value(self, buffer):
+        return 0.0
+
+    def _check_arrays(self, params, grads):
+        """Validate params and grads; return names and matching lists."""
+        if not isinstance(params, dict) or not isinstance(grads, dict):
+            raise TypeError(
+                f"params and grads must be dicts of arrays, got "
+                f"{type(params).__name__} and {type(grads).__name__}")
+        names = list(params)
+        if not names:
+            raise ValueError("params must hold at least one array, got an empty dict")
+        if set(grads) != set(names):
+            raise ValueError(
+                f"grads must have exactly the keys of params {sorted(names)}; "
+                f"missing {sorted(set(names) - set(grads))}, "
+                f"unexpected {sorted(set(grads) - set(names))}")
+        if self._names is not None and names != self._names:
+            raise ValueError(
+                f"this optimizer holds state for the parameters {self._names}, "
+                f"got {names}; call reset() to start over with other parameters")
+        param_list, grad_list = [], []
+        dtype = None
+        for name in names:
+            param = params[name]
+            if not isinstance(param, np.ndarray) or param.dtype not in _DTYPES:
+                raise TypeError(
+                    f"params[{name!r}] must be a float32 or float64 numpy array, "
+                    f"got {type(param).__name__}"
+                    f"{' of dtype ' + str(param.dtype) if isinstance(param, np.ndarray) else ''}")
+            if dtype is None:
+                dtype = param.dtype
+            elif param.dtype != dtype:
+                raise TypeError(
+                    f"every parameter must have one dtype; params[{name!r}] is "
+                    f"{param.dtype}, the others {dtype}")
+            if not (param.flags.c_contiguous and param.flags.writeable):
+                raise ValueError(
+                    f"params[{name!r}] must be a writeable C-contiguous array "
+                    f"(it is updated in place)")
+            grad = np.asarray(grads[name])
+            if grad.shape != param.shape:
+                raise ValueError(
+                    f"grads[{name!r}] must have shape {param.shape}, got {grad.shape}")
+            if grad.dtype.kind not in "iuf":
+                raise TypeError(
+                    f"grads[{name!r}] must hold real numbers, got dtype {grad.dtype}")
+            param_list.append(param)
+            grad_list.append(np.ascontiguousarray(grad, dtype=dtype))
+        return names, param_list, grad_list
+
+    def _state_lists(self, names, param_list):
+        """The state arrays, created (or cast after a load) to match params."""
+        for buffer in self._buffers():
+            arrays = self._state.setdefault(buffer, {})
+            for name, param in zip(names, param_list):
+                array = arrays.get(name)
+                if array is None:
+                    arrays[name] = np.full_like(param, self._initial_value(buffer))
+                elif array.shape != param.shape:
+                    raise ValueError(
+                        f"the optimizer's {buffer!r} state for {name!r} has shape "
+                        f"{array.shape}, the parameter has shape {param.shape}")
+                elif array.dtype != param.dtype or not array.flags.c_contiguous:
+                    arrays[name] = np.ascontiguousarray(array, dtype=param.dtype)
+        return {buffer: [self._state[buffer][name] for name in names]
+                for buffer in self._buffers()}
+
+    def step(self, params, grads, grad_scale=1.0):
+        """Update every array of ``params`` in place from ``grads`` (a dict
+        with the same keys and shapes), the gradients first multiplied by
+        ``grad_scale`` (the trainer's clipping factor).
+
+        Nothing changes unless every new value is finite: an update that
+        would overflow raises FloatingPointError before touching the
+        parameters or the state.
+        """
+        grad_scale = _check_number(grad_scale, "grad_scale", minimum=0)
+        names, param_list, grad_list = self._check_arrays(params, grads)
+        fresh = not self._state or self._names is None
+        state = self._state_lists(names, param_list)
+        if not self._update(param_list, grad_list, state, grad_scale, fresh, apply=False):
+            bad = [name for name, param, grad in zip(names, param_list, grad_list)
+                   if not self._update([param], [grad],
+                                       {k: [v[names.index(name)]] for k, v in state.items()},
+                                       grad_scale, fresh, apply=False)]
+            raise FloatingPointError(
+                f"the {type(self).__name__} update would make {bad} non-finite "
+                f"(is lr = {self.lr:g} too large?); nothing was changed")
+        self._update(param_list, grad_list, state, grad_scale, fresh, apply=True)
+        self._names = names
+        self._step += 1
+
+    def reset(self):
+        """Forget all state (moments, step count)."""
+        self._names = None
+        self._state = {}
+        self._step = 0
+
+    # --------------------------------------------------------------- state
+    def state_dict(self):
+        """A flat dict: "type", the hyperparameters, "step", and a copy of
+        every state array as "<buffer>.<param>"."""
+        state = {"type": type(self).__name__, "lr": self.lr,
+                 "weight_decay": self.weight_decay}
+        for name in self._hyper:
+            state[name] = getattr(self, name)
+        state["step"] = self._step
+        for buffer, arrays in self._state.items():
+            for name, array in arrays.items():
+                state[f"{buffer}.{name}"] = array.copy()
+        return state
+
+    def load_state_dict(self, state):
+        """Restore hyperparameters, step count and state arrays from a dict
+        made by ``state_dict`` (or read back by ``numpy.load``)."""
+        if not hasattr(state, "keys"):
+            raise TypeError(f"state must be a dict, got {type(state).__name__}")
+        state = {key: state[key] for key in state.keys()}
+        kind = _scalar(state.get("type"))
+        if kind != type(self).__name__:
+            raise ValueError(
+                f"state is for a {kind!r} optimizer, this one is "
+                f"{type(self).__name__!r}")
+        scalars = ("lr", "weight_decay") + tuple(self._hyper) + ("step",)
+        missing = [key for key in scalars if key not in state]
+        if missing:
+            raise ValueError(f"state is missing the entries {missing}")
+        buffers = {}
+        allowed = set(self._all_buffers())
+        for key, value in state.items():
+            if key in scalars or key == "type":
+                continue
+            buffer, _, name = key.partition(".")
+            if buffer not in allowed or not name:
+                raise ValueError(
+                    f"unexpected entry {key!r} in state; state arrays are named "
+                    f"'<buffer>.<param>' with buffer in {sorted(allowed)}")
+            array = np.asarray(value)
+            if array.dtype not in _DTYPES:
+                raise TypeError(
+                    f"state[{key!r}] must be a float32 or float64 array, "
+                    f"got dtype {array.dtype}")
+            if not np.isfinite(array).all():
+                raise ValueError(f"state[{key!r}] contains NaN or infinity")
+            buffers.setdefault(buffer, {})[name] = np.array(array, copy=True)
+        names = None
+        for buffer, arrays in buffers.items():
+            if names is None:
+                names = list(arrays)
+            elif set(arrays) != set(names):
+                raise ValueError(
+                    f"state arrays must cover the same parameters; {buffer!r} has "
+                    f"{sorted(arrays)}, others {sorted(names)}")
+        step = _scalar(state["step"])
+        if isinstance(step, (bool, np.bool_)) or not isinstance(step, numbers.Integral) \
+                or step < 0:
+            raise ValueError(f"state['step'] must be an integer >= 0, got {step!r}")
+        # Check every hyperparameter on a scratch copy, then commit them all.
+        trial = type(self).__new__(type(self))
+        trial.__dict__.update(self.__dict__)
+        trial.lr = _scalar(state["lr"])
+        trial.weight_decay = _check_number(_scalar(state["weight_decay"]),
+                                           "weight_decay", minimum=0)
+        trial._set_hyper({name: state[name] for name in self._hyper})
+        if set(buffers) != set(trial._buffers()) and (buffers or step):
+            raise ValueError(
+                f"state holds the buffers {sorted(buffers)}, this optimizer's "
+                f"settings use {sorted(trial._buffers())}")
+        self.__dict__.update(trial.__dict__)
+        self._state = buffers
+        self._names = names
+        self._step = int(step)
+
+    def _all_buffers(self):
+        return self._buffers()
+
+    def _set_hyper(self, values):
+        raise NotImplementedError
+
+    def __repr__(self):
+        settings = ", ".join(f"{name}={getattr(self, name)!r}"
+                             for name in ("lr",) + tuple(self._hyper) + ("weight_decay",))
+        return f"{type(self).__name__}({settings})"
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional momentum (torch.optim.SGD):
+
+        d = g + weight_decay·p
+        b = d (first step), then momentum·b + (1 - dampening)·d
+        p -= lr·(d + momentum·b) with nesterov, lr·b with momentum, else lr·d
+    """
+
+    _hyper = ("momentum", "dampening", "nesterov")
+
+    def __init__(self, lr=1e-3, momentum=0.0, nesterov=False, weight_decay=0.0,
+                 dampening=0.0):
+        super().__init__(lr, weight_decay)
+        self._set_hyper({"momentum": momentum, "dampening": dampening,
+                         "nesterov": nesterov})
+
+    def _set_hyper(self, values):
+        momentum = _check_number(_scalar(values["momentum"]), "momentum", minimum=0)
+        dampening = _check_number(_scalar(values["dampening"]), "dampening", minimum=0)
+        nesterov = _scalar(values["nesterov"])
+        if not isinstance(nesterov, (bool, np.bool_)):
+            raise TypeError(f"nesterov must be True or False, got {nesterov!r}")
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError(
+                f"nesterov momentum needs momentum > 0 and dampening = 0, got "
+                f"momentum={momentum}, dampening={dampening}")
+        self.momentum, self.dampening, self.nesterov = momentum, dampening, bool(nesterov)
+
+    def _buffers(self):
+        return ("momentum_buffer",) if self.momentum != 0 else ()
+
+    def _all_buffers(self):
+        return ("momentum_buffer",)
+
+    def _update(self, params, grads, state, grad_scale, fresh, apply):
+        buffers = state.get("momentum_buffer")
+        return _optim.sgd(params, grads, buffers, self.lr, self.momentum,
+                          self.dampening, self.weight_decay, grad_scale,
+                          self.nesterov, fresh, apply)
+
+
+class Adam(Optimizer):
+    """Adam (torch.optim.Adam, amsgrad=False), with t the step number:
+
+        d = g + weight_decay·p
+        m = β1·m + (1 - β1)·d          v = β2·v + (1 - β2)·d²
+        p -= lr/(1 - β1^t) · m / (sqrt(v)/sqrt(1 - β2^t) + eps)
+    """
+
+    _hyper = ("betas", "eps")
+
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        super().__init__(lr, weight_decay)
+        self._set_hyper({"betas": betas, "eps": eps})
+
+    def _set_hyper(self, values):
+        betas = values["betas"]
+        betas = tuple(np.asarray(betas).tolist()) if isinstance(betas, np.ndarray) else betas
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+        self.betas = (_check_number(betas[0], "betas[0]", minimum=0, below=1),
+                      _check_number(betas[1], "betas[1]", minimum=0, below=1))
+        self.eps = _check_number(_scalar(values["eps"]), "eps", minimum=0)
+
+    def _buffers(self):
+        return ("exp_avg", "exp_avg_sq")
+
+    def _update(self, params, grads, state, grad_scale, fresh, apply):
+        beta1, beta2 = self.betas
+        t = self._step + 1
+        step_size = self.lr / (1 - beta1 ** t)
+        correction2_sqrt = math.sqrt(1 - beta2 ** t)
+        return _optim.adam(params, grads, state["exp_avg"], state["exp_avg_sq"],
+                           beta1, beta2, self.eps, step_size, correction2_sqrt,
+                           self.weight_decay, grad_scale, apply)
+
+
+class RMSprop(Optimizer):
+    """RMSprop (torch.optim.RMSprop):
+
+        d = g + weight_decay·p
+        v = α·v + (1 - α)·d²
+        a = sqrt(v - ḡ²) + eps with ḡ = α·ḡ + (1 - α)·d (centered), else sqrt(v) + eps
+        p -= lr·b with b = momentum·b + d/a (momentum > 0), else lr·d/a
+    """
+
+    _hyper = ("alpha", "eps", "momentum", "centered")
+
+    def __init__(self, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0,
+                 momentum=0.0, centered=False):
+        super().__init__(lr, weight_decay)
+        self._set_hyper({"alpha": alpha, "eps": eps, "momentum": momentum,
+                         "centered": centered})
+
+    def _set_hyper(self, values):
+        self.alpha = _check_number(_scalar(values["alpha"]), "alpha", minimum=0)
+        self.eps = _check_number(_scalar(values["eps"]), "eps", minimum=0)
+        self.momentum = _check_number(_scalar(values["momentum"]), "momentum", minimum=0)
+        centered = _scalar(values["centered"])
+        if not isinstance(centered, (bool, np.bool_)):
+            raise TypeError(f"centered must be True or False, got {centered!r}")
+        self.centered = bool(centered)
+
+    def _buffers(self):
+        return (("square_avg",) + (("grad_avg",) if self.centered else ())
+                + (("momentum_buffer",) if self.momentum > 0 else ()))
+
+    def _all_buffers(self):
+        return ("square_avg", "grad_avg", "momentum_buffer")
+
+    def _update(self, params, grads, state, grad_scale, fresh, apply):
+        return _optim.rmsprop(params, grads, state["square_avg"],
+                              state.get("grad_avg"), state.get("momentum_buffer"),
+                              self.lr, self.alpha, self.eps, self.momentum,
+                              self.weight_decay, grad_scale, apply)
+
+
+class Adagrad(Optimizer):
+    """Adagrad (torch.optim.Adagrad), with t the step number:
+
+        d = g + weight_decay·p
+        s = s + d²                     (s starts at initial_accumulator_value)
+        p -= lr/(1 + (t - 1)·lr_decay) · d / (sqrt(s) + eps)
+    """
+
+    _hyper = ("lr_decay", "eps", "initial_accumulator_value")
+
+    def __init__(self, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
+                 initial_accumulator_value=0.0, eps=1e-10):
+        super().__init__(lr, weight_decay)
+        self._set_hyper({"lr_decay": lr_decay, "eps": eps,
+                         "initial_accumulator_value": initial_accumulator_value})
+
+    def _set_hyper(self, values):
+        self.lr_decay = _check_number(_scalar(values["lr_decay"]), "lr_decay", minimum=0)
+        self.eps = _check_number(_scalar(values["eps"]), "eps", minimum=0)
+        self.initial_accumulator_value = _check_number(
+            _scalar(values["initial_accumulator_value"]),
+            "initial_accumulator_value", minimum=0)
+
+    def _buffers(self):
+        return ("sum",)
+
+    def _initial_value(self, buffer):
+        return self.initial_accumulator_value
+
+    def _update(self, params, grads, state, grad_scale, fresh, apply):
+        clr = self.lr / (1 + self._step * self.lr_decay)
+        return _optim.adagrad(params, grads, state["sum"], clr, self.eps,
+                              self.weight_decay, grad_scale, apply)
+
+
+_BY_NAME = {
+    "sgd": lambda lr, weight_decay: SGD(lr, weight_decay=weight_decay),
+    "momentum": lambda lr, weight_decay: SGD(lr, momentum=0.9, weight_decay=weight_decay),
+    "adam": lambda lr, weight_decay: Adam(lr, weight_decay=weight_decay),
+    "rmsprop": lambda lr, weight_decay: RMSprop(lr, weight_decay=weight_decay),
+    "adagrad": lambda lr, weight_decay: Adagrad(lr, weight_decay=weight_decay),
+}
+
+
+def get(optimizer, lr=1e-3, weight_decay=0.0):
+    """An optimizer from a name ("sgd", "momentum" = SGD with momentum 0.9,
+    "adam", "rmsprop", "adagrad"; any case) with ``lr`` and ``weight_decay``,
+    or an Optimizer object, returned as is."""
+    if isinstance(optimizer, Optimizer):
+        return optimizer
+    if not isinstance(optimizer, str):
+        raise TypeError(
+            f"optimizer must be one of {sorted(_BY_NAME)} or a crnn.optim "
+            f"optimizer object, got {optimizer!r}")
+    make = _BY_NAME.get(optimizer.lower())
+    if make is None:
+        raise ValueError(
+            f"optimizer must be one of {sorted(_BY_NAME)} or a crnn.optim "
+            f"optimizer object, got {optimizer!r}")
+    return make(lr, weight_decay)

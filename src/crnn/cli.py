@@ -1,0 +1,313 @@
+"""The ``crnn`` command: train a character-level LSTM, sample from it, describe it.
+
+    crnn train [TEXTFILE]   train on a text file (default: the source of
+                            Python's own standard library, on every machine)
+    crnn sample MODEL       generate text from a trained model
+    crnn info MODEL         describe a saved model or checkpoint
+
+A model file written by ``crnn train`` is a crnn checkpoint (crnn.io): the
+model, the optimizer's state, the epoch and, in ``extra``, the vocabulary and
+the per-epoch bits per character.  ``crnn.load(path)`` reads its model.
+"""
+import argparse
+import math
+import os
+import sys
+import sysconfig
+import time
+
+import numpy as np
+
+from . import LSTM, Trainer, __version__, io
+
+DEFAULT_MODEL = "crnn-char-lstm.npz"
+
+
+class CommandError(Exception):
+    """A user error: printed as ``crnn <command>: error: ...``, exit status 2."""
+
+
+# ------------------------------------------------------------------ corpus
+
+def read_text(path):
+    """The text of `path`, refusing what is not text."""
+    if not os.path.exists(path):
+        raise CommandError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise CommandError(f"{path}: is a folder, expected a text file")
+    with open(path, "rb") as handle:
+        raw = handle.read()
+    if not raw:
+        raise CommandError(f"{path}: the file is empty, expected text to train on")
+    if b"\0" in raw:
+        raise CommandError(f"{path}: looks like a binary file (it holds NUL "
+                           f"bytes), expected UTF-8 text")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise CommandError(f"{path}: is not UTF-8 text ({error.reason} at byte "
+                           f"{error.start})") from None
+
+
+def standard_library_text(max_chars):
+    """Source files of Python's standard library, in a fixed order, up to
+    `max_chars` characters: a corpus every machine has."""
+    root = sysconfig.get_paths()["stdlib"]
+    parts, total = [], 0
+    for folder, subfolders, files in os.walk(root):
+        subfolders[:] = sorted(d for d in subfolders
+                               if d not in ("test", "tests", "site-packages",
+                                            "idle_test", "__pycache__"))
+        for name in sorted(files):
+            if not name.endswith(".py"):
+                continue
+            try:
+                with open(os.path.join(folder, name), encoding="utf-8") as handle:
+                    text = handle.read()
+            except (OSError, UnicodeDecodeError):
+                continue
+            parts.append(text)
+            total += len(text)
+            if total >= max_chars:
+                return "".join(parts)[:max_chars]
+    if not parts:
+        raise CommandError(f"found no Python sources under {root}; pass a TEXTFILE")
+    return "".join(parts)[:max_chars]
+
+
+def encode(text, vocabulary):
+    index = {ch: i for i, ch in enumerate(vocabulary)}
+    unknown = sorted(set(text) - set(index))
+    if unknown:
+        raise CommandError(f"characters not in the model's vocabulary: {unknown[:10]!r}")
+    return np.fromiter((index[ch] for ch in text), dtype=np.int64, count=len(text))
+
+
+def as_rows(ids, row_length):
+    """Inputs and next-character targets, in rows of `row_length` steps."""
+    rows = (len(ids) - 1) // row_length
+    X = ids[:rows * row_length].reshape(rows, row_length)
+    y = ids[1:rows * row_length + 1].reshape(rows, row_length)
+    return X, y
+
+
+# ------------------------------------------------------------------ train
+
+class EpochReport:
+    """Trainer callback: bits per character after every epoch, and a
+    checkpoint (model, optimizer state, epoch, vocabulary) each epoch."""
+
+    def __init__(self, trainer, path, vocabulary, out):
+        self.trainer = trainer
+        self.path = path
+        self.vocabulary = vocabulary
+        self.out = out
+        self.bits = {"train": [], "held_out": []}
+
+    def on_epoch_end(self, epoch, logs):
+        train = logs["loss"] / math.log(2)
+        held_out = logs.get("val_loss", float("nan")) / math.log(2)
+        self.bits["train"].append(train)
+        self.bits["held_out"].append(held_out)
+        io.save_checkpoint(
+            self.path, self.trainer.model,
+            optimizer_state=self.trainer.optimizer.state_dict(), epoch=epoch + 1,
+            extra={"vocabulary": "".join(self.vocabulary),
+                   "bits_per_char": dict(self.bits)})
+        print(f"epoch {epoch + 1}: {train:.3f} bits/char on training text, "
+              f"{held_out:.3f} on held-out text; saved {self.path}", file=self.out)
+
+
+def command_train(args, out):
+    if args.textfile is None:
+        text = standard_library_text(args.max_chars)
+        source = "the Python standard library's source"
+    else:
+        text = read_text(args.textfile)[:args.max_chars]
+        source = args.textfile
+    vocabulary = sorted(set(text))
+    if len(vocabulary) < 2:
+        raise CommandError(f"{source}: the text needs at least two different "
+                           f"characters, it has {len(vocabulary)}")
+    ids = encode(text, vocabulary)
+    held_out = max(int(len(ids) * args.validation), args.seq_length + 1)
+    if len(ids) - held_out < 2 * (args.seq_length + 1):
+        raise CommandError(
+            f"{source}: {len(ids)} characters is too little text for "
+            f"--seq-length {args.seq_length} with a held-out part; give more "
+            f"text or a smaller --seq-length")
+    row_length = args.seq_length * args.chunks
+    X, y = as_rows(ids[:-held_out], min(row_length, len(ids) - held_out - 1))
+    Xv, yv = as_rows(ids[-held_out:], args.seq_length)
+
+    model = LSTM(len(vocabulary), args.hidden, len(vocabulary),
+                 num_layers=args.layers, seed=args.seed)
+    trainer = Trainer(model, optimizer="adam", lr=args.lr,
+                      batch_size=args.batch_size, clip_norm=5.0, seed=args.seed)
+    report = EpochReport(trainer, args.model, vocabulary, out)
+    print(f"crnn {__version__}: a character-level LSTM ({args.layers} x "
+          f"{args.hidden} units, {len(vocabulary)} symbols) on {source}: "
+          f"{len(ids) - held_out:,} characters to train on, {held_out:,} held "
+          f"out; truncated BPTT every {args.seq_length} steps", file=out)
+    started = time.perf_counter()
+    history = trainer.fit(X, y, epochs=args.epochs, validation_data=(Xv, yv),
+                          callbacks=[report], verbose=0 if args.quiet else 1,
+                          bptt=args.seq_length)
+    print(f"trained {len(history.epoch)} epoch(s) in "
+          f"{time.perf_counter() - started:.0f} s", file=out)
+    if args.sample_length:
+        prime = text[:1]
+        tokens = model.sample(args.sample_length, prime=encode(prime, vocabulary),
+                              temperature=args.temperature, seed=args.seed)
+        print(f"a sample (temperature {args.temperature}):", file=out)
+        print(prime + "".join(vocabulary[t] for t in tokens), file=out)
+    return 0
+
+
+# ------------------------------------------------------------------ sample / info
+
+def load_char_model(path):
+    if not os.path.exists(path):
+        raise CommandError(f"{path}: no such file")
+    try:
+        checkpoint = io.load_checkpoint(path)
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+    extra = checkpoint["extra"] or {}
+    return checkpoint, extra.get("vocabulary")
+
+
+def command_sample(args, out):
+    checkpoint, vocabulary = load_char_model(args.model)
+    if vocabulary is None:
+        raise CommandError(f"{args.model}: a crnn model without a vocabulary; "
+                           f"crnn sample needs a model written by crnn train")
+    vocabulary = list(vocabulary)
+    prime = args.prime if args.prime else vocabulary[0]
+    tokens = checkpoint["model"].sample(args.length, prime=encode(prime, vocabulary),
+                                        temperature=args.temperature, seed=args.seed)
+    print(prime + "".join(vocabulary[t] for t in tokens), file=out)
+    return 0
+
+
+def command_info(args, out):
+    checkpoint, vocabulary = load_char_model(args.model)
+    model = checkpoint["model"]
+    count = sum(p.size for p in model.params.values())
+    print(f"{args.model}: {model!r}", file=out)
+    print(f"  parameters: {count:,} ({', '.join(f'{k} {v.shape}' for k, v in model.params.items())})",
+          file=out)
+    print(f"  file size: {os.path.getsize(args.model):,} bytes", file=out)
+    if checkpoint["epoch"] is not None:
+        print(f"  trained epochs: {checkpoint['epoch']}", file=out)
+    if vocabulary is not None:
+        print(f"  vocabulary: {len(vocabulary)} characters", file=out)
+    bits = (checkpoint["extra"] or {}).get("bits_per_char")
+    if bits:
+        rows = zip(bits["train"], bits["held_out"])
+        print("  bits/char by epoch (train, held-out): "
+              + "; ".join(f"{a:.3f}, {b:.3f}" for a, b in rows), file=out)
+    return 0
+
+
+# ------------------------------------------------------------------ parser
+
+def positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
+    return value
+
+
+def positive_float(text):
+    value = float(text)
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
+    return value
+
+
+def fraction(text):
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1), got {text}")
+    return value
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="crnn", description="Character-level language models with crnn's LSTM.")
+    parser.add_argument("--version", action="version", version=f"crnn {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    train = commands.add_parser(
+        "train", help="train a character-level LSTM on a text file",
+        description="Train a character-level LSTM language model by truncated "
+                    "BPTT, report bits per character on held-out text after "
+                    "every epoch, save a checkpoint each epoch, and print a sample.")
+    train.add_argument("textfile", nargs="?",
+                       help="UTF-8 text to train on (default: the source of "
+                            "Python's standard library, present on every machine)")
+    train.add_argument("--model", default=DEFAULT_MODEL,
+                       help=f"checkpoint to write each epoch (default: {DEFAULT_MODEL})")
+    train.add_argument("--hidden", type=positive_int, default=256,
+                       help="hidden units per layer (default: 256)")
+    train.add_argument("--layers", type=positive_int, default=1,
+                       help="stacked LSTM layers (default: 1)")
+    train.add_argument("--epochs", type=positive_int, default=4,
+                       help="passes over the training text (default: 4)")
+    train.add_argument("--seq-length", type=positive_int, default=64,
+                       help="truncated-BPTT length: steps per update (default: 64)")
+    train.add_argument("--chunks", type=positive_int, default=16,
+                       help="each training row holds this many seq-length chunks, "
+                            "the state carried across them (default: 16)")
+    train.add_argument("--batch-size", type=positive_int, default=32,
+                       help="rows per update (default: 32)")
+    train.add_argument("--lr", type=positive_float, default=3e-3,
+                       help="Adam learning rate (default: 0.003)")
+    train.add_argument("--validation", type=fraction, default=0.05,
+                       help="fraction of the text held out (default: 0.05)")
+    train.add_argument("--max-chars", type=positive_int, default=500_000,
+                       help="use at most this many characters (default: 500000)")
+    train.add_argument("--sample-length", type=int, default=400,
+                       help="characters to sample after training, 0 for none (default: 400)")
+    train.add_argument("--temperature", type=positive_float, default=0.7,
+                       help="sampling temperature (default: 0.7)")
+    train.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(run=command_train)
+
+    sample = commands.add_parser(
+        "sample", help="generate text from a model written by crnn train",
+        description="Generate text from a character-level model written by crnn train.")
+    sample.add_argument("model", help="the model file (a crnn train checkpoint)")
+    sample.add_argument("-n", "--length", type=positive_int, default=500,
+                        help="characters to generate (default: 500)")
+    sample.add_argument("--prime", default="",
+                        help="text to start from (default: the first vocabulary symbol)")
+    sample.add_argument("--temperature", type=positive_float, default=0.7,
+                        help="lower is more conservative (default: 0.7)")
+    sample.add_argument("--seed", type=int, default=None,
+                        help="random seed, for a reproducible sample")
+    sample.set_defaults(run=command_sample)
+
+    info = commands.add_parser(
+        "info", help="describe a saved model or checkpoint",
+        description="Describe a saved crnn model or checkpoint: kind, sizes, "
+                    "parameters, training progress.")
+    info.add_argument("model", help="the model file")
+    info.set_defaults(run=command_info)
+    return parser
+
+
+def main(argv=None, out=None):
+    out = sys.stdout if out is None else out
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(out)
+        return 2
+    try:
+        return args.run(args, out)
+    except CommandError as error:
+        print(f"crnn {args.command}: error: {error}", file=sys.stderr)
+        return 2

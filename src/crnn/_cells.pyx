@@ -15,12 +15,41 @@ in dh).  Buffers are row-major with these shapes (G = gate_blocks(kind)):
 Arguments a cell does not use may be NULL.  ``recurrent_bias`` (H,) is
 added to the last gate block of the recurrent product (GRU's b_hn).
 """
-from libc.math cimport exp, tanh
-
-
-cdef extern from "_fastmath.h" nogil:
-    float crnn_tanhf(float x)
-    float crnn_sigmoidf(float x)
+cdef extern from "_kernels.h" nogil:
+    # The kernels themselves, in C (restrict pointers, vectorised): one
+    # generic body in _kernels_impl.h, for float (_f32) and double (_f64).
+    void crnn_rnn_forward_f32(int relu, int rows, int hidden, const float *z, float *h)
+    void crnn_rnn_forward_f64(int relu, int rows, int hidden, const double *z, double *h)
+    void crnn_rnn_backward_f32(int relu, int rows, int hidden, const float *h,
+                               const float *dh_out, const float *dh, float *dz)
+    void crnn_rnn_backward_f64(int relu, int rows, int hidden, const double *h,
+                               const double *dh_out, const double *dh, double *dz)
+    void crnn_lstm_forward_f32(int rows, int hidden, float *gates,
+                               const float *c_prev, float *h, float *c)
+    void crnn_lstm_forward_f64(int rows, int hidden, double *gates,
+                               const double *c_prev, double *h, double *c)
+    void crnn_lstm_backward_f32(int rows, int hidden, const float *gates,
+                                const float *c_prev, const float *c,
+                                const float *dh_out, const float *dh,
+                                float *dc, float *dgates)
+    void crnn_lstm_backward_f64(int rows, int hidden, const double *gates,
+                                const double *c_prev, const double *c,
+                                const double *dh_out, const double *dh,
+                                double *dc, double *dgates)
+    void crnn_gru_forward_f32(int rows, int hidden, float *gates,
+                              const float *recurrent, const float *recurrent_bias,
+                              const float *h_prev, float *h, float *keep)
+    void crnn_gru_forward_f64(int rows, int hidden, double *gates,
+                              const double *recurrent, const double *recurrent_bias,
+                              const double *h_prev, double *h, double *keep)
+    void crnn_gru_backward_f32(int rows, int hidden, const float *gates,
+                               const float *h_prev, const float *keep,
+                               const float *dh_out, float *dh, float *dgates,
+                               float *drecurrent)
+    void crnn_gru_backward_f64(int rows, int hidden, const double *gates,
+                               const double *h_prev, const double *keep,
+                               const double *dh_out, double *dh, double *dgates,
+                               double *drecurrent)
 
 
 
@@ -40,188 +69,35 @@ cdef bint separate_recurrent(int kind) noexcept nogil:
     return kind == CELL_GRU
 
 
-cdef inline floating tanh_(floating v) noexcept nogil:
-    # float32: a vectorisable rational approximation (_fastmath.h, a few ulp);
-    # float64: libm, exact to the last bit for the 1e-10 parity checks.
-    if floating is float:
-        return crnn_tanhf(v)
-    else:
-        return tanh(v)
+# The math of each kernel (implemented in _kernels_impl.h):
+#
+# RNN   z = x·Uᵀ + h_prev·Wᵀ + b (in gates);  h = tanh(z) or relu(z)
+#       BPTT: δ = dh (carried: Wᵀ g(t+1)) + dh_from_outputs;
+#       g = (1 - h²) ⊙ δ (tanh) or [h > 0] ⊙ δ (relu)
+#
+# LSTM  gate blocks i, f, a, o (PyTorch's i, f, g, o), z = x·Uᵀ + h_prev·Wᵀ + b:
+#       i = σ(z_i)  f = σ(z_f)  a = tanh(z_a)  o = σ(z_o)
+#       C = f ⊙ C_prev + i ⊙ a      h = o ⊙ tanh(C)
+#       the activations overwrite z (BPTT needs i, f, a, o, C; tanh(C) is
+#       recomputed).  BPTT, with dh = carried + from outputs, tc = tanh(C):
+#       dC = dh ⊙ o ⊙ (1 - tc²) + dC(t+1) ⊙ f(t+1)   (dc holds the second term)
+#       dz_o = dh ⊙ tc ⊙ o(1-o)     dz_i = dC ⊙ a ⊙ i(1-i)
+#       dz_f = dC ⊙ C_prev ⊙ f(1-f)  dz_a = dC ⊙ i ⊙ (1-a²)
+#       carried to t-1: dc = dC ⊙ f
+#
+# GRU   PyTorch's GRU, blocks r, z, n; gates hold the input side x·Uᵀ + b,
+#       R = h_prev·Wᵀ is separate because n multiplies it by r:
+#       r = σ(gx_r + R_r)   z = σ(gx_z + R_z)   hn = R_n + b_hn
+#       n = tanh(gx_n + r ⊙ hn)      h = (1 - z) ⊙ n + z ⊙ h_prev
+#       gates keep r, z, n; keep holds hn.  BPTT:
+#       d(pre n) = dh ⊙ (1-z) ⊙ (1-n²)   d(pre z) = dh ⊙ (h_prev - n) ⊙ z(1-z)
+#       d(hn) = d(pre n) ⊙ r            d(pre r) = d(pre n) ⊙ hn ⊙ r(1-r)
+#       input side (d pre r, d pre z, d pre n); recurrent side (d pre r,
+#       d pre z, d hn); the direct part of dh(t-1), dh ⊙ z, is left in dh.
+#
+# float32 uses the vectorisable rational tanh of _fastmath.h (a few ulp) and
+# σ(x) = ½ + ½·tanh(x/2); float64 uses libm's tanh and exp.
 
-
-cdef inline floating sigmoid(floating v) noexcept nogil:
-    # float32: ½ + ½·tanh(v/2) with the vectorisable tanh (no exp, no overflow).
-    # float64: 1 / (1 + e^-v); for v << 0, e^-v overflows to inf and the
-    # result is exactly 0, never NaN; for v >> 0 it rounds to 1.
-    if floating is float:
-        return crnn_sigmoidf(v)
-    else:
-        return 1 / (1 + exp(-v))
-
-
-# ------------------------------------------------------------------ RNN
-# z = x·Uᵀ + h_prev·Wᵀ + b (in gates);  h = tanh(z)  or  relu(z)
-
-cdef void rnn_forward(bint relu, int rows, int hidden, const floating *z,
-                      floating *h) noexcept nogil:
-    cdef Py_ssize_t i, n = <Py_ssize_t> rows * hidden
-    if relu:
-        for i in range(n):
-            h[i] = z[i] if z[i] > 0 else 0
-    else:
-        for i in range(n):
-            h[i] = tanh_(z[i])
-
-
-cdef void rnn_backward(bint relu, int rows, int hidden, const floating *h,
-                       const floating *dh_from_outputs, const floating *dh,
-                       floating *dz) noexcept nogil:
-    # δ(t) = dh (carried: Wᵀ g(t+1)) + dh_from_outputs (Vᵀ(ŷ - y) or layer above)
-    # g(t) = (1 - h²) ⊙ δ(t)   (tanh)      g(t) = [z > 0] ⊙ δ(t) = [h > 0] ⊙ δ(t)
-    cdef Py_ssize_t i, n = <Py_ssize_t> rows * hidden
-    cdef floating delta
-    for i in range(n):
-        delta = dh[i]
-        if dh_from_outputs != NULL:
-            delta = delta + dh_from_outputs[i]
-        if relu:
-            dz[i] = delta if h[i] > 0 else 0
-        else:
-            dz[i] = delta * (1 - h[i] * h[i])
-
-
-# ----------------------------------------------------------------- LSTM
-# gates blocks i, f, a, o (PyTorch's i, f, g, o), z = x·Uᵀ + h_prev·Wᵀ + b:
-#   i = σ(z_i)  f = σ(z_f)  a = tanh(z_a)  o = σ(z_o)
-#   C = f ⊙ C_prev + i ⊙ a      h = o ⊙ tanh(C)
-# The activations overwrite z (BPTT needs i, f, a, o, C; tanh(C) is recomputed).
-
-cdef void lstm_forward(int rows, int hidden, floating *gates,
-                       const floating *c_prev, floating *h,
-                       floating *c) noexcept nogil:
-    cdef Py_ssize_t r, j, H = hidden
-    cdef floating *g
-    cdef floating i, f, a, o, cell
-    for r in range(rows):
-        g = gates + r * 4 * H
-        for j in range(H):
-            i = sigmoid(g[j])
-            f = sigmoid(g[H + j])
-            a = tanh_(g[2 * H + j])
-            o = sigmoid(g[3 * H + j])
-            cell = f * c_prev[r * H + j] + i * a
-            g[j] = i
-            g[H + j] = f
-            g[2 * H + j] = a
-            g[3 * H + j] = o
-            c[r * H + j] = cell
-            h[r * H + j] = o * tanh_(cell)
-
-
-cdef void lstm_backward(int rows, int hidden, const floating *gates,
-                        const floating *c_prev, const floating *c,
-                        const floating *dh_from_outputs, const floating *dh,
-                        floating *dc, floating *dgates) noexcept nogil:
-    # dh(t) = carried + from outputs;  tc = tanh(C(t))
-    # dC(t) = dh ⊙ o ⊙ (1 - tc²) + dC(t+1) ⊙ f(t+1)     (dc holds the second term)
-    # dz_o = dh ⊙ tc ⊙ o(1-o)    dz_i = dC ⊙ a ⊙ i(1-i)
-    # dz_f = dC ⊙ C(t-1) ⊙ f(1-f)    dz_a = dC ⊙ i ⊙ (1-a²)
-    # carried to t-1: dC(t) ⊙ f(t)
-    cdef Py_ssize_t r, j, k, H = hidden
-    cdef const floating *g
-    cdef floating *dg
-    cdef floating i, f, a, o, tc, delta, dcell
-    for r in range(rows):
-        g = gates + r * 4 * H
-        dg = dgates + r * 4 * H
-        for j in range(H):
-            k = r * H + j
-            i = g[j]
-            f = g[H + j]
-            a = g[2 * H + j]
-            o = g[3 * H + j]
-            tc = tanh_(c[k])
-            delta = dh[k]
-            if dh_from_outputs != NULL:
-                delta = delta + dh_from_outputs[k]
-            dcell = delta * o * (1 - tc * tc) + dc[k]
-            dg[j] = dcell * a * i * (1 - i)
-            dg[H + j] = dcell * c_prev[k] * f * (1 - f)
-            dg[2 * H + j] = dcell * i * (1 - a * a)
-            dg[3 * H + j] = delta * tc * o * (1 - o)
-            dc[k] = dcell * f
-
-
-# ------------------------------------------------------------------ GRU
-# PyTorch's GRU, blocks r, z, n; the input side x·Uᵀ + b is in gates, the
-# recurrent product R = h_prev·Wᵀ is separate because n multiplies it by r:
-#   r = σ(gx_r + R_r)   z = σ(gx_z + R_z)   hn = R_n + b_hn
-#   n = tanh(gx_n + r ⊙ hn)      h = (1 - z) ⊙ n + z ⊙ h_prev
-# gates keeps r, z, n; keep holds hn.
-
-cdef void gru_forward(int rows, int hidden, floating *gates,
-                      const floating *recurrent, const floating *recurrent_bias,
-                      const floating *h_prev, floating *h,
-                      floating *keep) noexcept nogil:
-    cdef Py_ssize_t r, j, k, H = hidden
-    cdef floating *g
-    cdef const floating *rec
-    cdef floating rg, zg, ng, hn
-    for r in range(rows):
-        g = gates + r * 3 * H
-        rec = recurrent + r * 3 * H
-        for j in range(H):
-            k = r * H + j
-            rg = sigmoid(g[j] + rec[j])
-            zg = sigmoid(g[H + j] + rec[H + j])
-            hn = rec[2 * H + j] + recurrent_bias[j]
-            ng = tanh_(g[2 * H + j] + rg * hn)
-            g[j] = rg
-            g[H + j] = zg
-            g[2 * H + j] = ng
-            keep[k] = hn
-            h[k] = (1 - zg) * ng + zg * h_prev[k]
-
-
-cdef void gru_backward(int rows, int hidden, const floating *gates,
-                       const floating *h_prev, const floating *keep,
-                       const floating *dh_from_outputs, floating *dh,
-                       floating *dgates, floating *drecurrent) noexcept nogil:
-    # dn = dh ⊙ (1-z)    dz = dh ⊙ (h_prev - n)
-    # d(pre n) = dn ⊙ (1 - n²)   d(pre z) = dz ⊙ z(1-z)
-    # d(hn) = d(pre n) ⊙ r       d(pre r) = d(pre n) ⊙ hn ⊙ r(1-r)
-    # input side: (d pre r, d pre z, d pre n); recurrent side: (d pre r, d pre z, d hn)
-    # direct part of dh(t-1): dh ⊙ z
-    cdef Py_ssize_t r, j, k, H = hidden
-    cdef const floating *g
-    cdef floating *dg
-    cdef floating *dr
-    cdef floating rg, zg, ng, delta, dpre_n, dpre_z, dpre_r
-    for r in range(rows):
-        g = gates + r * 3 * H
-        dg = dgates + r * 3 * H
-        dr = drecurrent + r * 3 * H
-        for j in range(H):
-            k = r * H + j
-            rg = g[j]
-            zg = g[H + j]
-            ng = g[2 * H + j]
-            delta = dh[k]
-            if dh_from_outputs != NULL:
-                delta = delta + dh_from_outputs[k]
-            dpre_n = delta * (1 - zg) * (1 - ng * ng)
-            dpre_z = delta * (h_prev[k] - ng) * zg * (1 - zg)
-            dpre_r = dpre_n * keep[k] * rg * (1 - rg)
-            dg[j] = dpre_r
-            dg[H + j] = dpre_z
-            dg[2 * H + j] = dpre_n
-            dr[j] = dpre_r
-            dr[H + j] = dpre_z
-            dr[2 * H + j] = dpre_n * rg
-            dh[k] = delta * zg
-
-
-# ------------------------------------------------------------ dispatch
 
 cdef void cell_forward(int kind, int rows, int hidden,
                        floating *gates,              # IN pre-activations; OUT what BPTT needs
@@ -233,12 +109,22 @@ cdef void cell_forward(int kind, int rows, int hidden,
                        floating *c,                  # OUT C(t) (LSTM)
                        floating *keep) noexcept nogil:  # OUT extra values BPTT needs
     if kind == CELL_RNN_TANH or kind == CELL_RNN_RELU:
-        rnn_forward(kind == CELL_RNN_RELU, rows, hidden, gates, h)
+        if floating is float:
+            crnn_rnn_forward_f32(kind == CELL_RNN_RELU, rows, hidden, gates, h)
+        else:
+            crnn_rnn_forward_f64(kind == CELL_RNN_RELU, rows, hidden, gates, h)
     elif kind == CELL_LSTM:
-        lstm_forward(rows, hidden, gates, c_prev, h, c)
+        if floating is float:
+            crnn_lstm_forward_f32(rows, hidden, gates, c_prev, h, c)
+        else:
+            crnn_lstm_forward_f64(rows, hidden, gates, c_prev, h, c)
     elif kind == CELL_GRU:
-        gru_forward(rows, hidden, gates, recurrent, recurrent_bias, h_prev,
-                    h, keep)
+        if floating is float:
+            crnn_gru_forward_f32(rows, hidden, gates, recurrent, recurrent_bias,
+                                 h_prev, h, keep)
+        else:
+            crnn_gru_forward_f64(rows, hidden, gates, recurrent, recurrent_bias,
+                                 h_prev, h, keep)
 
 
 cdef void cell_backward(int kind, int rows, int hidden,
@@ -254,11 +140,23 @@ cdef void cell_backward(int kind, int rows, int hidden,
                         floating *dgates,            # OUT ∂L/∂(input-side pre-activations)
                         floating *drecurrent) noexcept nogil:  # OUT ∂L/∂(h_prev·Wᵀ) (separate_recurrent only)
     if kind == CELL_RNN_TANH or kind == CELL_RNN_RELU:
-        rnn_backward(kind == CELL_RNN_RELU, rows, hidden, h, dh_from_outputs,
-                     dh, dgates)
+        if floating is float:
+            crnn_rnn_backward_f32(kind == CELL_RNN_RELU, rows, hidden, h,
+                                  dh_from_outputs, dh, dgates)
+        else:
+            crnn_rnn_backward_f64(kind == CELL_RNN_RELU, rows, hidden, h,
+                                  dh_from_outputs, dh, dgates)
     elif kind == CELL_LSTM:
-        lstm_backward(rows, hidden, gates, c_prev, c, dh_from_outputs, dh,
-                      dc, dgates)
+        if floating is float:
+            crnn_lstm_backward_f32(rows, hidden, gates, c_prev, c,
+                                   dh_from_outputs, dh, dc, dgates)
+        else:
+            crnn_lstm_backward_f64(rows, hidden, gates, c_prev, c,
+                                   dh_from_outputs, dh, dc, dgates)
     elif kind == CELL_GRU:
-        gru_backward(rows, hidden, gates, h_prev, keep, dh_from_outputs, dh,
-                     dgates, drecurrent)
+        if floating is float:
+            crnn_gru_backward_f32(rows, hidden, gates, h_prev, keep,
+                                  dh_from_outputs, dh, dgates, drecurrent)
+        else:
+            crnn_gru_backward_f64(rows, hidden, gates, h_prev, keep,
+                                  dh_from_outputs, dh, dgates, drecurrent)

@@ -1,0 +1,184 @@
+/* One generic body of the point-wise cell kernels, included by _kernels.h
+ * with REAL, SUFFIX(name), TANH, SIGMOID and CLONES defined.  The math and
+ * the buffer shapes are documented in _cells.pyx; here each cell is a pair
+ * of functions: a per-row inner loop on restrict pointers (vectorised) and
+ * a loop over the `rows` live rows.  Optional inputs (dh_out) may be NULL:
+ * the test is loop-invariant, so compilers unswitch it.
+ */
+
+/* ---------------------------------------------------------------- RNN */
+
+static CLONES void SUFFIX(crnn_rnn_forward)(
+    int relu, int rows, int hidden,
+    const REAL *CRNN_RESTRICT z, REAL *CRNN_RESTRICT h)
+{
+    const ptrdiff_t n = (ptrdiff_t)rows * hidden;
+    if (relu) {
+        for (ptrdiff_t i = 0; i < n; i++)
+            h[i] = z[i] > 0 ? z[i] : 0;
+    } else {
+        for (ptrdiff_t i = 0; i < n; i++)
+            h[i] = TANH(z[i]);
+    }
+}
+
+static CLONES void SUFFIX(crnn_rnn_backward)(
+    int relu, int rows, int hidden,
+    const REAL *CRNN_RESTRICT h, const REAL *CRNN_RESTRICT dh_out,
+    const REAL *CRNN_RESTRICT dh, REAL *CRNN_RESTRICT dz)
+{
+    const ptrdiff_t n = (ptrdiff_t)rows * hidden;
+    for (ptrdiff_t i = 0; i < n; i++) {
+        REAL delta = dh[i] + (dh_out ? dh_out[i] : 0);
+        if (relu)
+            dz[i] = h[i] > 0 ? delta : 0;
+        else
+            dz[i] = delta * (1 - h[i] * h[i]);
+    }
+}
+
+/* ---------------------------------------------------------------- LSTM */
+
+static inline void SUFFIX(crnn_lstm_forward_row)(
+    ptrdiff_t H, REAL *CRNN_RESTRICT gi, REAL *CRNN_RESTRICT gf,
+    REAL *CRNN_RESTRICT ga, REAL *CRNN_RESTRICT go,
+    const REAL *CRNN_RESTRICT c_prev, REAL *CRNN_RESTRICT h,
+    REAL *CRNN_RESTRICT c)
+{
+    for (ptrdiff_t j = 0; j < H; j++) {
+        REAL i = SIGMOID(gi[j]), f = SIGMOID(gf[j]);
+        REAL a = TANH(ga[j]), o = SIGMOID(go[j]);
+        REAL cell = f * c_prev[j] + i * a;
+        gi[j] = i;
+        gf[j] = f;
+        ga[j] = a;
+        go[j] = o;
+        c[j] = cell;
+        h[j] = o * TANH(cell);
+    }
+}
+
+static CLONES void SUFFIX(crnn_lstm_forward)(
+    int rows, int hidden, REAL *gates, const REAL *c_prev, REAL *h, REAL *c)
+{
+    const ptrdiff_t H = hidden;
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        REAL *g = gates + r * 4 * H;
+        SUFFIX(crnn_lstm_forward_row)(H, g, g + H, g + 2 * H, g + 3 * H,
+                                      c_prev + r * H, h + r * H, c + r * H);
+    }
+}
+
+static inline void SUFFIX(crnn_lstm_backward_row)(
+    ptrdiff_t H, const REAL *CRNN_RESTRICT gi, const REAL *CRNN_RESTRICT gf,
+    const REAL *CRNN_RESTRICT ga, const REAL *CRNN_RESTRICT go,
+    const REAL *CRNN_RESTRICT c_prev, const REAL *CRNN_RESTRICT c,
+    const REAL *CRNN_RESTRICT dh_out, const REAL *CRNN_RESTRICT dh,
+    REAL *CRNN_RESTRICT dc, REAL *CRNN_RESTRICT di, REAL *CRNN_RESTRICT df,
+    REAL *CRNN_RESTRICT da, REAL *CRNN_RESTRICT dout)
+{
+    for (ptrdiff_t j = 0; j < H; j++) {
+        REAL i = gi[j], f = gf[j], a = ga[j], o = go[j];
+        REAL tc = TANH(c[j]);
+        REAL delta = dh[j] + (dh_out ? dh_out[j] : 0);
+        REAL dcell = delta * o * (1 - tc * tc) + dc[j];
+        di[j] = dcell * a * i * (1 - i);
+        df[j] = dcell * c_prev[j] * f * (1 - f);
+        da[j] = dcell * i * (1 - a * a);
+        dout[j] = delta * tc * o * (1 - o);
+        dc[j] = dcell * f;
+    }
+}
+
+static CLONES void SUFFIX(crnn_lstm_backward)(
+    int rows, int hidden, const REAL *gates, const REAL *c_prev,
+    const REAL *c, const REAL *dh_out, const REAL *dh, REAL *dc,
+    REAL *dgates)
+{
+    const ptrdiff_t H = hidden;
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        const REAL *g = gates + r * 4 * H;
+        REAL *dg = dgates + r * 4 * H;
+        SUFFIX(crnn_lstm_backward_row)(
+            H, g, g + H, g + 2 * H, g + 3 * H, c_prev + r * H, c + r * H,
+            dh_out ? dh_out + r * H : NULL, dh + r * H, dc + r * H,
+            dg, dg + H, dg + 2 * H, dg + 3 * H);
+    }
+}
+
+/* ---------------------------------------------------------------- GRU */
+
+static inline void SUFFIX(crnn_gru_forward_row)(
+    ptrdiff_t H, REAL *CRNN_RESTRICT gr, REAL *CRNN_RESTRICT gz,
+    REAL *CRNN_RESTRICT gn, const REAL *CRNN_RESTRICT rr,
+    const REAL *CRNN_RESTRICT rz, const REAL *CRNN_RESTRICT rn,
+    const REAL *CRNN_RESTRICT bn, const REAL *CRNN_RESTRICT h_prev,
+    REAL *CRNN_RESTRICT h, REAL *CRNN_RESTRICT keep)
+{
+    for (ptrdiff_t j = 0; j < H; j++) {
+        REAL r = SIGMOID(gr[j] + rr[j]);
+        REAL z = SIGMOID(gz[j] + rz[j]);
+        REAL hn = rn[j] + bn[j];
+        REAL n = TANH(gn[j] + r * hn);
+        gr[j] = r;
+        gz[j] = z;
+        gn[j] = n;
+        keep[j] = hn;
+        h[j] = (1 - z) * n + z * h_prev[j];
+    }
+}
+
+static CLONES void SUFFIX(crnn_gru_forward)(
+    int rows, int hidden, REAL *gates, const REAL *recurrent,
+    const REAL *recurrent_bias, const REAL *h_prev, REAL *h, REAL *keep)
+{
+    const ptrdiff_t H = hidden;
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        REAL *g = gates + r * 3 * H;
+        const REAL *rec = recurrent + r * 3 * H;
+        SUFFIX(crnn_gru_forward_row)(H, g, g + H, g + 2 * H, rec, rec + H,
+                                     rec + 2 * H, recurrent_bias,
+                                     h_prev + r * H, h + r * H, keep + r * H);
+    }
+}
+
+static inline void SUFFIX(crnn_gru_backward_row)(
+    ptrdiff_t H, const REAL *CRNN_RESTRICT gr, const REAL *CRNN_RESTRICT gz,
+    const REAL *CRNN_RESTRICT gn, const REAL *CRNN_RESTRICT h_prev,
+    const REAL *CRNN_RESTRICT keep, const REAL *CRNN_RESTRICT dh_out,
+    REAL *CRNN_RESTRICT dh, REAL *CRNN_RESTRICT dgr, REAL *CRNN_RESTRICT dgz,
+    REAL *CRNN_RESTRICT dgn, REAL *CRNN_RESTRICT drr,
+    REAL *CRNN_RESTRICT drz, REAL *CRNN_RESTRICT drn)
+{
+    for (ptrdiff_t j = 0; j < H; j++) {
+        REAL r = gr[j], z = gz[j], n = gn[j];
+        REAL delta = dh[j] + (dh_out ? dh_out[j] : 0);
+        REAL dpre_n = delta * (1 - z) * (1 - n * n);
+        REAL dpre_z = delta * (h_prev[j] - n) * z * (1 - z);
+        REAL dpre_r = dpre_n * keep[j] * r * (1 - r);
+        dgr[j] = dpre_r;
+        dgz[j] = dpre_z;
+        dgn[j] = dpre_n;
+        drr[j] = dpre_r;
+        drz[j] = dpre_z;
+        drn[j] = dpre_n * r;
+        dh[j] = delta * z;
+    }
+}
+
+static CLONES void SUFFIX(crnn_gru_backward)(
+    int rows, int hidden, const REAL *gates, const REAL *h_prev,
+    const REAL *keep, const REAL *dh_out, REAL *dh, REAL *dgates,
+    REAL *drecurrent)
+{
+    const ptrdiff_t H = hidden;
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        const REAL *g = gates + r * 3 * H;
+        REAL *dg = dgates + r * 3 * H;
+        REAL *dr = drecurrent + r * 3 * H;
+        SUFFIX(crnn_gru_backward_row)(
+            H, g, g + H, g + 2 * H, h_prev + r * H, keep + r * H,
+            dh_out ? dh_out + r * H : NULL, dh + r * H,
+            dg, dg + H, dg + 2 * H, dr, dr + H, dr + 2 * H);
+    }
+}

@@ -9,6 +9,10 @@
 # temporary venv.  Prints one line per check; exits non-zero on a mismatch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if ! grep -qs '^name = "crnn"' pyproject.toml; then
+    echo "$0 must be in tools/ of a crnn checkout" >&2
+    exit 1
+fi
 
 VERSION=3.2.1    # keep in step with pypa/cibuildwheel's pin in wheels.yml
 grep -q "pypa/cibuildwheel@.* # v$VERSION\$" .github/workflows/wheels.yml || {

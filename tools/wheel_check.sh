@@ -5,24 +5,67 @@
 # Linux, no debug sections), install each wheel into a fresh venv and run the
 # test suite that the sdist ships from a directory outside any source tree.
 #
-#     bash tools/wheel_check.sh            # every Python 3.10-3.13 found
-#     PYTHONS="3.12" bash tools/wheel_check.sh
-#     PYTEST_ARGS="-x" bash tools/wheel_check.sh   # extra pytest arguments
+#     bash tools/wheel_check.sh                      # every 3.10-3.13 found
+#     PYTHONS="3.12" bash tools/wheel_check.sh       # just these
+#     PYTEST_ARGS="-x" bash tools/wheel_check.sh     # extra pytest arguments
 #
 # Pythons come from pyenv when it is there (its newest 3.x.y of each), else
 # from python3.x on PATH (e.g. actions/setup-python with several versions).
-# Quiet: one line per step, a build or test log only when it fails.
+# Quiet: one line per step; a log only when its step fails.  A failing test
+# suite is reported and the other Pythons still run; the exit code says.
+# The whole script is one function, read before it runs, so editing this file
+# cannot change a run in progress.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-root=$PWD
 
-scratch=$(mktemp -d)
-trap 'rm -rf "$scratch"' EXIT
-mkdir -p "$scratch/dist" "$scratch/wheels" "$scratch/logs"
+main() {
+    cd "$(dirname "$0")/.."
+    if ! grep -qs '^name = "crnn"' pyproject.toml; then
+        echo "$0 must be in tools/ of a crnn checkout" >&2
+        exit 1
+    fi
+    scratch=$(mktemp -d)
+    trap 'rm -rf "$scratch"' EXIT
+    mkdir -p "$scratch/dist" "$scratch/logs"
+
+    local pythons=() version python
+    for version in ${PYTHONS:-3.10 3.11 3.12 3.13}; do
+        python=$(find_python "$version")
+        if [ -n "$python" ]; then
+            pythons+=("$python")
+        else
+            echo "no Python $version here: skipped"
+        fi
+    done
+    if [ "${#pythons[@]}" -eq 0 ]; then
+        echo "no Python 3.10-3.13 found" >&2
+        exit 1
+    fi
+
+    # The checking tools, in a venv of their own.
+    run tools-venv "${pythons[${#pythons[@]}-1]}" -m venv "$scratch/tools"
+    tools="$scratch/tools/bin"
+    run tools-install "$tools/python" -m pip install --quiet \
+        build twine check-wheel-contents auditwheel
+
+    build_sdist
+
+    local summary=() failed=0
+    for python in "${pythons[@]}"; do
+        check_python "$python"
+        summary+=("$tag:${size_kib}KiB:tests-$verdict")
+        [ "$verdict" = ok ] || failed=1
+    done
+    if [ "$failed" -ne 0 ]; then
+        echo "wheel path FAILED: ${summary[*]}"
+        exit 1
+    fi
+    echo "wheel path ok: ${summary[*]}"
+}
 
 # run LOG COMMAND...: the command's output goes to LOG, shown if it fails.
 run() {
-    local log="$scratch/logs/$1"; shift
+    local log="$scratch/logs/$1"
+    shift
     if ! "$@" >"$log" 2>&1; then
         echo "FAILED: $*" >&2
         tail -n 60 "$log" >&2
@@ -30,100 +73,93 @@ run() {
     fi
 }
 
-find_python() {  # find_python 3.12 → path of a CPython 3.12, or nothing
-    local version=$1 candidate
+# find_python 3.12: the path of a CPython 3.12, or nothing.
+find_python() {
+    local version=$1 newest
     if command -v pyenv >/dev/null 2>&1; then
-        candidate=$(find "$(pyenv root)/versions" -maxdepth 1 -name "$version.*" \
-                        -printf '%f\n' 2>/dev/null | grep -E "^$version\.[0-9]+$" \
-                    | sort -t. -k3,3n | tail -n 1)
-        if [ -n "$candidate" ]; then
-            echo "$(pyenv root)/versions/$candidate/bin/python"
+        newest=$(find "$(pyenv root)/versions" -maxdepth 1 -name "$version.*" \
+                     -printf '%f\n' 2>/dev/null | grep -E "^$version\.[0-9]+$" \
+                 | sort -t. -k3,3n | tail -n 1 || true)
+        if [ -n "$newest" ]; then
+            echo "$(pyenv root)/versions/$newest/bin/python"
             return
         fi
     fi
     command -v "python$version" 2>/dev/null || true
 }
 
-pythons=()
-for version in ${PYTHONS:-3.10 3.11 3.12 3.13}; do
-    python=$(find_python "$version")
-    if [ -n "$python" ]; then
-        pythons+=("$python")
+# build_sdist: $sdist, checked, and $scratch/suite, a test directory outside
+# every source tree holding the sdist's tests and downstream example.
+build_sdist() {
+    # From a copy of the files git would commit (tracked, or untracked and
+    # not ignored), less deleted files and any virtual environment left in
+    # the tree (a directory holding a pyvenv.cfg, such as .ci/venv).  Building
+    # in the work tree itself would leave .c files cythonized against the
+    # build env's numpy in src/, for the next in-place build to trip on.
+    local source="$scratch/source" file venv venvs=()
+    mkdir -p "$source"
+    if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+        git ls-files -z --cached --others --exclude-standard >"$scratch/listed"
+        while IFS= read -r -d '' file; do
+            if [ "$(basename "$file")" = pyvenv.cfg ]; then
+                venvs+=("$(dirname "$file")/")
+            fi
+        done <"$scratch/listed"
+        while IFS= read -r -d '' file; do
+            [ -e "$file" ] || continue
+            for venv in "${venvs[@]}"; do
+                [[ $file == "$venv"* ]] && continue 2
+            done
+            printf '%s\0' "$file"
+        done <"$scratch/listed" >"$scratch/files"
+        tar --null -T "$scratch/files" -cf - | tar -C "$source" -xf -
     else
-        echo "no Python $version here: skipped"
+        tar --exclude=./build --exclude=./dist --exclude='*.egg-info' \
+            --exclude='*.so' --exclude='*.pyd' --exclude='./src/crnn/*.c' \
+            --exclude=__pycache__ -cf - . | tar -C "$source" -xf -
     fi
-done
-[ "${#pythons[@]}" -gt 0 ] || { echo "no Python 3.10-3.13 found" >&2; exit 1; }
+    run sdist "$tools/python" -m build --sdist --outdir "$scratch/dist" "$source"
+    sdist=$(echo "$scratch"/dist/crnn-*.tar.gz)
+    run twine-sdist "$tools/twine" check --strict "$sdist"
+    echo "sdist  $(basename "$sdist")  $(du -k "$sdist" | cut -f1) KiB  (twine check: ok)"
 
-# ----------------------------------------------------------------- tools
-tools_python=${pythons[${#pythons[@]}-1]}
-run tools-venv "$tools_python" -m venv "$scratch/tools"
-run tools-install "$scratch/tools/bin/python" -m pip install --quiet \
-    build twine check-wheel-contents auditwheel
-tools="$scratch/tools/bin"
+    mkdir -p "$scratch/unpacked"
+    tar -xzf "$sdist" -C "$scratch/unpacked"
+    local unpacked required
+    unpacked=$(echo "$scratch"/unpacked/crnn-*)
+    for required in src/crnn/api.pxd src/crnn/api.pyx tests/test_capi.py \
+                    examples/downstream/crnn_downstream.pyx; do
+        if [ ! -e "$unpacked/$required" ]; then
+            echo "the sdist lacks $required" >&2
+            exit 1
+        fi
+    done
+    mkdir -p "$scratch/suite/examples"
+    cp -r "$unpacked/tests" "$scratch/suite/tests"
+    cp -r "$unpacked/examples/downstream" "$scratch/suite/examples/downstream"
+}
 
-# ----------------------------------------------------------------- sdist
-# From a copy of the files git would commit (tracked or not ignored): building
-# in the work tree would leave .c files cythonized against the build env's
-# numpy, and an egg-info, in src/ for the next in-place build to trip on.
-source="$scratch/source"
-mkdir -p "$source"
-if git -C "$root" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
-    # ... less deleted files and any virtual environment left in the tree
-    # (e.g. .ci/venv): a directory holding a pyvenv.cfg.
-    git -C "$root" ls-files -z --cached --others --exclude-standard \
-    | "$tools/python" -c '
-import os, sys
-files = [f for f in sys.stdin.read().split("\0") if f and os.path.exists(f)]
-venvs = tuple(os.path.dirname(f) + "/" for f in files
-              if os.path.basename(f) == "pyvenv.cfg")
-sys.stdout.write("".join(f + "\0" for f in files if not f.startswith(venvs)))
-' >"$scratch/files"
-    tar -C "$root" --null -T "$scratch/files" -cf - | tar -C "$source" -xf -
-else
-    tar -C "$root" --exclude=./build --exclude=./dist --exclude='*.egg-info' \
-        --exclude='*.so' --exclude='*.pyd' --exclude='./src/crnn/*.c' \
-        --exclude=__pycache__ -cf - . | tar -C "$source" -xf -
-fi
-run sdist "$tools/python" -m build --sdist --outdir "$scratch/dist" "$source"
-sdist=$(echo "$scratch"/dist/crnn-*.tar.gz)
-echo "sdist   $(basename "$sdist")  $(du -k "$sdist" | cut -f1) KiB"
-run twine-sdist "$tools/twine" check --strict "$sdist"
-tar -xzf "$sdist" -C "$scratch"
-unpacked=$(echo "$scratch"/crnn-*/)
-for required in src/crnn/api.pxd src/crnn/api.pyx tests/test_capi.py \
-                examples/downstream/crnn_downstream.pyx; do
-    [ -e "$unpacked/$required" ] || { echo "the sdist lacks $required" >&2; exit 1; }
-done
-
-# A test directory outside every source tree: the sdist's tests and the
-# downstream example, and nothing that could shadow the installed crnn.
-mkdir -p "$scratch/suite/examples"
-cp -r "$unpacked/tests" "$scratch/suite/tests"
-cp -r "$unpacked/examples/downstream" "$scratch/suite/examples/downstream"
-
-# ---------------------------------------------------- per Python: build, check, test
-summary=()
-failed=0
-for python in "${pythons[@]}"; do
-    tag=$("$python" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
-    out="$scratch/wheels/$tag"
-    run "wheel-$tag" "$python" -m pip wheel --no-deps --wheel-dir "$out" "$sdist"
-    wheel=$(echo "$out"/crnn-*.whl)
+# check_python PYTHON: build the wheel from the sdist, check it, test it.
+# Sets $tag, $size_kib and $verdict (ok or FAILED, the test suite's).
+check_python() {
+    local python=$1 wheel platform module venv result so_kib
+    tag=$("$python" -c 'import sys; print("cp%d%d" % sys.version_info[:2])')
+    run "wheel-$tag" "$python" -m pip wheel --no-deps \
+        --wheel-dir "$scratch/wheels/$tag" "$sdist"
+    wheel=$(echo "$scratch/wheels/$tag"/crnn-*.whl)
+    size_kib=$(du -k "$wheel" | cut -f1)
 
     run "twine-$tag" "$tools/twine" check --strict "$wheel"
     run "contents-$tag" "$tools/check-wheel-contents" "$wheel"
+    platform="(auditwheel: Linux only)"
     if [ "$(uname -s)" = Linux ]; then
         run "auditwheel-$tag" "$tools/auditwheel" show "$wheel"
-        # "… is consistent with the following platform tag: "manylinux_…"."
+        # "... is consistent with the following platform tag: "manylinux_..."."
         platform=$(tr -s ' \n' ' ' <"$scratch/logs/auditwheel-$tag" \
                    | grep -o 'platform tag: "[^"]*"' | head -n 1 | cut -d'"' -f2 || true)
-    else
-        platform=n/a
     fi
 
     # No debug information: no .debug_* section in any extension module.
-    mkdir -p "$scratch/unzipped/$tag"
     "$tools/python" -m zipfile -e "$wheel" "$scratch/unzipped/$tag"
     if command -v readelf >/dev/null 2>&1; then
         while IFS= read -r module; do
@@ -133,34 +169,33 @@ for python in "${pythons[@]}"; do
             fi
         done < <(find "$scratch/unzipped/$tag" -name '*.so')
     fi
+    so_kib=$(find "$scratch/unzipped/$tag" \( -name '*.so' -o -name '*.pyd' \) \
+                 -exec du -ck {} + | tail -n 1 | cut -f1)
 
     venv="$scratch/venv-$tag"
     run "venv-$tag" "$python" -m venv "$venv"
-    run "install-$tag" "$venv/bin/python" -m pip install --quiet "$wheel" \
-        pytest "cython>=3.0" "setuptools>=64"
-    # From the suite directory: crnn can only come from the venv.  A failing
-    # suite is reported (its failures listed) and the other Pythons still run.
+    # the [test] extra (pytest, ...), as cibuildwheel's test-extras
+    run "install-$tag" "$venv/bin/python" -m pip install --quiet "${wheel}[test]" \
+        "cython>=3.0" "setuptools>=64"
+    # From the suite directory, crnn can only come from the venv.
+    local pytest_args=()
     read -r -a pytest_args <<<"${PYTEST_ARGS:-}"
-    if (cd "$scratch/suite" && "$venv/bin/python" -m pytest -q -p no:cacheprovider \
-            "${pytest_args[@]}" tests >"$scratch/logs/pytest-$tag" 2>&1); then
-        verdict=ok
-    else
+    verdict=ok
+    if ! (cd "$scratch/suite" && "$venv/bin/python" -m pytest -q -rs -p no:cacheprovider \
+              "${pytest_args[@]}" tests >"$scratch/logs/pytest-$tag" 2>&1); then
         verdict=FAILED
-        failed=1
-        grep -E '^(FAILED|ERROR) ' "$scratch/logs/pytest-$tag" | head -n 20 >&2 || \
-            tail -n 40 "$scratch/logs/pytest-$tag" >&2
+        grep -E '^(FAILED|ERROR) ' "$scratch/logs/pytest-$tag" | head -n 20 >&2 \
+            || tail -n 40 "$scratch/logs/pytest-$tag" >&2
     fi
     result=$(tail -n 1 "$scratch/logs/pytest-$tag" | sed 's/=//g; s/^ *//; s/ *$//')
-    size_kib=$(du -k "$wheel" | cut -f1)
-    so_kib=$(find "$scratch/unzipped/$tag" \( -name '*.so' -o -name '*.pyd' \) \
-                 -exec du -ck {} + | tail -n 1 | cut -f1)
-    echo "$tag  $(basename "$wheel")  ${size_kib} KiB (extensions ${so_kib} KiB unpacked)  $platform"
-    echo "      twine, check-wheel-contents, auditwheel, no debug sections: ok;  tests $verdict: $result"
-    summary+=("$tag ${size_kib}KiB tests-$verdict")
-done
+    echo "$tag    $(basename "$wheel")  ${size_kib} KiB (extension modules ${so_kib} KiB unpacked)  $platform"
+    echo "         twine check, check-wheel-contents, auditwheel show, no debug sections: ok"
+    echo "         tests from the installed wheel: $verdict ($result)"
+    # Why tests skipped (e.g. no torch here), most frequent first.
+    sed -n 's/^SKIPPED \[\([0-9]*\)\] [^:]*:[0-9]*: /\1 /p' "$scratch/logs/pytest-$tag" \
+        | awk '{n = $1; $1 = ""; count[substr($0, 2)] += n}
+               END {for (r in count) printf "%d\t%s\n", count[r], r}' \
+        | sort -rn | head -n 5 | sed 's/^/         skipped /; s/\t/: /'
+}
 
-if [ "$failed" -ne 0 ]; then
-    echo "wheel path FAILED: ${summary[*]}"
-    exit 1
-fi
-echo "wheel path ok: ${summary[*]}"
+main "$@"; exit

@@ -6,6 +6,7 @@ with the batch sorted by length (longest first) and padding zeroed.  Every
 error is a ValueError or TypeError naming what was expected and what was
 given.
 """
+import contextlib
 import numbers
 
 import numpy as np
@@ -21,6 +22,12 @@ def _describe(array):
 
 def as_real_array(value, name):
     """`value` as a numpy array of real numbers (integers or floats)."""
+    if isinstance(value, np.ma.MaskedArray):
+        # np.asarray would silently drop the mask and read the masked values
+        raise TypeError(
+            f"{name} is a numpy masked array; crnn does not read masks: pass "
+            f"lengths (or a list of sequences) for sequences of different "
+            f"lengths, or {name}.filled(0)")
     try:
         array = np.asarray(value)
     except ValueError as error:  # ragged nested lists
@@ -30,6 +37,38 @@ def as_real_array(value, name):
             f"{name} must hold real numbers (integer or float), "
             f"got {_describe(array)}")
     return array
+
+
+def check_buffers(steps, n, width):
+    """The driver's largest buffers are ((T+1)·N × width); BLAS takes 32-bit
+    sizes.  Checked from the shapes alone, before anything is copied."""
+    if (steps + 1) * n * width > INT32_MAX:
+        raise ValueError(
+            f"a batch of {n} sequences of {steps} steps needs buffers of "
+            f"{(steps + 1) * n * width} elements, more than the 32-bit sizes "
+            f"BLAS takes ({INT32_MAX}); split the batch")
+
+
+def _narrowing(source, dtype):
+    """Silence numpy's overflow warning for a float cast that narrows
+    (float64 -> float32): a value beyond float32's range becomes inf, which
+    the caller then refuses with a ValueError.  Other casts cannot overflow
+    and pay nothing."""
+    if source.dtype.kind == "f" and source.dtype.itemsize > np.dtype(dtype).itemsize:
+        return np.errstate(over="ignore")
+    return contextlib.nullcontext()
+
+
+def _non_finite(name, dtype):
+    beyond = (" (values beyond ±3.4e38 are infinite in float32)"
+              if np.dtype(dtype) == np.float32 else "")
+    return ValueError(f"{name} contains NaN or infinity{beyond}; expected finite values")
+
+
+def _aligned(array):
+    """`array` itself when its data is aligned for its dtype, else an aligned
+    copy: the kernels read it through typed C pointers."""
+    return array if array.flags.aligned else array.copy()
 
 
 def check_positive_int(value, name, minimum=1):
@@ -107,14 +146,21 @@ def _pad_list(sequences, name):
 
 
 def _check_lengths(lengths, n, steps):
-    lengths = np.asarray(lengths)
-    if lengths.dtype.kind not in "iu":
-        raise TypeError(
-            f"lengths must be integers, got {_describe(lengths)}")
+    if isinstance(lengths, np.ma.MaskedArray):
+        raise TypeError("lengths is a numpy masked array; pass plain integers")
+    try:
+        lengths = np.asarray(lengths)
+    except ValueError:  # ragged nested lists
+        raise ValueError(
+            f"lengths must be {n} integers, one per sequence, got a ragged "
+            f"nested sequence") from None
     if lengths.shape != (n,):
         raise ValueError(
             f"lengths must have shape ({n},), one per sequence, got shape "
             f"{lengths.shape}")
+    if lengths.dtype.kind not in "iu":
+        raise TypeError(
+            f"lengths must be integers, got {_describe(lengths)}")
     if lengths.min() < 1 or lengths.max() > steps:
         bad = lengths[(lengths < 1) | (lengths > steps)][0]
         raise ValueError(
@@ -122,8 +168,12 @@ def _check_lengths(lengths, n, steps):
     return lengths.astype(np.int64)
 
 
-def prepare_batch(X, lengths, input_size, dtype):
-    """Validate X (and lengths) and lay them out for the driver."""
+def prepare_batch(X, lengths, input_size, dtype, buffer_width=None):
+    """Validate X (and lengths) and lay them out for the driver.
+
+    buffer_width: the widest row of the driver's buffers for this model
+    (see check_buffers), or None when X is not one driver call (a data set).
+    """
     if isinstance(X, (list, tuple)):
         if lengths is not None:
             raise ValueError(
@@ -152,15 +202,19 @@ def prepare_batch(X, lengths, input_size, dtype):
         raise ValueError(f"X must hold at least one sequence, got shape {X.shape}")
     if steps == 0:
         raise ValueError(f"X must have at least one time step, got shape {X.shape}")
-    if lengths is None:
-        lengths = np.full(n, steps, dtype=np.int64)
-    else:
-        lengths = _check_lengths(lengths, n, steps)
+    # Sizes first, from the shapes alone: nothing is allocated for a batch
+    # that is too big (a broadcast X can be huge and cost no memory).
     width = 1 if tokens else input_size
     if n * steps * max(width, 1) > INT32_MAX:
         raise ValueError(
             f"X has {n * steps * width} elements; crnn's BLAS calls take "
             f"32-bit sizes, at most {INT32_MAX}")
+    if buffer_width is not None:
+        check_buffers(steps, n, buffer_width)
+    if lengths is None:
+        lengths = np.full(n, steps, dtype=np.int64)
+    else:
+        lengths = _check_lengths(lengths, n, steps)
 
     order = np.argsort(-lengths, kind="stable")
     sorted_lengths = np.ascontiguousarray(lengths[order], dtype=np.int32)
@@ -178,15 +232,17 @@ def prepare_batch(X, lengths, input_size, dtype):
             raise ValueError(
                 f"token ids must be in [0, {input_size}) (input_size = "
                 f"{input_size}), got {bad}")
-        inputs = inputs.astype(np.int32, copy=False)
+        inputs = _aligned(inputs.astype(np.int32, copy=False))
         if padded:
             inputs[~batch.mask] = 0
     else:
-        inputs = np.ascontiguousarray(np.swapaxes(in_order, 0, 1), dtype=dtype)
+        with _narrowing(in_order, dtype):
+            inputs = np.ascontiguousarray(np.swapaxes(in_order, 0, 1), dtype=dtype)
+        inputs = _aligned(inputs)
         if padded:
             inputs[~batch.mask] = 0
         if not np.isfinite(inputs).all():
-            raise ValueError("X contains NaN or infinity; expected finite values")
+            raise _non_finite("X", dtype)
     batch.inputs = inputs
     return batch
 
@@ -237,13 +293,14 @@ def prepare_targets(y, batch, output, output_size, return_sequences, dtype):
         y = y[..., None]
     if y.shape != expected:
         raise ValueError(f"y must have shape {expected}, got shape {y.shape}")
-    if return_sequences:
-        targets = np.ascontiguousarray(np.swapaxes(y[batch.order], 0, 1), dtype=dtype)
-        targets[~batch.mask] = 0
-    else:
-        targets = np.ascontiguousarray(y[batch.order], dtype=dtype)
+    with _narrowing(y, dtype):
+        if return_sequences:
+            targets = np.ascontiguousarray(np.swapaxes(y[batch.order], 0, 1), dtype=dtype)
+            targets[~batch.mask] = 0
+        else:
+            targets = np.ascontiguousarray(y[batch.order], dtype=dtype)
     if not np.isfinite(targets).all():
-        raise ValueError("y contains NaN or infinity; expected finite values")
+        raise _non_finite("y", dtype)
     return targets
 
 
@@ -254,7 +311,8 @@ def prepare_state(state, name, shape, batch, dtype):
         raise ValueError(
             f"{name} must have shape {shape} (num_layers * directions, N, "
             f"hidden_size), got shape {state.shape}")
-    state = batch.sort_state(state.astype(dtype, copy=False))
+    with _narrowing(state, dtype):
+        state = batch.sort_state(state.astype(dtype, copy=False))
     if not np.isfinite(state).all():
-        raise ValueError(f"{name} contains NaN or infinity; expected finite values")
+        raise _non_finite(name, dtype)
     return state

@@ -111,6 +111,9 @@ cdef class Stream:
                 raise ValueError(
                     f"state {name} must have shape {shape} (num_layers, "
                     f"batch_size, hidden_size), got {part.shape}")
+            # cast first: a value too big for float32 becomes inf, refused here
+            with np.errstate(over="ignore"):
+                part = part.astype(self.dtype, copy=False)
             if not np.isfinite(part).all():
                 raise ValueError(f"state {name} contains NaN or infinity")
             checked.append(part)
@@ -183,7 +186,11 @@ cdef class Stream:
         if tokens:
             self._load_tokens(array)
         else:
-            np.copyto(self.x_buffer.reshape(array.shape), array, casting="unsafe")
+            if array.dtype == self.dtype:
+                np.copyto(self.x_buffer.reshape(array.shape), array)
+            else:
+                with np.errstate(over="ignore"):    # too big for float32: inf, refused below
+                    np.copyto(self.x_buffer.reshape(array.shape), array, casting="unsafe")
             if self.is_float:
                 self._check_finite[float](<float *> data(self.x_buffer))
             else:

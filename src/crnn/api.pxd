@@ -23,7 +23,8 @@
 #     b        (G*H,)       bias                   (params["b0"])
 #     bn       (H,)         GRU only: bias of the recurrent n block (params["bn0"],
 #                           PyTorch's b_hn)
-#     h0, c0   (B, H)       initial state, or NULL for zeros (c: LSTM only)
+#     h0, c0   (B, H)       initial state, or NULL for zeros (c: LSTM only);
+#                           h0 may be hs itself when hs[0] is already filled
 #     hs       (T+1, B, H)  OUT: hs[0] = h0, hs[t+1] = h after step t; rows
 #                           past a sequence's length hold zeros
 #     h_n, c_n (B, H)       OUT (or NULL): each sequence's state after its own
@@ -32,7 +33,7 @@
 #                           increasing); NULL means every sequence has T steps
 #     work     see below
 #
-# The math per step (h(t-1) = hs[t]):
+# The math per step (h = h(t-1) = hs[t] on the right, ' = transposed):
 #     RNN    h = tanh(x U' + h W' + b)   (or relu)
 #     LSTM   i, f, o = sigmoid(...), a = tanh(...), C = f*C + i*a, h = o*tanh(C)
 #     GRU    r, z = sigmoid(x U' + h W' + b), n = tanh(x U_n' + b_n + r*(h W_n' + bn)),
@@ -58,8 +59,8 @@
 # Workspace: `work` holds crnn_sequence_workspace_size(cell, sizes, backward)
 # elements of the function's type (float or double; the same count for both).
 # The forward leaves in it what the backward needs: a backward call must get
-# the workspace (and hs) of the forward call just before it, untouched, and a
-# workspace sized with backward=1.  One workspace per concurrent call.
+# the workspace (and hs) that its forward call filled, untouched since, sized
+# with backward=1.  One workspace per call in flight.
 #
 # Step (streaming, one time step; sizes.steps is ignored):
 #
@@ -67,10 +68,11 @@
 #     h, c     (B, H)       IN the carried state, OUT the new one (c: LSTM)
 #     work     crnn_step_workspace_size(cell, sizes) elements
 #
-# Every function returns CRNN_OK (0) or a crnn_status error code, having
-# checked the sizes, the lengths and the required pointers (nothing else: the
-# arrays' extents are trusted).  They allocate nothing, never take the GIL,
-# and are safe to call from many threads at once on separate workspaces.
+# Every forward, backward and step function returns CRNN_OK (0) or a
+# crnn_status error code, having checked the sizes, the lengths and the
+# required pointers (nothing else: the arrays' extents are trusted).  They
+# allocate nothing, never take the GIL, and are safe to call from many
+# threads at once on separate workspaces.
 # BLAS is SciPy's (scipy.linalg.cython_blas).
 
 

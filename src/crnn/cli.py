@@ -19,6 +19,7 @@ import time
 import numpy as np
 
 from . import LSTM, Trainer, __version__, io
+from .trainer import NonFiniteError
 
 DEFAULT_MODEL = "crnn-char-lstm.npz"
 
@@ -35,8 +36,11 @@ def read_text(path):
         raise CommandError(f"{path}: no such file")
     if os.path.isdir(path):
         raise CommandError(f"{path}: is a folder, expected a text file")
-    with open(path, "rb") as handle:
-        raw = handle.read()
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read()
+    except OSError as error:
+        raise CommandError(f"{path}: cannot read it ({error.strerror})") from None
     if not raw:
         raise CommandError(f"{path}: the file is empty, expected text to train on")
     if b"\0" in raw:
@@ -109,16 +113,29 @@ class EpochReport:
         held_out = logs.get("val_loss", float("nan")) / math.log(2)
         self.bits["train"].append(train)
         self.bits["held_out"].append(held_out)
-        io.save_checkpoint(
-            self.path, self.trainer.model,
-            optimizer_state=self.trainer.optimizer.state_dict(), epoch=epoch + 1,
-            extra={"vocabulary": "".join(self.vocabulary),
-                   "bits_per_char": dict(self.bits)})
+        try:
+            io.save_checkpoint(
+                self.path, self.trainer.model,
+                optimizer_state=self.trainer.optimizer.state_dict(), epoch=epoch + 1,
+                extra={"vocabulary": "".join(self.vocabulary),
+                       "bits_per_char": dict(self.bits)})
+        except OSError as error:
+            raise CommandError(f"cannot save {self.path} ({error.strerror or error})") from None
         print(f"epoch {epoch + 1}: {train:.3f} bits/char on training text, "
               f"{held_out:.3f} on held-out text; saved {self.path}", file=self.out)
 
 
+def check_destination(path):
+    """Refuse a --model path that cannot be written, before training starts."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise CommandError(f"--model {path}: is a folder, expected a file name to write")
+    if not os.path.isdir(folder):
+        raise CommandError(f"--model {path}: no such folder {folder}")
+
+
 def command_train(args, out):
+    check_destination(args.model)
     if args.textfile is None:
         text = standard_library_text(args.max_chars)
         source = "the Python standard library's source"
@@ -150,9 +167,12 @@ def command_train(args, out):
           f"{len(ids) - held_out:,} characters to train on, {held_out:,} held "
           f"out; truncated BPTT every {args.seq_length} steps", file=out)
     started = time.perf_counter()
-    history = trainer.fit(X, y, epochs=args.epochs, validation_data=(Xv, yv),
-                          callbacks=[report], verbose=0 if args.quiet else 1,
-                          bptt=args.seq_length)
+    try:
+        history = trainer.fit(X, y, epochs=args.epochs, validation_data=(Xv, yv),
+                              callbacks=[report], verbose=0 if args.quiet else 1,
+                              bptt=args.seq_length)
+    except NonFiniteError as error:
+        raise CommandError(f"training diverged: {error}; try a smaller --lr") from None
     print(f"trained {len(history.epoch)} epoch(s) in "
           f"{time.perf_counter() - started:.0f} s", file=out)
     if args.sample_length:
@@ -167,14 +187,26 @@ def command_train(args, out):
 # ------------------------------------------------------------------ sample / info
 
 def load_char_model(path):
+    """The checkpoint in `path` and its vocabulary (None when it has none)."""
     if not os.path.exists(path):
         raise CommandError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise CommandError(f"{path}: is a folder, expected a model file")
     try:
         checkpoint = io.load_checkpoint(path)
     except ValueError as error:
         raise CommandError(str(error)) from None
-    extra = checkpoint["extra"] or {}
-    return checkpoint, extra.get("vocabulary")
+    except OSError as error:
+        raise CommandError(f"{path}: cannot read it ({error.strerror or error})") from None
+    extra = checkpoint["extra"] if isinstance(checkpoint["extra"], dict) else {}
+    vocabulary = extra.get("vocabulary")
+    model = checkpoint["model"]
+    if vocabulary is not None and not (
+            isinstance(vocabulary, str) and len(set(vocabulary)) == len(vocabulary)
+            == model.input_size == model.output_size and model.output == "softmax"):
+        raise CommandError(f"{path}: its vocabulary does not fit its model "
+                           f"({model!r}); it was not written by crnn train")
+    return checkpoint, vocabulary
 
 
 def command_sample(args, out):
@@ -202,8 +234,10 @@ def command_info(args, out):
         print(f"  trained epochs: {checkpoint['epoch']}", file=out)
     if vocabulary is not None:
         print(f"  vocabulary: {len(vocabulary)} characters", file=out)
-    bits = (checkpoint["extra"] or {}).get("bits_per_char")
-    if bits:
+    extra = checkpoint["extra"] if isinstance(checkpoint["extra"], dict) else {}
+    bits = extra.get("bits_per_char")
+    if isinstance(bits, dict) and isinstance(bits.get("train"), list) \
+            and isinstance(bits.get("held_out"), list):
         rows = zip(bits["train"], bits["held_out"])
         print("  bits/char by epoch (train, held-out): "
               + "; ".join(f"{a:.3f}, {b:.3f}" for a, b in rows), file=out)
@@ -216,6 +250,13 @@ def positive_int(text):
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
+    return value
+
+
+def non_negative_int(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
     return value
 
 
@@ -268,11 +309,12 @@ def build_parser():
                        help="fraction of the text held out (default: 0.05)")
     train.add_argument("--max-chars", type=positive_int, default=500_000,
                        help="use at most this many characters (default: 500000)")
-    train.add_argument("--sample-length", type=int, default=400,
+    train.add_argument("--sample-length", type=non_negative_int, default=400,
                        help="characters to sample after training, 0 for none (default: 400)")
     train.add_argument("--temperature", type=positive_float, default=0.7,
                        help="sampling temperature (default: 0.7)")
-    train.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    train.add_argument("--seed", type=non_negative_int, default=0,
+                       help="random seed, an integer >= 0 (default: 0)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(run=command_train)
 
@@ -286,8 +328,8 @@ def build_parser():
                         help="text to start from (default: the first vocabulary symbol)")
     sample.add_argument("--temperature", type=positive_float, default=0.7,
                         help="lower is more conservative (default: 0.7)")
-    sample.add_argument("--seed", type=int, default=None,
-                        help="random seed, for a reproducible sample")
+    sample.add_argument("--seed", type=non_negative_int, default=None,
+                        help="random seed, an integer >= 0, for a reproducible sample")
     sample.set_defaults(run=command_sample)
 
     info = commands.add_parser(
@@ -311,3 +353,10 @@ def main(argv=None, out=None):
     except CommandError as error:
         print(f"crnn {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # the reader went away (crnn sample MODEL | head): not an error of ours;
+        # point stdout at /dev/null so that Python's exit flush stays quiet
+        if out is sys.stdout:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return 1

@@ -5,6 +5,7 @@ driver.  Every public method validates its arguments (``_inputs``), calls the
 generic driver once (``_sequence.run``) and turns the driver's time-major,
 length-sorted results back into the user's batch order.
 """
+import numbers
 import threading
 
 import numpy as np
@@ -125,8 +126,12 @@ class RecurrentModel:
     @property
     def params(self):
         """The model's own parameter arrays by name (writing into them
-        changes the model)."""
-        return dict(self._params)
+        changes the model).
+
+        Each is a fresh view of the model's array: writes reach the model,
+        but setting a view's ``shape`` or ``dtype`` in place cannot change
+        the layout the kernels rely on."""
+        return {name: array.view() for name, array in self._params.items()}
 
     def set_params(self, params):
         """Copy every array of `params` in, after checking all of them."""
@@ -148,12 +153,14 @@ class RecurrentModel:
             if value.shape != shape:
                 raise ValueError(
                     f"params[{name!r}] must have shape {shape}, got {value.shape}")
-            value = value.astype(self.dtype, copy=False)
+            with np.errstate(over="ignore"):    # too big for float32: inf, refused below
+                value = value.astype(self.dtype, copy=False)
             if not np.isfinite(value).all():
                 raise ValueError(f"params[{name!r}] contains NaN or infinity")
             checked[name] = value
-        for name, value in checked.items():
-            self._params[name][...] = value
+        with self._lock:    # all or nothing for a concurrent forward
+            for name, value in checked.items():
+                self._params[name][...] = value
 
     # ------------------------------------------------------------ state
     def _state_shape(self, n):
@@ -196,16 +203,16 @@ class RecurrentModel:
     def _lanes(self):
         return [tuple(self._params[key] for key in keys) for keys in self._lane_keys()]
 
+    def _buffer_width(self):
+        """The widest row of the driver's (T·B × width) buffers."""
+        return max(self._gate_blocks * self.hidden_size, self.input_size,
+                   self.hidden_size * self.directions, self.output_size or 0)
+
     def _run(self, batch, h0, c0, targets=None, scale=1.0, need_grad=False):
-        # The driver's buffers are (T·B × width) and BLAS takes 32-bit sizes.
-        widest = max(self._gate_blocks * self.hidden_size, self.input_size,
-                     self.hidden_size * self.directions, self.output_size or 0)
-        if (batch.steps + 1) * batch.size * widest > _inputs.INT32_MAX:
-            raise ValueError(
-                f"a batch of {batch.size} sequences of {batch.steps} steps needs "
-                f"buffers of {(batch.steps + 1) * batch.size * widest} elements, "
-                f"more than the 32-bit sizes BLAS takes ({_inputs.INT32_MAX}); "
-                f"split the batch")
+        # The driver's buffers are (T·B × width) and BLAS takes 32-bit sizes
+        # (prepare_batch checked this before copying anything; kept here as
+        # the last word before the kernels).
+        _inputs.check_buffers(batch.steps, batch.size, self._buffer_width())
         with self._lock:
             result = run(self._workspace, self._cell_kind(), self.hidden_size,
                          self.num_layers, self.directions, self._lanes(),
@@ -225,7 +232,8 @@ class RecurrentModel:
         else (N, K); probabilities for softmax, values for linear, the top
         layer's h for output=None.  With return_state, also the final state
         of each sequence, shaped like initial_state."""
-        batch = _inputs.prepare_batch(X, lengths, self.input_size, self.dtype)
+        batch = _inputs.prepare_batch(X, lengths, self.input_size, self.dtype,
+                                      self._buffer_width())
         h0, c0 = self._prepare_state(initial_state, batch)
         result = self._run(batch, h0, c0)
         if return_state:
@@ -251,7 +259,8 @@ class RecurrentModel:
                 "loss_and_grad needs an output layer; this model has output=None")
         if reduction not in ("mean", "sum"):
             raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
-        batch = _inputs.prepare_batch(X, lengths, self.input_size, self.dtype)
+        batch = _inputs.prepare_batch(X, lengths, self.input_size, self.dtype,
+                                      self._buffer_width())
         targets = _inputs.prepare_targets(y, batch, self.output, self.output_size,
                                           self.return_sequences, self.dtype)
         h0, c0 = self._prepare_state(initial_state, batch)
@@ -302,6 +311,12 @@ class RecurrentModel:
                 "a bidirectional model cannot stream: its backward direction "
                 "needs the whole sequence; use forward()")
         batch_size = _inputs.check_positive_int(batch_size, "batch_size")
+        # The stream's buffers are (batch_size × width), passed to BLAS as 32-bit sizes.
+        if 2 * batch_size * self._buffer_width() > _inputs.INT32_MAX:
+            raise ValueError(
+                f"batch_size must be at most {_inputs.INT32_MAX // (2 * self._buffer_width())} "
+                f"for this model (its buffers would exceed the 32-bit sizes "
+                f"BLAS takes), got {batch_size}")
         return Stream(int(self._cell_kind()), self.hidden_size, self._lanes(),
                       self._params.get("V"), self._params.get("c"),
                       int(_OUTPUT_KINDS[self.output]), batch_size, self.dtype)
@@ -317,9 +332,14 @@ class RecurrentModel:
                 f"== input_size, this model has output={self.output!r}, "
                 f"output_size={self.output_size}, input_size={self.input_size}")
         n = _inputs.check_positive_int(n, "n", minimum=0)
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.floating)) \
+        if isinstance(temperature, (bool, np.bool_)) or not isinstance(temperature, numbers.Real) \
                 or not np.isfinite(temperature) or temperature <= 0:
             raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+        if seed is not None and (isinstance(seed, (bool, np.bool_))
+                                 or not isinstance(seed, numbers.Integral)):
+            raise TypeError(f"seed must be an int or None, got {seed!r}")
+        if seed is not None and seed < 0:
+            raise ValueError(f"seed must be >= 0 (numpy's rule), got {seed}")
         rng = np.random.default_rng(seed)
         stream = self.stream(1)
         probabilities = np.full(self.output_size, 1.0 / self.output_size)

@@ -1,4 +1,4 @@
-"""Threads (issue 9, item 4): what docs/guarantees.md promises.
+"""Threads (issue 9, item 4): what the README's Guarantees section promises.
 
 - 8 threads on one model, at once: forward (with state), predict,
   predict_proba and loss_and_grad, plus one stream per thread; every result

@@ -79,6 +79,7 @@ import argparse  # noqa: E402
 import gc  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
+import shutil  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -666,12 +667,19 @@ W0_OFFSET = None
 
 
 def run_benchmark(args):
+    folder = tempfile.mkdtemp(prefix="bench_stream_")
+    try:
+        benchmark(args, folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def benchmark(args, folder):
     global clock
     clock = CLOCK[args.clock]
     import_others()
     print_header(args)
     have_torch, have_ort = torch is not None, ort is not None
-    folder = tempfile.mkdtemp(prefix="bench_stream_")
     agreement = check_agreement(folder)
     worst = max(agreement.values())
     print(f"outputs agree: largest |difference| {worst:.1e} "

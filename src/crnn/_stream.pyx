@@ -51,8 +51,19 @@ cdef class Stream:
     cdef list lanes             # per layer: (U, W, b[, bn]) — the model's arrays
     cdef object V, c
     cdef list hs, cs, gates, keep
-    cdef object recurrent, x_buffer, token_buffer, output_buffer
+    cdef object recurrent, x_buffer, token_buffer
     cdef int batch_sizes[1]
+    cdef int type_num           # NPY_FLOAT32 or NPY_FLOAT64
+    # Data pointers of every array above, per layer, taken once: the arrays
+    # live as long as the stream (it holds them) and never move.
+    cdef void *U_data[64]
+    cdef void *W_data[64]
+    cdef void *b_data[64]
+    cdef void *bn_data[64]
+    cdef void *hs_data[64]
+    cdef void *cs_data[64]
+    cdef void *gates_data[64]
+    cdef void *keep_data[64]
 
     def __init__(self, int kind, int hidden, list lanes, V, c, int output_kind,
                  int batch_size, dtype):
@@ -81,8 +92,20 @@ cdef class Stream:
         self.recurrent = np.empty((B, GH), self.dtype)
         self.x_buffer = np.empty((B, self.inputs), self.dtype)
         self.token_buffer = np.empty(B, np.int32)
-        self.output_buffer = np.empty((B, self.width), self.dtype)
         self.batch_sizes[0] = B
+        self.type_num = cnp.NPY_FLOAT32 if self.is_float else cnp.NPY_FLOAT64
+        if self.layers > 64:
+            raise ValueError(f"streaming supports at most 64 layers, got {self.layers}")
+        for layer in range(self.layers):
+            lane = lanes[layer]
+            self.U_data[layer] = data(lane[0])
+            self.W_data[layer] = data(lane[1])
+            self.b_data[layer] = data(lane[2])
+            self.bn_data[layer] = data(lane[3]) if self.separate else NULL
+            self.hs_data[layer] = data(self.hs[layer])
+            self.cs_data[layer] = data(self.cs[layer])
+            self.gates_data[layer] = data(self.gates[layer])
+            self.keep_data[layer] = data(self.keep[layer])
 
     # ------------------------------------------------------------ state
     @property
@@ -137,6 +160,9 @@ cdef class Stream:
         the result) the output is written there and nothing is allocated.
         """
         cdef bint batched, tokens
+        fast = self._fast_step(x, out)
+        if fast is not None:
+            return fast
         if isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_)):
             if self.batch_size != 1:
                 raise ValueError(
@@ -201,6 +227,46 @@ cdef class Stream:
             self._step[double](<double *> data(out), tokens)
         return out
 
+    cdef object _fast_step(self, x, out):
+        """The common case without Python-level checks: x an aligned,
+        C-contiguous array of the model's dtype shaped (D,) (batch 1) or
+        (B, D), and out None or a matching writeable array.  Returns the
+        output, or None, having done nothing, for anything else (the general
+        path checks and reports it)."""
+        if type(x) is not np.ndarray or (out is not None and type(out) is not np.ndarray):
+            return None
+        cdef cnp.ndarray array = <cnp.ndarray> x
+        cdef int ndim = cnp.PyArray_NDIM(array)
+        cdef cnp.npy_intp *dims = cnp.PyArray_DIMS(array)
+        if (cnp.PyArray_TYPE(array) != self.type_num or not cnp.PyArray_ISCARRAY_RO(array)
+                or not cnp.PyArray_ISNOTSWAPPED(array)):
+            return None
+        if not ((ndim == 2 and dims[0] == self.batch_size and dims[1] == self.inputs)
+                or (ndim == 1 and self.batch_size == 1 and dims[0] == self.inputs)):
+            return None
+        cdef cnp.ndarray result
+        if out is None:
+            shape = (self.batch_size, self.width)
+            result = np.empty(shape if ndim == 2 else shape[1:], self.dtype)
+        else:
+            result = <cnp.ndarray> out
+            if (cnp.PyArray_TYPE(result) != self.type_num or not cnp.PyArray_ISCARRAY(result)
+                    or not cnp.PyArray_ISNOTSWAPPED(result)
+                    or cnp.PyArray_NDIM(result) != ndim
+                    or cnp.PyArray_DIMS(result)[ndim - 1] != self.width
+                    or (ndim == 2 and cnp.PyArray_DIMS(result)[0] != self.batch_size)):
+                return None
+        cdef size_t item = 4 if self.is_float else 8
+        memcpy(data(self.x_buffer), cnp.PyArray_DATA(array),
+               <size_t> self.batch_size * self.inputs * item)
+        if self.is_float:
+            self._check_finite[float](<float *> data(self.x_buffer))
+            self._step[float](<float *> cnp.PyArray_DATA(result), False)
+        else:
+            self._check_finite[double](<double *> data(self.x_buffer))
+            self._step[double](<double *> cnp.PyArray_DATA(result), False)
+        return result
+
     cdef _load_tokens(self, array):
         cdef Py_ssize_t i
         cdef int *target = <int *> data(self.token_buffer)
@@ -230,27 +296,16 @@ cdef class Stream:
         shape.batch = B
         shape.hidden = H
         shape.kind = self.kind
-        # Gather every pointer first, then run the whole step without the GIL.
-        cdef floating *U[64]
-        cdef floating *W[64]
-        cdef floating *b[64]
-        cdef floating *bn[64]
-        cdef floating *hs[64]
-        cdef floating *cs[64]
-        cdef floating *gates[64]
-        cdef floating *keep[64]
-        if self.layers > 64:
-            raise ValueError("streaming supports at most 64 layers")
-        for layer in range(self.layers):
-            lane = self.lanes[layer]
-            U[layer] = <floating *> data(lane[0])
-            W[layer] = <floating *> data(lane[1])
-            b[layer] = <floating *> data(lane[2])
-            bn[layer] = <floating *> data(lane[3]) if self.separate else NULL
-            hs[layer] = <floating *> data(self.hs[layer])
-            cs[layer] = <floating *> data(self.cs[layer])
-            gates[layer] = <floating *> data(self.gates[layer])
-            keep[layer] = <floating *> data(self.keep[layer])
+        # Every pointer was gathered at construction; the whole step runs
+        # without the GIL.
+        cdef floating **U = <floating **> self.U_data
+        cdef floating **W = <floating **> self.W_data
+        cdef floating **b = <floating **> self.b_data
+        cdef floating **bn = <floating **> self.bn_data
+        cdef floating **hs = <floating **> self.hs_data
+        cdef floating **cs = <floating **> self.cs_data
+        cdef floating **gates = <floating **> self.gates_data
+        cdef floating **keep = <floating **> self.keep_data
         cdef floating *x = <floating *> data(self.x_buffer)
         cdef int *token_ids = <int *> data(self.token_buffer) if tokens else NULL
         cdef floating *recurrent = <floating *> data(self.recurrent)

@@ -1,8 +1,11 @@
-"""Finite-difference checks of crnn's analytic gradients (float64).
+"""Finite-difference checks of crnn's analytic gradients (float64), for every cell.
 
 Central differences, step 1e-6, of the loss returned by loss_and_grad against
 its gradients, for every parameter tensor (every entry of small ones, a random
-subset of 40 entries of bigger ones) and for the initial state h0.
+subset of 40 entries of bigger ones) and for the initial state h0 (and, for
+the LSTM, c0). The cases sample the option matrix so that every option
+appears at least once per cell (crnn.RNN, crnn.LSTM, crnn.GRU), under both
+reductions; for the gated cells every gate block is also checked on its own.
 
 Error measure, per tensor (over the checked entries a = analytic, n = numeric):
 
@@ -24,13 +27,34 @@ import numpy as np
 import pytest
 
 import crnn
-from cases import H, N, Case, make_batch, make_model, random_params
+from cases import Case, make_batch, make_model, random_params, zero_state
 
 STEP = 1e-6
 RTOL = 1e-6
 MAX_ENTRIES = 40
 
-CASES = [
+
+def _cases(cell):
+    """Gated-cell cases (no nonlinearity option)."""
+    return [
+        Case(cell=cell, output="softmax", return_sequences=True, num_layers=1,
+             bidirectional=False, tokens=False, ragged=True, use_h0=True),
+        Case(cell=cell, output="softmax", return_sequences=True, num_layers=2,
+             bidirectional=True, tokens=False, ragged=True, use_h0=True),
+        Case(cell=cell, output="softmax", return_sequences=False, num_layers=2,
+             bidirectional=True, tokens=True, ragged=True, use_h0=True),
+        Case(cell=cell, output="linear", return_sequences=False, num_layers=2,
+             bidirectional=True, tokens=True, ragged=True, use_h0=False),
+        Case(cell=cell, output="linear", return_sequences=True, num_layers=1,
+             bidirectional=True, tokens=False, ragged=False, use_h0=True),
+        Case(cell=cell, output="linear", return_sequences=True, num_layers=2,
+             bidirectional=False, tokens=False, ragged=True, use_h0=True),
+        Case(cell=cell, output="softmax", return_sequences=False, num_layers=1,
+             bidirectional=False, tokens=True, ragged=False, use_h0=True),
+    ]
+
+
+RNN_CASES = [
     Case("tanh", "softmax", True, 1, False, tokens=False, ragged=True, use_h0=True),
     Case("tanh", "softmax", True, 2, True, tokens=False, ragged=True, use_h0=True),
     Case("tanh", "softmax", False, 2, True, tokens=True, ragged=True, use_h0=True),
@@ -40,6 +64,11 @@ CASES = [
     Case("relu", "linear", True, 2, False, tokens=False, ragged=True, use_h0=True),
     Case("relu", "softmax", False, 1, False, tokens=True, ragged=True, use_h0=True),
 ]
+
+CASES = RNN_CASES + _cases("lstm") + _cases("gru")
+
+# entries per tensor checked through set_params (slower: a full copy each time)
+SET_PARAMS_ENTRIES = {"rnn": 8, "lstm": 6, "gru": 6}
 
 
 def rel_errors(a, n):
@@ -71,6 +100,7 @@ def test_parameter_gradients(case, reduction):
     model = make_model(crnn, case, params)
     kw = dict(lengths=lengths, initial_state=h0, reduction=reduction)
     _, grads = model.loss_and_grad(X, y, **kw)
+    assert set(grads) == set(params)
     rng = np.random.default_rng(11)
 
     def loss():
@@ -99,37 +129,52 @@ def test_parameter_gradients(case, reduction):
 @pytest.mark.parametrize("case", CASES, ids=repr)
 def test_initial_state_gradient(case, reduction):
     params = random_params(case)
-    X, y, lengths, h0 = make_batch(case)
-    if h0 is None:
-        h0 = np.zeros((case.num_layers * case.dirs, N, H))
+    X, y, lengths, state = make_batch(case)
+    if state is None:
+        state = zero_state(case)
+    lstm = case.cell == "lstm"
+    parts = list(state) if lstm else [state]
     model = make_model(crnn, case, params)
     kw = dict(lengths=lengths, reduction=reduction)
-    _, _, dstate = model.loss_and_grad(X, y, initial_state=h0, return_state_grad=True, **kw)
-    assert dstate.shape == h0.shape
-    numeric = np.zeros_like(h0)
-    for i in np.ndindex(h0.shape):
-        s = h0.copy()
-        s[i] += STEP
-        lp = model.loss_and_grad(X, y, initial_state=s, **kw)[0]
-        s[i] -= 2 * STEP
-        lm = model.loss_and_grad(X, y, initial_state=s, **kw)[0]
-        numeric[i] = (lp - lm) / (2 * STEP)
-    check(dstate, numeric, "h0")
-    # per layer and direction too, so a small block cannot hide in a big one
-    for j in range(h0.shape[0]):
-        check(dstate[j], numeric[j], f"h0[{j}]")
+    _, _, dstate = model.loss_and_grad(X, y, initial_state=state, return_state_grad=True, **kw)
+    if lstm:
+        assert isinstance(dstate, tuple) and len(dstate) == 2
+    dparts = list(dstate) if lstm else [dstate]
+
+    def loss_with(j, value):
+        s = list(parts)
+        s[j] = value
+        return model.loss_and_grad(X, y, initial_state=tuple(s) if lstm else s[0], **kw)[0]
+
+    for j, (part, dpart) in enumerate(zip(parts, dparts)):
+        name = ("h0", "c0")[j]
+        assert dpart.shape == part.shape, name
+        numeric = np.zeros_like(part)
+        for i in np.ndindex(part.shape):
+            s = part.copy()
+            s[i] += STEP
+            lp = loss_with(j, s)
+            s[i] -= 2 * STEP
+            lm = loss_with(j, s)
+            numeric[i] = (lp - lm) / (2 * STEP)
+        check(dpart, numeric, name)
+        # per layer and direction too, so a small block cannot hide in a big one
+        for lane in range(part.shape[0]):
+            check(dpart[lane], numeric[lane], f"{name}[{lane}]")
 
 
-def test_gradients_via_set_params():
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_gradients_via_set_params(cell):
     """The same check, perturbing through set_params instead of in place."""
-    case = Case("tanh", "softmax", True, 2, True, tokens=False, ragged=True, use_h0=True)
+    case = Case(cell=cell, nonlinearity="tanh", output="softmax", return_sequences=True, num_layers=2,
+                bidirectional=True, tokens=False, ragged=True, use_h0=True)
     params = random_params(case)
     X, y, lengths, h0 = make_batch(case)
     model = make_model(crnn, case, params)
     _, grads = model.loss_and_grad(X, y, lengths=lengths, initial_state=h0)
     rng = np.random.default_rng(5)
     for k in sorted(params):
-        idx = entries(params[k].shape, rng)[:8]
+        idx = entries(params[k].shape, rng)[:SET_PARAMS_ENTRIES[cell]]
         numeric = np.empty(len(idx))
         for j, i in enumerate(idx):
             vals = []
@@ -141,3 +186,34 @@ def test_gradients_via_set_params():
             numeric[j] = (vals[0] - vals[1]) / (2 * STEP)
         analytic = np.array([grads[k][i] for i in idx])
         check(analytic, numeric, k)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_every_gate_block_gets_gradient(cell):
+    """Each gate block (i, f, a, o / r, z, n) of U, W and b is checked on its own,
+    so a swapped or dropped block cannot hide among the others."""
+    case = Case(cell=cell, output="softmax", return_sequences=True, num_layers=1,
+                bidirectional=True, tokens=False, ragged=True, use_h0=True)
+    params = random_params(case)
+    X, y, lengths, h0 = make_batch(case)
+    model = make_model(crnn, case, params)
+    _, grads = model.loss_and_grad(X, y, lengths=lengths, initial_state=h0)
+    H = params["W0"].shape[1]
+    G = params["W0"].shape[0] // H
+    rng = np.random.default_rng(2)
+    for k in ("U0", "W0", "b0", "U0_reverse", "W0_reverse", "b0_reverse"):
+        p = model.params[k]
+        for g in range(G):
+            block = [i for i in np.ndindex(p.shape) if g * H <= i[0] < (g + 1) * H]
+            pick = [block[i] for i in rng.choice(len(block), min(8, len(block)),
+                                                 replace=False)]
+            numeric = np.empty(len(pick))
+            for j, i in enumerate(pick):
+                orig = p[i]
+                p[i] = orig + STEP
+                lp = model.loss_and_grad(X, y, lengths=lengths, initial_state=h0)[0]
+                p[i] = orig - STEP
+                lm = model.loss_and_grad(X, y, lengths=lengths, initial_state=h0)[0]
+                p[i] = orig
+                numeric[j] = (lp - lm) / (2 * STEP)
+            check(np.array([grads[k][i] for i in pick]), numeric, f"{k} block {g}")

@@ -11,7 +11,7 @@
 - the arrays ``model.params`` hands out cannot change the model's layout
   (setting ``.shape`` / ``.dtype`` in place once corrupted the heap);
 - unaligned, byte-swapped, read-only, Fortran, strided and negatively strided
-  arrays on the entry points test_rnn_reference.py's layout test does not
+  arrays on the entry points test_reference.py's layout test does not
   reach: stream.step and stream.state, set_params, sample, predict,
   Trainer.fit / evaluate — each result equal to the C-contiguous one;
 - sample's seed and temperature, from_torch with non-finite weights.

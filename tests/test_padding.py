@@ -1,24 +1,41 @@
-"""Padding never changes a result (MODEL.md, "Variable lengths").
+"""Padding never changes a result (MODEL.md, "Variable lengths"), for every cell.
 
-A sequence alone gives the same outputs, final state and (reduction="sum")
-gradient contribution as the same sequence padded in a batch with longer ones;
-whatever sits in the padding (of X or of y) is ignored; a list of arrays equals
-the padded array plus lengths.
+For crnn.RNN, crnn.LSTM and crnn.GRU alike: a sequence alone gives the same
+outputs, final state (h and, for the LSTM, c), initial-state gradient and
+(reduction="sum") gradient contribution as the same sequence padded in a batch
+with longer ones; whatever sits in the padding of X or y is ignored; batch
+order does not matter; a list of arrays equals the padded array plus lengths.
 """
 
 import numpy as np
 import pytest
 
 import crnn
-from cases import D, H, K, N, T, RAGGED, Case, case_matrix, make_batch, make_model, random_params
+from cases import D, K, N, T, Case, case_matrix, make_batch, make_model, random_params
 
 TOL = 1e-11
+CELLS = ["rnn", "lstm", "gru"]
+GATED = ["lstm", "gru"]
 
 
 def close(a, b, what="", tol=TOL):
+    if isinstance(b, tuple):
+        assert isinstance(a, tuple) and len(a) == len(b) == 2, what
+        for name, u, v in zip(("h", "c"), a, b):
+            close(u, v, f"{what} {name}", tol)
+        return
     a, b = np.asarray(a), np.asarray(b)
     assert a.shape == b.shape, f"{what}: {a.shape} != {b.shape}"
     np.testing.assert_allclose(a, b, rtol=tol, atol=tol, err_msg=what)
+
+
+def rows(state, index):
+    """state[:, index] of a state array or of each half of an (h, c) pair."""
+    if state is None:
+        return None
+    if isinstance(state, tuple):
+        return tuple(p[:, index] for p in state)
+    return state[:, index]
 
 
 def junk_padding(case, X, y, lengths, seed=99):
@@ -43,7 +60,9 @@ def junk_padding(case, X, y, lengths, seed=99):
 PAD_CASES = case_matrix(ragged=True, use_h0=True, nonlinearity="tanh") + [
     Case("relu", "softmax", True, 2, True, tokens=False, ragged=True, use_h0=True),
     Case("relu", "linear", False, 1, True, tokens=True, ragged=True, use_h0=False),
-]
+] + [c for cell in GATED for c in case_matrix(cell=cell, ragged=True, use_h0=True)] + [
+    Case(cell=cell, output="softmax", return_sequences=False, num_layers=2,
+         bidirectional=True, tokens=True, ragged=True, use_h0=False) for cell in GATED]
 
 
 @pytest.mark.parametrize("case", PAD_CASES, ids=repr)
@@ -62,20 +81,20 @@ def test_alone_equals_padded_in_batch(case):
         L = int(lengths[n])
         Xn = X[n : n + 1, :L]
         yn = y[n : n + 1, :L] if case.return_sequences else y[n : n + 1]
-        hn = None if h0 is None else h0[:, n : n + 1]
+        hn = rows(h0, slice(n, n + 1))
         Yn, sn = model.forward(Xn, initial_state=hn, return_state=True)
         if case.return_sequences:
             close(Y[n, :L], Yn[0], f"outputs of sequence {n}")
             assert np.all(Y[n, L:] == 0.0), "rows past the length must be exactly 0"
         else:
             close(Y[n], Yn[0], f"output of sequence {n}")
-        close(state[:, n], sn[:, 0], f"final state of sequence {n}")
+        close(rows(state, n), rows(sn, 0), f"final state of sequence {n}")
         ln, gn, dn = model.loss_and_grad(Xn, yn, initial_state=hn, reduction="sum",
                                          return_state_grad=True)
         loss_sum += ln
         for k in gn:
             grad_sum[k] += gn[k]
-        close(dstate[:, n], dn[:, 0], f"initial-state gradient of sequence {n}")
+        close(rows(dstate, n), rows(dn, 0), f"initial-state gradient of sequence {n}")
     close(loss, loss_sum, "loss")
     for k in grads:
         close(grads[k], grad_sum[k], f"grad {k}")
@@ -88,11 +107,35 @@ def test_alone_equals_padded_in_batch(case):
         close(gm[k], grad_sum[k] / count, f"mean grad {k}")
 
 
+@pytest.mark.parametrize("case", [c for cell in GATED for c in
+                                  case_matrix(cell=cell, output=None, ragged=True,
+                                              use_h0=True, num_layers=2)], ids=repr)
+def test_no_output_layer_alone_equals_padded(case):
+    params = random_params(case)
+    X, _, lengths, h0 = make_batch(case)
+    X, _ = junk_padding(case, X, None, lengths)
+    model = make_model(crnn, case, params)
+    Y, state = model.forward(X, lengths=lengths, initial_state=h0, return_state=True)
+    for n in range(N):
+        L = int(lengths[n])
+        Yn, sn = model.forward(X[n : n + 1, :L], initial_state=rows(h0, slice(n, n + 1)),
+                               return_state=True)
+        if case.return_sequences:
+            close(Y[n, :L], Yn[0], f"top h of sequence {n}")
+            assert np.all(Y[n, L:] == 0.0)
+        else:
+            close(Y[n], Yn[0], f"final top h of sequence {n}")
+        close(rows(state, n), rows(sn, 0), f"final state of sequence {n}")
+
+
 @pytest.mark.parametrize("case", case_matrix(ragged=True, use_h0=False, nonlinearity="tanh",
-                                             num_layers=2, return_sequences=True), ids=repr)
+                                             num_layers=2, return_sequences=True) +
+                         [c for cell in GATED for c in
+                          case_matrix(cell=cell, ragged=True, use_h0=False,
+                                      num_layers=2, return_sequences=True)], ids=repr)
 def test_padding_content_is_ignored(case):
     params = random_params(case)
-    X, y, lengths, h0 = make_batch(case)
+    X, y, lengths, _ = make_batch(case)
     model = make_model(crnn, case, params)
     Xa, ya = junk_padding(case, X, y, lengths, seed=1)
     Xb, yb = junk_padding(case, X, y, lengths, seed=2)
@@ -100,28 +143,36 @@ def test_padding_content_is_ignored(case):
     Yb, sb = model.forward(Xb, lengths=lengths, return_state=True)
     close(Ya, Yb, tol=1e-13)
     close(sa, sb, tol=1e-13)
-    la, ga = model.loss_and_grad(Xa, ya, lengths=lengths)
-    lb, gb = model.loss_and_grad(Xb, yb, lengths=lengths)
+    la, ga, da = model.loss_and_grad(Xa, ya, lengths=lengths, return_state_grad=True)
+    lb, gb, db = model.loss_and_grad(Xb, yb, lengths=lengths, return_state_grad=True)
     close(la, lb, tol=1e-13)
     for k in ga:
         close(ga[k], gb[k], k, tol=1e-13)
+    close(da, db, tol=1e-13)
 
 
 @pytest.mark.parametrize("case", [
     Case("tanh", "softmax", True, 2, True, ragged=True, use_h0=True),
     Case("tanh", "linear", False, 1, True, ragged=True, use_h0=True),
     Case("relu", "softmax", False, 2, False, tokens=True, ragged=True, use_h0=False),
+] + [
+    Case(cell=cell, output=output, return_sequences=rs, num_layers=layers,
+         bidirectional=bi, tokens=tok, ragged=True, use_h0=h0)
+    for cell in GATED
+    for output, rs, layers, bi, tok, h0 in [("softmax", True, 2, True, False, True),
+                                            ("linear", False, 1, True, False, True),
+                                            ("softmax", False, 2, False, True, False)]
 ], ids=repr)
 def test_batch_order_does_not_matter(case):
     params = random_params(case)
     X, y, lengths, h0 = make_batch(case)
     model = make_model(crnn, case, params)
     perm = np.array([2, 0, 1])
-    h0p = None if h0 is None else h0[:, perm]
+    h0p = rows(h0, perm)
     Y, s = model.forward(X, lengths=lengths, initial_state=h0, return_state=True)
     Yp, sp = model.forward(X[perm], lengths=lengths[perm], initial_state=h0p, return_state=True)
     close(Yp, Y[perm])
-    close(sp, s[:, perm])
+    close(sp, rows(s, perm))
     l, g, d = model.loss_and_grad(X, y, lengths=lengths, initial_state=h0,
                                   return_state_grad=True)
     lp, gp, dp = model.loss_and_grad(X[perm], y[perm], lengths=lengths[perm],
@@ -129,11 +180,12 @@ def test_batch_order_does_not_matter(case):
     close(lp, l)
     for k in g:
         close(gp[k], g[k], k)
-    close(dp, d[:, perm])
+    close(dp, rows(d, perm))
 
 
-def test_all_sequences_shorter_than_the_array():
-    case = Case("tanh", "softmax", True, 2, True, ragged=True, use_h0=True)
+@pytest.mark.parametrize("cell", CELLS)
+def test_all_sequences_shorter_than_the_array(cell):
+    case = Case(cell=cell, num_layers=2, bidirectional=True, ragged=True, use_h0=True)
     params = random_params(case)
     X, y, _, h0 = make_batch(case)
     model = make_model(crnn, case, params)
@@ -145,11 +197,14 @@ def test_all_sequences_shorter_than_the_array():
     close(Y[:, :3], Yt)
     assert np.all(Y[:, 3:] == 0)
     close(s, st)
-    l, g = model.loss_and_grad(Xj, yj, lengths=lengths, initial_state=h0)
-    lt, gt = model.loss_and_grad(Xj[:, :3], yj[:, :3], lengths=lengths, initial_state=h0)
+    l, g, d = model.loss_and_grad(Xj, yj, lengths=lengths, initial_state=h0,
+                                  return_state_grad=True)
+    lt, gt, dt = model.loss_and_grad(Xj[:, :3], yj[:, :3], lengths=lengths, initial_state=h0,
+                                     return_state_grad=True)
     close(l, lt)
     for k in g:
         close(g[k], gt[k], k)
+    close(d, dt)
 
 
 def _as_lists(case, X, y, lengths):
@@ -162,7 +217,10 @@ def _as_lists(case, X, y, lengths):
 
 
 @pytest.mark.parametrize("case", case_matrix(ragged=True, use_h0=True, nonlinearity="tanh",
-                                             output="softmax", num_layers=1), ids=repr)
+                                             output="softmax", num_layers=1) +
+                         [c for cell in GATED for c in
+                          case_matrix(cell=cell, ragged=True, use_h0=True,
+                                      output="softmax", num_layers=1)], ids=repr)
 def test_list_input_equals_padded_array(case):
     params = random_params(case)
     X, y, lengths, h0 = make_batch(case)
@@ -185,9 +243,11 @@ def test_list_input_equals_padded_array(case):
     close(model.predict_proba(Xl), model.predict_proba(X, lengths=lengths))
 
 
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("tokens", [False, True])
-def test_list_input_linear(tokens):
-    case = Case("tanh", "linear", True, 2, True, tokens=tokens, ragged=True)
+def test_list_input_linear(cell, tokens):
+    case = Case(cell=cell, output="linear", num_layers=2, bidirectional=True, tokens=tokens,
+                ragged=True)
     params = random_params(case)
     X, y, lengths, _ = make_batch(case)
     model = make_model(crnn, case, params)
@@ -200,21 +260,9 @@ def test_list_input_linear(tokens):
         close(g2[k], g[k], k)
 
 
-def test_list_of_equal_lengths_equals_array():
-    case = Case("tanh", "softmax", True, 1, False)
-    params = random_params(case)
-    X, y, _, _ = make_batch(case)
-    model = make_model(crnn, case, params)
-    close(model.forward(list(X)), model.forward(X))
-    l, g = model.loss_and_grad(list(X), list(y))
-    l2, g2 = model.loss_and_grad(X, y)
-    close(l, l2)
-    for k in g:
-        close(g[k], g2[k], k)
-
-
-def test_lengths_all_full_equals_no_lengths():
-    case = Case("tanh", "softmax", True, 2, True, use_h0=True)
+@pytest.mark.parametrize("cell", CELLS)
+def test_lengths_all_full_equals_no_lengths(cell):
+    case = Case(cell=cell, num_layers=2, bidirectional=True, use_h0=True)
     params = random_params(case)
     X, y, _, h0 = make_batch(case)
     model = make_model(crnn, case, params)
@@ -223,6 +271,19 @@ def test_lengths_all_full_equals_no_lengths():
           model.forward(X, initial_state=h0))
     l, g = model.loss_and_grad(X, y, lengths=full, initial_state=h0)
     l2, g2 = model.loss_and_grad(X, y, initial_state=h0)
+    close(l, l2)
+    for k in g:
+        close(g[k], g2[k], k)
+
+
+def test_list_of_equal_lengths_equals_array():
+    case = Case("tanh", "softmax", True, 1, False)
+    params = random_params(case)
+    X, y, _, _ = make_batch(case)
+    model = make_model(crnn, case, params)
+    close(model.forward(list(X)), model.forward(X))
+    l, g = model.loss_and_grad(list(X), list(y))
+    l2, g2 = model.loss_and_grad(X, y)
     close(l, l2)
     for k in g:
         close(g[k], g2[k], k)

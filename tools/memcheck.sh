@@ -112,7 +112,7 @@ for so in "$ASAN_DIR"/src/crnn/*.so; do
 done
 
 DEFAULT_TESTS=$(cd "$ASAN_DIR" && ls tests/test_*.py | grep -v -E \
-    'test_(torch_parity|gated_torch_parity|onnx|interop|cli)\.py$' | tr '\n' ' ')
+    'test_(torch_parity|onnx|interop|cli)\.py$' | tr '\n' ' ')
 TESTS=${MEMCHECK_TESTS:-$DEFAULT_TESTS}
 mkdir -p "$WORK/asan-logs"
 # detect_leaks=0: CPython does not free everything at exit.  halt_on_error=0

@@ -1,11 +1,12 @@
-"""crnn.LSTM and crnn.GRU in float64 against the numpy reference, to 1e-10.
+"""crnn.RNN, crnn.LSTM and crnn.GRU in float64 against the numpy reference
+(reference.py), to 1e-10.
 
-The whole option matrix for both cells: softmax/linear/none,
+The whole option matrix for every cell: tanh/relu (RNN), softmax/linear/none,
 many-to-many/many-to-one, equal/ragged lengths, float/token inputs, 1-2
 layers, 1-2 directions, with and without an initial state ((h0, c0) for the
 LSTM). Every output, final state, loss, gradient and initial-state gradient
 is compared with reference.py (itself checked against PyTorch and finite
-differences in test_gated_selfcheck.py).
+differences in test_reference_selfcheck.py and test_gated_selfcheck.py).
 """
 
 import numpy as np
@@ -17,7 +18,10 @@ from cases import (D, H, K, N, T, Case, case_matrix, make_batch, make_model, ran
 from reference import param_shapes, reference
 
 TOL = 1e-10
-CELLS = ["lstm", "gru"]
+CELLS = ["rnn", "lstm", "gru"]
+GATED = ["lstm", "gru"]
+CLASSES = {"rnn": crnn.RNN, "lstm": crnn.LSTM, "gru": crnn.GRU}
+GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 
 
 def assert_close(actual, expected, tol=TOL, what=""):
@@ -45,8 +49,11 @@ def run_both(case, reduction="mean", seed=0):
     return model, (X, y, lengths, h0), ref
 
 
-def matrix(**fixed):
-    return [c for cell in CELLS for c in case_matrix(cell=cell, **fixed)]
+def matrix(cells=CELLS, **fixed):
+    """case_matrix for each cell (the RNN's also over tanh/relu unless fixed)."""
+    return [c for cell in cells for c in
+            case_matrix(cell=cell, **({k: v for k, v in fixed.items() if k != "nonlinearity"}
+                                      if cell != "rnn" else fixed))]
 
 
 @pytest.mark.parametrize("case", matrix(), ids=repr)
@@ -83,7 +90,20 @@ def test_sum_reduction_matches_reference(case):
     assert_close(dstate, ref.dstate, what="initial-state gradient")
 
 
-@pytest.mark.parametrize("case", matrix(output=None, use_h0=True), ids=repr)
+@pytest.mark.parametrize("case", matrix(ragged=True, use_h0=True, tokens=False,
+                                        return_sequences=True), ids=repr)
+def test_sum_is_mean_times_count(case):
+    model, (X, y, lengths, h0), _ = run_both(case)
+    lm, gm = model.loss_and_grad(X, y, lengths=lengths, initial_state=h0)
+    ls, gs = model.loss_and_grad(X, y, lengths=lengths, initial_state=h0, reduction="sum")
+    count = int(np.sum(lengths))
+    assert_close(ls, lm * count)
+    for k in gm:
+        assert_close(gs[k], gm[k] * count, what=k)
+
+
+@pytest.mark.parametrize("case", matrix(["rnn"], output=None, nonlinearity="tanh", tokens=False) +
+                         matrix(GATED, output=None, use_h0=True), ids=repr)
 def test_no_output_layer_returns_top_h(case):
     params = random_params(case)
     X, _, lengths, h0 = make_batch(case)
@@ -116,12 +136,14 @@ def test_no_output_top_h_is_the_final_state(cell, return_sequences):
 
 
 @pytest.mark.parametrize("cell", CELLS)
-def test_loss_and_grad_two_tuple_by_default(cell):
-    case = Case(cell=cell, use_h0=True)
+@pytest.mark.parametrize("use_h0", [False, True])
+def test_loss_and_grad_two_tuple_by_default(cell, use_h0):
+    case = Case(cell=cell, use_h0=use_h0)
     model, (X, y, lengths, h0), ref = run_both(case)
     out = model.loss_and_grad(X, y, initial_state=h0)
     assert isinstance(out, tuple) and len(out) == 2
-    assert_close(out[0], ref.loss)
+    loss, grads = out
+    assert_close(loss, ref.loss)
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -187,8 +209,8 @@ def test_return_state_and_outputs_extras(cell):
     assert_close(outputs, ref.Y)
 
 
-@pytest.mark.parametrize("case", matrix(output="softmax", num_layers=1, use_h0=False,
-                                        tokens=False), ids=repr)
+@pytest.mark.parametrize("case", matrix(output="softmax", nonlinearity="tanh", num_layers=1,
+                                        use_h0=False, tokens=False), ids=repr)
 def test_predict_softmax(case):
     model, (X, y, lengths, h0), ref = run_both(case)
     pred = model.predict(X, lengths=lengths)
@@ -233,12 +255,11 @@ def test_probabilities_sum_to_one_and_padding_rows_zero(cell):
 @pytest.mark.parametrize("output", ["softmax", "linear", None])
 def test_param_keys_and_shapes(cell, num_layers, bidirectional, output):
     K_ = None if output is None else K
-    cls = crnn.LSTM if cell == "lstm" else crnn.GRU
-    model = cls(D, H, K_, num_layers=num_layers, bidirectional=bidirectional, output=output,
-                dtype="float64", seed=0)
+    model = CLASSES[cell](D, H, K_, num_layers=num_layers, bidirectional=bidirectional,
+                          output=output, dtype="float64", seed=0)
     shapes = param_shapes(D, H, K_, num_layers, bidirectional, output, cell=cell)
     assert set(model.params) == set(shapes)
-    G = 4 if cell == "lstm" else 3
+    G = GATES[cell]
     for k, s in shapes.items():
         assert model.params[k].shape == s, k
     assert model.params["W0"].shape == (G * H, H)
@@ -251,12 +272,14 @@ def test_param_keys_and_shapes(cell, num_layers, bidirectional, output):
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_output_size_defaults_to_input_size(cell, bidirectional):
-    cls = crnn.LSTM if cell == "lstm" else crnn.GRU
+    cls = CLASSES[cell]
     dirs = 2 if bidirectional else 1
     for output in ("softmax", "linear"):
         model = cls(D, H, output=output, bidirectional=bidirectional, dtype="float64", seed=0)
         assert model.params["V"].shape == (D, H * dirs)
         assert model.params["c"].shape == (D,)
+    model = cls(D, H, output=None, bidirectional=bidirectional, dtype="float64", seed=0)
+    assert set(model.params) == set(param_shapes(D, H, None, 1, bidirectional, None, cell=cell))
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -293,8 +316,9 @@ def test_linear_trailing_k1_may_be_omitted(cell, return_sequences):
 
 
 @pytest.mark.parametrize("cell", CELLS)
-def test_tokens_equal_onehot_floats(cell):
-    case = Case(cell=cell, tokens=True, ragged=True, bidirectional=True, num_layers=2,
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_tokens_equal_onehot_floats(cell, num_layers):
+    case = Case(cell=cell, tokens=True, ragged=True, bidirectional=True, num_layers=num_layers,
                 use_h0=True)
     model, (X, y, lengths, h0), ref = run_both(case)
     onehot = np.eye(D)[X]
@@ -311,7 +335,8 @@ def test_tokens_equal_onehot_floats(cell):
 
 
 @pytest.mark.parametrize("cell", CELLS)
-@pytest.mark.parametrize("int_dtype", [np.uint8, np.int32, np.uint64])
+@pytest.mark.parametrize("int_dtype", [np.int8, np.uint8, np.int16, np.int32, np.int64,
+                                       np.uint64])
 def test_token_integer_dtypes(cell, int_dtype):
     case = Case(cell=cell, tokens=True, ragged=True, num_layers=2)
     model, (X, y, lengths, h0), ref = run_both(case)
@@ -321,6 +346,18 @@ def test_token_integer_dtypes(cell, int_dtype):
     assert_close(loss, ref.loss)
     for k in grads:
         assert_close(grads[k], ref.grads[k], what=k)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("x_dtype", [np.float16, np.float32, np.int32])
+def test_float_inputs_of_other_dtypes_are_cast(cell, x_dtype):
+    case = Case(cell=cell, ragged=True)
+    params = random_params(case)
+    X, y, lengths, h0 = make_batch(case)
+    Xc = (X * 4).astype(x_dtype)            # int32 3-D floats: a real dtype, cast
+    model = make_model(crnn, case, params)
+    ref = reference(params, Xc.astype(np.float64), y, lengths, **case.ref_kwargs())
+    assert_close(model.forward(Xc, lengths=lengths), ref.Y)
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -337,8 +374,9 @@ def test_inputs_are_not_modified(cell):
 
 
 @pytest.mark.parametrize("cell", CELLS)
-def test_loss_and_grad_returns_fresh_arrays(cell):
-    case = Case(cell=cell, ragged=True, num_layers=2, use_h0=True)
+@pytest.mark.parametrize("use_h0", [False, True])
+def test_loss_and_grad_does_not_change_params_and_returns_fresh_arrays(cell, use_h0):
+    case = Case(cell=cell, ragged=True, num_layers=2, use_h0=use_h0)
     model, (X, y, lengths, h0), ref = run_both(case)
     before = {k: v.copy() for k, v in model.params.items()}
     loss, grads, dstate = model.loss_and_grad(X, y, lengths=lengths, initial_state=h0,
@@ -349,9 +387,12 @@ def test_loss_and_grad_returns_fresh_arrays(cell):
     # a second call must not overwrite the first call's results
     saved = {k: v.copy() for k, v in grads.items()}
     saved_state = [p.copy() for p in parts(dstate)]
-    h0_small = tuple(p[:, :1] * 2 for p in parts(h0))
-    model.loss_and_grad(X[:1] * 2, y[:1], lengths=lengths[:1],
-                        initial_state=h0_small if cell == "lstm" else h0_small[0],
+    if h0 is None:
+        h0_small = None
+    else:
+        h0_small = tuple(p[:, :1] * 2 for p in parts(h0))
+        h0_small = h0_small if cell == "lstm" else h0_small[0]
+    model.loss_and_grad(X[:1] * 2, y[:1], lengths=lengths[:1], initial_state=h0_small,
                         return_state_grad=True)
     for k in saved:
         np.testing.assert_array_equal(grads[k], saved[k])
@@ -360,9 +401,10 @@ def test_loss_and_grad_returns_fresh_arrays(cell):
 
 
 @pytest.mark.parametrize("cell", CELLS)
-def test_varying_batch_sizes_reuse_workspace_correctly(cell):
+@pytest.mark.parametrize("with_state", [False, True])
+def test_varying_batch_sizes_reuse_workspace_correctly(cell, with_state):
     # grow, shrink and grow again: results must not depend on earlier calls
-    case = Case(cell=cell, num_layers=2, bidirectional=True)
+    case = Case(cell=cell, ragged=False, num_layers=2, bidirectional=True)
     params = random_params(case)
     model = make_model(crnn, case, params)
     rng = np.random.default_rng(7)
@@ -370,8 +412,10 @@ def test_varying_batch_sizes_reuse_workspace_correctly(cell):
         X = rng.normal(size=(n, t, D))
         y = rng.integers(0, K, size=(n, t))
         lengths = rng.integers(1, t + 1, size=n)
-        h0 = rng.normal(size=(4, n, H))
-        state = (h0, rng.normal(size=(4, n, H))) if cell == "lstm" else h0
+        state = None
+        if with_state:
+            h0 = rng.normal(size=(4, n, H))
+            state = (h0, rng.normal(size=(4, n, H))) if cell == "lstm" else h0
         ref = reference(params, X, y, lengths, state, **case.ref_kwargs())
         Y, s = model.forward(X, lengths=lengths, initial_state=state, return_state=True)
         assert_close(Y, ref.Y)
@@ -384,17 +428,24 @@ def test_varying_batch_sizes_reuse_workspace_correctly(cell):
         assert_close(ds, ref.dstate)
 
 
+# in-place edits of model.params, per cell: (key, index, delta)
+PARAM_EDITS = {
+    "rnn": [("W0_reverse", (1, 2), 0.5), ("c", slice(None), -0.25)],
+    "lstm": [("W0_reverse", (3 * H - 1, 2), 0.5),     # a row of the last-but-one block
+             ("b0_reverse", 1, -0.75)],
+    "gru": [("W0_reverse", (3 * H - 1, 2), 0.5), ("bn0_reverse", 1, -0.75)],
+}
+
+
 @pytest.mark.parametrize("cell", CELLS)
 def test_writing_into_params_changes_the_model(cell):
     case = Case(cell=cell, ragged=True, bidirectional=True)
     params = random_params(case)
     model = make_model(crnn, case, params)
     X, y, lengths, _ = make_batch(case)
-    key = "bn0_reverse" if cell == "gru" else "b0_reverse"
-    model.params["W0_reverse"][3 * H - 1, 2] += 0.5        # a row of the last-but-one block
-    model.params[key][1] -= 0.75
-    params["W0_reverse"][3 * H - 1, 2] += 0.5
-    params[key][1] -= 0.75
+    for key, index, delta in PARAM_EDITS[cell]:
+        model.params[key][index] += delta
+        params[key][index] += delta
     ref = reference(params, X, y, lengths, **case.ref_kwargs())
     assert_close(model.forward(X, lengths=lengths), ref.Y)
     assert_close(model.loss_and_grad(X, y, lengths=lengths)[0], ref.loss)
@@ -423,6 +474,35 @@ def test_longer_sequences_and_batch(cell, return_sequences):
     for k in grads:
         assert_close(grads[k], ref.grads[k], what=k)
     assert_close(dstate, ref.dstate)
+
+
+# the LSTM's top h (o ⊙ tanh(C)) is smaller: it needs a bigger V, c for big logits
+LOGIT_SCALE = {"rnn": 300.0, "lstm": 600.0, "gru": 300.0}
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("return_sequences", [True, False])
+def test_huge_logits_stay_finite(cell, dtype, return_sequences):
+    """Softmax + cross-entropy must be computed stably (log-sum-exp)."""
+    case = Case(cell=cell, ragged=True, bidirectional=True, return_sequences=return_sequences)
+    params = random_params(case)
+    scale = LOGIT_SCALE[cell]
+    params["V"] = params["V"] * scale            # logits of several hundred
+    params["c"] = params["c"] * scale
+    X, y, lengths, _ = make_batch(case)
+    ref = reference(params, X, y, lengths, **case.ref_kwargs())
+    assert np.isfinite(ref.loss) and ref.loss > 50
+    model = make_model(crnn, case, params, dtype=dtype)
+    Y = model.forward(X, lengths=lengths)
+    loss, grads = model.loss_and_grad(X, y, lengths=lengths)
+    assert np.all(np.isfinite(Y)) and np.isfinite(loss)
+    tol = TOL if dtype == "float64" else 1e-4
+    assert abs(loss - ref.loss) <= tol * abs(ref.loss)
+    for k in grads:
+        assert np.all(np.isfinite(grads[k])), k
+        err = np.linalg.norm(grads[k] - ref.grads[k]) / max(np.linalg.norm(ref.grads[k]), 1e-30)
+        assert err < (1e-9 if dtype == "float64" else 1e-3), (k, err)
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -454,20 +534,23 @@ def test_concurrent_calls_from_threads(cell):
     """Calls on one model from several threads give the serial results."""
     import threading
 
-    case = Case(cell=cell, num_layers=2, bidirectional=True)
-    model = make_model(crnn, case, random_params(case))
+    case = Case(cell=cell, num_layers=2, bidirectional=True, ragged=False)
+    params = random_params(case)
+    model = make_model(crnn, case, params)
     rng = np.random.default_rng(0)
     jobs = []
-    for _ in range(4):
+    for i in range(6):
         n, t = int(rng.integers(1, 9)), int(rng.integers(1, 12))
-        jobs.append((rng.normal(size=(n, t, D)), rng.integers(0, K, size=(n, t)),
-                     rng.integers(1, t + 1, size=n)))
+        X = rng.normal(size=(n, t, D))
+        y = rng.integers(0, K, size=(n, t))
+        lengths = rng.integers(1, t + 1, size=n)
+        jobs.append((X, y, lengths))
     expected = [model.loss_and_grad(X, y, lengths=L) for X, y, L in jobs]
     failures = []
 
     def worker(j):
         X, y, L = jobs[j]
-        for _ in range(20):
+        for _ in range(30):
             loss, grads = model.loss_and_grad(X, y, lengths=L)
             if loss != expected[j][0] or any(
                     not np.array_equal(grads[k], expected[j][1][k]) for k in grads):
@@ -484,7 +567,7 @@ def test_concurrent_calls_from_threads(cell):
 
 @pytest.mark.parametrize("cell", CELLS)
 def test_same_seed_same_model_and_init_bound(cell):
-    cls = crnn.LSTM if cell == "lstm" else crnn.GRU
+    cls = CLASSES[cell]
     hidden = 16
     a = cls(D, hidden, K, num_layers=2, bidirectional=True, dtype="float64", seed=5)
     b = cls(D, hidden, K, num_layers=2, bidirectional=True, dtype="float64", seed=5)
@@ -494,3 +577,41 @@ def test_same_seed_same_model_and_init_bound(cell):
         np.testing.assert_array_equal(a.params[k], b.params[k])
         assert not np.array_equal(a.params[k], c.params[k]), k
         assert np.all(np.abs(a.params[k]) <= bound), k
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("layout", ["fortran", "strided", "reversed", "bigendian",
+                                    "readonly", "float32"])
+def test_input_memory_layouts(cell, layout):
+    """Any numpy layout of X, y, lengths and h0 gives the same result."""
+    case = Case(cell=cell, ragged=True, bidirectional=True, num_layers=2, use_h0=True)
+    model, (X, y, lengths, h0), ref = run_both(case)
+
+    def convert(a):
+        if layout == "fortran":
+            return np.asfortranarray(a)
+        if layout == "strided":
+            return np.repeat(a, 2, axis=-1)[..., ::2]
+        if layout == "reversed":
+            return np.ascontiguousarray(a[::-1])[::-1]
+        if layout == "bigendian":
+            return a.astype(a.dtype.newbyteorder(">"))
+        if layout == "readonly":
+            b = a.copy()
+            b.setflags(write=False)
+            return b
+        return a.astype(np.float32) if a.dtype.kind == "f" else a.astype(np.int32)
+
+    Xc, yc, lc = (convert(a) for a in (X, y, lengths))
+    hc = tuple(convert(p) for p in h0) if isinstance(h0, tuple) else convert(h0)
+    if layout == "float32":
+        ref = reference(model.params, Xc, y, lengths, hc, **case.ref_kwargs())
+    Y, state = model.forward(Xc, lengths=lc, initial_state=hc, return_state=True)
+    assert_close(Y, ref.Y)
+    assert_close(state, ref.state)
+    loss, grads, dstate = model.loss_and_grad(Xc, yc, lengths=lc, initial_state=hc,
+                                              return_state_grad=True)
+    assert_close(loss, ref.loss)
+    for k in grads:
+        assert_close(grads[k], ref.grads[k], what=k)
+    assert_close(dstate, ref.dstate)

@@ -35,7 +35,7 @@ idle machine before each child and reruns the children that were disturbed.
 
 Usage, from the repository root, with crnn installed in the environment::
 
-    python benchmarks/bench_rnn.py                  # everything, ~3-4 minutes
+    python benchmarks/bench_rnn.py                  # all of it, ~5 min idle
     python benchmarks/bench_rnn.py --quick          # short smoke run
     python benchmarks/bench_rnn.py --configs 0,1 --threads 1 --json out.json
     python benchmarks/bench_rnn.py --selfcheck      # check the numpy reference

@@ -146,3 +146,15 @@ def make_model(crnn, case, params=None, dtype="float64", seed=0):
     if params is not None:
         model.set_params({k: np.asarray(v, dtype=dtype) for k, v in params.items()})
     return model
+
+
+def close(a, b, what="", tol=1e-10):
+    """assert_allclose with shape check; an LSTM state pair (h, c) part by part."""
+    if isinstance(b, tuple):
+        assert isinstance(a, tuple) and len(a) == len(b) == 2, what
+        for name, u, v in zip(("h", "c"), a, b):
+            close(u, v, f"{what} {name}", tol)
+        return
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.shape == b.shape, f"{what}: {a.shape} != {b.shape}"
+    np.testing.assert_allclose(a, b, rtol=tol, atol=tol, err_msg=what)

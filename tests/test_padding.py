@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import crnn
+import cases
 from cases import D, K, N, T, Case, case_matrix, make_batch, make_model, random_params
 
 TOL = 1e-11
@@ -19,14 +20,7 @@ GATED = ["lstm", "gru"]
 
 
 def close(a, b, what="", tol=TOL):
-    if isinstance(b, tuple):
-        assert isinstance(a, tuple) and len(a) == len(b) == 2, what
-        for name, u, v in zip(("h", "c"), a, b):
-            close(u, v, f"{what} {name}", tol)
-        return
-    a, b = np.asarray(a), np.asarray(b)
-    assert a.shape == b.shape, f"{what}: {a.shape} != {b.shape}"
-    np.testing.assert_allclose(a, b, rtol=tol, atol=tol, err_msg=what)
+    cases.close(a, b, what, tol)
 
 
 def rows(state, index):

@@ -14,6 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import crnn  # noqa: E402
+import cases  # noqa: E402
 from cases import H, T, Case, case_matrix, make_batch, make_model, random_params  # noqa: E402
 from torch_helper import build_torch, one_thread, torch_grads_as_crnn, torch_run  # noqa: E402
 
@@ -24,14 +25,7 @@ CLASSES = {"rnn": crnn.RNN, "lstm": crnn.LSTM, "gru": crnn.GRU}
 
 
 def close(a, b, what="", tol=TOL):
-    if isinstance(b, tuple):
-        assert isinstance(a, tuple) and len(a) == len(b) == 2, what
-        for name, u, v in zip(("h", "c"), a, b):
-            close(u, v, f"{what} {name}", tol)
-        return
-    a, b = np.asarray(a), np.asarray(b)
-    assert a.shape == b.shape, f"{what}: {a.shape} != {b.shape}"
-    np.testing.assert_allclose(a, b, rtol=tol, atol=tol, err_msg=what)
+    cases.close(a, b, what, tol)
 
 
 def parts(state):

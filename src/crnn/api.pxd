@@ -6,7 +6,7 @@
 #
 # Build against it with ``include_dirs=[crnn.get_include()]`` (Cython also
 # finds this file on sys.path).  Functions and plain structs only, so the ABI
-# is the API (SciPy's rule for cython_blas); this file cimports nothing.
+# is the API (SciPy's rule for its Cython BLAS wrappers); this file cimports nothing.
 #
 # --------------------------------------------------------------- the contract
 #
@@ -73,7 +73,7 @@
 # required pointers (nothing else: the arrays' extents are trusted).  They
 # allocate nothing, never take the GIL, and are safe to call from many
 # threads at once on separate workspaces.
-# BLAS is SciPy's (scipy.linalg.cython_blas).
+# BLAS is SciPy's, through crnn's one BLAS shim (_blas.pyx).
 
 
 cdef enum crnn_cell:

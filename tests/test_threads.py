@@ -334,9 +334,12 @@ def _cpu_over_wall(work, threads=2):
                     reason="needs two CPUs")
 def test_two_forwards_run_in_parallel_on_two_cores():
     """With two cores free, two threads' forwards on two models use more CPU
-    time than wall time.  Calibrated first with hashlib, which is known to
-    release the GIL: on a machine too busy to show parallelism for hashlib
-    the test is skipped rather than failed."""
+    time than wall time.  Calibrated with hashlib, which is known to release
+    the GIL, measured alternately with the forwards: a forward that held the
+    GIL would stay at CPU/wall <= 1.0, so the forwards must reach at least
+    half of the parallelism hashlib shows at the same moment.  On a machine
+    too busy to show parallelism even for hashlib the test is skipped rather
+    than failed."""
     import hashlib
 
     blob = os.urandom(64 * 2**20)
@@ -344,14 +347,15 @@ def test_two_forwards_run_in_parallel_on_two_cores():
     for model, X in models:
         model.forward(X[:, :10])
     best_calibration = best = 0.0
-    for _ in range(5):
+    for _ in range(8):
         best_calibration = max(best_calibration, _cpu_over_wall(
             lambda i: [hashlib.sha256(blob).digest() for _ in range(3)]))
         best = max(best, _cpu_over_wall(lambda i: models[i][0].forward(models[i][1])))
-        if best > 1.3:
+        if best > 1.5:
             break
     if best_calibration < 1.3:
         pytest.skip(f"the machine is too busy to show parallelism "
                     f"(hashlib in two threads: CPU/wall {best_calibration:.2f})")
-    assert best > 1.3, (f"two forwards in two threads: CPU/wall {best:.2f} (hashlib "
-                        f"reaches {best_calibration:.2f})")
+    required = 1.0 + 0.5 * (best_calibration - 1.0)
+    assert best > required, (f"two forwards in two threads: CPU/wall {best:.2f}, "
+                             f"needed {required:.2f} (hashlib reaches {best_calibration:.2f})")

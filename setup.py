@@ -57,6 +57,7 @@ extensions = [
         f"crnn.{name}",
         [str(PACKAGE / f"{name}.pyx")],
         include_dirs=[numpy.get_include()],
+        depends=[str(path) for path in sorted(PACKAGE.glob("_*.h"))],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=COMPILE_ARGS,
         extra_link_args=LINK_ARGS,

@@ -1,4 +1,6 @@
-# The BLAS shim: the only module that cimports scipy.linalg.cython_blas.
+# The BLAS shim: the only module that cimports scipy.linalg.cython_blas,
+# and the home of the one GEMM crnn does itself (the recurrent product on
+# weights packed once per call, _packed_gemm.h).
 #
 # Every routine is row-major (numpy's layout): callers pass C-contiguous
 # matrices and leading dimensions in elements, and the shim swaps operands
@@ -23,3 +25,14 @@ cdef void axpy(int n, floating alpha, const floating *x, int incx,
                floating *y, int incy) noexcept nogil
 
 cdef void scal(int n, floating alpha, floating *x, int incx) noexcept nogil
+
+
+# The packed recurrent GEMM (_packed_gemm.h).  `packed_gemm_fast()` is False
+# where the compiler lacks vector types (MSVC): callers then use gemm.
+cdef bint packed_gemm_fast() noexcept nogil
+cdef Py_ssize_t panels_size(floating tag, int k, int n) noexcept nogil
+cdef void pack_panels(bint transposed, int k, int n, const floating *source,
+                      int ld, floating *panels) noexcept nogil
+cdef void packed_gemm(int m, int n, int k, const floating *A, int lda,
+                      const floating *panels, bint accumulate,
+                      floating *C, int ldc) noexcept nogil

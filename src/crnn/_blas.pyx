@@ -4,10 +4,31 @@ C = A·B in row-major memory is Cᵀ = Bᵀ·Aᵀ in column-major memory, so a
 row-major product is the column-major product with the operands (and their
 transpose flags) swapped; leading dimensions keep their meaning.
 
+The recurrent product, the same few-row GEMM against one weight at every
+time step, has its own kernel on the weight packed once per call
+(``packed_gemm``, C in _packed_gemm.h).
+
 The ``def`` wrappers at the bottom exist for the tests only.
 """
 from scipy.linalg.cython_blas cimport sgemm, dgemm, sgemv, dgemv
 from scipy.linalg.cython_blas cimport saxpy, daxpy, sscal, dscal
+
+import numpy as np
+
+cdef extern from "_packed_gemm.h":
+    int CRNN_PACKED_GEMM_FAST
+    Py_ssize_t crnn_panels_size_f32(int k, int n) nogil
+    Py_ssize_t crnn_panels_size_f64(int k, int n) nogil
+    void crnn_pack_panels_f32(int transposed, int k, int n, const float *source,
+                              int ld, float *panels) nogil
+    void crnn_pack_panels_f64(int transposed, int k, int n, const double *source,
+                              int ld, double *panels) nogil
+    void crnn_packed_gemm_f32(int m, int n, int k, const float *A, int lda,
+                              const float *panels, int accumulate,
+                              float *C, int ldc) nogil
+    void crnn_packed_gemm_f64(int m, int n, int k, const double *A, int lda,
+                              const double *panels, int accumulate,
+                              double *C, int ldc) nogil
 
 
 
@@ -88,6 +109,42 @@ cdef void scal(int n, floating alpha, floating *x, int incx) noexcept nogil:
         dscal(&n_, &alpha, x, &incx_)
 
 
+# ------------------------------------------------ the packed recurrent GEMM
+
+cdef bint packed_gemm_fast() noexcept nogil:
+    """True when packed_gemm is the vectorised kernel (GCC, Clang)."""
+    return CRNN_PACKED_GEMM_FAST != 0
+
+
+cdef Py_ssize_t panels_size(floating tag, int k, int n) noexcept nogil:
+    """Elements the panels of a (k × n) matrix take (`tag` picks the dtype)."""
+    if floating is float:
+        return crnn_panels_size_f32(k, n)
+    else:
+        return crnn_panels_size_f64(k, n)
+
+
+cdef void pack_panels(bint transposed, int k, int n, const floating *source,
+                      int ld, floating *panels) noexcept nogil:
+    """panels := B (k × n) = source (k × n), or sourceᵀ with `source` (n × k)."""
+    if floating is float:
+        crnn_pack_panels_f32(transposed, k, n, source, ld, panels)
+    else:
+        crnn_pack_panels_f64(transposed, k, n, source, ld, panels)
+
+
+cdef void packed_gemm(int m, int n, int k, const floating *A, int lda,
+                      const floating *panels, bint accumulate,
+                      floating *C, int ldc) noexcept nogil:
+    """C (m × n) := A (m × k) · B, or += with `accumulate`; B in panels."""
+    if m <= 0 or n <= 0:
+        return
+    if floating is float:
+        crnn_packed_gemm_f32(m, n, k, A, lda, panels, accumulate, C, ldc)
+    else:
+        crnn_packed_gemm_f64(m, n, k, A, lda, panels, accumulate, C, ldc)
+
+
 # ---------------------------------------------------------------- test hooks
 # Python wrappers so the tests can check the shim against numpy.  They take
 # C-contiguous 2-D / 1-D arrays of one dtype and update the output in place.
@@ -132,3 +189,27 @@ def _axpy(double alpha, const floating[::1] x, floating[::1] y):
         return
     with nogil:
         axpy(x.shape[0], <floating> alpha, &x[0], 1, &y[0], 1)
+
+
+def _packed_gemm(bint transposed, const floating[:, ::1] A,
+                 const floating[:, ::1] source, bint accumulate,
+                 floating[:, ::1] C):
+    """C (+)= A · B through the panels, B = source or sourceᵀ (in place)."""
+    cdef int m = C.shape[0], n = C.shape[1], k = A.shape[1]
+    if (A.shape[0] != m
+            or (source.shape[1] if transposed else source.shape[0]) != k
+            or (source.shape[0] if transposed else source.shape[1]) != n):
+        raise ValueError("packed_gemm: operand shapes do not match")
+    if m == 0 or n == 0 or k == 0:
+        raise ValueError("packed_gemm: empty operands are not tested here")
+    panels = np.empty(panels_size(A[0, 0], k, n), dtype=np.asarray(A).dtype)
+    cdef floating[::1] p = panels
+    with nogil:
+        pack_panels(transposed, k, n, &source[0, 0], source.shape[1], &p[0])
+        packed_gemm(m, n, k, &A[0, 0], A.shape[1], &p[0], accumulate,
+                    &C[0, 0], C.shape[1])
+    return panels
+
+
+def _packed_gemm_fast():
+    return packed_gemm_fast()

@@ -6,9 +6,8 @@
  * double (suffix f64: libm, exact to the last bit).  _cells.pyx dispatches to
  * these by dtype and documents the math and the buffer shapes.
  *
- * On x86-64 Linux with GCC the float kernels are also compiled for AVX2+FMA
- * (x86-64-v3) and AVX-512 (x86-64-v4), chosen at load time by the CPU
- * (target_clones): wheels stay baseline x86-64 yet use the wide units.
+ * The float kernels are also compiled for AVX2 and AVX-512 where the
+ * compiler allows (CRNN_WIDE_CLONES, _compiler.h).
  */
 #ifndef CRNN_KERNELS_H
 #define CRNN_KERNELS_H
@@ -16,20 +15,8 @@
 #include <math.h>
 #include <stddef.h>
 
+#include "_compiler.h"
 #include "_fastmath.h"
-
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define CRNN_WIDE_CLONES \
-    __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define CRNN_WIDE_CLONES
-#endif
-
-#if defined(_MSC_VER)
-#define CRNN_RESTRICT __restrict
-#else
-#define CRNN_RESTRICT restrict
-#endif
 
 static inline double crnn_sigmoid(double x) { return 1.0 / (1.0 + exp(-x)); }
 

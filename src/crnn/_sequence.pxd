@@ -14,8 +14,8 @@ cdef struct LaneShape:
 cdef void lane_forward(const LaneShape *shape, const int *batch_sizes,
                        const floating *x, const int *tokens,
                        const floating *U, const floating *U_T,
-                       const floating *W, const floating *b,
-                       const floating *recurrent_bias,
+                       const floating *W, const floating *W_panels,
+                       const floating *b, const floating *recurrent_bias,
                        floating *gates, floating *recurrent,
                        floating *hs, floating *cs,
                        floating *keep) noexcept nogil
@@ -26,14 +26,15 @@ cdef void project_inputs(const LaneShape *shape, int rows,
                          const floating *b, floating *gates) noexcept nogil
 
 cdef void lane_recur(const LaneShape *shape, const int *batch_sizes,
-                     const floating *W, const floating *recurrent_bias,
+                     const floating *W, const floating *W_panels,
+                     const floating *recurrent_bias,
                      floating *gates, floating *recurrent,
                      floating *hs, floating *cs, floating *keep) noexcept nogil
 
 cdef void lane_backward(const LaneShape *shape, const int *batch_sizes,
                         const floating *x, const int *tokens,
                         const floating *U, const floating *W,
-                        const floating *gates, const floating *hs,
+                        const floating *W_panels, const floating *gates, const floating *hs,
                         const floating *cs, const floating *keep,
                         const floating *dh_outputs,
                         const floating *dh_final, const floating *dc_final,

@@ -23,7 +23,7 @@ layer and the loss, and BPTT back down.  Its buffers come from a
 cimport numpy as cnp
 from libc.string cimport memcpy, memset
 
-from ._blas cimport gemm
+from ._blas cimport gemm, packed_gemm, packed_gemm_fast, pack_panels, panels_size
 from ._cells cimport (cell_forward, cell_backward, gate_blocks,
                       has_cell_state, separate_recurrent)
 from ._loss cimport softmax_cross_entropy, squared_error
@@ -31,6 +31,22 @@ from ._loss cimport softmax_cross_entropy, squared_error
 import numpy as np
 
 cnp.import_array()
+
+# Sequences at least this long run their recurrent products on packed
+# weights (see _packed_gemm.h); shorter ones call BLAS.
+cdef enum:
+    PANELS_MIN_STEPS = 4
+
+cdef bint panels_enabled = True
+
+
+def use_packed_gemm(bint enabled):
+    """Turn the packed recurrent GEMM on or off (benchmarks: does it pay?).
+    Returns the previous setting."""
+    global panels_enabled
+    previous = panels_enabled
+    panels_enabled = enabled
+    return previous
 
 cpdef enum OutputKind:
     OUTPUT_NONE = 0      # outputs are the top layer's h
@@ -84,6 +100,7 @@ cdef void lane_forward(const LaneShape *shape,
                        const floating *U,           # (G·H × D)
                        const floating *U_T,         # (D × G·H) Uᵀ, for tokens only
                        const floating *W,           # (G·H × H)
+                       const floating *W_panels,    # Wᵀ packed (pack_panels), or NULL: BLAS
                        const floating *b,           # (G·H,)
                        const floating *recurrent_bias,  # (H,) GRU only
                        floating *gates,             # OUT (T·B × G·H), kept for BPTT
@@ -92,8 +109,8 @@ cdef void lane_forward(const LaneShape *shape,
                        floating *cs,                # ((T+1)·B × H): the same for C (LSTM)
                        floating *keep) noexcept nogil:  # OUT (T·B × H), cells that keep more
     project_inputs(shape, shape.steps * shape.batch, x, tokens, U, U_T, b, gates)
-    lane_recur(shape, batch_sizes, W, recurrent_bias, gates, recurrent, hs,
-               cs, keep)
+    lane_recur(shape, batch_sizes, W, W_panels, recurrent_bias, gates,
+               recurrent, hs, cs, keep)
 
 
 cdef void project_inputs(const LaneShape *shape, int rows,
@@ -130,6 +147,7 @@ cdef void project_inputs(const LaneShape *shape, int rows,
 cdef void lane_recur(const LaneShape *shape,
                      const int *batch_sizes,        # (T,) live rows per step
                      const floating *W,             # (G·H × H)
+                     const floating *W_panels,      # Wᵀ packed (pack_panels), or NULL: BLAS
                      const floating *recurrent_bias,  # (H,) GRU only
                      floating *gates,               # IN Z = X·Uᵀ + b; OUT what BPTT needs
                      floating *recurrent,           # scratch (B × G·H), separate_recurrent only
@@ -152,14 +170,14 @@ cdef void lane_recur(const LaneShape *shape,
         live = batch_sizes[t]
         z = gates + t * B * GH
         h = hs + (t + 1) * state
-        if separate:
-            # R = H[t-1] @ W.T   (B_t × G·H) = (B_t × H)(G·H × H)ᵀ
-            gemm(False, True, live, GH, H, 1, hs + t * state, H, W, H,
-                 0, recurrent, GH)
+        # R = H[t-1] @ W.T   (B_t × G·H) = (B_t × H)(G·H × H)ᵀ, into its own
+        # buffer (separate) or added to Z[t] (Z[t] += R)
+        if W_panels != NULL:
+            packed_gemm(live, GH, H, hs + t * state, H, W_panels, not separate,
+                        recurrent if separate else z, GH)
         else:
-            # Z[t] += H[t-1] @ W.T   (B_t × G·H) += (B_t × H)(G·H × H)ᵀ
             gemm(False, True, live, GH, H, 1, hs + t * state, H, W, H,
-                 1, z, GH)
+                 0 if separate else 1, recurrent if separate else z, GH)
         cell_forward(kind, live, H, z, recurrent, recurrent_bias,
                      hs + t * state,
                      cs + t * state if with_c else NULL,
@@ -179,6 +197,7 @@ cdef void lane_backward(const LaneShape *shape,
                         const int *tokens,          # (T·B,) or NULL
                         const floating *U,          # (G·H × D)
                         const floating *W,          # (G·H × H)
+                        const floating *W_panels,   # W packed (pack_panels), or NULL: BLAS
                         const floating *gates,      # IN from lane_forward
                         const floating *hs,         # IN from lane_forward
                         const floating *cs,         # IN from lane_forward (LSTM)
@@ -241,8 +260,11 @@ cdef void lane_backward(const LaneShape *shape,
                    (B - live) * GH * sizeof(floating))
         # dH[t-1] = dR[t] @ W   (B_t × H) = (B_t × G·H)(G·H × H)
         # (+= when the cell left a direct h(t-1) → h(t) term in dh)
-        gemm(False, False, live, H, GH, 1, dr, GH, W, H,
-             1 if separate else 0, dh, H)
+        if W_panels != NULL and live > 1:
+            packed_gemm(live, H, GH, dr, GH, W_panels, separate, dh, H)
+        else:
+            gemm(False, False, live, H, GH, 1, dr, GH, W, H,
+                 1 if separate else 0, dh, H)
         t -= 1
 
     # Weight gradients: one GEMM each over all T·B rows (dead rows are zero).
@@ -405,6 +427,11 @@ cdef object _run(floating dtype_tag, Workspace ws, int kind, int H,
     cdef floating *cs_ptr
     cdef floating *keep_ptr
     cdef floating *bn_ptr
+    cdef floating *panels_ptr
+    # The recurrent products run on packed weights (packed_gemm) when the
+    # packing, about one product's cost, is shared by enough time steps.
+    cdef bint use_panels = (panels_enabled and packed_gemm_fast()
+                           and T >= PANELS_MIN_STEPS)
 
     # ------------------------------------------------------------ forward
     for l in range(num_layers):
@@ -447,10 +474,17 @@ cdef object _run(floating dtype_tag, Workspace ws, int kind, int H,
             keep = ws.get(f"keep{lane}", (T, B, H), dtype) if separate else None
             keep_ptr = <floating *> data(keep)
             bn_ptr = <floating *> data(recurrent_bias)
+            panels_ptr = NULL
+            if use_panels:
+                # Wᵀ (H × G·H) packed once for the T recurrent products
+                panels = ws.get(f"W_panels_T{lane}", (panels_size(dtype_tag, H, GH),), dtype)
+                panels_ptr = <floating *> data(panels)
+                with nogil:
+                    pack_panels(True, H, GH, W_ptr, H, panels_ptr)
             with nogil:
                 lane_forward(&shape, batch_sizes, x_ptr, token_ptr, U_ptr,
-                             U_T_ptr, W_ptr, b_ptr, bn_ptr, gates_ptr,
-                             recurrent_ptr, hs_ptr, cs_ptr, keep_ptr)
+                             U_T_ptr, W_ptr, panels_ptr, b_ptr, bn_ptr,
+                             gates_ptr, recurrent_ptr, hs_ptr, cs_ptr, keep_ptr)
             lane_keep[lane] = keep
             lane_inputs[lane] = lane_input
             lane_gates[lane] = gates
@@ -631,9 +665,16 @@ cdef object _run(floating dtype_tag, Workspace ws, int kind, int H,
             db_ptr, dx_ptr = <floating *> data(db), <floating *> data(dx)
             keep_ptr, dbn_ptr = <floating *> data(lane_keep[lane]), <floating *> data(dbn)
             drecurrent_ptr = <floating *> data(drecurrent)
+            panels_ptr = NULL
+            if use_panels:
+                # W (G·H × H) packed once for the T products dH[t-1] = dR[t] @ W
+                panels = ws.get(f"W_panels{lane}", (panels_size(dtype_tag, GH, H),), dtype)
+                panels_ptr = <floating *> data(panels)
+                with nogil:
+                    pack_panels(False, GH, H, W_ptr, H, panels_ptr)
             with nogil:
                 lane_backward(&shape, batch_sizes, x_ptr, token_ptr, U_ptr,
-                              W_ptr, gates_ptr, hs_ptr, cs_ptr, keep_ptr,
+                              W_ptr, panels_ptr, gates_ptr, hs_ptr, cs_ptr, keep_ptr,
                               dh_out_ptr, dh_final_ptr, NULL, dgates_ptr,
                               drecurrent_ptr, dh_ptr, dc_ptr, dU_ptr, dU_T_ptr,
                               dW_ptr, db_ptr, dbn_ptr, dx_ptr)

@@ -179,7 +179,7 @@ cdef int sequence_forward(int kind, const crnn_sizes *sizes, const int *lengths,
     shape.inputs = sizes.inputs
     shape.hidden = H
     shape.kind = kind
-    lane_forward(&shape, batch_sizes, x, NULL, U, NULL, W, b, bn,
+    lane_forward(&shape, batch_sizes, x, NULL, U, NULL, W, NULL, b, bn,
                  work + L.gates, work + L.recurrent if gru else NULL, hs, cs,
                  work + L.keep if gru else NULL)
 
@@ -229,7 +229,7 @@ cdef int sequence_backward(int kind, const crnn_sizes *sizes,
     shape.inputs = sizes.inputs
     shape.hidden = H
     shape.kind = kind
-    lane_backward(&shape, batch_sizes, x, NULL, U, W, work + L.gates, hs,
+    lane_backward(&shape, batch_sizes, x, NULL, U, W, NULL, work + L.gates, hs,
                   work + L.cs if lstm else NULL,
                   work + L.keep if gru else NULL,
                   dhs, dh_n, dc_n if lstm else NULL,
@@ -272,7 +272,7 @@ cdef int cell_step(int kind, const crnn_sizes *sizes, const floating *x,
     shape.inputs = sizes.inputs
     shape.hidden = H
     shape.kind = kind
-    lane_forward(&shape, batch_sizes, x, NULL, U, NULL, W, b, bn,
+    lane_forward(&shape, batch_sizes, x, NULL, U, NULL, W, NULL, b, bn,
                  work + L.gates, work + L.recurrent if gru else NULL, hs, cs,
                  work + L.keep if gru else NULL)
     memcpy(h, hs + state, state_bytes)

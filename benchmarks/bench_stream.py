@@ -90,7 +90,7 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_rnn import (cpu_wait_microseconds, openblas_info,  # noqa: E402
+from bench_train import (cpu_wait_microseconds, openblas_info,  # noqa: E402
                        other_cpu_load, package_version)
 
 import crnn  # noqa: E402
@@ -818,6 +818,8 @@ def benchmark(args, folder):
         with open(args.json, "w") as handle:
             json.dump({"medians_seconds": {" / ".join(k): v for k, v in medians.items()},
                        "agreement": agreement, "cpu_wait": wait,
+                       "aims": AIMS, "rounds": args.rounds,
+                       "target_seconds": args.target,
                        "openblas": openblas_info(),
                        "env": {k: os.environ.get(k) for k in
                                ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}},

@@ -1,63 +1,90 @@
-"""Benchmark crnn's vanilla tanh RNN against PyTorch and a plain-numpy RNN.
+"""Benchmark crnn's LSTM, RNN and GRU against PyTorch: one table, every target.
 
-What is timed, float32, for every config (T, B, D, H, K) = (sequence length,
-batch, input features, hidden units, output classes):
+What is measured, float32, for every config (T, B, D, H, K) = (sequence
+length, batch, input features, hidden units, output classes) in CONFIGS, at 1
+and 2 threads:
 
-* ``train``: one training step, forward + BPTT of a one-layer tanh RNN with a
-  softmax output layer and cross-entropy at every position.
-  crnn: ``loss, grads = crnn.RNN(D, H, K, dtype="float32", seed=0)
-  .loss_and_grad(X, y)``; PyTorch: ``nn.RNN(D, H, batch_first=True)`` +
+* ``train``: one training step, forward + BPTT of a one-layer LSTM / tanh RNN
+  / GRU with a softmax output layer and cross-entropy at every position.
+  crnn: ``loss, grads = crnn.LSTM(D, H, K, dtype="float32", seed=0)
+  .loss_and_grad(X, y)`` (``crnn.RNN``, ``crnn.GRU`` alike); PyTorch:
+  ``nn.LSTM(D, H, batch_first=True)`` (``nn.RNN``, ``nn.GRU``) +
   ``nn.Linear(H, K)`` + ``F.cross_entropy``, gradients zeroed, forward and
-  ``backward()``; numpy: the reference RNN in this file (input projection
-  hoisted into one GEMM over all T*B rows, one recurrent GEMM per step, BPTT
-  with the weight gradients batched after the time loop).
-* ``forward``: the probabilities (B, T, K): ``model.forward(X)``; PyTorch
-  under ``torch.no_grad()`` with a softmax at the end; the numpy reference.
+  ``backward()``; for the RNN also the plain-numpy reference RNN in this file
+  (input projection hoisted into one GEMM over all T*B rows, one recurrent
+  GEMM per step, BPTT with the weight gradients batched after the time loop).
+* ``forward`` (LSTM): the probabilities (B, T, K): ``model.forward(X)``;
+  PyTorch under ``torch.no_grad()`` with a softmax at the end.
+* ``memory``: the peak resident memory a training step adds. In each
+  library's child process, after the imports, the model and the inputs are
+  made: gc.collect(), write "5" to /proc/self/clear_refs (resets the
+  high-water mark VmHWM to the current VmRSS), read VmRSS, run the first
+  training step, read VmHWM. The number is VmHWM - VmRSS: everything the
+  first step touched (workspaces, gradients, autograd graph, lazily loaded
+  kernels), in MiB. Linux only.
+* ``efficiency`` (LSTM, the large configs 0 and 3): crnn's training GFLOP/s,
+  counting the LSTM cell only, 2*T*B*4H*(D+H)*3 FLOPs per step, against the
+  GFLOP/s of ``scipy.linalg.blas.sgemm`` at the recurrent GEMM's shape
+  (B x H)(H x 4H), measured in the same crnn child process at the same
+  thread count (Fortran-ordered operands and output, no copies; the better
+  of B x 4H = (B x H)(H x 4H) and (B x H)(4H x H)^T is kept).
+* ``sweep`` (LSTM, 1 thread, crnn and PyTorch): training-step time against
+  the batch size, B in SWEEP_BATCHES at (100, B, 64, 256, 64), and against the
+  hidden size, H in SWEEP_HIDDEN at (100, 32, 64, H, 64): the data of the plot
+  ``report.py`` draws.
+* ``stream``: one streaming LSTM step at B=1, D=16, H=128, state carried,
+  against ``torch.nn.LSTMCell`` and ONNX Runtime: ``bench_stream.py --json``
+  run as a child process (its own method; see its docstring).
 
 Inputs: X float32 (B, T, D) standard normal, y int64 (B, T) random classes.
 
-Every measurement of one library at one thread count runs in its own child
-process (``bench_rnn.py --worker LIB --threads N --configs I ...``) with
-OPENBLAS_NUM_THREADS, OMP_NUM_THREADS and MKL_NUM_THREADS set to N (and
-``torch.set_num_threads(N)``), because idle thread pools of two libraries in
-one process spin against each other (see ANCHORS.md). OPENBLAS_CORETYPE and
-OPENBLAS_L2_SIZE are passed through untouched: they choose OpenBLAS's kernel,
-and the caller decides. A child times the training step and the forward pass
-of one config: each is the median of repeated calls after a warm-up, the
-repeat count chosen so it takes about ``--target`` seconds. Timings on a
-shared 2-core machine drift by 1.1-2x from one second to the next (most at 2
-threads), so each (config, thread count) is measured in ``--rounds``
-interleaved rounds (crnn, torch, numpy, crnn, torch, numpy) and the table
-shows the best (lowest) median; its "spread" column says how far the rounds
-of one library were apart, and "wait%" how much of the time some task waited
-for a CPU (Linux PSI): other work on the machine. ``--wait-idle`` waits for an
-idle machine before each child and reruns the children that were disturbed.
+Every measurement of one library, cell, config and thread count runs in its
+own child process (``bench_train.py --worker LIB --cell CELL --shape T,B,D,H,K
+--threads N ...``) with OPENBLAS_NUM_THREADS, OMP_NUM_THREADS and
+MKL_NUM_THREADS set to N (and ``torch.set_num_threads(N)``), because idle
+thread pools of two libraries in one process spin against each other (see
+ANCHORS.md), and so the memory of a first training step is measured in a
+fresh process. OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE are passed through
+untouched: they choose OpenBLAS's kernel, and the caller decides. Each time
+is the median of repeated calls after a warm-up, the repeat count chosen so
+it takes about ``--target`` seconds. Timings on a shared 2-core machine drift
+by 1.1-2x from one second to the next (most at 2 threads), so each (cell,
+config, thread count) is measured in ``--rounds`` interleaved rounds (crnn,
+torch, crnn, torch) and the table shows the best (lowest) median; "spread"
+says how far the rounds of one library were apart, and "wait%" how much of
+the time some task waited for a CPU (Linux PSI): other work on the machine.
+``--wait-idle`` waits for an idle machine before each child and reruns the
+children that other work disturbed.
 
 Usage, from the repository root, with crnn installed in the environment::
 
-    python benchmarks/bench_rnn.py                  # all of it, ~5 min idle
-    python benchmarks/bench_rnn.py --quick          # short smoke run
-    python benchmarks/bench_rnn.py --configs 0,1 --threads 1 --json out.json
-    python benchmarks/bench_rnn.py --selfcheck      # check the numpy reference
-    python benchmarks/bench_rnn.py --wait-idle 60   # on a shared machine
+    python benchmarks/bench_train.py                  # everything, ~10 min idle
+    python benchmarks/bench_train.py --quick          # smoke run, ~2 min
+    python benchmarks/bench_train.py --cells lstm --configs 0,1 --threads 1
+    python benchmarks/bench_train.py --wait-idle 60 --json out.json
+    python benchmarks/report.py out.json [more.json]  # BENCHMARKS.md + PNG
+    python benchmarks/bench_train.py --selfcheck      # check the numpy RNN
 
 Run it both with OpenBLAS as the machine sets it and with OpenBLAS choosing its
-own kernel, since the two kernels differ up to 2x on the GEMMs an RNN spends
-its time in::
+own kernel, since the two kernels differ up to 2x on the GEMMs a recurrent
+network spends its time in::
 
-    python benchmarks/bench_rnn.py
-    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_rnn.py
+    python benchmarks/bench_train.py --json machine.json
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE \\
+        python benchmarks/bench_train.py --json unset.json
 
 The header shows which OpenBLAS kernel (core name) numpy's and scipy's
-OpenBLAS actually loaded. Columns for a library that is not installed (torch)
-or does not import (crnn) show "-". The table's ratios are crnn time divided by
-the other library's time: below 1 means crnn is faster. GFLOP/s counts
-2*T*B*H*(D+H)*3 + 2*T*B*H*K*3 FLOPs for a training step and a third of that for
-a forward pass.
+OpenBLAS actually loaded. Columns for a library that is not installed (torch,
+onnxruntime) or does not import (crnn) show "-". Ratios are crnn divided by
+the other (time, memory; below 1: crnn better), except the efficiency rows:
+crnn's GFLOP/s divided by sgemm's. GFLOP/s counts the recurrent cell only:
+2*T*B*G*H*(D+H)*3 FLOPs per training step, a third of that per forward pass,
+G = 4 (LSTM), 3 (GRU), 1 (RNN).
 
-``--selfcheck`` checks the numpy reference in float64: against finite
-differences, against PyTorch given the same weights (when torch is installed),
-and, when crnn imports, compares crnn with it (float64 and float32).
+``--selfcheck`` checks the numpy reference RNN in float64: against finite
+differences, against PyTorch given the same weights (when torch is
+installed), and, when crnn imports, compares crnn with it (float64 and
+float32).
 """
 
 import argparse
@@ -70,6 +97,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -80,11 +108,39 @@ CONFIGS = [
     (50, 1, 16, 32, 16),
     (200, 16, 128, 512, 128),
 ]
+LARGE_CONFIGS = (0, 3)          # the efficiency rows
+CELLS = ("lstm", "rnn", "gru")
+GATES = {"lstm": 4, "rnn": 1, "gru": 3}
 LIBRARIES = ("crnn", "torch", "numpy")
-OPS = ("train", "forward")
-RESULT_PREFIX = "BENCH_RNN_RESULT "
+SWEEP_BATCHES = (1, 4, 16, 64, 128)
+SWEEP_HIDDEN = (32, 64, 128, 256, 512)
+QUICK_SWEEP_BATCHES = (1, 16, 128)
+QUICK_SWEEP_HIDDEN = (32, 128, 512)
+
+
+def sweep_batch_config(batch):
+    return (100, batch, 64, 256, 64)
+
+
+def sweep_hidden_config(hidden):
+    return (100, 32, 64, hidden, 64)
+
+
+# The issue's targets. Time and memory: crnn / PyTorch at most this much;
+# efficiency: crnn's GFLOP/s at least this share of sgemm's.
+TRAIN_TARGETS = {
+    "lstm": {1: (0.75, 0.6, 0.15, 0.8), 2: (1.0, 0.8, 0.15, 1.0)},
+    "rnn": {1: (0.5,) * 4, 2: (0.7,) * 4},
+    "gru": {1: (0.5,) * 4, 2: (0.7,) * 4},
+}
+FORWARD_TARGET = 1.0
+EFFICIENCY_TARGET = 0.75
+MEMORY_TARGET = 1.0
+
+RESULT_PREFIX = "BENCH_TRAIN_RESULT "
 THREAD_ENV_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
                    "MKL_NUM_THREADS")
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 # ---------------------------------------------------------------------------
@@ -198,12 +254,14 @@ class NumpyRNN:
 
 
 # ---------------------------------------------------------------------------
-# Helpers shared by the parent and the workers
+# Helpers shared by the parent, the workers, bench_stream.py and report.py
 # ---------------------------------------------------------------------------
 
-def training_flops(T, B, D, H, K):
-    """FLOPs of a forward + BPTT step: cell GEMMs plus the output layer."""
-    return 2 * T * B * H * (D + H) * 3 + 2 * T * B * H * K * 3
+def cell_flops(cell, config, op="train"):
+    """FLOPs of the recurrent cell's GEMMs: 2*T*B*G*H*(D+H), x3 to train."""
+    T, B, D, H, K = config
+    flops = 2 * T * B * GATES[cell] * H * (D + H)
+    return flops * 3 if op == "train" else flops
 
 
 def make_inputs(config, seed=0):
@@ -263,132 +321,6 @@ def package_version(name):
         return None
 
 
-# ---------------------------------------------------------------------------
-# Worker: one library at one thread count, all selected configs
-# ---------------------------------------------------------------------------
-
-def time_calls(function, target_seconds, quick):
-    """Median seconds per call of ``function()`` after a warm-up."""
-    gc.collect()
-    warmup_times = []
-    warmup_start = time.perf_counter()
-    min_warmup = 1 if quick else 3
-    while (len(warmup_times) < min_warmup
-           or time.perf_counter() - warmup_start < 0.15 * target_seconds):
-        start = time.perf_counter()
-        function()
-        warmup_times.append(time.perf_counter() - start)
-        if len(warmup_times) >= 200:
-            break
-    estimate = float(np.median(warmup_times[-5:]))
-    repeats = int(target_seconds / max(estimate, 1e-7))
-    repeats = max(3 if quick else 5, min(repeats, 5000))
-    times = np.empty(repeats)
-    for i in range(repeats):
-        start = time.perf_counter()
-        function()
-        times[i] = time.perf_counter() - start
-    return float(np.median(times)), repeats
-
-
-def crnn_functions(config):
-    import crnn
-    T, B, D, H, K = config
-    X, y = make_inputs(config)
-    model = crnn.RNN(D, H, K, dtype="float32", seed=0)
-    return (lambda: model.loss_and_grad(X, y)), (lambda: model.forward(X))
-
-
-def numpy_functions(config):
-    T, B, D, H, K = config
-    X, y = make_inputs(config)
-    model = NumpyRNN(D, H, K, dtype=np.float32, seed=0)
-    return (lambda: model.loss_and_grad(X, y)), (lambda: model.forward(X))
-
-
-def torch_functions(config):
-    import torch
-    import torch.nn.functional as F
-    T, B, D, H, K = config
-    X_np, y_np = make_inputs(config)
-    X = torch.from_numpy(X_np)
-    y = torch.from_numpy(y_np)
-    torch.manual_seed(0)
-    rnn = torch.nn.RNN(D, H, batch_first=True)
-    linear = torch.nn.Linear(H, K)
-
-    def train():
-        rnn.zero_grad(set_to_none=True)
-        linear.zero_grad(set_to_none=True)
-        hidden, _ = rnn(X)
-        logits = linear(hidden)
-        loss = F.cross_entropy(logits.reshape(-1, K), y.reshape(-1))
-        loss.backward()
-        return loss.item()
-
-    def forward():
-        with torch.no_grad():
-            hidden, _ = rnn(X)
-            return torch.softmax(linear(hidden), dim=-1)
-
-    return train, forward
-
-
-def run_worker(args):
-    """Measure one library at one thread count; print one JSON line."""
-    threads = args.threads_for_worker
-    report = {"lib": args.worker, "threads": threads, "results": []}
-    try:
-        if args.worker == "crnn":
-            import crnn
-            report["version"] = getattr(crnn, "__version__", "?")
-            make_functions = crnn_functions
-        elif args.worker == "torch":
-            import torch
-            torch.set_num_threads(threads)
-            report["version"] = torch.__version__
-            report["torch_threads"] = torch.get_num_threads()
-            report["torch_mkl"] = torch.backends.mkl.is_available()
-            make_functions = torch_functions
-        else:
-            report["version"] = np.__version__
-            make_functions = numpy_functions
-    except ImportError as error:
-        report["error"] = f"{type(error).__name__}: {error}"
-        report["import_failed"] = True
-        print(RESULT_PREFIX + json.dumps(report), flush=True)
-        return
-    report["openblas"] = openblas_info(load_scipy=False)
-
-    for index in args.config_indices:
-        config = CONFIGS[index]
-        try:
-            train, forward = make_functions(config)
-        except Exception as error:  # a broken model must not end the run
-            message = f"{type(error).__name__}: {error}"
-            for op in OPS:
-                report["results"].append(
-                    {"config": index, "op": op, "error": message})
-            continue
-        for op, function in zip(OPS, (train, forward)):
-            try:
-                seconds, repeats = time_calls(function, args.target,
-                                              args.quick)
-            except Exception as error:  # report it, time the rest
-                report["results"].append({
-                    "config": index, "op": op,
-                    "error": f"{type(error).__name__}: {error}"})
-                continue
-            report["results"].append({"config": index, "op": op,
-                                      "ms": seconds * 1e3,
-                                      "repeats": repeats})
-    print(RESULT_PREFIX + json.dumps(report), flush=True)
-
-
-# ---------------------------------------------------------------------------
-# Parent: spawn workers, collect, print the table
-# ---------------------------------------------------------------------------
-
 def cpu_wait_microseconds():
     """Linux CPU pressure: total us some task waited for a CPU, or None.
 
@@ -419,25 +351,253 @@ def other_cpu_load(seconds=1.0):
     return (busy_after - busy_before) / max(total_after - total_before, 1)
 
 
-def spawn_worker(lib, threads, config_index, args):
+def wait_for_idle(seconds):
+    """Wait up to ``seconds`` for the other processes to leave the CPUs."""
+    if seconds <= 0:
+        return
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        load = other_cpu_load(0.5)
+        if load is None or load < 0.1:
+            return
+
+
+# ---------------------------------------------------------------------------
+# Worker: one library, one cell, one config, one thread count
+# ---------------------------------------------------------------------------
+
+def time_calls(function, target_seconds, quick):
+    """Median seconds per call of ``function()`` after a warm-up."""
+    gc.collect()
+    warmup_times = []
+    warmup_start = time.perf_counter()
+    min_warmup = 1 if quick else 3
+    while (len(warmup_times) < min_warmup
+           or time.perf_counter() - warmup_start < 0.15 * target_seconds):
+        start = time.perf_counter()
+        function()
+        warmup_times.append(time.perf_counter() - start)
+        if len(warmup_times) >= 200:
+            break
+    estimate = float(np.median(warmup_times[-5:]))
+    repeats = int(target_seconds / max(estimate, 1e-7))
+    repeats = max(3 if quick else 5, min(repeats, 5000))
+    times = np.empty(repeats)
+    for i in range(repeats):
+        start = time.perf_counter()
+        function()
+        times[i] = time.perf_counter() - start
+    return float(np.median(times)), repeats
+
+
+def read_status_kib(field):
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise OSError(f"no {field} in /proc/self/status")
+
+
+def peak_memory_of(function):
+    """Peak RSS increase (MiB) during ``function()``, or an error string.
+
+    Resets the high-water mark to the current RSS (``echo 5 >
+    /proc/self/clear_refs``), calls ``function`` once and reads VmHWM.
+    """
+    gc.collect()
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        baseline = read_status_kib("VmRSS")
+    except OSError as error:
+        return None, f"memory not measured: {error}"
+    function()
+    peak = read_status_kib("VmHWM")
+    return {"baseline_mib": baseline / 1024, "peak_mib": peak / 1024,
+            "increase_mib": (peak - baseline) / 1024}, None
+
+
+def crnn_functions(cell, config):
+    import crnn
+    T, B, D, H, K = config
+    X, y = make_inputs(config)
+    model_class = {"lstm": crnn.LSTM, "rnn": crnn.RNN, "gru": crnn.GRU}[cell]
+    model = model_class(D, H, K, dtype="float32", seed=0)
+    return {"train": lambda: model.loss_and_grad(X, y),
+            "forward": lambda: model.forward(X)}
+
+
+def numpy_functions(cell, config):
+    if cell != "rnn":
+        raise ValueError("the numpy reference is an RNN only")
+    T, B, D, H, K = config
+    X, y = make_inputs(config)
+    model = NumpyRNN(D, H, K, dtype=np.float32, seed=0)
+    return {"train": lambda: model.loss_and_grad(X, y),
+            "forward": lambda: model.forward(X)}
+
+
+def torch_functions(cell, config):
+    import torch
+    import torch.nn.functional as F
+    T, B, D, H, K = config
+    X_np, y_np = make_inputs(config)
+    X = torch.from_numpy(X_np)
+    y = torch.from_numpy(y_np)
+    torch.manual_seed(0)
+    layer_class = {"lstm": torch.nn.LSTM, "rnn": torch.nn.RNN,
+                   "gru": torch.nn.GRU}[cell]
+    layer = layer_class(D, H, batch_first=True)
+    linear = torch.nn.Linear(H, K)
+
+    def train():
+        layer.zero_grad(set_to_none=True)
+        linear.zero_grad(set_to_none=True)
+        hidden, _ = layer(X)
+        logits = linear(hidden)
+        loss = F.cross_entropy(logits.reshape(-1, K), y.reshape(-1))
+        loss.backward()
+        return loss.item()
+
+    def forward():
+        with torch.no_grad():
+            hidden, _ = layer(X)
+            return torch.softmax(linear(hidden), dim=-1)
+
+    return {"train": train, "forward": forward}
+
+
+def sgemm_functions(batch, hidden):
+    """The recurrent GEMM (B x H)(H x 4H) through scipy's sgemm, two layouts.
+
+    Fortran-ordered operands and a Fortran-ordered output overwritten in
+    place, so f2py copies nothing: what is timed is OpenBLAS.
+    """
+    from scipy.linalg.blas import sgemm
+    rng = np.random.default_rng(0)
+    a = np.asfortranarray(rng.standard_normal((batch, hidden),
+                                              dtype=np.float32))
+    b = np.asfortranarray(rng.standard_normal((hidden, 4 * hidden),
+                                              dtype=np.float32))
+    b_transposed = np.asfortranarray(b.T)
+    c = np.zeros((batch, 4 * hidden), dtype=np.float32, order="F")
+    return {
+        "NN": lambda: sgemm(1.0, a, b, 0.0, c, overwrite_c=1),
+        "NT": lambda: sgemm(1.0, a, b_transposed, 0.0, c, trans_b=1,
+                            overwrite_c=1),
+    }
+
+
+def run_worker(args):
+    """Measure one library, cell, config and thread count; print JSON."""
+    threads = args.threads_for_worker
+    config = args.shape
+    report = {"lib": args.worker, "threads": threads, "cell": args.cell,
+              "config": list(config), "results": {}}
+    try:
+        if args.worker == "crnn":
+            import crnn
+            report["version"] = getattr(crnn, "__version__", "?")
+            make_functions = crnn_functions
+        elif args.worker == "torch":
+            import torch
+            torch.set_num_threads(threads)
+            report["version"] = torch.__version__
+            report["torch_threads"] = torch.get_num_threads()
+            make_functions = torch_functions
+        else:
+            report["version"] = np.__version__
+            make_functions = numpy_functions
+    except ImportError as error:
+        report["error"] = f"{type(error).__name__}: {error}"
+        report["import_failed"] = True
+        print(RESULT_PREFIX + json.dumps(report), flush=True)
+        return
+    report["openblas"] = openblas_info(load_scipy=False)
+
+    try:
+        functions = make_functions(args.cell, config)
+        if "train" in args.ops:
+            # First, in a fresh process: the memory of the first step.
+            memory, note = peak_memory_of(functions["train"])
+            report["memory"] = memory
+            if note:
+                report["memory_note"] = note
+        for op in args.ops:
+            seconds, repeats = time_calls(functions[op], args.target,
+                                          args.quick)
+            report["results"][op] = {"ms": seconds * 1e3, "repeats": repeats}
+        if args.sgemm:
+            T, B, D, H, K = config
+            flops = 2 * B * H * 4 * H
+            layouts = {}
+            for layout, function in sgemm_functions(B, H).items():
+                seconds, repeats = time_calls(function, args.target / 2,
+                                              args.quick)
+                layouts[layout] = flops / seconds / 1e9
+            report["sgemm_gflops"] = layouts
+    except Exception as error:  # a broken model must not end the run
+        report["error"] = f"{type(error).__name__}: {error}"
+    print(RESULT_PREFIX + json.dumps(report), flush=True)
+
+
+# ---------------------------------------------------------------------------
+# Parent: plan the jobs, spawn workers, collect, build the rows
+# ---------------------------------------------------------------------------
+
+def plan_jobs(args):
+    """{(cell, config, threads): {"ops", "libs", "sgemm", "sweep"}}, ordered."""
+    jobs = {}
+
+    def add(cell, config, threads, ops, libs, sgemm=False, sweep=False):
+        job = jobs.setdefault((cell, tuple(config), threads), {
+            "ops": [], "libs": [], "sgemm": False, "sweep": False})
+        job["ops"] += [op for op in ops if op not in job["ops"]]
+        job["libs"] += [lib for lib in libs
+                        if lib in args.libs and lib not in job["libs"]]
+        job["sgemm"] |= sgemm
+        job["sweep"] |= sweep
+
+    for index in args.config_indices:
+        for threads in args.thread_counts:
+            for cell in args.cells:
+                ops = ["train", "forward"] if cell == "lstm" else ["train"]
+                libs = ["crnn", "torch"] + (["numpy"] if cell == "rnn" else [])
+                add(cell, CONFIGS[index], threads, ops, libs,
+                    sgemm=cell == "lstm" and index in LARGE_CONFIGS)
+    if args.sweep and "lstm" in args.cells:
+        batches = QUICK_SWEEP_BATCHES if args.quick else SWEEP_BATCHES
+        hidden = QUICK_SWEEP_HIDDEN if args.quick else SWEEP_HIDDEN
+        for config in ([sweep_batch_config(b) for b in batches]
+                       + [sweep_hidden_config(h) for h in hidden]):
+            add("lstm", config, 1, ["train"], ["crnn", "torch"], sweep=True)
+    return jobs
+
+
+def spawn_worker(lib, cell, config, threads, job, args):
     """Run one worker child; return its report (a dict, maybe an error)."""
     env = dict(os.environ)
     for name in THREAD_ENV_VARS:
         env[name] = str(threads)
     command = [
         sys.executable, os.path.abspath(__file__),
-        "--worker", lib, "--threads", str(threads),
-        "--configs", str(config_index), "--target", str(args.target),
+        "--worker", lib, "--cell", cell, "--threads", str(threads),
+        "--shape", ",".join(map(str, config)), "--target", str(args.target),
+        "--ops", ",".join(job["ops"]),
     ]
     if args.quick:
         command.append("--quick")
+    if job["sgemm"] and lib == "crnn":
+        command.append("--sgemm")
+    failed = {"lib": lib, "threads": threads, "cell": cell,
+              "config": list(config), "results": {}}
     wait_before, start = cpu_wait_microseconds(), time.perf_counter()
     try:
         completed = subprocess.run(command, env=env, capture_output=True,
                                    text=True, timeout=args.timeout)
     except subprocess.TimeoutExpired:
-        return {"lib": lib, "threads": threads,
-                "error": f"worker timed out after {args.timeout:g} s"}
+        failed["error"] = f"worker timed out after {args.timeout:g} s"
+        return failed
     wait_after, elapsed = cpu_wait_microseconds(), time.perf_counter() - start
     for line in reversed(completed.stdout.splitlines()):
         if line.startswith(RESULT_PREFIX):
@@ -445,16 +605,14 @@ def spawn_worker(lib, threads, config_index, args):
             if wait_before is not None and wait_after is not None:
                 report["cpu_wait"] = (wait_after - wait_before) / (
                     elapsed * 1e6)
-                for result in report["results"]:
-                    result["cpu_wait"] = report["cpu_wait"]
             return report
     stderr_tail = completed.stderr.strip().splitlines()[-3:]
-    return {"lib": lib, "threads": threads,
-            "error": (f"worker exited with {completed.returncode}: "
-                      + " | ".join(stderr_tail))}
+    failed["error"] = (f"worker exited with {completed.returncode}: "
+                       + " | ".join(stderr_tail))
+    return failed
 
 
-def measure_when_quiet(lib, threads, config_index, args):
+def measure_when_quiet(lib, cell, config, threads, job, args):
     """spawn_worker, but with --wait-idle wait for a quiet machine first.
 
     With --wait-idle, a child during which other work kept a task waiting
@@ -462,139 +620,343 @@ def measure_when_quiet(lib, threads, config_index, args):
     the least disturbed one is kept).
     """
     if args.wait_idle <= 0:
-        return spawn_worker(lib, threads, config_index, args)
+        return spawn_worker(lib, cell, config, threads, job, args)
     reports = []
     for _ in range(3):
-        deadline = time.perf_counter() + args.wait_idle
-        while time.perf_counter() < deadline:
-            load = other_cpu_load(0.5)
-            if load is None or load < 0.1:
-                break
-        report = spawn_worker(lib, threads, config_index, args)
+        wait_for_idle(args.wait_idle)
+        report = spawn_worker(lib, cell, config, threads, job, args)
         reports.append(report)
-        if report.get("cpu_wait", 0) <= 0.05:
+        if report.get("cpu_wait", 0) <= 0.05 or out_of_wait_budget(args):
             break
     return min(reports, key=lambda r: r.get("cpu_wait", 0))
 
 
-def print_header(args):
-    print("bench_rnn: crnn vanilla tanh RNN vs PyTorch vs plain numpy, "
-          "float32")
-    print(f"python {platform.python_version()}  numpy {np.__version__}  "
-          f"scipy {package_version('scipy') or '-'}  "
-          f"torch {package_version('torch') or 'not installed'}  "
-          f"crnn {package_version('crnn') or 'not installed'}")
-    print(f"os.cpu_count() = {os.cpu_count()}  machine {platform.machine()}")
-    for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
-        print(f"{name} = {os.environ.get(name, '(unset)')}")
-    for lib, info in openblas_info().items():
-        if isinstance(info, dict):
-            print(f"{lib}'s OpenBLAS: core {info['core']}  ({info['config']})")
-        else:
-            print(f"{lib}'s OpenBLAS: {info}")
-    load = other_cpu_load()
-    if load is not None:
-        print(f"CPU busy before the run (other processes): {load:.0%}"
-              + ("  WARNING: the machine is not idle, timings will suffer"
-                 if load > 0.1 else ""))
-    print(f"each number: best of {args.rounds} interleaved round(s) of "
-          f"medians over ~{args.target:g} s of calls, one process each")
-    print(flush=True)
+def out_of_wait_budget(args):
+    """After --wait-budget seconds of run time, stop waiting and rerunning."""
+    if time.perf_counter() - args.started > args.wait_budget:
+        if args.wait_idle > 0:
+            print(f"  --wait-budget {args.wait_budget:g} s used up: no more "
+                  "waiting for an idle machine", file=sys.stderr, flush=True)
+            args.wait_idle = 0
+        return True
+    return False
 
 
-def format_ms(value):
-    if value is None:
-        return "-"
-    return f"{value:.3f}" if value < 10 else f"{value:.1f}"
+def run_stream(args):
+    """bench_stream.py --json as a child; its parsed JSON, or an error."""
+    command = [sys.executable, os.path.join(HERE, "bench_stream.py")]
+    if args.quick:
+        command += ["--rounds", "2", "--target", "0.05"]
+    attempts = []
+    for _ in range(3 if args.wait_idle > 0 else 1):
+        wait_for_idle(args.wait_idle)
+        handle, path = tempfile.mkstemp(prefix="bench_stream_", suffix=".json")
+        os.close(handle)
+        try:
+            completed = subprocess.run(command + ["--json", path],
+                                       capture_output=True, text=True,
+                                       timeout=args.timeout)
+            with open(path) as result:
+                data = json.load(result)
+        except (subprocess.TimeoutExpired, OSError, ValueError) as error:
+            tail = ""
+            if isinstance(error, (OSError, ValueError)):
+                tail = " | ".join(completed.stderr.strip().splitlines()[-3:])
+            data = {"error": f"bench_stream.py failed: "
+                             f"{type(error).__name__}: {error} {tail}".strip()}
+        finally:
+            os.unlink(path)
+        attempts.append(data)
+        if (data.get("cpu_wait") or 0) <= 0.05 or out_of_wait_budget(args):
+            break
+    return min(attempts, key=lambda d: d.get("cpu_wait") or 0)
 
 
-def format_ratio(numerator, denominator):
-    if numerator is None or denominator is None:
-        return "-"
-    return f"{numerator / denominator:.2f}"
+def best_and_spread(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    return min(values), (max(values) / min(values) if len(values) > 1
+                         else None)
 
 
 def collect(reports):
-    """Medians and CPU-wait fractions by (config, threads, op, lib); errors.
-
-    Each value is a list with one entry per round.
-    """
-    medians, cpu_waits = {}, {}
-    errors = []
+    """By (cell, config, threads, lib): the list of that worker's reports."""
+    by_key, errors = {}, []
     for report in reports:
-        lib, threads = report["lib"], report["threads"]
+        key = (report["cell"], tuple(report["config"]), report["threads"],
+               report["lib"])
         if "error" in report:
-            errors.append(f"{lib} threads={threads}: {report['error']}")
-            continue
-        for result in report["results"]:
-            key = (result["config"], threads, result["op"], lib)
-            if "error" in result:
-                errors.append(f"{lib} threads={threads} "
-                              f"config {CONFIGS[result['config']]} "
-                              f"{result['op']}: {result['error']}")
-            else:
-                medians.setdefault(key, []).append(result["ms"])
-                cpu_waits.setdefault(key, []).append(result.get("cpu_wait"))
-    return medians, cpu_waits, sorted(set(errors))
+            errors.append(f"{report['lib']} {report['cell']} "
+                          f"threads={report['threads']} "
+                          f"config {tuple(report['config'])}: "
+                          f"{report['error']}")
+        if report.get("results") or report.get("memory"):
+            by_key.setdefault(key, []).append(report)
+    return by_key, sorted(set(errors))
 
 
-def build_rows(medians, cpu_waits, args):
+def op_stats(by_key, cell, config, threads, lib, op):
+    """(best ms, spread, cpu wait of the best round) or Nones."""
+    values, waits = [], []
+    for report in by_key.get((cell, tuple(config), threads, lib), []):
+        if op in report["results"]:
+            values.append(report["results"][op]["ms"])
+            waits.append(report.get("cpu_wait"))
+    best, spread = best_and_spread(values)
+    wait = waits[values.index(best)] if best is not None else None
+    return best, spread, wait
+
+
+def make_row(what, cell, config, threads, crnn_value, other_value, other,
+             unit, target, at_least=False, spreads=(), waits=(), note="",
+             gflops=None):
+    ratio = (crnn_value / other_value
+             if crnn_value is not None and other_value else None)
+    met = None
+    if ratio is not None and target is not None:
+        met = ratio >= target if at_least else ratio <= target
+    spreads = [s for s in spreads if s is not None]
+    waits = [w for w in waits if w is not None]
+    return {
+        "what": what, "cell": cell,
+        "config": list(config) if config else None, "threads": threads,
+        "crnn": crnn_value, "other": other_value, "vs": other, "unit": unit,
+        "ratio": ratio, "gflops": gflops, "target": target,
+        "at_least": at_least, "met": met,
+        "spread": max(spreads) if spreads else None,
+        "cpu_wait": max(waits) if waits else None, "note": note,
+    }
+
+
+def build_rows(by_key, stream, args):
     rows = []
-    for index in args.config_indices:
-        config = CONFIGS[index]
-        for threads in args.thread_counts:
-            for op in OPS:
-                rounds = {lib: medians.get((index, threads, op, lib))
-                          for lib in LIBRARIES}
-                best = {lib: min(values) if values else None
-                        for lib, values in rounds.items()}
-                # Largest max/min over the rounds of any library: how far
-                # apart repeated measurements landed on this row.
-                spreads = [max(values) / min(values)
-                           for values in rounds.values()
-                           if values and len(values) > 1]
-                # CPU wait (PSI) during the worker that gave each best median.
-                waits = [cpu_waits[(index, threads, op, lib)][
-                             values.index(best[lib])]
-                         for lib, values in rounds.items() if values]
-                waits = [w for w in waits if w is not None]
-                flops = training_flops(*config)
-                if op == "forward":
-                    flops /= 3
-                gflops = (flops / (best["crnn"] * 1e-3) / 1e9
-                          if best["crnn"] else None)
-                rows.append({
-                    "config": list(config), "threads": threads, "op": op,
-                    "crnn_ms": best["crnn"], "torch_ms": best["torch"],
-                    "numpy_ms": best["numpy"], "crnn_gflops": gflops,
-                    "spread": max(spreads) if spreads else None,
-                    "cpu_wait": max(waits) if waits else None,
-                    "rounds_ms": rounds,
-                })
+    configs = [(i, CONFIGS[i]) for i in args.config_indices]
+    # Training steps: LSTM, RNN, GRU; then the LSTM forward pass.
+    for cell in args.cells:
+        for index, config in configs:
+            for threads in args.thread_counts:
+                c, c_spread, c_wait = op_stats(by_key, cell, config, threads,
+                                               "crnn", "train")
+                t, t_spread, t_wait = op_stats(by_key, cell, config, threads,
+                                               "torch", "train")
+                note = ""
+                if cell == "rnn":
+                    n, n_spread, n_wait = op_stats(by_key, cell, config,
+                                                   threads, "numpy", "train")
+                    if n is not None:
+                        note = f"numpy {format_value(n, 'ms')}" + (
+                            f", crnn/numpy {c / n:.2f}" if c else "")
+                gflops = (cell_flops(cell, config) / (c * 1e-3) / 1e9
+                          if c else None)
+                rows.append(make_row(
+                    f"{cell.upper()} train", cell, config, threads, c, t,
+                    "PyTorch", "ms", TRAIN_TARGETS[cell][threads][index]
+                    if threads in TRAIN_TARGETS[cell] else None,
+                    spreads=(c_spread, t_spread), waits=(c_wait, t_wait),
+                    note=note, gflops=gflops))
+    if "lstm" in args.cells:
+        for index, config in configs:
+            for threads in args.thread_counts:
+                c, c_spread, c_wait = op_stats(by_key, "lstm", config, threads,
+                                               "crnn", "forward")
+                t, t_spread, t_wait = op_stats(by_key, "lstm", config, threads,
+                                               "torch", "forward")
+                gflops = (cell_flops("lstm", config, "forward") / (c * 1e-3)
+                          / 1e9 if c else None)
+                rows.append(make_row(
+                    "LSTM forward", "lstm", config, threads, c, t, "PyTorch",
+                    "ms", FORWARD_TARGET, spreads=(c_spread, t_spread),
+                    waits=(c_wait, t_wait), gflops=gflops))
+        # Efficiency: crnn's training GFLOP/s against sgemm's, same process.
+        for index, config in configs:
+            if index not in LARGE_CONFIGS:
+                continue
+            T, B, D, H, K = config
+            for threads in args.thread_counts:
+                c, c_spread, c_wait = op_stats(by_key, "lstm", config, threads,
+                                               "crnn", "train")
+                sgemm = [max(r["sgemm_gflops"].values()) for r in
+                         by_key.get(("lstm", config, threads, "crnn"), [])
+                         if r.get("sgemm_gflops")]
+                gflops = (cell_flops("lstm", config) / (c * 1e-3) / 1e9
+                          if c else None)
+                rows.append(make_row(
+                    "LSTM efficiency", "lstm", config, threads, gflops,
+                    max(sgemm) if sgemm else None, "sgemm", "GFLOP/s",
+                    EFFICIENCY_TARGET, at_least=True,
+                    spreads=(c_spread, best_and_spread(sgemm)[1]),
+                    waits=(c_wait,), gflops=gflops,
+                    note=f"sgemm ({B}x{H})({H}x{4 * H})"))
+    # Peak memory of the first training step, 1 thread (largest of rounds).
+    for cell in args.cells:
+        for index, config in configs:
+            threads = 1 if 1 in args.thread_counts else args.thread_counts[0]
+            values = {}
+            for lib in ("crnn", "torch"):
+                increases = [
+                    r["memory"]["increase_mib"]
+                    for r in by_key.get((cell, config, threads, lib), [])
+                    if r.get("memory")]
+                values[lib] = max(increases) if increases else None
+            rows.append(make_row(
+                f"{cell.upper()} train memory", cell, config, threads,
+                values["crnn"], values["torch"], "PyTorch", "MiB",
+                MEMORY_TARGET,
+                note="peak RSS increase, first step"))
+    if stream is not None:
+        rows += stream_rows(stream)
     return rows
 
 
-def print_table(rows):
-    header = (f"{'config (T,B,D,H,K)':<22}{'thr':>4} {'op':<8}"
-              f"{'crnn ms':>10}{'torch ms':>10}{'numpy ms':>10}"
-              f"{'crnn/torch':>12}{'crnn/numpy':>12}{'crnn GFLOP/s':>14}"
-              f"{'spread':>8}{'wait%':>7}")
-    print(header)
-    print("-" * len(header))
-    for row in rows:
-        config = "(" + ",".join(map(str, row["config"])) + ")"
-        gflops = ("-" if row["crnn_gflops"] is None
-                  else f"{row['crnn_gflops']:.1f}")
-        spread = "-" if row["spread"] is None else f"{row['spread']:.2f}"
-        wait = ("-" if row["cpu_wait"] is None
-                else f"{100 * row['cpu_wait']:.0f}")
-        print(f"{config:<22}{row['threads']:>4} {row['op']:<8}"
-              f"{format_ms(row['crnn_ms']):>10}"
-              f"{format_ms(row['torch_ms']):>10}"
-              f"{format_ms(row['numpy_ms']):>10}"
-              f"{format_ratio(row['crnn_ms'], row['torch_ms']):>12}"
-              f"{format_ratio(row['crnn_ms'], row['numpy_ms']):>12}"
-              f"{gflops:>14}{spread:>8}{wait:>7}")
+def stream_rows(stream):
+    """Rows from bench_stream.py's JSON: one LSTM step, B=1, D=16, H=128."""
+    config_note = "B=1, D=16, H=128, state carried"
+    if "error" in stream:
+        return [make_row("LSTM stream step", "lstm", None, 1, None, None,
+                         "LSTMCell", "us", None, note=stream["error"])]
+    medians = stream.get("medians_seconds", {})
+    aims = stream.get("aims", {"torch": 5.0, "ort": 3.0})
+
+    def stats(key):
+        best, spread = best_and_spread(medians.get(key, []))
+        return (None if best is None else best * 1e6), spread
+
+    c, c_spread = stats("lstm / crnn")
+    t, t_spread = stats("lstm / torch")
+    o, o_spread = stats("lstm / ort")
+    ob, ob_spread = stats("lstm / ort bound")
+    ort_options = [(v, s, n) for v, s, n in
+                   ((o, o_spread, "session.run"), (ob, ob_spread, "I/O binding"))
+                   if v is not None]
+    ort_best = min(ort_options, default=(None, None, ""))
+    wait = (stream.get("cpu_wait"),)
+    return [
+        make_row("LSTM stream step", "lstm", None, 1, c, t, "LSTMCell", "us",
+                 1 / aims["torch"], spreads=(c_spread, t_spread), waits=wait,
+                 note=config_note),
+        make_row("LSTM stream step", "lstm", None, 1, c, ort_best[0], "ORT",
+                 "us", 1 / aims["ort"], spreads=(c_spread, ort_best[1]),
+                 waits=wait, note=f"ORT's faster way ({ort_best[2]})"
+                 if ort_best[2] else "onnxruntime not measured"),
+    ]
+
+
+def sweep_points(by_key):
+    """The plot's data: {"batch"|"hidden": [{x, crnn_ms, torch_ms}]}."""
+    points = {"batch": [], "hidden": []}
+    for axis, values, make in (("batch", SWEEP_BATCHES, sweep_batch_config),
+                               ("hidden", SWEEP_HIDDEN, sweep_hidden_config)):
+        for value in values:
+            config = make(value)
+            crnn_ms = op_stats(by_key, "lstm", config, 1, "crnn", "train")[0]
+            torch_ms = op_stats(by_key, "lstm", config, 1, "torch", "train")[0]
+            if crnn_ms is None and torch_ms is None:
+                continue
+            points[axis].append({"x": value, "config": list(config),
+                                 "crnn_ms": crnn_ms, "torch_ms": torch_ms})
+    return points
+
+
+# ---------------------------------------------------------------------------
+# The table (text for the terminal, Markdown for BENCHMARKS.md)
+# ---------------------------------------------------------------------------
+
+def format_value(value, unit):
+    if value is None:
+        return "-"
+    if unit == "ms":
+        text = (f"{value:.3f}" if value < 1 else f"{value:.2f}"
+                if value < 10 else f"{value:.1f}")
+    elif unit == "us":
+        text = f"{value:.2f}" if value < 100 else f"{value:.0f}"
+    elif unit == "MiB":
+        text = f"{value:.2f}" if value < 10 else f"{value:.1f}"
+    else:
+        text = f"{value:.0f}" if value >= 100 else f"{value:.1f}"
+    return f"{text} {'µs' if unit == 'us' else unit}"
+
+
+def format_target(row):
+    if row["target"] is None:
+        return "-"
+    return ("≥ " if row["at_least"] else "≤ ") + f"{row['target']:.2f}"
+
+
+def row_cells(row):
+    config = ("-" if row["config"] is None
+              else "(" + ",".join(map(str, row["config"])) + ")")
+    ratio = "-" if row["ratio"] is None else f"{row['ratio']:.2f}"
+    gflops = "-" if row["gflops"] is None else f"{row['gflops']:.1f}"
+    met = {None: "-", True: "met", False: "MISSED"}[row["met"]]
+    if row["met"] is not None and is_noisy(row):
+        met += " (noisy)"
+    spread = "-" if row["spread"] is None else f"{row['spread']:.2f}"
+    wait = "-" if row["cpu_wait"] is None else f"{100 * row['cpu_wait']:.0f}"
+    return [row["what"], config, str(row["threads"]),
+            format_value(row["crnn"], row["unit"]), row["vs"],
+            format_value(row["other"], row["unit"]), ratio, gflops,
+            format_target(row), met, spread, wait, row["note"]]
+
+
+TABLE_HEADER = ["what", "config (T,B,D,H,K)", "thr", "crnn", "vs",
+                "other", "crnn/other", "crnn GFLOP/s", "target", "result",
+                "spread", "wait%", "note"]
+
+
+def table_lines(rows, markdown=False):
+    cells = [row_cells(row) for row in rows]
+    if markdown:
+        lines = ["| " + " | ".join(TABLE_HEADER) + " |",
+                 "|" + "|".join("---" for _ in TABLE_HEADER) + "|"]
+        lines += ["| " + " | ".join(c) + " |" for c in cells]
+        return lines
+    widths = [max(len(line[i]) for line in cells + [TABLE_HEADER])
+              for i in range(len(TABLE_HEADER))]
+    numeric = {2, 3, 5, 6, 7, 10, 11}
+
+    def line(values):
+        return "  ".join(v.rjust(w) if i in numeric else v.ljust(w)
+                         for i, (v, w) in enumerate(zip(values, widths)))
+    lines = [line(TABLE_HEADER).rstrip(), "-" * (sum(widths) + 2 * len(widths))]
+    lines += [line(c).rstrip() for c in cells]
+    return lines
+
+
+NOISY_WAIT = 0.05
+
+
+def is_noisy(row):
+    """Other work kept a task waiting for a CPU > 5 % of the row's time."""
+    return row["cpu_wait"] is not None and row["cpu_wait"] > NOISY_WAIT
+
+
+def target_summary(rows):
+    judged = [row for row in rows if row["met"] is not None]
+    missed = [row for row in judged if not row["met"]]
+    noisy = [row for row in judged if is_noisy(row)]
+    return (f"{len(judged) - len(missed)} of {len(judged)} targets met"
+            + (f" ({len(noisy)} of the {len(judged)} rows noisy: wait% "
+               f"above {100 * NOISY_WAIT:.0f})" if noisy else "")
+            + (f"; missed: " + "; ".join(
+                f"{row['what']} {tuple(row['config']) if row['config'] else ''}"
+                f" {row['threads']} thr ({row['ratio']:.2f}, target "
+                f"{format_target(row)})".replace("  ", " ")
+                for row in missed) if missed else ""))
+
+
+LEGEND = (
+    "crnn/other: crnn's time (memory) divided by the other's, below 1 crnn "
+    "is better; efficiency rows: crnn's GFLOP/s divided by sgemm's.\n"
+    "crnn GFLOP/s: recurrent-cell FLOPs only, 2*T*B*G*H*(D+H) per forward "
+    "pass, 3x that per training step (G = 4 LSTM, 3 GRU, 1 RNN).\n"
+    "memory: peak RSS increase (VmHWM after the first training step minus "
+    "VmRSS before it, high-water mark reset), MiB, in the library's own "
+    "child process.\n"
+    "spread: largest max/min of one library's round medians; wait%: share of "
+    "the time some task waited for a CPU (Linux PSI) during the measurements "
+    "shown; above a few % other work was running and the row is not to be "
+    "trusted: its result says \"(noisy)\" above 5 %.")
 
 
 def describe_worker(report):
@@ -604,74 +966,156 @@ def describe_worker(report):
     text = (f"worker {report['lib']:<5} threads={report['threads']}: "
             f"{report['lib']} {report.get('version')}; OpenBLAS {cores}")
     if report["lib"] == "torch":
-        text += (f"; torch threads {report.get('torch_threads')}, "
-                 f"MKL {report.get('torch_mkl')}")
+        text += f"; torch threads {report.get('torch_threads')}"
     return text
 
 
+def environment():
+    info = openblas_info()
+    scipy_info = info.get("scipy")
+    return {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "scipy": package_version("scipy"),
+        "torch": package_version("torch"),
+        "onnxruntime": package_version("onnxruntime"),
+        "crnn": package_version("crnn"),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+        "OPENBLAS_L2_SIZE": os.environ.get("OPENBLAS_L2_SIZE"),
+        "openblas": info,
+        "openblas_core": (scipy_info["core"] if isinstance(scipy_info, dict)
+                          else None),
+    }
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def print_header(args, env):
+    print("bench_train: crnn LSTM / RNN / GRU vs PyTorch, float32"
+          + ("  (--quick: short measurements, one round)" if args.quick
+             else ""))
+    print(f"python {env['python']}  numpy {env['numpy']}  "
+          f"scipy {env['scipy'] or '-'}  "
+          f"torch {env['torch'] or 'not installed'}  "
+          f"onnxruntime {env['onnxruntime'] or 'not installed'}  "
+          f"crnn {env['crnn'] or 'not installed'}")
+    print(f"cpu: {env['cpu_model']}, os.cpu_count() = {env['cpu_count']}")
+    for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
+        print(f"{name} = {env[name] or '(unset)'}")
+    for lib, info in env["openblas"].items():
+        if isinstance(info, dict):
+            print(f"{lib}'s OpenBLAS: core {info['core']}  ({info['config']})"
+                  + ("  <- crnn's BLAS" if lib == "scipy" else ""))
+        else:
+            print(f"{lib}'s OpenBLAS: {info}")
+    load = other_cpu_load()
+    env["cpu_busy_before"] = load
+    if load is not None:
+        print(f"CPU busy before the run (other processes): {load:.0%}"
+              + ("  WARNING: the machine is not idle, timings will suffer"
+                 if load > 0.1 else ""))
+    print(f"each time: best of {args.rounds} interleaved round(s) of "
+          f"medians over ~{args.target:g} s of calls, one process each")
+    print(flush=True)
+
+
 def run_parent(args):
-    print_header(args)
-    libs = [lib for lib in LIBRARIES if lib in args.libs]
-    if "torch" in libs and package_version("torch") is None:
+    args.started = time.perf_counter()
+    wait_idle_asked = args.wait_idle
+    env = environment()
+    print_header(args, env)
+    if "torch" in args.libs and package_version("torch") is None:
         print("torch is not installed: its columns are skipped.\n")
-        libs.remove("torch")
+        args.libs.remove("torch")
+    jobs = plan_jobs(args)
+    broken = set()
     reports = []
     start = time.perf_counter()
-    # Interleave: for each config and thread count, the rounds run the
-    # libraries one after another, so a slow spell of the machine hits all.
-    for index in args.config_indices:
-        for threads in args.thread_counts:
-            group_start = time.perf_counter()
-            for _ in range(args.rounds):
-                for lib in list(libs):
-                    report = measure_when_quiet(lib, threads, index, args)
-                    reports.append(report)
-                    if report.get("import_failed"):
-                        libs.remove(lib)    # it will not import next time
-            print(f"  {CONFIGS[index]} threads={threads}: "
-                  f"{time.perf_counter() - group_start:.1f} s",
-                  file=sys.stderr, flush=True)
-    print(f"  total {time.perf_counter() - start:.0f} s", file=sys.stderr,
-          flush=True)
+    wait_before = cpu_wait_microseconds()
+    # Interleave: for each job the rounds run the libraries one after
+    # another, so a slow spell of the machine hits all of them.
+    for number, ((cell, config, threads), job) in enumerate(jobs.items()):
+        group_start = time.perf_counter()
+        for _ in range(args.rounds):
+            for lib in job["libs"]:
+                if lib in broken:
+                    continue
+                report = measure_when_quiet(lib, cell, config, threads, job,
+                                            args)
+                reports.append(report)
+                if report.get("import_failed"):
+                    broken.add(lib)        # it will not import next time
+        print(f"  [{number + 1}/{len(jobs)}] {cell} {config} "
+              f"threads={threads}: {time.perf_counter() - group_start:.1f} s",
+              file=sys.stderr, flush=True)
+    stream = None
+    if args.stream:
+        stream_start = time.perf_counter()
+        stream = run_stream(args)
+        print(f"  bench_stream.py: {time.perf_counter() - stream_start:.1f} s",
+              file=sys.stderr, flush=True)
+    elapsed = time.perf_counter() - start
+    wait_after = cpu_wait_microseconds()
+    print(f"  total {elapsed:.0f} s", file=sys.stderr, flush=True)
 
-    medians, cpu_waits, errors = collect(reports)
-    rows = build_rows(medians, cpu_waits, args)
-    print_table(rows)
-    print("\nratios: crnn time / other time (below 1: crnn faster); "
-          "spread: largest max/min of one library's round medians;\n"
-          "wait%: share of the time some task waited for a CPU (Linux PSI) "
-          "during the measurements shown; above a few % the machine was "
-          "busy with other work")
+    by_key, errors = collect(reports)
+    rows = build_rows(by_key, stream, args)
+    for line in table_lines(rows):
+        print(line)
+    print("\n" + target_summary(rows))
+    print("\n" + LEGEND)
     seen = set()
     for report in reports:
         key = (report["lib"], report["threads"])
         if "openblas" in report and key not in seen:
             seen.add(key)
             print(describe_worker(report))
+    if stream is not None and "openblas" in stream:
+        core = stream["openblas"].get("scipy", {})
+        if isinstance(core, dict):
+            print(f"bench_stream.py: scipy's OpenBLAS core {core.get('core')}")
     if errors:
         print("\nerrors:")
         for error in errors:
             print("  " + error)
+    print(f"\nrun time {elapsed:.0f} s" + (
+        "" if wait_before is None or wait_after is None else
+        f"; some task waited for a CPU "
+        f"{(wait_after - wait_before) / 1e6 / elapsed:.0%} of it"))
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({
-                "environment": {
-                    "python": platform.python_version(),
-                    "numpy": np.__version__,
-                    "scipy": package_version("scipy"),
-                    "torch": package_version("torch"),
-                    "crnn": package_version("crnn"),
-                    "cpu_count": os.cpu_count(),
-                    "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
-                    "OPENBLAS_L2_SIZE": os.environ.get("OPENBLAS_L2_SIZE"),
-                    "openblas": openblas_info(),
-                },
+                "environment": env,
+                "quick": args.quick,
                 "target_seconds": args.target,
                 "rounds": args.rounds,
+                "wait_idle": wait_idle_asked,
+                "wait_budget_used_up": wait_idle_asked > 0 and args.wait_idle == 0,
+                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                "run_seconds": elapsed,
+                "cpu_wait": (None if wait_before is None or wait_after is None
+                             else (wait_after - wait_before) / 1e6 / elapsed),
+                "command": " ".join([os.path.relpath(sys.argv[0])]
+                                    + sys.argv[1:]),
                 "rows": rows,
+                "sweep": sweep_points(by_key),
+                "stream": stream,
+                "reports": reports,
                 "errors": errors,
             }, handle, indent=1)
-        print(f"\nwrote {args.json}")
+        print(f"wrote {args.json}")
     sys.stdout.flush()
 
 
@@ -805,34 +1249,53 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cells", default=",".join(CELLS),
+                        help="subset of lstm,rnn,gru (default all)")
     parser.add_argument("--configs", default=None,
                         help="comma-separated indices into CONFIGS "
                              f"(0-{len(CONFIGS) - 1}); default all")
     parser.add_argument("--threads", default="1,2",
                         help="comma-separated thread counts (default 1,2)")
     parser.add_argument("--libs", default=",".join(LIBRARIES),
-                        help="subset of crnn,torch,numpy")
+                        help="subset of crnn,torch,numpy (numpy: RNN only)")
     parser.add_argument("--quick", action="store_true",
-                        help="short measurements, one round: a smoke run")
+                        help="short measurements, one round, fewer sweep "
+                             "points, a short bench_stream.py: a smoke run")
     parser.add_argument("--target", type=float, default=None,
                         help="seconds per measurement (default 1.0, "
-                             "0.2 with --quick)")
+                             "0.15 with --quick)")
     parser.add_argument("--rounds", type=int, default=None,
                         help="interleaved rounds, best median kept "
                              "(default 2, 1 with --quick)")
+    parser.add_argument("--no-sweep", dest="sweep", action="store_false",
+                        help="skip the batch-size and hidden-size sweeps "
+                             "(the plot's data)")
+    parser.add_argument("--no-stream", dest="stream", action="store_false",
+                        help="skip the streaming step (bench_stream.py)")
     parser.add_argument("--wait-idle", type=float, default=0,
                         metavar="SECONDS",
                         help="on a shared machine: before each child wait "
                              "up to SECONDS for the CPUs to be idle, and "
                              "rerun a child that other work disturbed")
+    parser.add_argument("--wait-budget", type=float, default=1800,
+                        metavar="SECONDS",
+                        help="with --wait-idle: stop waiting and rerunning "
+                             "once the run has taken this long (default "
+                             "1800), so a machine that is never idle still "
+                             "gets a table")
     parser.add_argument("--timeout", type=float, default=900,
                         help="seconds before a worker is abandoned")
     parser.add_argument("--json", metavar="PATH",
-                        help="also write the results to this JSON file")
+                        help="also write the results to this JSON file "
+                             "(report.py turns it into BENCHMARKS.md)")
     parser.add_argument("--selfcheck", action="store_true",
                         help="check the numpy reference's gradients, "
                              "then exit")
-    parser.add_argument("--worker", choices=LIBRARIES,
+    parser.add_argument("--worker", choices=LIBRARIES, help=argparse.SUPPRESS)
+    parser.add_argument("--cell", choices=CELLS, help=argparse.SUPPRESS)
+    parser.add_argument("--shape", help=argparse.SUPPRESS)
+    parser.add_argument("--ops", default="train", help=argparse.SUPPRESS)
+    parser.add_argument("--sgemm", action="store_true",
                         help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -847,15 +1310,20 @@ def parse_args(argv=None):
         parser.error(f"--configs indices must be in 0..{len(CONFIGS) - 1}")
     if any(n < 1 for n in args.thread_counts):
         parser.error("--threads must be positive")
+    args.cells = args.cells.split(",")
+    if not set(args.cells) <= set(CELLS):
+        parser.error(f"--cells must be a subset of {','.join(CELLS)}")
     args.libs = args.libs.split(",")
     if not set(args.libs) <= set(LIBRARIES):
         parser.error(f"--libs must be a subset of {','.join(LIBRARIES)}")
     if args.target is None:
-        args.target = 0.2 if args.quick else 1.0
+        args.target = 0.15 if args.quick else 1.0
     if args.rounds is None:
         args.rounds = 1 if args.quick else 2
     if args.worker:
         args.threads_for_worker = args.thread_counts[0]
+        args.shape = tuple(int(v) for v in args.shape.split(","))
+        args.ops = args.ops.split(",")
     return args
 
 

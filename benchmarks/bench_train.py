@@ -980,6 +980,7 @@ def environment():
         "torch": package_version("torch"),
         "onnxruntime": package_version("onnxruntime"),
         "crnn": package_version("crnn"),
+        "git": git_state(),
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
         "cpu_model": cpu_model(),
@@ -989,6 +990,23 @@ def environment():
         "openblas_core": (scipy_info["core"] if isinstance(scipy_info, dict)
                           else None),
     }
+
+
+def git_state():
+    """The checkout's commit, and whether src/ has uncommitted changes."""
+    root = os.path.dirname(HERE)
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"],
+                                cwd=root, capture_output=True, text=True,
+                                timeout=10).stdout.strip()
+        changed = subprocess.run(["git", "status", "--porcelain", "src"],
+                                 cwd=root, capture_output=True, text=True,
+                                 timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if not commit:
+        return None
+    return commit + (" + uncommitted changes in src/" if changed else "")
 
 
 def cpu_model():
@@ -1010,7 +1028,8 @@ def print_header(args, env):
           f"scipy {env['scipy'] or '-'}  "
           f"torch {env['torch'] or 'not installed'}  "
           f"onnxruntime {env['onnxruntime'] or 'not installed'}  "
-          f"crnn {env['crnn'] or 'not installed'}")
+          f"crnn {env['crnn'] or 'not installed'}"
+          + (f" (checkout {env['git']})" if env["git"] else ""))
     print(f"cpu: {env['cpu_model']}, os.cpu_count() = {env['cpu_count']}")
     for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
         print(f"{name} = {env[name] or '(unset)'}")

@@ -62,7 +62,8 @@ def run_section(run):
            else ""),
         f"- Python {env['python']}, numpy {env['numpy']}, scipy "
         f"{env['scipy']}, torch {env['torch']}, onnxruntime "
-        f"{env.get('onnxruntime')}, crnn {env['crnn']}; "
+        f"{env.get('onnxruntime')}, crnn {env['crnn']}"
+        + (f" (checkout {env['git']})" if env.get("git") else "") + "; "
         f"{env.get('cpu_model') or env.get('machine')}, "
         f"{env['cpu_count']} CPUs",
         f"- OpenBLAS core loaded by scipy (crnn's BLAS): **{core}**; "
@@ -167,7 +168,10 @@ def main(argv=None):
     for path in args.runs:
         with open(path) as handle:
             runs.append(json.load(handle))
-    plot(runs, args.plot)
+    has_sweep = any(points for run in runs
+                    for points in (run.get("sweep") or {}).values())
+    if has_sweep:
+        plot(runs, args.plot)
     plot_link = os.path.relpath(args.plot, os.path.dirname(
         os.path.abspath(args.out)))
     quick = any(run.get("quick") for run in runs)
@@ -193,15 +197,15 @@ def main(argv=None):
         "was given. Each row shows the issue's target for it and whether "
         "this run met it.",
         "",
-        f"![LSTM training-step time against batch size and hidden size, "
-        f"crnn and PyTorch]({plot_link})",
-        "",
     ]
+    if has_sweep:
+        lines += [f"![LSTM training-step time against batch size and hidden "
+                  f"size, crnn and PyTorch]({plot_link})", ""]
     for run in runs:
         lines += run_section(run)
     with open(args.out, "w") as handle:
         handle.write("\n".join(lines).rstrip() + "\n")
-    print(f"wrote {args.out} and {args.plot}")
+    print(f"wrote {args.out}" + (f" and {args.plot}" if has_sweep else ""))
     return 0
 
 

@@ -87,17 +87,33 @@ class Batch:
     order    (B,) positions in the user's batch of the sorted rows
     """
 
-    def __init__(self, inputs, lengths, order, steps):
+    def __init__(self, inputs, lengths, order, steps, full=False):
         self.inputs = inputs
         self.lengths = lengths
         self.order = order
         self.steps = steps
         self.size = len(order)
-        # mask[t, b]: position t of sorted row b is real
-        self.mask = np.arange(steps)[:, None] < lengths[None, :]
+        # full: every sequence has all T steps, so the order is the identity
+        # and nothing is padded (the common case: no reordering copies)
+        self.full = full
+        self._mask = None
+
+    @property
+    def mask(self):
+        """mask[t, b]: position t of sorted row b is real (T, B)."""
+        if self._mask is None:
+            self._mask = np.arange(self.steps)[:, None] < self.lengths[None, :]
+        return self._mask
+
+    def in_order(self, array):
+        """The user's rows (first axis) in the sorted order."""
+        return array if self.full else array[self.order]
 
     def unsort(self, time_major):
         """(T, B, ...) in sorted order -> (N, T, ...) in the user's order."""
+        if self.full:
+            # a copy always: time_major is the driver's workspace
+            return np.swapaxes(time_major, 0, 1).copy()
         result = np.empty((self.size, self.steps) + time_major.shape[2:],
                           dtype=time_major.dtype)
         result[self.order] = np.swapaxes(time_major, 0, 1)
@@ -105,6 +121,8 @@ class Batch:
 
     def unsort_rows(self, rows):
         """(B, ...) or (lanes, B, ...) sorted -> the user's order (axis -2/0)."""
+        if self.full:
+            return rows.copy()
         result = np.empty_like(rows)
         if rows.ndim == 3:
             result[:, self.order] = rows
@@ -114,7 +132,7 @@ class Batch:
 
     def sort_state(self, state):
         """(lanes, N, H) in the user's order -> sorted, C-contiguous."""
-        return np.ascontiguousarray(state[:, self.order])
+        return np.ascontiguousarray(state if self.full else state[:, self.order])
 
 
 def _pad_list(sequences, name):
@@ -212,18 +230,19 @@ def prepare_batch(X, lengths, input_size, dtype, buffer_width=None):
     if buffer_width is not None:
         check_buffers(steps, n, buffer_width)
     if lengths is None:
-        lengths = np.full(n, steps, dtype=np.int64)
+        # every sequence full length: the stable order is the identity
+        order = np.arange(n)
+        sorted_lengths = np.full(n, steps, dtype=np.int32)
     else:
         lengths = _check_lengths(lengths, n, steps)
-
-    order = np.argsort(-lengths, kind="stable")
-    sorted_lengths = np.ascontiguousarray(lengths[order], dtype=np.int32)
-    batch = Batch(None, sorted_lengths, order, steps)
+        order = np.argsort(-lengths, kind="stable")
+        sorted_lengths = np.ascontiguousarray(lengths[order], dtype=np.int32)
     # Equal lengths (the common case): the stable order is the identity and
     # there is no padding, so the layout change is the only copy (none for a
     # single sequence: the driver only reads its inputs).
     padded = bool(sorted_lengths[-1] < steps)
-    in_order = X[order] if padded else X
+    batch = Batch(None, sorted_lengths, order, steps, full=not padded)
+    in_order = batch.in_order(X)
     if tokens:
         inputs = np.ascontiguousarray(in_order.T)           # (T, B)
         real = inputs[batch.mask] if padded else inputs
@@ -270,7 +289,10 @@ def prepare_targets(y, batch, output, output_size, return_sequences, dtype):
         if y.shape != expected:
             raise ValueError(
                 f"y must be class ids of shape {expected}, got shape {y.shape}")
-        real = (y[batch.order].T[batch.mask] if return_sequences else y)
+        if not return_sequences or batch.full:
+            real = y
+        else:
+            real = y[batch.order].T[batch.mask]
         if y.dtype.kind == "f":
             if not np.isfinite(real).all() or (real != np.round(real)).any():
                 raise ValueError(
@@ -280,11 +302,11 @@ def prepare_targets(y, batch, output, output_size, return_sequences, dtype):
             raise ValueError(
                 f"class ids in y must be in [0, {output_size}) (output_size = "
                 f"{output_size}), got {bad}")
+        labels = batch.in_order(y)
         if return_sequences:
-            labels = np.ascontiguousarray(y[batch.order].T)
-            labels[~batch.mask] = 0
-        else:
-            labels = y[batch.order]
+            labels = np.ascontiguousarray(labels.T, dtype=np.int32)
+            if not batch.full:
+                labels[~batch.mask] = 0
         return np.ascontiguousarray(labels, dtype=np.int32)
 
     # linear: (N, T, K) / (N, K); a trailing K = 1 may be left out
@@ -295,10 +317,12 @@ def prepare_targets(y, batch, output, output_size, return_sequences, dtype):
         raise ValueError(f"y must have shape {expected}, got shape {y.shape}")
     with _narrowing(y, dtype):
         if return_sequences:
-            targets = np.ascontiguousarray(np.swapaxes(y[batch.order], 0, 1), dtype=dtype)
-            targets[~batch.mask] = 0
+            targets = np.ascontiguousarray(np.swapaxes(batch.in_order(y), 0, 1),
+                                           dtype=dtype)
+            if not batch.full:
+                targets[~batch.mask] = 0
         else:
-            targets = np.ascontiguousarray(y[batch.order], dtype=dtype)
+            targets = np.ascontiguousarray(batch.in_order(y), dtype=dtype)
     if not np.isfinite(targets).all():
         raise _non_finite("y", dtype)
     return targets

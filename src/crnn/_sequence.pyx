@@ -33,9 +33,12 @@ import numpy as np
 cnp.import_array()
 
 # Sequences at least this long run their recurrent products on packed
-# weights (see _packed_gemm.h); shorter ones call BLAS.
+# weights (see _packed_gemm.h); shorter ones call BLAS, and so do steps with
+# one live row (GEMV).
 cdef enum:
     PANELS_MIN_STEPS = 4
+    # Workspace views kept for reuse (many batch shapes: the cache restarts)
+    MAX_CACHED_VIEWS = 512
 
 cdef bint panels_enabled = True
 
@@ -61,13 +64,21 @@ cdef class Workspace:
     that is allocated on first use and reallocated only when a larger call
     (or another dtype) arrives; calls of the same or smaller size reuse it.
     Contents are not initialised: the driver writes every element it reads.
+    The views are cached too, so a call shaped like the last ones makes no
+    new array objects.
     """
     cdef dict buffers
+    cdef dict views     # (name, shape, dtype) -> view of buffers[name]
 
     def __init__(self):
         self.buffers = {}
+        self.views = {}
 
     cpdef cnp.ndarray get(self, str name, tuple shape, object dtype):
+        key = (name, shape, dtype)
+        view = self.views.get(key)
+        if view is not None:
+            return view
         cdef Py_ssize_t size = 1
         for extent in shape:
             size *= extent
@@ -75,7 +86,13 @@ cdef class Workspace:
         if buffer is None or buffer.shape[0] < size or buffer.dtype != dtype:
             buffer = np.empty(max(size, 1), dtype=dtype)
             self.buffers[name] = buffer
-        return buffer[:size].reshape(shape)
+            # views of the old buffer would keep it alive
+            self.views = {k: v for k, v in self.views.items() if k[0] != name}
+        if len(self.views) >= MAX_CACHED_VIEWS:
+            self.views.clear()
+        view = buffer[:size].reshape(shape)
+        self.views[key] = view
+        return view
 
     def nbytes(self):
         """Total bytes held (for tests and diagnostics)."""
@@ -172,7 +189,7 @@ cdef void lane_recur(const LaneShape *shape,
         h = hs + (t + 1) * state
         # R = H[t-1] @ W.T   (B_t × G·H) = (B_t × H)(G·H × H)ᵀ, into its own
         # buffer (separate) or added to Z[t] (Z[t] += R)
-        if W_panels != NULL:
+        if W_panels != NULL and live > 1:
             packed_gemm(live, GH, H, hs + t * state, H, W_panels, not separate,
                         recurrent if separate else z, GH)
         else:
@@ -430,8 +447,9 @@ cdef object _run(floating dtype_tag, Workspace ws, int kind, int H,
     cdef floating *panels_ptr
     # The recurrent products run on packed weights (packed_gemm) when the
     # packing, about one product's cost, is shared by enough time steps.
+    # A batch of one is a matrix-vector product, which BLAS's GEMV does well.
     cdef bint use_panels = (panels_enabled and packed_gemm_fast()
-                           and T >= PANELS_MIN_STEPS)
+                           and T >= PANELS_MIN_STEPS and B > 1)
 
     # ------------------------------------------------------------ forward
     for l in range(num_layers):

@@ -4,9 +4,11 @@ from .interop import from_torch
 from .io import load
 from .models import GRU, LSTM, RNN
 from . import optim
+from .threads import get_num_threads, set_num_threads
 from .trainer import History, Trainer
 
-__all__ = ["GRU", "LSTM", "RNN", "__version__", "from_torch", "load", "optim", "History", "Trainer"]
+__all__ = ["GRU", "LSTM", "RNN", "__version__", "from_torch", "load", "optim",
+           "History", "Trainer", "get_num_threads", "set_num_threads"]
 
 
 def get_include():

@@ -29,6 +29,16 @@ cdef extern from "_packed_gemm.h":
     void crnn_packed_gemm_f64(int m, int n, int k, const double *A, int lda,
                               const double *panels, int accumulate,
                               double *C, int ldc) nogil
+    void crnn_packed_gemm_team_f32(int m, int n, int k, const float *A, int lda,
+                                   const float *panels, int accumulate,
+                                   float *C, int ldc) nogil
+    void crnn_packed_gemm_team_f64(int m, int n, int k, const double *A, int lda,
+                                   const double *panels, int accumulate,
+                                   double *C, int ldc) nogil
+    int CRNN_HAVE_TEAM
+    int CRNN_MAX_THREADS
+    void crnn_team_set_threads(int threads) nogil
+    int crnn_team_threads() nogil
 
 
 
@@ -136,13 +146,27 @@ cdef void pack_panels(bint transposed, int k, int n, const floating *source,
 cdef void packed_gemm(int m, int n, int k, const floating *A, int lda,
                       const floating *panels, bint accumulate,
                       floating *C, int ldc) noexcept nogil:
-    """C (m × n) := A (m × k) · B, or += with `accumulate`; B in panels."""
+    """C (m × n) := A (m × k) · B, or += with `accumulate`; B in panels.
+    Large products are split by columns among crnn's threads."""
     if m <= 0 or n <= 0:
         return
     if floating is float:
-        crnn_packed_gemm_f32(m, n, k, A, lda, panels, accumulate, C, ldc)
+        crnn_packed_gemm_team_f32(m, n, k, A, lda, panels, accumulate, C, ldc)
     else:
-        crnn_packed_gemm_f64(m, n, k, A, lda, panels, accumulate, C, ldc)
+        crnn_packed_gemm_team_f64(m, n, k, A, lda, panels, accumulate, C, ldc)
+
+
+def set_num_threads(int threads):
+    """Threads for crnn's own parallel work (the packed recurrent GEMM), the
+    caller included; BLAS keeps its own setting (OPENBLAS_NUM_THREADS)."""
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    crnn_team_set_threads(min(threads, CRNN_MAX_THREADS) if CRNN_HAVE_TEAM else 1)
+
+
+def get_num_threads():
+    """The thread count set by set_num_threads (1 without POSIX threads)."""
+    return crnn_team_threads()
 
 
 # ---------------------------------------------------------------- test hooks

@@ -17,6 +17,10 @@
  * (suffix f32) and double (f64).  It needs vector types (GCC, Clang):
  * CRNN_PACKED_GEMM_FAST is 0 elsewhere (MSVC), where the body is plain loops,
  * correct but slow, and the driver uses BLAS instead.
+ *
+ * crnn_packed_gemm_team splits the panels between the threads of _team.h:
+ * each thread computes whole output columns, so the result is the same for
+ * any thread count.
  */
 #ifndef CRNN_PACKED_GEMM_H
 #define CRNN_PACKED_GEMM_H
@@ -25,10 +29,13 @@
 #include <string.h>
 
 #include "_compiler.h"
+#include "_team.h"
 
 #define CRNN_PACKED_GEMM_FAST CRNN_HAVE_VECTOR_TYPES
 #define CRNN_PANEL_BYTES 64
 #define CRNN_MR 6
+/* products smaller than this (m·n·k multiply-adds) stay on one thread */
+#define CRNN_PARALLEL_MIN_WORK (1 << 18)
 
 #define REAL float
 #define SUFFIX(name) name##_f32

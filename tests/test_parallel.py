@@ -1,0 +1,132 @@
+"""crnn's own threads (crnn.set_num_threads): the packed recurrent GEMM split
+by output columns.  Results must not depend on the thread count, concurrent
+callers must not trip over the shared team, and a forked child must work."""
+import os
+import select
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import crnn
+from crnn.threads import default_num_threads
+
+# B·G·H·H = 16·4·64·64 multiply-adds per step: above the parallel threshold
+SHAPE = dict(T=12, B=16, D=8, H=64, K=5)
+
+
+@pytest.fixture
+def restore_threads():
+    before = crnn.get_num_threads()
+    yield
+    crnn.set_num_threads(before)
+
+
+def batch(seed=0, dtype=np.float32):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((SHAPE["B"], SHAPE["T"], SHAPE["D"])).astype(dtype)
+    y = rng.integers(0, SHAPE["K"], (SHAPE["B"], SHAPE["T"]))
+    lengths = rng.integers(1, SHAPE["T"] + 1, SHAPE["B"])
+    lengths[0] = SHAPE["T"]
+    return X, y, lengths
+
+
+def compute(model, X, y, lengths):
+    loss, grads = model.loss_and_grad(X, y, lengths=lengths)
+    return model.forward(X, lengths=lengths), loss, grads
+
+
+def assert_same(a, b):
+    np.testing.assert_array_equal(a[0], b[0])
+    assert a[1] == b[1]
+    for name in a[2]:
+        np.testing.assert_array_equal(a[2][name], b[2][name], err_msg=name)
+
+
+def test_set_and_get(restore_threads):
+    crnn.set_num_threads(3)
+    assert crnn.get_num_threads() == (3 if sys.platform != "win32" else 1)
+    crnn.set_num_threads(1)
+    assert crnn.get_num_threads() == 1
+    with pytest.raises(ValueError, match="threads must be >= 1, got 0"):
+        crnn.set_num_threads(0)
+    assert crnn.get_num_threads() == 1
+
+
+def test_default_follows_the_environment():
+    assert default_num_threads({"CRNN_NUM_THREADS": "3", "OMP_NUM_THREADS": "2"}) == 3
+    assert default_num_threads({"OMP_NUM_THREADS": "4,2"}) == 4
+    assert default_num_threads({"OPENBLAS_NUM_THREADS": "2"}) == 2
+    assert default_num_threads({"OMP_NUM_THREADS": "zero", "OPENBLAS_NUM_THREADS": "5"}) == 5
+    assert default_num_threads({}) >= 1
+
+
+@pytest.mark.parametrize("cell", ["RNN", "LSTM", "GRU"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_results_do_not_depend_on_the_thread_count(cell, dtype, restore_threads):
+    model = getattr(crnn, cell)(SHAPE["D"], SHAPE["H"], SHAPE["K"], num_layers=2,
+                                dtype=np.dtype(dtype).name, seed=1)
+    data = batch(dtype=dtype)
+    results = []
+    for threads in (1, 2, 3):
+        crnn.set_num_threads(threads)
+        results.append(compute(model, *data))
+    for other in results[1:]:
+        assert_same(results[0], other)
+
+
+def test_concurrent_callers_share_the_team(restore_threads):
+    """Six Python threads, each its own model, all in packed GEMMs at once:
+    the one that owns the team splits its products, the others compute
+    alone, and every result equals the one-thread result."""
+    crnn.set_num_threads(2)
+    models = [crnn.LSTM(SHAPE["D"], SHAPE["H"], SHAPE["K"], seed=i) for i in range(6)]
+    data = [batch(seed=i) for i in range(6)]
+    crnn.set_num_threads(1)
+    expected = [compute(m, *d) for m, d in zip(models, data)]
+    crnn.set_num_threads(2)
+    failures = []
+
+    def worker(i):
+        try:
+            for _ in range(5):
+                assert_same(compute(models[i], *data[i]), expected[i])
+        except BaseException as error:   # reported below
+            failures.append((i, error))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(thread.is_alive() for thread in threads), "a thread hung"
+    assert not failures, failures
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_forked_child_computes(restore_threads):
+    """The team's workers do not survive fork(): the child must start its
+    own instead of waiting for threads that are not there."""
+    crnn.set_num_threads(2)
+    model = crnn.LSTM(SHAPE["D"], SHAPE["H"], SHAPE["K"], seed=0)
+    data = batch()
+    expected = compute(model, *data)[1]       # the parent's team is running
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:   # child
+        try:
+            loss = compute(model, *data)[1]
+            os.write(write, repr(loss).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    ready, _, _ = select.select([read], [], [], 120)
+    if not ready:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung in loss_and_grad")
+    message = os.read(read, 100).decode()
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert float(message) == expected

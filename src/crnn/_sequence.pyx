@@ -43,6 +43,12 @@ cdef enum:
 cdef bint panels_enabled = True
 
 
+cdef bint panels_pay(int steps, int batch) noexcept nogil:
+    # A batch of one is a matrix-vector product, which BLAS's GEMV does well.
+    return (panels_enabled and packed_gemm_fast() and steps >= PANELS_MIN_STEPS
+            and batch > 1)
+
+
 def use_packed_gemm(bint enabled):
     """Turn the packed recurrent GEMM on or off (benchmarks: does it pay?).
     Returns the previous setting."""
@@ -447,9 +453,7 @@ cdef object _run(floating dtype_tag, Workspace ws, int kind, int H,
     cdef floating *panels_ptr
     # The recurrent products run on packed weights (packed_gemm) when the
     # packing, about one product's cost, is shared by enough time steps.
-    # A batch of one is a matrix-vector product, which BLAS's GEMV does well.
-    cdef bint use_panels = (panels_enabled and packed_gemm_fast()
-                           and T >= PANELS_MIN_STEPS and B > 1)
+    cdef bint use_panels = panels_pay(T, B)
 
     # ------------------------------------------------------------ forward
     for l in range(num_layers):

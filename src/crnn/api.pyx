@@ -12,7 +12,8 @@ from cython cimport floating
 
 from ._cells cimport (CELL_GRU, CELL_LSTM, CELL_RNN_RELU, CELL_RNN_TANH,
                       gate_blocks, has_cell_state, separate_recurrent)
-from ._sequence cimport LaneShape, lane_forward, lane_backward
+from ._blas cimport pack_panels
+from ._sequence cimport LaneShape, lane_forward, lane_backward, panels_pay
 
 
 # ---------------------------------------------------------------- layout
@@ -25,11 +26,13 @@ cdef struct Layout:
     Py_ssize_t cs           # ((T+1)·B × H) LSTM: C, slot 0 = c0
     Py_ssize_t keep         # (T·B × H) GRU: R_n + bn per step
     Py_ssize_t recurrent    # (B × G·H) GRU: scratch for h·Wᵀ
+    Py_ssize_t panels_T     # Wᵀ packed for the forward's recurrent products
     Py_ssize_t forward_end
     Py_ssize_t dgates       # (T·B × G·H) ∂L/∂Z
     Py_ssize_t drecurrent   # (T·B × G·H) GRU: ∂L/∂R
     Py_ssize_t dh           # (B × H) ∂L/∂h carried back in time
     Py_ssize_t dc           # (B × H) LSTM: ∂L/∂C carried back
+    Py_ssize_t panels       # W packed for the backward's recurrent products
     Py_ssize_t hs           # step only: (2·B × H) h, slot 0 carried in, slot 1 new
     Py_ssize_t total
 
@@ -64,6 +67,12 @@ cdef int check_sizes(int kind, const crnn_sizes *sizes, bint sequence) noexcept 
     return CRNN_OK
 
 
+cdef inline Py_ssize_t panel_room(Py_ssize_t k, Py_ssize_t n) noexcept nogil:
+    """Elements that panels of a (k × n) matrix need in either type: columns
+    rounded up to 16 (64 bytes of float; double's 8 divide it)."""
+    return (n + 15) // 16 * 16 * k
+
+
 cdef Layout sequence_layout(int kind, const crnn_sizes *sizes) noexcept nogil:
     cdef Py_ssize_t T = sizes.steps, B = sizes.batch, H = sizes.hidden
     cdef Py_ssize_t GH = gate_blocks(kind) * H
@@ -75,12 +84,14 @@ cdef Layout sequence_layout(int kind, const crnn_sizes *sizes) noexcept nogil:
     L.cs = L.gates + T * B * GH
     L.keep = L.cs + ((T + 1) * B * H if lstm else 0)
     L.recurrent = L.keep + (T * B * H if gru else 0)
-    L.forward_end = L.recurrent + (B * GH if gru else 0)
+    L.panels_T = L.recurrent + (B * GH if gru else 0)
+    L.forward_end = L.panels_T + panel_room(H, GH)
     L.dgates = L.forward_end
     L.drecurrent = L.dgates + T * B * GH
     L.dh = L.drecurrent + (T * B * GH if gru else 0)
     L.dc = L.dh + B * H
-    L.total = L.dc + (B * H if lstm else 0)
+    L.panels = L.dc + (B * H if lstm else 0)
+    L.total = L.panels + panel_room(GH, H)
     L.hs = L.total
     return L
 
@@ -97,10 +108,11 @@ cdef Layout step_layout(int kind, const crnn_sizes *sizes) noexcept nogil:
     L.cs = L.gates + B * GH
     L.keep = L.cs + (2 * B * H if lstm else 0)
     L.recurrent = L.keep + (B * H if gru else 0)
-    L.forward_end = L.recurrent + (B * GH if gru else 0)
+    L.panels_T = L.recurrent + (B * GH if gru else 0)
+    L.forward_end = L.panels_T
     L.hs = L.forward_end
     L.total = L.hs + 2 * B * H
-    L.dgates = L.drecurrent = L.dh = L.dc = L.total
+    L.dgates = L.drecurrent = L.dh = L.dc = L.panels = L.total
     return L
 
 
@@ -179,7 +191,11 @@ cdef int sequence_forward(int kind, const crnn_sizes *sizes, const int *lengths,
     shape.inputs = sizes.inputs
     shape.hidden = H
     shape.kind = kind
-    lane_forward(&shape, batch_sizes, x, NULL, U, NULL, W, NULL, b, bn,
+    cdef floating *panels = NULL
+    if panels_pay(T, B):
+        panels = work + L.panels_T
+        pack_panels(True, H, gate_blocks(kind) * H, W, H, panels)
+    lane_forward(&shape, batch_sizes, x, NULL, U, NULL, W, panels, b, bn,
                  work + L.gates, work + L.recurrent if gru else NULL, hs, cs,
                  work + L.keep if gru else NULL)
 
@@ -229,7 +245,11 @@ cdef int sequence_backward(int kind, const crnn_sizes *sizes,
     shape.inputs = sizes.inputs
     shape.hidden = H
     shape.kind = kind
-    lane_backward(&shape, batch_sizes, x, NULL, U, W, NULL, work + L.gates, hs,
+    cdef floating *panels = NULL
+    if panels_pay(T, B):
+        panels = work + L.panels
+        pack_panels(False, gate_blocks(kind) * H, H, W, H, panels)
+    lane_backward(&shape, batch_sizes, x, NULL, U, W, panels, work + L.gates, hs,
                   work + L.cs if lstm else NULL,
                   work + L.keep if gru else NULL,
                   dhs, dh_n, dc_n if lstm else NULL,

@@ -417,6 +417,21 @@ def peak_memory_of(function):
             "increase_mib": (peak - baseline) / 1024}, None
 
 
+def crnn_build_stamp(crnn):
+    """When crnn's compiled extensions were last written (UTC), a build id.
+
+    A developer rebuilding in place during a run changes what is measured:
+    the report says which builds a run's crnn rows come from.
+    """
+    folder = os.path.dirname(crnn.__file__)
+    paths = [os.path.join(folder, name) for name in os.listdir(folder)
+             if name.endswith((".so", ".pyd"))]
+    if not paths:
+        return None
+    newest = max(os.path.getmtime(path) for path in paths)
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(newest))
+
+
 def crnn_functions(cell, config):
     import crnn
     T, B, D, H, K = config
@@ -498,6 +513,7 @@ def run_worker(args):
         if args.worker == "crnn":
             import crnn
             report["version"] = getattr(crnn, "__version__", "?")
+            report["crnn_build"] = crnn_build_stamp(crnn)
             make_functions = crnn_functions
         elif args.worker == "torch":
             import torch
@@ -620,15 +636,32 @@ def measure_when_quiet(lib, cell, config, threads, job, args):
     the least disturbed one is kept).
     """
     if args.wait_idle <= 0:
-        return spawn_worker(lib, cell, config, threads, job, args)
+        return spawn_worker_retrying(lib, cell, config, threads, job, args)
     reports = []
     for _ in range(3):
         wait_for_idle(args.wait_idle)
-        report = spawn_worker(lib, cell, config, threads, job, args)
+        report = spawn_worker_retrying(lib, cell, config, threads, job, args)
         reports.append(report)
-        if report.get("cpu_wait", 0) <= 0.05 or out_of_wait_budget(args):
+        if (report.get("cpu_wait", 0) <= 0.05 or report.get("import_failed")
+                or out_of_wait_budget(args)):
             break
     return min(reports, key=lambda r: r.get("cpu_wait", 0))
+
+
+def spawn_worker_retrying(lib, cell, config, threads, job, args):
+    """spawn_worker; if the library does not import, retry for ~a minute.
+
+    crnn may be being rebuilt in place by a developer: an import that fails
+    for a moment should not drop crnn from the rest of the run.
+    """
+    for attempt in range(7):
+        report = spawn_worker(lib, cell, config, threads, job, args)
+        if not report.get("import_failed") or attempt == 6:
+            return report
+        print(f"  {lib} does not import ({report.get('error')}); retrying "
+              "in 10 s", file=sys.stderr, flush=True)
+        time.sleep(10)
+    return report
 
 
 def out_of_wait_budget(args):
@@ -1105,6 +1138,12 @@ def run_parent(args):
         core = stream["openblas"].get("scipy", {})
         if isinstance(core, dict):
             print(f"bench_stream.py: scipy's OpenBLAS core {core.get('core')}")
+    builds = sorted({r["crnn_build"] for r in reports if r.get("crnn_build")})
+    if builds:
+        print("crnn's compiled extensions as measured, last written (UTC): "
+              + ", ".join(builds)
+              + ("  WARNING: crnn was rebuilt during the run" if len(builds) > 1
+                 else ""))
     if errors:
         print("\nerrors:")
         for error in errors:
@@ -1128,6 +1167,7 @@ def run_parent(args):
                              else (wait_after - wait_before) / 1e6 / elapsed),
                 "command": " ".join([os.path.relpath(sys.argv[0])]
                                     + sys.argv[1:]),
+                "crnn_builds": builds,
                 "rows": rows,
                 "sweep": sweep_points(by_key),
                 "stream": stream,

@@ -70,6 +70,11 @@ def run_section(run):
         + ", ".join(f"{lib}'s: {info['core']} ({info['config']})"
                     for lib, info in env["openblas"].items()
                     if isinstance(info, dict)),
+        "- crnn's compiled extensions as measured, last written (UTC): "
+        + (", ".join(run.get("crnn_builds") or []) or "not recorded")
+        + (" — **crnn was rebuilt in place during this run**: its rows come "
+           "from more than one build" if len(run.get("crnn_builds") or []) > 1
+           else ""),
         "- machine load: "
         + (f"{busy:.0%} of the CPUs busy with other processes before the "
            "run; " if busy is not None else "")

@@ -40,8 +40,9 @@ Inputs: X float32 (B, T, D) standard normal, y int64 (B, T) random classes.
 
 Every measurement of one library, cell, config and thread count runs in its
 own child process (``bench_train.py --worker LIB --cell CELL --shape T,B,D,H,K
---threads N ...``) with OPENBLAS_NUM_THREADS, OMP_NUM_THREADS and
-MKL_NUM_THREADS set to N (and ``torch.set_num_threads(N)``), because idle
+--threads N ...``) with OPENBLAS_NUM_THREADS, OMP_NUM_THREADS,
+MKL_NUM_THREADS and CRNN_NUM_THREADS set to N (and ``torch.set_num_threads(N)``,
+``crnn.set_num_threads(N)``), because idle
 thread pools of two libraries in one process spin against each other (see
 ANCHORS.md), and so the memory of a first training step is measured in a
 fresh process. OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE are passed through
@@ -139,7 +140,7 @@ MEMORY_TARGET = 1.0
 
 RESULT_PREFIX = "BENCH_TRAIN_RESULT "
 THREAD_ENV_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
-                   "MKL_NUM_THREADS")
+                   "MKL_NUM_THREADS", "CRNN_NUM_THREADS")
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -514,6 +515,9 @@ def run_worker(args):
             import crnn
             report["version"] = getattr(crnn, "__version__", "?")
             report["crnn_build"] = crnn_build_stamp(crnn)
+            if hasattr(crnn, "set_num_threads"):
+                crnn.set_num_threads(threads)
+                report["crnn_threads"] = crnn.get_num_threads()
             make_functions = crnn_functions
         elif args.worker == "torch":
             import torch
@@ -1000,6 +1004,8 @@ def describe_worker(report):
             f"{report['lib']} {report.get('version')}; OpenBLAS {cores}")
     if report["lib"] == "torch":
         text += f"; torch threads {report.get('torch_threads')}"
+    if report.get("crnn_threads") is not None:
+        text += f"; crnn.get_num_threads() {report['crnn_threads']}"
     return text
 
 

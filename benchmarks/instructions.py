@@ -2,8 +2,8 @@
 
 Timings on a shared machine drift by 1.1-2x; the number of instructions a
 fixed workload executes does not. This script runs a few small crnn
-workloads (float32, one OpenBLAS thread) in a child process under
-``valgrind --tool=callgrind`` and compares the instructions per repetition
+workloads (float32, one thread: crnn's and OpenBLAS's) in a child process
+under ``valgrind --tool=callgrind`` and compares the instructions per repetition
 (callgrind's ``Ir``) with the counts recorded in ``instructions.json`` for
 the same key (machine, Python, numpy, scipy, OpenBLAS version and core)::
 
@@ -171,6 +171,7 @@ def child_environment():
         # Python >= 3.11: the script's directory is not put on sys.path, so
         # what lies in benchmarks/ does not change the child's start-up.
         "PYTHONSAFEPATH": "1",
+        "CRNN_NUM_THREADS": "1",        # crnn's own threads (crnn.threads)
         "OPENBLAS_NUM_THREADS": "1",
         "OMP_NUM_THREADS": "1",
         "MKL_NUM_THREADS": "1",

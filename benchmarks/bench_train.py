@@ -754,7 +754,9 @@ def make_row(what, cell, config, threads, crnn_value, other_value, other,
     if ratio is not None and target is not None:
         met = ratio >= target if at_least else ratio <= target
     spreads = [s for s in spreads if s is not None]
-    waits = [w for w in waits if w is not None]
+    # waits: (crnn's child, the other's child); None where not measured
+    crnn_wait, other_wait = (list(waits) + [None, None])[:2]
+    waits = [w for w in (crnn_wait, other_wait) if w is not None]
     return {
         "what": what, "cell": cell,
         "config": list(config) if config else None, "threads": threads,
@@ -762,7 +764,8 @@ def make_row(what, cell, config, threads, crnn_value, other_value, other,
         "ratio": ratio, "gflops": gflops, "target": target,
         "at_least": at_least, "met": met,
         "spread": max(spreads) if spreads else None,
-        "cpu_wait": max(waits) if waits else None, "note": note,
+        "cpu_wait": max(waits) if waits else None, "crnn_wait": crnn_wait,
+        "other_wait": other_wait, "note": note,
     }
 
 
@@ -823,7 +826,7 @@ def build_rows(by_key, stream, args):
                     max(sgemm) if sgemm else None, "sgemm", "GFLOP/s",
                     EFFICIENCY_TARGET, at_least=True,
                     spreads=(c_spread, best_and_spread(sgemm)[1]),
-                    waits=(c_wait,), gflops=gflops,
+                    waits=(c_wait, None), gflops=gflops,
                     note=f"sgemm ({B}x{H})({H}x{4 * H})"))
     # Peak memory of the first training step, 1 thread (largest of rounds).
     for cell in args.cells:
@@ -867,7 +870,7 @@ def stream_rows(stream):
                    ((o, o_spread, "session.run"), (ob, ob_spread, "I/O binding"))
                    if v is not None]
     ort_best = min(ort_options, default=(None, None, ""))
-    wait = (stream.get("cpu_wait"),)
+    wait = (stream.get("cpu_wait"), None)     # one process for all
     return [
         make_row("LSTM stream step", "lstm", None, 1, c, t, "LSTMCell", "us",
                  1 / aims["torch"], spreads=(c_spread, t_spread), waits=wait,
@@ -877,6 +880,18 @@ def stream_rows(stream):
                  waits=wait, note=f"ORT's faster way ({ort_best[2]})"
                  if ort_best[2] else "onnxruntime not measured"),
     ]
+
+
+def rows_from_json(data):
+    """Rebuild a run's rows from its raw worker reports (and stream data)."""
+    reports = data.get("reports") or []
+    configs = {tuple(r["config"]) for r in reports}
+    args = argparse.Namespace(
+        config_indices=[i for i, c in enumerate(CONFIGS) if c in configs],
+        thread_counts=sorted({r["threads"] for r in reports}),
+        cells=[c for c in CELLS if any(r["cell"] == c for r in reports)])
+    by_key, _ = collect(reports)
+    return build_rows(by_key, data.get("stream"), args)
 
 
 def sweep_points(by_key):
@@ -924,12 +939,18 @@ def row_cells(row):
     config = ("-" if row["config"] is None
               else "(" + ",".join(map(str, row["config"])) + ")")
     ratio = "-" if row["ratio"] is None else f"{row['ratio']:.2f}"
+    if (row["ratio"] is not None and row["target"] is not None
+            and ratio == f"{row['target']:.2f}"):
+        ratio = f"{row['ratio']:.3f}"     # which side of the target it is
     gflops = "-" if row["gflops"] is None else f"{row['gflops']:.1f}"
     met = {None: "-", True: "met", False: "MISSED"}[row["met"]]
     if row["met"] is not None and is_noisy(row):
         met += " (noisy)"
     spread = "-" if row["spread"] is None else f"{row['spread']:.2f}"
-    wait = "-" if row["cpu_wait"] is None else f"{100 * row['cpu_wait']:.0f}"
+    wait = "/".join("-" if w is None else f"{100 * w:.0f}" for w in
+                    (row.get("crnn_wait", row["cpu_wait"]),
+                     row.get("other_wait")))
+    wait = {"-/-": "-"}.get(wait, wait.removesuffix("/-"))
     return [row["what"], config, str(row["threads"]),
             format_value(row["crnn"], row["unit"]), row["vs"],
             format_value(row["other"], row["unit"]), ratio, gflops,
@@ -938,7 +959,7 @@ def row_cells(row):
 
 TABLE_HEADER = ["what", "config (T,B,D,H,K)", "thr", "crnn", "vs",
                 "other", "crnn/other", "crnn GFLOP/s", "target", "result",
-                "spread", "wait%", "note"]
+                "spread", "wait% crnn/other", "note"]
 
 
 def table_lines(rows, markdown=False):
@@ -964,8 +985,18 @@ NOISY_WAIT = 0.05
 
 
 def is_noisy(row):
-    """Other work kept a task waiting for a CPU > 5 % of the row's time."""
-    return row["cpu_wait"] is not None and row["cpu_wait"] > NOISY_WAIT
+    """Other work kept a task waiting for a CPU > 5 % of the row's time.
+
+    Judged by the other library's child where there is one: crnn's own
+    child can make tasks wait by itself (more runnable threads than cores,
+    e.g. its thread team beside OpenBLAS's), which is crnn's doing, not
+    noise; the other library's child, run in the same interleaved rounds,
+    says whether the machine was busy.
+    """
+    wait = row.get("other_wait")
+    if wait is None:
+        wait = row.get("crnn_wait", row["cpu_wait"])
+    return wait is not None and wait > NOISY_WAIT
 
 
 def target_summary(rows):
@@ -990,10 +1021,14 @@ LEGEND = (
     "memory: peak RSS increase (VmHWM after the first training step minus "
     "VmRSS before it, high-water mark reset), MiB, in the library's own "
     "child process.\n"
-    "spread: largest max/min of one library's round medians; wait%: share of "
-    "the time some task waited for a CPU (Linux PSI) during the measurements "
-    "shown; above a few % other work was running and the row is not to be "
-    "trusted: its result says \"(noisy)\" above 5 %.")
+    "spread: largest max/min of one library's round medians.\n"
+    "wait% crnn/other: share of the time some task waited for a CPU (Linux "
+    "PSI) during crnn's and the other library's measurements shown (one "
+    "figure: one process measured both). Above a few % in the other's "
+    "child, other work was running and the row is not to be trusted: its "
+    "result says \"(noisy)\". A high crnn figure beside a low other figure "
+    "from the same interleaved rounds is crnn's own doing: more runnable "
+    "threads than cores in its process.")
 
 
 def describe_worker(report):

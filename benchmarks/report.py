@@ -23,8 +23,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_train import (LEGEND, SWEEP_BATCHES, SWEEP_HIDDEN,  # noqa: E402
-                         sweep_batch_config, sweep_hidden_config,
-                         table_lines, target_summary)
+                         rows_from_json, sweep_batch_config,
+                         sweep_hidden_config, table_lines, target_summary)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUT = os.path.join(ROOT, "BENCHMARKS.md")
@@ -45,6 +45,9 @@ def run_label(run):
 def run_section(run):
     env = run["environment"]
     label, core = run_label(run)
+    # The rows are rebuilt from the workers' raw reports with the current
+    # code, so a change in how rows are judged applies to old runs too.
+    rows = rows_from_json(run) if run.get("reports") else run["rows"]
     lines = [f"## {label}", ""]
     if run.get("quick"):
         lines += ["**Quick run** (`--quick`: ~0.15 s per measurement, one "
@@ -82,10 +85,10 @@ def run_section(run):
            "(Linux PSI; the `wait%` column gives it per row)"
            if wait is not None else "PSI not available"),
         "",
-        "**" + target_summary(run["rows"]) + "**",
+        "**" + target_summary(rows) + "**",
         "",
     ]
-    lines += table_lines(run["rows"], markdown=True)
+    lines += table_lines(rows, markdown=True)
     lines += [""] + [f"{line}" for line in LEGEND.split("\n")]
     lines.append("")
     sweep = run.get("sweep") or {}

@@ -60,7 +60,7 @@ children that other work disturbed.
 Usage, from the repository root, with crnn installed in the environment::
 
     python benchmarks/bench_train.py                  # everything, ~10 min idle
-    python benchmarks/bench_train.py --quick          # smoke run, ~2 min
+    python benchmarks/bench_train.py --quick          # smoke run, ~3 min
     python benchmarks/bench_train.py --cells lstm --configs 0,1 --threads 1
     python benchmarks/bench_train.py --wait-idle 60 --json out.json
     python benchmarks/report.py out.json [more.json]  # BENCHMARKS.md + PNG

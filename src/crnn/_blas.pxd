@@ -16,6 +16,11 @@ cdef void gemm(bint trans_a, bint trans_b, int m, int n, int k,
                const floating *B, int ldb,
                floating beta, floating *C, int ldc) noexcept nogil
 
+cdef void blas_gemm(bint trans_a, bint trans_b, int m, int n, int k,
+                    floating alpha, const floating *A, int lda,
+                    const floating *B, int ldb,
+                    floating beta, floating *C, int ldc) noexcept nogil
+
 cdef void gemv(bint trans_a, int m, int n,
                floating alpha, const floating *A, int lda,
                const floating *x, int incx,

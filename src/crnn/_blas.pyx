@@ -39,14 +39,94 @@ cdef extern from "_packed_gemm.h":
     int CRNN_MAX_THREADS
     void crnn_team_set_threads(int threads) nogil
     int crnn_team_threads() nogil
+    ctypedef void (*crnn_task)(void *arg, int part, int parts) noexcept nogil
+    void crnn_team_run(crnn_task task, void *arg, int parts) nogil
 
+# Products at least this large (m·n·k multiply-adds) are split among crnn's
+# threads when BLAS itself runs on one thread (see split_gemms).
+cdef enum:
+    SPLIT_MIN_WORK = 1 << 20
+
+# True while crnn's threads may split BLAS products: set by
+# crnn.threads.single_threaded_blas, which holds OpenBLAS at one thread, so
+# the split never nests two thread pools.
+cdef bint splitting = False
+
+
+
+cdef struct GemmJob:
+    # one row-major product for gemm_part; pointers of the job's type
+    bint is_double, trans_a, trans_b, by_rows
+    int m, n, k, lda, ldb, ldc
+    double alpha, beta
+    const void *A
+    const void *B
+    void *C
+
+
+cdef void gemm_part(void *arg, int part, int parts) noexcept nogil:
+    """Part `part` of `parts` of a GemmJob: a band of C's rows (by_rows) or
+    columns, each an independent product with its own slice of A or B."""
+    cdef GemmJob *job = <GemmJob *> arg
+    cdef int extent = job.m if job.by_rows else job.n
+    cdef int first = <int> (<long long> extent * part // parts)
+    cdef int last = <int> (<long long> extent * (part + 1) // parts)
+    cdef Py_ssize_t a_step = 0, b_step = 0, c_step
+    if last <= first:
+        return
+    if job.by_rows:
+        # rows [first, last) of C and of op(A)
+        a_step = first if job.trans_a else <Py_ssize_t> first * job.lda
+        c_step = <Py_ssize_t> first * job.ldc
+    else:
+        # columns [first, last) of C and of op(B)
+        b_step = <Py_ssize_t> first * job.ldb if job.trans_b else first
+        c_step = first
+    if job.is_double:
+        blas_gemm(job.trans_a, job.trans_b,
+                  last - first if job.by_rows else job.m,
+                  job.n if job.by_rows else last - first, job.k, job.alpha,
+                  <const double *> job.A + a_step, job.lda,
+                  <const double *> job.B + b_step, job.ldb, job.beta,
+                  <double *> job.C + c_step, job.ldc)
+    else:
+        blas_gemm(job.trans_a, job.trans_b,
+                  last - first if job.by_rows else job.m,
+                  job.n if job.by_rows else last - first, job.k,
+                  <float> job.alpha,
+                  <const float *> job.A + a_step, job.lda,
+                  <const float *> job.B + b_step, job.ldb, <float> job.beta,
+                  <float *> job.C + c_step, job.ldc)
 
 
 cdef void gemm(bint trans_a, bint trans_b, int m, int n, int k,
                floating alpha, const floating *A, int lda,
                const floating *B, int ldb,
                floating beta, floating *C, int ldc) noexcept nogil:
-    """C := alpha * op(A).op(B) + beta * C,  C (m×n), op(A) (m×k), op(B) (k×n)."""
+    """C := alpha * op(A).op(B) + beta * C,  C (m×n), op(A) (m×k), op(B) (k×n).
+    Large products are split by rows or columns among crnn's threads while
+    BLAS runs single-threaded (split_gemms)."""
+    cdef GemmJob job
+    cdef int parts = crnn_team_threads()
+    if (splitting and parts > 1 and m > 1
+            and <double> m * n * k >= SPLIT_MIN_WORK):
+        job.is_double = floating is double
+        job.trans_a, job.trans_b = trans_a, trans_b
+        job.by_rows = m >= n
+        job.m, job.n, job.k = m, n, k
+        job.lda, job.ldb, job.ldc = lda, ldb, ldc
+        job.alpha, job.beta = alpha, beta
+        job.A, job.B, job.C = A, B, C
+        crnn_team_run(gemm_part, &job, parts)
+        return
+    blas_gemm(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
+
+
+cdef void blas_gemm(bint trans_a, bint trans_b, int m, int n, int k,
+                    floating alpha, const floating *A, int lda,
+                    const floating *B, int ldb,
+                    floating beta, floating *C, int ldc) noexcept nogil:
+    """gemm on the calling thread (BLAS's own threads as BLAS decides)."""
     if m <= 0 or n <= 0:
         return
     if m == 1 and k > 0:
@@ -167,6 +247,15 @@ def set_num_threads(int threads):
 def get_num_threads():
     """The thread count set by set_num_threads (1 without POSIX threads)."""
     return crnn_team_threads()
+
+
+def split_gemms(bint enabled):
+    """Let crnn's threads split BLAS products (only while BLAS is held at one
+    thread: crnn.threads.single_threaded_blas).  Returns the previous value."""
+    global splitting
+    previous = splitting
+    splitting = enabled
+    return previous
 
 
 # ---------------------------------------------------------------- test hooks

@@ -14,6 +14,7 @@ from . import _inputs
 from ._cells import CellKind
 from ._sequence import OutputKind, Workspace, run
 from ._stream import Stream
+from .threads import single_threaded_blas
 
 _OUTPUT_KINDS = {"softmax": OutputKind.OUTPUT_SOFTMAX,
                  "linear": OutputKind.OUTPUT_LINEAR,
@@ -213,7 +214,7 @@ class RecurrentModel:
         # (prepare_batch checked this before copying anything; kept here as
         # the last word before the kernels).
         _inputs.check_buffers(batch.steps, batch.size, self._buffer_width())
-        with self._lock:
+        with self._lock, single_threaded_blas():
             result = run(self._workspace, self._cell_kind(), self.hidden_size,
                          self.num_layers, self.directions, self._lanes(),
                          self._params.get("V"), self._params.get("c"),

@@ -1,19 +1,29 @@
-"""How many threads crnn's own parallel work uses.
+"""How many threads crnn uses, and how they share the cores with BLAS.
 
-crnn parallelises one thing itself: the recurrent product of each time step
-(the packed GEMM), split by output columns.  Everything else that runs in
-parallel is BLAS, with its own setting (OPENBLAS_NUM_THREADS, or
-threadpoolctl).  The two never run at once: the time loop calls no BLAS GEMM.
+crnn's threads (a small team, _team.h) split each time step's recurrent
+product (the packed GEMM) by output columns.  Two thread pools spinning on
+the same cores slow each other down badly (measured: a 2-thread LSTM step
+slower than a 1-thread one), so while a model call runs with more than one
+crnn thread, SciPy's OpenBLAS is held at one thread (``single_threaded_blas``)
+and crnn's team splits the large BLAS products instead: each thread calls
+single-threaded BLAS on its own band of rows or columns.  One pool, never
+nested.  Where OpenBLAS's thread controls cannot be found, BLAS keeps its
+own threads and only the recurrent product is split.
 
-The default, like PyTorch's and OpenMP's: CRNN_NUM_THREADS, else
-OMP_NUM_THREADS, else OPENBLAS_NUM_THREADS, else the CPUs this process may
-run on.  Results are identical for every thread count.
+The default thread count, like PyTorch's and OpenMP's: CRNN_NUM_THREADS,
+else OMP_NUM_THREADS, else OPENBLAS_NUM_THREADS, else the CPUs this process
+may run on.  Results are identical for every thread count.
 """
+import contextlib
+import ctypes
+import glob
 import os
+import threading
 
-from ._blas import get_num_threads, set_num_threads
+from ._blas import get_num_threads, set_num_threads, split_gemms
 
-__all__ = ["get_num_threads", "set_num_threads", "default_num_threads"]
+__all__ = ["get_num_threads", "set_num_threads", "default_num_threads",
+           "single_threaded_blas"]
 
 _VARIABLES = ("CRNN_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
@@ -30,6 +40,68 @@ def default_num_threads(environ=None):
         return len(os.sched_getaffinity(0))
     except AttributeError:   # macOS, Windows
         return os.cpu_count() or 1
+
+
+def _find_openblas_threads():
+    """(get, set) for the thread count of the OpenBLAS that SciPy loaded, or
+    None.  SciPy's wheels ship it as scipy.libs/libscipy_openblas*.so (Linux)
+    or scipy/.dylibs/libscipy_openblas*.dylib (macOS), symbols prefixed
+    scipy_; dlopen of a loaded library returns that same library."""
+    import scipy.linalg   # noqa: F401  (loads the library first)
+    import scipy
+    here = os.path.dirname(scipy.__file__)
+    candidates = (glob.glob(os.path.join(here + ".libs", "*openblas*"))
+                  + glob.glob(os.path.join(here, ".dylibs", "*openblas*")))
+    for path in candidates:
+        try:
+            library = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix in ("scipy_openblas_", "scipy_openblas64_", "openblas_"):
+            try:
+                get = getattr(library, prefix + "get_num_threads")
+                set_ = getattr(library, prefix + "set_num_threads")
+            except AttributeError:
+                continue
+            get.restype, get.argtypes = ctypes.c_int, []
+            set_.restype, set_.argtypes = None, [ctypes.c_int]
+            return get, set_
+    return None
+
+
+_openblas = _find_openblas_threads()
+_hold = threading.Lock()
+_holders = 0          # model calls inside single_threaded_blas right now
+_saved = None         # OpenBLAS's thread count before the first of them
+
+
+@contextlib.contextmanager
+def single_threaded_blas():
+    """While crnn runs on more than one thread: OpenBLAS at one thread and
+    crnn's team splitting the BLAS products; restored when the last model
+    call leaves (other code calling BLAS meanwhile gets one thread too).
+    Does nothing with one crnn thread or without OpenBLAS's controls."""
+    global _holders, _saved
+    if _openblas is None or get_num_threads() == 1:
+        yield
+        return
+    get, set_ = _openblas
+    with _hold:
+        if _holders == 0:
+            _saved = get()
+            if _saved != 1:
+                set_(1)
+            split_gemms(True)
+        _holders += 1
+    try:
+        yield
+    finally:
+        with _hold:
+            _holders -= 1
+            if _holders == 0:
+                split_gemms(False)
+                if _saved != 1:
+                    set_(_saved)
 
 
 set_num_threads(default_num_threads())

@@ -130,3 +130,58 @@ def test_a_forked_child_computes(restore_threads):
     os.close(read)
     os.waitpid(pid, 0)
     assert float(message) == expected
+
+
+def test_blas_is_held_at_one_thread_only_while_a_call_runs(restore_threads):
+    from crnn import threads
+    if threads._openblas is None:
+        pytest.skip("SciPy's OpenBLAS thread controls were not found")
+    get, set_ = threads._openblas
+    before = get()
+    set_(2)
+    try:
+        crnn.set_num_threads(2)
+        with threads.single_threaded_blas():
+            assert get() == 1
+            with threads.single_threaded_blas():   # a second caller
+                assert get() == 1
+            assert get() == 1                        # the first still runs
+        assert get() == 2
+        with pytest.raises(RuntimeError):
+            with threads.single_threaded_blas():
+                raise RuntimeError("a failing call")
+        assert get() == 2                            # restored all the same
+        crnn.set_num_threads(1)
+        with threads.single_threaded_blas():
+            assert get() == 2                        # one crnn thread: untouched
+    finally:
+        set_(before)
+
+
+def test_split_blas_products_equal_unsplit_ones(restore_threads):
+    """Large BLAS products split among crnn's threads (while BLAS is held at
+    one thread) give the same numbers as BLAS alone."""
+    from crnn import _blas
+    rng = np.random.default_rng(3)
+    A = rng.standard_normal((300, 200))
+    B = rng.standard_normal((200, 100))
+    expected = np.zeros((300, 100))
+    _blas._gemm(False, False, 1.0, A, B, 0.0, expected)
+    crnn.set_num_threads(2)
+    previous = _blas.split_gemms(True)
+    try:
+        for trans_a, trans_b in [(False, False), (True, False), (False, True), (True, True)]:
+            a = np.ascontiguousarray(A.T) if trans_a else A
+            b = np.ascontiguousarray(B.T) if trans_b else B
+            for shape in [(300, 100), (100, 300)]:
+                if shape == (100, 300):   # the transposed product: split by columns
+                    a2, b2 = (np.ascontiguousarray(b.T), np.ascontiguousarray(a.T))
+                    out = np.zeros(shape)
+                    _blas._gemm(trans_b, trans_a, 1.0, a2, b2, 0.0, out)
+                    np.testing.assert_allclose(out, expected.T, rtol=1e-12, atol=1e-11)
+                else:
+                    out = np.zeros(shape)
+                    _blas._gemm(trans_a, trans_b, 1.0, a, b, 0.0, out)
+                    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-11)
+    finally:
+        _blas.split_gemms(previous)

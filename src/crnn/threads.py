@@ -75,16 +75,22 @@ _holders = 0          # model calls inside single_threaded_blas right now
 _saved = None         # OpenBLAS's thread count before the first of them
 
 
-@contextlib.contextmanager
+_NOTHING = contextlib.nullcontext()
+
+
 def single_threaded_blas():
     """While crnn runs on more than one thread: OpenBLAS at one thread and
     crnn's team splitting the BLAS products; restored when the last model
     call leaves (other code calling BLAS meanwhile gets one thread too).
     Does nothing with one crnn thread or without OpenBLAS's controls."""
-    global _holders, _saved
     if _openblas is None or get_num_threads() == 1:
-        yield
-        return
+        return _NOTHING
+    return _blas_held_at_one_thread()
+
+
+@contextlib.contextmanager
+def _blas_held_at_one_thread():
+    global _holders, _saved
     get, set_ = _openblas
     with _hold:
         if _holders == 0:

@@ -147,6 +147,8 @@ def test_blas_is_held_at_one_thread_only_while_a_call_runs(restore_threads):
                 assert get() == 1
             assert get() == 1                        # the first still runs
         assert get() == 2
+        with threads.single_threaded_blas(work=1000):
+            assert get() == 2                        # too small to split
         with pytest.raises(RuntimeError):
             with threads.single_threaded_blas():
                 raise RuntimeError("a failing call")

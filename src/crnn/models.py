@@ -214,7 +214,9 @@ class RecurrentModel:
         # (prepare_batch checked this before copying anything; kept here as
         # the last word before the kernels).
         _inputs.check_buffers(batch.steps, batch.size, self._buffer_width())
-        with self._lock, single_threaded_blas():
+        # multiply-adds of one recurrent product per step, the call's bulk
+        work = batch.steps * batch.size * self._buffer_width() * self.hidden_size
+        with self._lock, single_threaded_blas(work):
             result = run(self._workspace, self._cell_kind(), self.hidden_size,
                          self.num_layers, self.directions, self._lanes(),
                          self._params.get("V"), self._params.get("c"),

@@ -114,6 +114,18 @@ cdef inline void *data(object array):
     return NULL if array is None else cnp.PyArray_DATA(<cnp.ndarray> array)
 
 
+cdef floating *packed_weight(Workspace ws, str name, bint transposed, int k,
+                             int n, const floating *W):
+    """The recurrent weight's panels for packed_gemm, in the workspace buffer
+    `name`: B (k × n) = Wᵀ (`transposed`, W is n × k) or W (k × n)."""
+    dtype = np.float32 if floating is float else np.float64
+    panels = ws.get(name, (panels_size(W[0], k, n),), dtype)
+    cdef floating *target = <floating *> data(panels)
+    with nogil:
+        pack_panels(transposed, k, n, W, n if not transposed else k, target)
+    return target
+
+
 # ---------------------------------------------------------------- one lane
 
 cdef void lane_forward(const LaneShape *shape,
@@ -496,13 +508,9 @@ cdef object _run(floating dtype_tag, Workspace ws, int kind, int H,
             keep = ws.get(f"keep{lane}", (T, B, H), dtype) if separate else None
             keep_ptr = <floating *> data(keep)
             bn_ptr = <floating *> data(recurrent_bias)
-            panels_ptr = NULL
-            if use_panels:
-                # Wᵀ (H × G·H) packed once for the T recurrent products
-                panels = ws.get(f"W_panels_T{lane}", (panels_size(dtype_tag, H, GH),), dtype)
-                panels_ptr = <floating *> data(panels)
-                with nogil:
-                    pack_panels(True, H, GH, W_ptr, H, panels_ptr)
+            # Wᵀ (H × G·H) packed once for the T recurrent products
+            panels_ptr = packed_weight(ws, f"W_panels_T{lane}", True, H, GH,
+                                       W_ptr) if use_panels else NULL
             with nogil:
                 lane_forward(&shape, batch_sizes, x_ptr, token_ptr, U_ptr,
                              U_T_ptr, W_ptr, panels_ptr, b_ptr, bn_ptr,
@@ -687,13 +695,9 @@ cdef object _run(floating dtype_tag, Workspace ws, int kind, int H,
             db_ptr, dx_ptr = <floating *> data(db), <floating *> data(dx)
             keep_ptr, dbn_ptr = <floating *> data(lane_keep[lane]), <floating *> data(dbn)
             drecurrent_ptr = <floating *> data(drecurrent)
-            panels_ptr = NULL
-            if use_panels:
-                # W (G·H × H) packed once for the T products dH[t-1] = dR[t] @ W
-                panels = ws.get(f"W_panels{lane}", (panels_size(dtype_tag, GH, H),), dtype)
-                panels_ptr = <floating *> data(panels)
-                with nogil:
-                    pack_panels(False, GH, H, W_ptr, H, panels_ptr)
+            # W (G·H × H) packed once for the T products dH[t-1] = dR[t] @ W
+            panels_ptr = packed_weight(ws, f"W_panels{lane}", False, GH, H,
+                                       W_ptr) if use_panels else NULL
             with nogil:
                 lane_backward(&shape, batch_sizes, x_ptr, token_ptr, U_ptr,
                               W_ptr, panels_ptr, gates_ptr, hs_ptr, cs_ptr, keep_ptr,

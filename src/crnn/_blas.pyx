@@ -23,12 +23,6 @@ cdef extern from "_packed_gemm.h":
                               int ld, float *panels) nogil
     void crnn_pack_panels_f64(int transposed, int k, int n, const double *source,
                               int ld, double *panels) nogil
-    void crnn_packed_gemm_f32(int m, int n, int k, const float *A, int lda,
-                              const float *panels, int accumulate,
-                              float *C, int ldc) nogil
-    void crnn_packed_gemm_f64(int m, int n, int k, const double *A, int lda,
-                              const double *panels, int accumulate,
-                              double *C, int ldc) nogil
     void crnn_packed_gemm_team_f32(int m, int n, int k, const float *A, int lda,
                                    const float *panels, int accumulate,
                                    float *C, int ldc) nogil
@@ -51,7 +45,6 @@ cdef enum:
 # crnn.threads.single_threaded_blas, which holds OpenBLAS at one thread, so
 # the split never nests two thread pools.
 cdef bint splitting = False
-
 
 
 cdef struct GemmJob:

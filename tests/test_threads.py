@@ -224,11 +224,16 @@ def count_while(work):
     so `work` is never kept waiting for it."""
     started, stop = threading.Event(), threading.Event()
     count = [0]
+    # Counted only while `work` runs: this thread sets and clears the flag
+    # holding the GIL, so iterations won in the races for the GIL before and
+    # after `work` (a busy machine can give the counter thousands) are not.
+    active = [False]
 
     def counter():
         started.set()
         while not stop.is_set():
-            count[0] += 1
+            if active[0]:
+                count[0] += 1
             time.sleep(0)
 
     thread = threading.Thread(target=counter)
@@ -236,7 +241,9 @@ def count_while(work):
     started.wait()
     try:
         begin = time.perf_counter()
+        active[0] = True
         work()
+        active[0] = False
         elapsed = time.perf_counter() - begin
     finally:
         stop.set()
@@ -258,9 +265,9 @@ def test_the_gil_is_released_during_the_heavy_work():
         # control: Python code that never releases the GIL starves the counter
         control, control_time = count_while(lambda: busy_python(0.2))
         during, forward_time = count_while(lambda: model.forward(X))
-    # The control lets the counter through only at its start and end; a
-    # forward that holds the GIL would do the same.  One that releases it
-    # lets the counter run for (nearly) its whole duration.
+    # The control never lets the counter through while it runs; a forward
+    # that held the GIL would not either.  One that releases it lets the
+    # counter run for (nearly) its whole duration.
     assert control < 100, f"the control did not hold the GIL ({control} iterations)"
     assert during > max(20 * (control + 1), 200), (
         f"a Python thread made {during} iterations during a {forward_time:.2f} s forward "

@@ -37,6 +37,20 @@ def assert_close(actual, expected, tol=TOL, what=""):
     np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol, err_msg=what)
 
 
+def assert_matches(model, ref, X, y, lengths, state):
+    """forward (outputs, final state) and loss_and_grad (loss, every
+    gradient, the initial state's gradient) against a reference run."""
+    Y, final = model.forward(X, lengths=lengths, initial_state=state, return_state=True)
+    assert_close(Y, ref.Y)
+    assert_close(final, ref.state)
+    loss, grads, dstate = model.loss_and_grad(X, y, lengths=lengths, initial_state=state,
+                                              return_state_grad=True)
+    assert_close(loss, ref.loss)
+    for k in grads:
+        assert_close(grads[k], ref.grads[k], what=k)
+    assert_close(dstate, ref.dstate)
+
+
 def parts(state):
     return list(state) if isinstance(state, tuple) else [state]
 
@@ -417,15 +431,7 @@ def test_varying_batch_sizes_reuse_workspace_correctly(cell, with_state):
             h0 = rng.normal(size=(4, n, H))
             state = (h0, rng.normal(size=(4, n, H))) if cell == "lstm" else h0
         ref = reference(params, X, y, lengths, state, **case.ref_kwargs())
-        Y, s = model.forward(X, lengths=lengths, initial_state=state, return_state=True)
-        assert_close(Y, ref.Y)
-        assert_close(s, ref.state)
-        loss, grads, ds = model.loss_and_grad(X, y, lengths=lengths, initial_state=state,
-                                              return_state_grad=True)
-        assert_close(loss, ref.loss)
-        for k in grads:
-            assert_close(grads[k], ref.grads[k], what=k)
-        assert_close(ds, ref.dstate)
+        assert_matches(model, ref, X, y, lengths, state)
 
 
 # in-place edits of model.params, per cell: (key, index, delta)
@@ -606,12 +612,4 @@ def test_input_memory_layouts(cell, layout):
     hc = tuple(convert(p) for p in h0) if isinstance(h0, tuple) else convert(h0)
     if layout == "float32":
         ref = reference(model.params, Xc, y, lengths, hc, **case.ref_kwargs())
-    Y, state = model.forward(Xc, lengths=lc, initial_state=hc, return_state=True)
-    assert_close(Y, ref.Y)
-    assert_close(state, ref.state)
-    loss, grads, dstate = model.loss_and_grad(Xc, yc, lengths=lc, initial_state=hc,
-                                              return_state_grad=True)
-    assert_close(loss, ref.loss)
-    for k in grads:
-        assert_close(grads[k], ref.grads[k], what=k)
-    assert_close(dstate, ref.dstate)
+    assert_matches(model, ref, Xc, yc, lc, hc)

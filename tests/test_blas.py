@@ -216,25 +216,37 @@ def test_packed_gemm_is_the_vectorised_kernel_with_gcc_or_clang():
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
-def test_driver_gives_the_same_with_and_without_packed_weights(cell):
+@pytest.mark.parametrize("hidden,batch,threads", [
+    (7, 5, 1),
+    # split among 2 threads by units (B·G·H·H above the threshold even for
+    # the RNN), H not a multiple of the 16-unit panels, two 64-unit chunks
+    (100, 32, 2),
+])
+def test_driver_gives_the_same_with_and_without_packed_weights(
+        cell, hidden, batch, threads):
     """The packed recurrent GEMM and BLAS agree inside the driver (float64,
     ragged batch, two layers, both directions, forward and gradients)."""
     import crnn
     from crnn import _sequence
-    model = getattr(crnn, cell.upper())(3, 7, 4, num_layers=2, bidirectional=True,
-                                         dtype="float64", seed=0)
+    model = getattr(crnn, cell.upper())(3, hidden, 4, num_layers=2,
+                                         bidirectional=True, dtype="float64",
+                                         seed=0)
     rng = np.random.default_rng(0)
-    X = rng.standard_normal((5, 9, 3))
-    y = rng.integers(0, 4, (5, 9))
-    lengths = np.array([9, 4, 7, 9, 5])
+    X = rng.standard_normal((batch, 9, 3))
+    y = rng.integers(0, 4, (batch, 9))
+    lengths = rng.integers(1, 10, batch)
+    lengths[0] = 9
+    previous_threads = crnn.get_num_threads()
     results = {}
     for enabled in (True, False):
         previous = _sequence.use_packed_gemm(enabled)
+        crnn.set_num_threads(threads)
         try:
             loss, grads = model.loss_and_grad(X, y, lengths=lengths)
             results[enabled] = (model.forward(X, lengths=lengths), loss, grads)
         finally:
             _sequence.use_packed_gemm(previous)
+            crnn.set_num_threads(previous_threads)
     (p1, l1, g1), (p0, l0, g0) = results[True], results[False]
     np.testing.assert_allclose(p1, p0, rtol=1e-12, atol=1e-13)
     assert abs(l1 - l0) < 1e-12

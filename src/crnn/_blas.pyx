@@ -23,6 +23,12 @@ cdef extern from "_packed_gemm.h":
                               int ld, float *panels) nogil
     void crnn_pack_panels_f64(int transposed, int k, int n, const double *source,
                               int ld, double *panels) nogil
+    void crnn_packed_gemm_f32(int m, int n, int k, const float *A, int lda,
+                              const float *panels, int accumulate,
+                              float *C, int ldc) nogil
+    void crnn_packed_gemm_f64(int m, int n, int k, const double *A, int lda,
+                              const double *panels, int accumulate,
+                              double *C, int ldc) nogil
     void crnn_packed_gemm_team_f32(int m, int n, int k, const float *A, int lda,
                                    const float *panels, int accumulate,
                                    float *C, int ldc) nogil
@@ -35,6 +41,7 @@ cdef extern from "_packed_gemm.h":
     int crnn_team_threads() nogil
     ctypedef void (*crnn_task)(void *arg, int part, int parts) noexcept nogil
     void crnn_team_run(crnn_task task, void *arg, int parts) nogil
+    int CRNN_PARALLEL_MIN_WORK
 
 # Products at least this large (m·n·k multiply-adds) are split among crnn's
 # threads when BLAS itself runs on one thread (see split_gemms).
@@ -227,6 +234,35 @@ cdef void packed_gemm(int m, int n, int k, const floating *A, int lda,
         crnn_packed_gemm_team_f32(m, n, k, A, lda, panels, accumulate, C, ldc)
     else:
         crnn_packed_gemm_team_f64(m, n, k, A, lda, panels, accumulate, C, ldc)
+
+
+cdef void packed_gemm_alone(int m, int n, int k, const floating *A, int lda,
+                            const floating *panels, bint accumulate,
+                            floating *C, int ldc) noexcept nogil:
+    """packed_gemm on the calling thread only (a part of a team's task)."""
+    if m <= 0 or n <= 0:
+        return
+    if floating is float:
+        crnn_packed_gemm_f32(m, n, k, A, lda, panels, accumulate, C, ldc)
+    else:
+        crnn_packed_gemm_f64(m, n, k, A, lda, panels, accumulate, C, ldc)
+
+
+# ------------------------------------------------------------ the team
+
+cdef int team_parts(double work, int pieces) noexcept nogil:
+    """How many parts to split a job of `work` multiply-adds into, at most
+    `pieces`: 1 below the threshold where a handoff costs more than it saves,
+    else the team's thread count."""
+    if work < CRNN_PARALLEL_MIN_WORK:
+        return 1
+    return max(1, min(crnn_team_threads(), pieces))
+
+
+cdef void team_run(Task task, void *arg, int parts) noexcept nogil:
+    """task(arg, part, parts) for every part, on the team's threads (see
+    _team.h); returns when all are done."""
+    crnn_team_run(<crnn_task> task, arg, parts)
 
 
 def set_num_threads(int threads):

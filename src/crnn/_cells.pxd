@@ -17,7 +17,7 @@ cdef bint has_cell_state(int kind) noexcept nogil
 # n gate multiplies it by r); otherwise the driver accumulates it into gates.
 cdef bint separate_recurrent(int kind) noexcept nogil
 
-cdef void cell_forward(int kind, int rows, int hidden,
+cdef void cell_forward(int kind, int rows, int hidden, int first, int count,
                        floating *gates,
                        const floating *recurrent,
                        const floating *recurrent_bias,
@@ -27,7 +27,7 @@ cdef void cell_forward(int kind, int rows, int hidden,
                        floating *c,
                        floating *keep) noexcept nogil
 
-cdef void cell_backward(int kind, int rows, int hidden,
+cdef void cell_backward(int kind, int rows, int hidden, int first, int count,
                         const floating *gates,
                         const floating *h,
                         const floating *h_prev,

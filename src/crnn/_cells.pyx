@@ -14,39 +14,43 @@ in dh).  Buffers are row-major with these shapes (G = gate_blocks(kind)):
 
 Arguments a cell does not use may be NULL.  ``recurrent_bias`` (H,) is
 added to the last gate block of the recurrent product (GRU's b_hn).
+
+Both kernels cover the units [first, first + count) of every row: the
+driver's thread team gives each thread its own units of a step (first = 0,
+count = hidden is the whole step).
 """
 cdef extern from "_kernels.h" nogil:
     # The kernels themselves, in C (restrict pointers, vectorised): one
     # generic body in _kernels_impl.h, for float (_f32) and double (_f64).
-    void crnn_rnn_forward_f32(int relu, int rows, int hidden, const float *z, float *h)
-    void crnn_rnn_forward_f64(int relu, int rows, int hidden, const double *z, double *h)
-    void crnn_rnn_backward_f32(int relu, int rows, int hidden, const float *h,
+    void crnn_rnn_forward_f32(int relu, int rows, int hidden, int first, int count, const float *z, float *h)
+    void crnn_rnn_forward_f64(int relu, int rows, int hidden, int first, int count, const double *z, double *h)
+    void crnn_rnn_backward_f32(int relu, int rows, int hidden, int first, int count, const float *h,
                                const float *dh_out, const float *dh, float *dz)
-    void crnn_rnn_backward_f64(int relu, int rows, int hidden, const double *h,
+    void crnn_rnn_backward_f64(int relu, int rows, int hidden, int first, int count, const double *h,
                                const double *dh_out, const double *dh, double *dz)
-    void crnn_lstm_forward_f32(int rows, int hidden, float *gates,
+    void crnn_lstm_forward_f32(int rows, int hidden, int first, int count, float *gates,
                                const float *c_prev, float *h, float *c)
-    void crnn_lstm_forward_f64(int rows, int hidden, double *gates,
+    void crnn_lstm_forward_f64(int rows, int hidden, int first, int count, double *gates,
                                const double *c_prev, double *h, double *c)
-    void crnn_lstm_backward_f32(int rows, int hidden, const float *gates,
+    void crnn_lstm_backward_f32(int rows, int hidden, int first, int count, const float *gates,
                                 const float *c_prev, const float *c,
                                 const float *dh_out, const float *dh,
                                 float *dc, float *dgates)
-    void crnn_lstm_backward_f64(int rows, int hidden, const double *gates,
+    void crnn_lstm_backward_f64(int rows, int hidden, int first, int count, const double *gates,
                                 const double *c_prev, const double *c,
                                 const double *dh_out, const double *dh,
                                 double *dc, double *dgates)
-    void crnn_gru_forward_f32(int rows, int hidden, float *gates,
+    void crnn_gru_forward_f32(int rows, int hidden, int first, int count, float *gates,
                               const float *recurrent, const float *recurrent_bias,
                               const float *h_prev, float *h, float *keep)
-    void crnn_gru_forward_f64(int rows, int hidden, double *gates,
+    void crnn_gru_forward_f64(int rows, int hidden, int first, int count, double *gates,
                               const double *recurrent, const double *recurrent_bias,
                               const double *h_prev, double *h, double *keep)
-    void crnn_gru_backward_f32(int rows, int hidden, const float *gates,
+    void crnn_gru_backward_f32(int rows, int hidden, int first, int count, const float *gates,
                                const float *h_prev, const float *keep,
                                const float *dh_out, float *dh, float *dgates,
                                float *drecurrent)
-    void crnn_gru_backward_f64(int rows, int hidden, const double *gates,
+    void crnn_gru_backward_f64(int rows, int hidden, int first, int count, const double *gates,
                                const double *h_prev, const double *keep,
                                const double *dh_out, double *dh, double *dgates,
                                double *drecurrent)
@@ -99,7 +103,7 @@ cdef bint separate_recurrent(int kind) noexcept nogil:
 # σ(x) = ½ + ½·tanh(x/2); float64 uses libm's tanh and exp.
 
 
-cdef void cell_forward(int kind, int rows, int hidden,
+cdef void cell_forward(int kind, int rows, int hidden, int first, int count,
                        floating *gates,              # IN pre-activations; OUT what BPTT needs
                        const floating *recurrent,    # IN h_prev·Wᵀ (separate_recurrent only)
                        const floating *recurrent_bias,  # IN (H,) GRU's b_hn
@@ -110,24 +114,24 @@ cdef void cell_forward(int kind, int rows, int hidden,
                        floating *keep) noexcept nogil:  # OUT extra values BPTT needs
     if kind == CELL_RNN_TANH or kind == CELL_RNN_RELU:
         if floating is float:
-            crnn_rnn_forward_f32(kind == CELL_RNN_RELU, rows, hidden, gates, h)
+            crnn_rnn_forward_f32(kind == CELL_RNN_RELU, rows, hidden, first, count, gates, h)
         else:
-            crnn_rnn_forward_f64(kind == CELL_RNN_RELU, rows, hidden, gates, h)
+            crnn_rnn_forward_f64(kind == CELL_RNN_RELU, rows, hidden, first, count, gates, h)
     elif kind == CELL_LSTM:
         if floating is float:
-            crnn_lstm_forward_f32(rows, hidden, gates, c_prev, h, c)
+            crnn_lstm_forward_f32(rows, hidden, first, count, gates, c_prev, h, c)
         else:
-            crnn_lstm_forward_f64(rows, hidden, gates, c_prev, h, c)
+            crnn_lstm_forward_f64(rows, hidden, first, count, gates, c_prev, h, c)
     elif kind == CELL_GRU:
         if floating is float:
-            crnn_gru_forward_f32(rows, hidden, gates, recurrent, recurrent_bias,
+            crnn_gru_forward_f32(rows, hidden, first, count, gates, recurrent, recurrent_bias,
                                  h_prev, h, keep)
         else:
-            crnn_gru_forward_f64(rows, hidden, gates, recurrent, recurrent_bias,
+            crnn_gru_forward_f64(rows, hidden, first, count, gates, recurrent, recurrent_bias,
                                  h_prev, h, keep)
 
 
-cdef void cell_backward(int kind, int rows, int hidden,
+cdef void cell_backward(int kind, int rows, int hidden, int first, int count,
                         const floating *gates,       # IN as left by cell_forward
                         const floating *h,           # IN h(t)
                         const floating *h_prev,      # IN h(t-1)
@@ -141,22 +145,22 @@ cdef void cell_backward(int kind, int rows, int hidden,
                         floating *drecurrent) noexcept nogil:  # OUT ∂L/∂(h_prev·Wᵀ) (separate_recurrent only)
     if kind == CELL_RNN_TANH or kind == CELL_RNN_RELU:
         if floating is float:
-            crnn_rnn_backward_f32(kind == CELL_RNN_RELU, rows, hidden, h,
+            crnn_rnn_backward_f32(kind == CELL_RNN_RELU, rows, hidden, first, count, h,
                                   dh_from_outputs, dh, dgates)
         else:
-            crnn_rnn_backward_f64(kind == CELL_RNN_RELU, rows, hidden, h,
+            crnn_rnn_backward_f64(kind == CELL_RNN_RELU, rows, hidden, first, count, h,
                                   dh_from_outputs, dh, dgates)
     elif kind == CELL_LSTM:
         if floating is float:
-            crnn_lstm_backward_f32(rows, hidden, gates, c_prev, c,
+            crnn_lstm_backward_f32(rows, hidden, first, count, gates, c_prev, c,
                                    dh_from_outputs, dh, dc, dgates)
         else:
-            crnn_lstm_backward_f64(rows, hidden, gates, c_prev, c,
+            crnn_lstm_backward_f64(rows, hidden, first, count, gates, c_prev, c,
                                    dh_from_outputs, dh, dc, dgates)
     elif kind == CELL_GRU:
         if floating is float:
-            crnn_gru_backward_f32(rows, hidden, gates, h_prev, keep,
+            crnn_gru_backward_f32(rows, hidden, first, count, gates, h_prev, keep,
                                   dh_from_outputs, dh, dgates, drecurrent)
         else:
-            crnn_gru_backward_f64(rows, hidden, gates, h_prev, keep,
+            crnn_gru_backward_f64(rows, hidden, first, count, gates, h_prev, keep,
                                   dh_from_outputs, dh, dgates, drecurrent)

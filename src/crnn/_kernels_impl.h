@@ -2,17 +2,17 @@
  * with REAL, SUFFIX(name), TANH, SIGMOID and CLONES defined.  The math and
  * the buffer shapes are documented in _cells.pyx; here each cell is a pair
  * of functions: a per-row inner loop on restrict pointers (vectorised) and
- * a loop over the `rows` live rows.  Optional inputs (dh_out) may be NULL:
- * the test is loop-invariant, so compilers unswitch it.
+ * a loop over the `rows` live rows.  Each covers the units
+ * [first, first + count) of every row (rows are `hidden` units wide): a
+ * thread of the team takes its own units.  Optional inputs (dh_out) may be
+ * NULL: the test is loop-invariant, so compilers unswitch it.
  */
 
 /* ---------------------------------------------------------------- RNN */
 
-static CLONES void SUFFIX(crnn_rnn_forward)(
-    int relu, int rows, int hidden,
-    const REAL *CRNN_RESTRICT z, REAL *CRNN_RESTRICT h)
+static inline void SUFFIX(crnn_rnn_forward_run)(
+    int relu, ptrdiff_t n, const REAL *CRNN_RESTRICT z, REAL *CRNN_RESTRICT h)
 {
-    const ptrdiff_t n = (ptrdiff_t)rows * hidden;
     if (relu) {
         for (ptrdiff_t i = 0; i < n; i++)
             h[i] = z[i] > 0 ? z[i] : 0;
@@ -22,18 +22,48 @@ static CLONES void SUFFIX(crnn_rnn_forward)(
     }
 }
 
-static CLONES void SUFFIX(crnn_rnn_backward)(
-    int relu, int rows, int hidden,
+static CLONES void SUFFIX(crnn_rnn_forward)(
+    int relu, int rows, int hidden, int first, int count,
+    const REAL *z, REAL *h)
+{
+    const ptrdiff_t H = hidden;
+    if (count == hidden) {   /* whole rows: one run over rows · H */
+        SUFFIX(crnn_rnn_forward_run)(relu, rows * H, z, h);
+        return;
+    }
+    for (ptrdiff_t r = 0; r < rows; r++)
+        SUFFIX(crnn_rnn_forward_run)(relu, count, z + r * H + first,
+                                     h + r * H + first);
+}
+
+static inline void SUFFIX(crnn_rnn_backward_run)(
+    int relu, ptrdiff_t n,
     const REAL *CRNN_RESTRICT h, const REAL *CRNN_RESTRICT dh_out,
     const REAL *CRNN_RESTRICT dh, REAL *CRNN_RESTRICT dz)
 {
-    const ptrdiff_t n = (ptrdiff_t)rows * hidden;
     for (ptrdiff_t i = 0; i < n; i++) {
         REAL delta = dh[i] + (dh_out ? dh_out[i] : 0);
         if (relu)
             dz[i] = h[i] > 0 ? delta : 0;
         else
             dz[i] = delta * (1 - h[i] * h[i]);
+    }
+}
+
+static CLONES void SUFFIX(crnn_rnn_backward)(
+    int relu, int rows, int hidden, int first, int count, const REAL *h,
+    const REAL *dh_out, const REAL *dh, REAL *dz)
+{
+    const ptrdiff_t H = hidden;
+    if (count == hidden) {
+        SUFFIX(crnn_rnn_backward_run)(relu, rows * H, h, dh_out, dh, dz);
+        return;
+    }
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        ptrdiff_t at = r * H + first;
+        SUFFIX(crnn_rnn_backward_run)(relu, count, h + at,
+                                      dh_out ? dh_out + at : NULL, dh + at,
+                                      dz + at);
     }
 }
 
@@ -59,13 +89,15 @@ static inline void SUFFIX(crnn_lstm_forward_row)(
 }
 
 static CLONES void SUFFIX(crnn_lstm_forward)(
-    int rows, int hidden, REAL *gates, const REAL *c_prev, REAL *h, REAL *c)
+    int rows, int hidden, int first, int count, REAL *gates,
+    const REAL *c_prev, REAL *h, REAL *c)
 {
     const ptrdiff_t H = hidden;
     for (ptrdiff_t r = 0; r < rows; r++) {
-        REAL *g = gates + r * 4 * H;
-        SUFFIX(crnn_lstm_forward_row)(H, g, g + H, g + 2 * H, g + 3 * H,
-                                      c_prev + r * H, h + r * H, c + r * H);
+        REAL *g = gates + r * 4 * H + first;
+        ptrdiff_t at = r * H + first;
+        SUFFIX(crnn_lstm_forward_row)(count, g, g + H, g + 2 * H, g + 3 * H,
+                                      c_prev + at, h + at, c + at);
     }
 }
 
@@ -91,17 +123,18 @@ static inline void SUFFIX(crnn_lstm_backward_row)(
 }
 
 static CLONES void SUFFIX(crnn_lstm_backward)(
-    int rows, int hidden, const REAL *gates, const REAL *c_prev,
-    const REAL *c, const REAL *dh_out, const REAL *dh, REAL *dc,
-    REAL *dgates)
+    int rows, int hidden, int first, int count, const REAL *gates,
+    const REAL *c_prev, const REAL *c, const REAL *dh_out, const REAL *dh,
+    REAL *dc, REAL *dgates)
 {
     const ptrdiff_t H = hidden;
     for (ptrdiff_t r = 0; r < rows; r++) {
-        const REAL *g = gates + r * 4 * H;
-        REAL *dg = dgates + r * 4 * H;
+        const REAL *g = gates + r * 4 * H + first;
+        REAL *dg = dgates + r * 4 * H + first;
+        ptrdiff_t at = r * H + first;
         SUFFIX(crnn_lstm_backward_row)(
-            H, g, g + H, g + 2 * H, g + 3 * H, c_prev + r * H, c + r * H,
-            dh_out ? dh_out + r * H : NULL, dh + r * H, dc + r * H,
+            count, g, g + H, g + 2 * H, g + 3 * H, c_prev + at, c + at,
+            dh_out ? dh_out + at : NULL, dh + at, dc + at,
             dg, dg + H, dg + 2 * H, dg + 3 * H);
     }
 }
@@ -129,16 +162,18 @@ static inline void SUFFIX(crnn_gru_forward_row)(
 }
 
 static CLONES void SUFFIX(crnn_gru_forward)(
-    int rows, int hidden, REAL *gates, const REAL *recurrent,
-    const REAL *recurrent_bias, const REAL *h_prev, REAL *h, REAL *keep)
+    int rows, int hidden, int first, int count, REAL *gates,
+    const REAL *recurrent, const REAL *recurrent_bias, const REAL *h_prev,
+    REAL *h, REAL *keep)
 {
     const ptrdiff_t H = hidden;
     for (ptrdiff_t r = 0; r < rows; r++) {
-        REAL *g = gates + r * 3 * H;
-        const REAL *rec = recurrent + r * 3 * H;
-        SUFFIX(crnn_gru_forward_row)(H, g, g + H, g + 2 * H, rec, rec + H,
-                                     rec + 2 * H, recurrent_bias,
-                                     h_prev + r * H, h + r * H, keep + r * H);
+        REAL *g = gates + r * 3 * H + first;
+        const REAL *rec = recurrent + r * 3 * H + first;
+        ptrdiff_t at = r * H + first;
+        SUFFIX(crnn_gru_forward_row)(count, g, g + H, g + 2 * H, rec, rec + H,
+                                     rec + 2 * H, recurrent_bias + first,
+                                     h_prev + at, h + at, keep + at);
     }
 }
 
@@ -167,18 +202,19 @@ static inline void SUFFIX(crnn_gru_backward_row)(
 }
 
 static CLONES void SUFFIX(crnn_gru_backward)(
-    int rows, int hidden, const REAL *gates, const REAL *h_prev,
-    const REAL *keep, const REAL *dh_out, REAL *dh, REAL *dgates,
-    REAL *drecurrent)
+    int rows, int hidden, int first, int count, const REAL *gates,
+    const REAL *h_prev, const REAL *keep, const REAL *dh_out, REAL *dh,
+    REAL *dgates, REAL *drecurrent)
 {
     const ptrdiff_t H = hidden;
     for (ptrdiff_t r = 0; r < rows; r++) {
-        const REAL *g = gates + r * 3 * H;
-        REAL *dg = dgates + r * 3 * H;
-        REAL *dr = drecurrent + r * 3 * H;
+        const REAL *g = gates + r * 3 * H + first;
+        REAL *dg = dgates + r * 3 * H + first;
+        REAL *dr = drecurrent + r * 3 * H + first;
+        ptrdiff_t at = r * H + first;
         SUFFIX(crnn_gru_backward_row)(
-            H, g, g + H, g + 2 * H, h_prev + r * H, keep + r * H,
-            dh_out ? dh_out + r * H : NULL, dh + r * H,
+            count, g, g + H, g + 2 * H, h_prev + at, keep + at,
+            dh_out ? dh_out + at : NULL, dh + at,
             dg, dg + H, dg + 2 * H, dr, dr + H, dr + 2 * H);
     }
 }

@@ -47,3 +47,10 @@ cdef void lane_backward(const LaneShape *shape, const int *batch_sizes,
 # True when a lane of `steps` × `batch` should run its recurrent products on
 # packed weights (the packing costs about one product; see _packed_gemm.h).
 cdef bint panels_pay(int steps, int batch) noexcept nogil
+
+# The forward's recurrent weight packed for lane_forward's W_panels: Wᵀ gate
+# block by gate block (G blocks of H × H panels); BPTT's W_panels is W
+# itself packed by _blas.pack_panels.
+cdef Py_ssize_t gate_panels_size(floating tag, int G, int H) noexcept nogil
+cdef void pack_gate_panels(int G, int H, const floating *W,
+                           floating *panels) noexcept nogil

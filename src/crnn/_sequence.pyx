@@ -23,7 +23,8 @@ layer and the loss, and BPTT back down.  Its buffers come from a
 cimport numpy as cnp
 from libc.string cimport memcpy, memset
 
-from ._blas cimport gemm, packed_gemm, packed_gemm_fast, pack_panels, panels_size
+from ._blas cimport (gemm, packed_gemm_alone, packed_gemm_fast, pack_panels,
+                     panels_size, team_parts, team_run)
 from ._cells cimport (cell_forward, cell_backward, gate_blocks,
                       has_cell_state, separate_recurrent)
 from ._loss cimport softmax_cross_entropy, squared_error
@@ -39,6 +40,7 @@ cdef enum:
     PANELS_MIN_STEPS = 4
     # Workspace views kept for reuse (many batch shapes: the cache restarts)
     MAX_CACHED_VIEWS = 512
+    CACHE_LINE = 64
 
 cdef bint panels_enabled = True
 
@@ -61,6 +63,16 @@ cpdef enum OutputKind:
     OUTPUT_NONE = 0      # outputs are the top layer's h
     OUTPUT_SOFTMAX = 1   # softmax + cross-entropy
     OUTPUT_LINEAR = 2    # linear + ½‖o - y‖²
+
+
+def aligned_empty(Py_ssize_t size, dtype):
+    """An uninitialised 1-d array of `size` elements whose data starts on a
+    64-byte boundary (a cache line): threads writing neighbouring columns
+    of a row then never share a line at a part's edge."""
+    itemsize = np.dtype(dtype).itemsize
+    raw = np.empty(size + CACHE_LINE // itemsize, dtype=dtype)
+    skip = (-raw.ctypes.data % CACHE_LINE) // itemsize
+    return raw[skip:skip + size]
 
 
 cdef class Workspace:
@@ -90,7 +102,7 @@ cdef class Workspace:
             size *= extent
         buffer = self.buffers.get(name)
         if buffer is None or buffer.shape[0] < size or buffer.dtype != dtype:
-            buffer = np.empty(max(size, 1), dtype=dtype)
+            buffer = aligned_empty(max(size, 1), dtype)
             self.buffers[name] = buffer
             # views of the old buffer would keep it alive
             self.views = {k: v for k, v in self.views.items() if k[0] != name}
@@ -114,16 +126,153 @@ cdef inline void *data(object array):
     return NULL if array is None else cnp.PyArray_DATA(<cnp.ndarray> array)
 
 
-cdef floating *packed_weight(Workspace ws, str name, bint transposed, int k,
-                             int n, const floating *W):
-    """The recurrent weight's panels for packed_gemm, in the workspace buffer
-    `name`: B (k × n) = Wᵀ (`transposed`, W is n × k) or W (k × n)."""
+cdef Py_ssize_t gate_panels_size(floating tag, int G, int H) noexcept nogil:
+    """Elements of the forward's packed recurrent weight (pack_gate_panels)."""
+    return G * panels_size(tag, H, H)
+
+
+cdef void pack_gate_panels(int G, int H, const floating *W,
+                           floating *panels) noexcept nogil:
+    """The forward's recurrent weight, Wᵀ (H × G·H), packed gate block by
+    gate block: block g is W_gᵀ (H × H), W_g = rows [g·H, (g+1)·H) of W, in
+    its own panels, so that units [u, u + n) of every gate start on a panel
+    (u a multiple of UNIT_ALIGN) whatever H is."""
+    cdef Py_ssize_t block = panels_size(W[0], H, H), g
+    for g in range(G):
+        pack_panels(True, H, H, W + g * H * H, H, panels + g * block)
+
+
+cdef floating *packed_weight(Workspace ws, str name, bint forward, int G,
+                             int H, const floating *W):
+    """The recurrent weight W (G·H × H) packed for the time loop, in the
+    workspace buffer `name`: per gate block for the forward
+    (pack_gate_panels), W itself for BPTT's dH(t-1) = dR(t) @ W."""
     dtype = np.float32 if floating is float else np.float64
-    panels = ws.get(name, (panels_size(W[0], k, n),), dtype)
+    size = gate_panels_size(W[0], G, H) if forward else panels_size(W[0], G * H, H)
+    panels = ws.get(name, (size,), dtype)
     cdef floating *target = <floating *> data(panels)
     with nogil:
-        pack_panels(transposed, k, n, W, n if not transposed else k, target)
+        if forward:
+            pack_gate_panels(G, H, W, target)
+        else:
+            pack_panels(False, G * H, H, W, H, target)
     return target
+
+
+# ------------------------------------- one time step on the thread team
+#
+# With packed weights, a step is shared out among crnn's threads by hidden
+# units: each part forms the recurrent products of its own units (all gate
+# blocks) and runs the point-wise kernel on them, so the point-wise work is
+# split too, with one handoff per step.  Parts write disjoint columns (whole
+# cache lines: workspace buffers start on one) with the same arithmetic, so
+# results do not depend on the thread count.  In BPTT a step's part first forms its units of dH(t) = dR(t+1) @ W
+# (which needs every unit of dR(t+1): the previous step's join is the
+# barrier), then runs the cell's backward kernel on them.
+
+cdef enum:
+    # Parts start on whole panels (64 bytes: 16 floats, 8 doubles).
+    UNIT_ALIGN = 16
+
+
+cdef struct StepJob:
+    # One time step of one lane for step_part.  Pointers hold the lane's
+    # dtype (`single`: float); NULL where the cell has no such buffer.
+    bint single, backward
+    int kind, hidden
+    int live            # rows of the point-wise pass (0: none)
+    int product_rows    # rows of the recurrent product
+    const void *panels  # forward: pack_gate_panels; backward: W packed
+    Py_ssize_t gate_panels  # elements per gate block of `panels` (forward)
+    const void *product_in  # forward: h(t-1); backward: dR(t+1)
+    # the point-wise kernel's buffers (_cells.pxd)
+    void *gates
+    void *recurrent
+    const void *recurrent_bias
+    const void *h
+    const void *h_prev
+    const void *c_prev
+    void *c
+    void *keep
+    const void *dh_outputs
+    void *dh
+    void *dc
+    void *dgates
+    void *drecurrent
+    void *h_out         # forward: h(t)
+
+
+cdef void step_units(floating tag, const StepJob *job, int first,
+                     int last) noexcept nogil:
+    """The step for units [first, last): products, then point-wise pass."""
+    cdef int kind = job.kind, H = job.hidden, G = gate_blocks(kind)
+    cdef int GH = G * H, n = last - first, g
+    cdef bint separate = separate_recurrent(kind)
+    cdef const floating *panels = <const floating *> job.panels
+    cdef const floating *product_in = <const floating *> job.product_in
+    cdef floating *product_out
+    if n <= 0:
+        return
+    if not job.backward:
+        product_out = <floating *> (job.recurrent if separate else job.gates)
+        for g in range(G):
+            # R[:, g·H+first : +n] (+)= h(t-1) @ W_gᵀ[:, first : last]
+            #   (live × n) = (live × H)(H × n); added to Z unless separate
+            packed_gemm_alone(job.product_rows, n, H, product_in, H,
+                              panels + g * job.gate_panels + <Py_ssize_t> first * H,
+                              not separate, product_out + g * H + first, GH)
+        cell_forward(kind, job.live, H, first, n, <floating *> job.gates,
+                     <const floating *> job.recurrent,
+                     <const floating *> job.recurrent_bias,
+                     <const floating *> job.h_prev,
+                     <const floating *> job.c_prev,
+                     <floating *> job.h_out, <floating *> job.c,
+                     <floating *> job.keep)
+        return
+    if job.product_rows > 0:
+        # dH(t)[:, first : last] (+)= dR(t+1) @ W[:, first : last]
+        #   (rows × n) = (rows × G·H)(G·H × n); += keeps the direct part a
+        #   separate-recurrent cell left in dh
+        packed_gemm_alone(job.product_rows, n, GH, product_in, GH,
+                          panels + <Py_ssize_t> first * GH, separate,
+                          <floating *> job.dh + first, H)
+    if job.live > 0:
+        cell_backward(kind, job.live, H, first, n,
+                      <const floating *> job.gates,
+                      <const floating *> job.h,
+                      <const floating *> job.h_prev,
+                      <const floating *> job.c_prev,
+                      <const floating *> job.c,
+                      <const floating *> job.keep,
+                      <const floating *> job.dh_outputs,
+                      <floating *> job.dh, <floating *> job.dc,
+                      <floating *> job.dgates,
+                      <floating *> job.drecurrent)
+
+
+cdef void step_part(void *arg, int part, int parts) noexcept nogil:
+    """The team's task: this part's share of the units, whole panels."""
+    cdef const StepJob *job = <const StepJob *> arg
+    cdef int blocks = (job.hidden + UNIT_ALIGN - 1) // UNIT_ALIGN
+    cdef int first = <int> (<long long> blocks * part // parts) * UNIT_ALIGN
+    cdef int last = min(job.hidden,
+                        <int> (<long long> blocks * (part + 1) // parts) * UNIT_ALIGN)
+    if job.single:
+        step_units(<float> 0, job, first, last)
+    else:
+        step_units(<double> 0, job, first, last)
+
+
+cdef void run_step(StepJob *job) noexcept nogil:
+    """The step on the team, or on this thread when it is too small."""
+    cdef int G = gate_blocks(job.kind)
+    cdef double work = (<double> max(job.live, job.product_rows) * G
+                        * job.hidden * job.hidden)
+    cdef int parts = team_parts(work, (job.hidden + UNIT_ALIGN - 1) // UNIT_ALIGN)
+    if parts > 1:
+        team_run(step_part, job, parts)
+    else:
+        step_part(job, 0, 1)
 
 
 # ---------------------------------------------------------------- one lane
@@ -135,7 +284,7 @@ cdef void lane_forward(const LaneShape *shape,
                        const floating *U,           # (G·H × D)
                        const floating *U_T,         # (D × G·H) Uᵀ, for tokens only
                        const floating *W,           # (G·H × H)
-                       const floating *W_panels,    # Wᵀ packed (pack_panels), or NULL: BLAS
+                       const floating *W_panels,    # Wᵀ packed (pack_gate_panels), or NULL: BLAS
                        const floating *b,           # (G·H,)
                        const floating *recurrent_bias,  # (H,) GRU only
                        floating *gates,             # OUT (T·B × G·H), kept for BPTT
@@ -182,7 +331,7 @@ cdef void project_inputs(const LaneShape *shape, int rows,
 cdef void lane_recur(const LaneShape *shape,
                      const int *batch_sizes,        # (T,) live rows per step
                      const floating *W,             # (G·H × H)
-                     const floating *W_panels,      # Wᵀ packed (pack_panels), or NULL: BLAS
+                     const floating *W_panels,      # Wᵀ packed (pack_gate_panels), or NULL: BLAS
                      const floating *recurrent_bias,  # (H,) GRU only
                      floating *gates,               # IN Z = X·Uᵀ + b; OUT what BPTT needs
                      floating *recurrent,           # scratch (B × G·H), separate_recurrent only
@@ -201,24 +350,42 @@ cdef void lane_recur(const LaneShape *shape,
     cdef int live
     cdef floating *z
     cdef floating *h
+    cdef StepJob job
+    if W_panels != NULL:
+        job.single = floating is float
+        job.backward = False
+        job.kind = kind
+        job.hidden = H
+        job.panels = W_panels
+        job.gate_panels = panels_size(W_panels[0], H, H)
+        job.recurrent = recurrent
+        job.recurrent_bias = recurrent_bias
+        job.keep = NULL
     for t in range(T):
         live = batch_sizes[t]
         z = gates + t * B * GH
         h = hs + (t + 1) * state
-        # R = H[t-1] @ W.T   (B_t × G·H) = (B_t × H)(G·H × H)ᵀ, into its own
-        # buffer (separate) or added to Z[t] (Z[t] += R)
-        if W_panels != NULL and live > 1:
-            packed_gemm(live, GH, H, hs + t * state, H, W_panels, not separate,
-                        recurrent if separate else z, GH)
+        if W_panels != NULL:
+            # products and point-wise pass, unit by unit, on the team
+            job.live = job.product_rows = live
+            job.product_in = job.h_prev = hs + t * state
+            job.gates = z
+            job.c_prev = cs + t * state if with_c else NULL
+            job.c = cs + (t + 1) * state if with_c else NULL
+            job.keep = keep + t * state if keep != NULL else NULL
+            job.h_out = h
+            run_step(&job)
         else:
+            # R = H[t-1] @ W.T   (B_t × G·H) = (B_t × H)(G·H × H)ᵀ, into its
+            # own buffer (separate) or added to Z[t] (Z[t] += R)
             gemm(False, True, live, GH, H, 1, hs + t * state, H, W, H,
                  0 if separate else 1, recurrent if separate else z, GH)
-        cell_forward(kind, live, H, z, recurrent, recurrent_bias,
-                     hs + t * state,
-                     cs + t * state if with_c else NULL,
-                     h,
-                     cs + (t + 1) * state if with_c else NULL,
-                     keep + t * state if keep != NULL else NULL)
+            cell_forward(kind, live, H, 0, H, z, recurrent, recurrent_bias,
+                         hs + t * state,
+                         cs + t * state if with_c else NULL,
+                         h,
+                         cs + (t + 1) * state if with_c else NULL,
+                         keep + t * state if keep != NULL else NULL)
         # Finished sequences: h(t) = 0 (and C(t) = 0) keeps padding inert.
         memset(h + <Py_ssize_t> live * H, 0, (B - live) * H * sizeof(floating))
         if with_c:
@@ -263,6 +430,15 @@ cdef void lane_backward(const LaneShape *shape,
     cdef floating *target
     cdef const floating *source
     cdef size_t row_bytes = H * sizeof(floating)
+    cdef StepJob job
+    if W_panels != NULL:
+        job.single = floating is float
+        job.backward = True
+        job.kind = kind
+        job.hidden = H
+        job.panels = W_panels
+        job.dh = dh
+        job.dc = dc if with_c else NULL
 
     t = T - 1
     while t >= 0:
@@ -282,25 +458,45 @@ cdef void lane_backward(const LaneShape *shape,
                     memset(dc + r * H, 0, row_bytes)
         dz = dgates + t * B * GH
         dr = drecurrent + t * B * GH if separate else dz
-        cell_backward(kind, live, H, gates + t * B * GH,
-                      hs + (t + 1) * state, hs + t * state,
-                      cs + t * state if with_c else NULL,
-                      cs + (t + 1) * state if with_c else NULL,
-                      keep + t * state if keep != NULL else NULL,
-                      dh_outputs + t * state if dh_outputs != NULL else NULL,
-                      dh, dc if with_c else NULL, dz, dr)
         memset(dz + <Py_ssize_t> live * GH, 0, (B - live) * GH * sizeof(floating))
         if separate:
             memset(dr + <Py_ssize_t> live * GH, 0,
                    (B - live) * GH * sizeof(floating))
-        # dH[t-1] = dR[t] @ W   (B_t × H) = (B_t × G·H)(G·H × H)
-        # (+= when the cell left a direct h(t-1) → h(t) term in dh)
-        if W_panels != NULL and live > 1:
-            packed_gemm(live, H, GH, dr, GH, W_panels, separate, dh, H)
+        if W_panels != NULL:
+            # on the team: step t+1's product dH(t) = dR(t+1) @ W (rows
+            # alive at t+1), then this step's point-wise pass, unit by unit
+            job.product_rows = starting
+            job.product_in = dr + <Py_ssize_t> B * GH
+            job.live = live
+            job.gates = <void *> (gates + t * B * GH)
+            job.h = hs + (t + 1) * state
+            job.h_prev = hs + t * state
+            job.c_prev = cs + t * state if with_c else NULL
+            job.c = <void *> (cs + (t + 1) * state) if with_c else NULL
+            job.keep = <void *> (keep + t * state) if keep != NULL else NULL
+            job.dh_outputs = dh_outputs + t * state if dh_outputs != NULL else NULL
+            job.dgates = dz
+            job.drecurrent = dr
+            run_step(&job)
         else:
+            cell_backward(kind, live, H, 0, H, gates + t * B * GH,
+                          hs + (t + 1) * state, hs + t * state,
+                          cs + t * state if with_c else NULL,
+                          cs + (t + 1) * state if with_c else NULL,
+                          keep + t * state if keep != NULL else NULL,
+                          dh_outputs + t * state if dh_outputs != NULL else NULL,
+                          dh, dc if with_c else NULL, dz, dr)
+            # dH[t-1] = dR[t] @ W   (B_t × H) = (B_t × G·H)(G·H × H)
+            # (+= when the cell left a direct h(t-1) → h(t) term in dh)
             gemm(False, False, live, H, GH, 1, dr, GH, W, H,
                  1 if separate else 0, dh, H)
         t -= 1
+    if W_panels != NULL:
+        # the last product: dH(-1) = ∂L/∂h0 = dR(0) @ W
+        job.product_rows = batch_sizes[0]
+        job.product_in = drecurrent if separate else dgates
+        job.live = 0
+        run_step(&job)
 
     # Weight gradients: one GEMM each over all T·B rows (dead rows are zero).
     # dW += dR.T @ H_prev   (G·H × H) += (T·B × G·H)ᵀ (T·B × H)
@@ -508,8 +704,8 @@ cdef object _run(floating dtype_tag, Workspace ws, int kind, int H,
             keep = ws.get(f"keep{lane}", (T, B, H), dtype) if separate else None
             keep_ptr = <floating *> data(keep)
             bn_ptr = <floating *> data(recurrent_bias)
-            # Wᵀ (H × G·H) packed once for the T recurrent products
-            panels_ptr = packed_weight(ws, f"W_panels_T{lane}", True, H, GH,
+            # Wᵀ packed once for the T recurrent products
+            panels_ptr = packed_weight(ws, f"W_panels_T{lane}", True, G, H,
                                        W_ptr) if use_panels else NULL
             with nogil:
                 lane_forward(&shape, batch_sizes, x_ptr, token_ptr, U_ptr,
@@ -696,7 +892,7 @@ cdef object _run(floating dtype_tag, Workspace ws, int kind, int H,
             keep_ptr, dbn_ptr = <floating *> data(lane_keep[lane]), <floating *> data(dbn)
             drecurrent_ptr = <floating *> data(drecurrent)
             # W (G·H × H) packed once for the T products dH[t-1] = dR[t] @ W
-            panels_ptr = packed_weight(ws, f"W_panels{lane}", False, GH, H,
+            panels_ptr = packed_weight(ws, f"W_panels{lane}", False, G, H,
                                        W_ptr) if use_panels else NULL
             with nogil:
                 lane_backward(&shape, batch_sizes, x_ptr, token_ptr, U_ptr,

@@ -13,7 +13,8 @@ from cython cimport floating
 from ._cells cimport (CELL_GRU, CELL_LSTM, CELL_RNN_RELU, CELL_RNN_TANH,
                       gate_blocks, has_cell_state, separate_recurrent)
 from ._blas cimport pack_panels
-from ._sequence cimport LaneShape, lane_forward, lane_backward, panels_pay
+from ._sequence cimport (LaneShape, lane_forward, lane_backward, panels_pay,
+                        pack_gate_panels)
 
 
 # ---------------------------------------------------------------- layout
@@ -85,7 +86,7 @@ cdef Layout sequence_layout(int kind, const crnn_sizes *sizes) noexcept nogil:
     L.keep = L.cs + ((T + 1) * B * H if lstm else 0)
     L.recurrent = L.keep + (T * B * H if gru else 0)
     L.panels_T = L.recurrent + (B * GH if gru else 0)
-    L.forward_end = L.panels_T + panel_room(H, GH)
+    L.forward_end = L.panels_T + gate_blocks(kind) * panel_room(H, H)
     L.dgates = L.forward_end
     L.drecurrent = L.dgates + T * B * GH
     L.dh = L.drecurrent + (T * B * GH if gru else 0)
@@ -194,7 +195,7 @@ cdef int sequence_forward(int kind, const crnn_sizes *sizes, const int *lengths,
     cdef floating *panels = NULL
     if panels_pay(T, B):
         panels = work + L.panels_T
-        pack_panels(True, H, gate_blocks(kind) * H, W, H, panels)
+        pack_gate_panels(gate_blocks(kind), H, W, panels)
     lane_forward(&shape, batch_sizes, x, NULL, U, NULL, W, panels, b, bn,
                  work + L.gates, work + L.recurrent if gru else NULL, hs, cs,
                  work + L.keep if gru else NULL)

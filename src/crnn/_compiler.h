@@ -12,6 +12,13 @@
 #define CRNN_WIDE_CLONES
 #endif
 
+/* a static function that some including modules do not call */
+#if defined(__GNUC__) || defined(__clang__)
+#define CRNN_MAYBE_UNUSED __attribute__((unused))
+#else
+#define CRNN_MAYBE_UNUSED
+#endif
+
 #if defined(_MSC_VER)
 #define CRNN_RESTRICT __restrict
 #else

@@ -5,14 +5,11 @@ summed loss of those rows in double precision, and (when the gradient pointer
 is not NULL) writes scale·∂L/∂o, where scale is 1/(positions with a target)
 for the mean reduction and 1 for the sum.
 """
-from libc.math cimport exp, expf, log
+from libc.math cimport exp, log
 
-
-cdef inline floating exp_(floating v) noexcept nogil:
-    if floating is float:
-        return expf(v)
-    else:
-        return exp(v)
+cdef extern from "_fastmath.h" nogil:
+    # o[k] := exp(o[k] - shift), vectorised, a few ulp (float32 only)
+    void crnn_exp_shifted_f32(Py_ssize_t n, float *o, float shift)
 
 
 cdef double softmax_cross_entropy(int rows, int classes,
@@ -23,7 +20,7 @@ cdef double softmax_cross_entropy(int rows, int classes,
     """Σ_rows -log softmax(o)[y], by log-sum-exp: -o[y] + max(o) + log Σ exp(o - max)."""
     cdef Py_ssize_t r, k
     cdef floating *o
-    cdef floating top, e
+    cdef floating top, inverse
     cdef double total, loss = 0
     for r in range(rows):
         o = logits + r * classes
@@ -34,15 +31,20 @@ cdef double softmax_cross_entropy(int rows, int classes,
         if labels != NULL:
             # -log ŷ[y] = log Σ exp(o - max) - (o[y] - max)
             loss -= <double> o[labels[r]] - top
+        # e = exp(o - max) <= 1: no overflow
+        if floating is float:
+            crnn_exp_shifted_f32(classes, o, top)
+        else:
+            for k in range(classes):
+                o[k] = exp(o[k] - top)
         total = 0
         for k in range(classes):
-            e = exp_(o[k] - top)          # <= 1: no overflow
-            o[k] = e
-            total += e
+            total += o[k]
         if labels != NULL:
             loss += log(total)
+        inverse = <floating> (1.0 / total)
         for k in range(classes):
-            o[k] = <floating> (o[k] / total)
+            o[k] *= inverse
         if dlogits != NULL:
             for k in range(classes):
                 dlogits[r * classes + k] = scale * o[k]
@@ -65,3 +67,10 @@ cdef double squared_error(int rows, int width,
         if dpredictions != NULL:
             dpredictions[i] = scale * diff
     return loss
+
+
+# ------------------------------------------------- for the tests only
+
+def _exp_shifted(float[::1] values, float shift):
+    """exp(values - shift) in place, by the float32 kernel softmax uses."""
+    crnn_exp_shifted_f32(values.shape[0], &values[0], shift)

@@ -41,9 +41,6 @@ cdef void pack_panels(bint transposed, int k, int n, const floating *source,
 cdef void packed_gemm(int m, int n, int k, const floating *A, int lda,
                       const floating *panels, bint accumulate,
                       floating *C, int ldc) noexcept nogil
-cdef void packed_gemm_alone(int m, int n, int k, const floating *A, int lda,
-                            const floating *panels, bint accumulate,
-                            floating *C, int ldc) noexcept nogil
 
 # crnn's thread team (_team.h): team_run runs task(arg, part, parts) for
 # every part, part 0 on the caller; team_parts says how many parts a job of

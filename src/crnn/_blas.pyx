@@ -29,12 +29,6 @@ cdef extern from "_packed_gemm.h":
     void crnn_packed_gemm_f64(int m, int n, int k, const double *A, int lda,
                               const double *panels, int accumulate,
                               double *C, int ldc) nogil
-    void crnn_packed_gemm_team_f32(int m, int n, int k, const float *A, int lda,
-                                   const float *panels, int accumulate,
-                                   float *C, int ldc) nogil
-    void crnn_packed_gemm_team_f64(int m, int n, int k, const double *A, int lda,
-                                   const double *panels, int accumulate,
-                                   double *C, int ldc) nogil
     int CRNN_HAVE_TEAM
     int CRNN_MAX_THREADS
     void crnn_team_set_threads(int threads) nogil
@@ -227,19 +221,7 @@ cdef void packed_gemm(int m, int n, int k, const floating *A, int lda,
                       const floating *panels, bint accumulate,
                       floating *C, int ldc) noexcept nogil:
     """C (m × n) := A (m × k) · B, or += with `accumulate`; B in panels.
-    Large products are split by columns among crnn's threads."""
-    if m <= 0 or n <= 0:
-        return
-    if floating is float:
-        crnn_packed_gemm_team_f32(m, n, k, A, lda, panels, accumulate, C, ldc)
-    else:
-        crnn_packed_gemm_team_f64(m, n, k, A, lda, panels, accumulate, C, ldc)
-
-
-cdef void packed_gemm_alone(int m, int n, int k, const floating *A, int lda,
-                            const floating *panels, bint accumulate,
-                            floating *C, int ldc) noexcept nogil:
-    """packed_gemm on the calling thread only (a part of a team's task)."""
+    On the calling thread: the driver shares a step out among the team."""
     if m <= 0 or n <= 0:
         return
     if floating is float:

@@ -18,9 +18,9 @@
  * CRNN_PACKED_GEMM_FAST is 0 elsewhere (MSVC), where the body is plain loops,
  * correct but slow, and the driver uses BLAS instead.
  *
- * crnn_packed_gemm_team splits the panels between the threads of _team.h:
- * each thread computes whole output columns, so the result is the same for
- * any thread count.
+ * The driver (_sequence.pyx) shares a time step out among the threads of
+ * _team.h by hidden units: each thread multiplies its own panels, so the
+ * result is the same for any thread count.
  */
 #ifndef CRNN_PACKED_GEMM_H
 #define CRNN_PACKED_GEMM_H
@@ -34,7 +34,8 @@
 #define CRNN_PACKED_GEMM_FAST CRNN_HAVE_VECTOR_TYPES
 #define CRNN_PANEL_BYTES 64
 #define CRNN_MR 6
-/* products smaller than this (m·n·k multiply-adds) stay on one thread */
+/* jobs smaller than this (multiply-adds) stay on one thread (_blas.pyx
+ * team_parts) */
 #define CRNN_PARALLEL_MIN_WORK (1 << 18)
 
 #define REAL float

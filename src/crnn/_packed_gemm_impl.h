@@ -123,45 +123,4 @@ static void SUFFIX(crnn_packed_gemm)(
 
 #endif
 
-/* The same, its panels shared out among the team's threads. */
-typedef struct {
-    int m, n, k;
-    const REAL *A;
-    int lda;
-    const REAL *panels;
-    int accumulate;
-    REAL *C;
-    int ldc;
-} SUFFIX(crnn_gemm_job);
-
-static void SUFFIX(crnn_packed_gemm_part)(void *arg, int part, int parts)
-{
-    const SUFFIX(crnn_gemm_job) *job = (const SUFFIX(crnn_gemm_job) *) arg;
-    int blocks = (job->n + NR - 1) / NR;
-    int first = (int) ((long long) blocks * part / parts) * NR;
-    int last = (int) ((long long) blocks * (part + 1) / parts) * NR;
-    if (last > job->n)
-        last = job->n;
-    if (last > first)
-        SUFFIX(crnn_packed_gemm)(job->m, last - first, job->k, job->A, job->lda,
-                                 job->panels + (ptrdiff_t) first * job->k,
-                                 job->accumulate, job->C + first, job->ldc);
-}
-
-static void SUFFIX(crnn_packed_gemm_team)(
-    int m, int n, int k, const REAL *A, int lda, const REAL *panels,
-    int accumulate, REAL *C, int ldc)
-{
-    SUFFIX(crnn_gemm_job) job = {m, n, k, A, lda, panels, accumulate, C, ldc};
-    int parts = crnn_team_threads();
-    if ((double) m * n * k < CRNN_PARALLEL_MIN_WORK)
-        parts = 1;
-    if (parts > (n + NR - 1) / NR)
-        parts = (n + NR - 1) / NR;
-    if (parts <= 1)
-        SUFFIX(crnn_packed_gemm)(m, n, k, A, lda, panels, accumulate, C, ldc);
-    else
-        crnn_team_run(SUFFIX(crnn_packed_gemm_part), &job, parts);
-}
-
 #undef NR

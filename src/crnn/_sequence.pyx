@@ -23,7 +23,7 @@ layer and the loss, and BPTT back down.  Its buffers come from a
 cimport numpy as cnp
 from libc.string cimport memcpy, memset
 
-from ._blas cimport (gemm, packed_gemm_alone, packed_gemm_fast, pack_panels,
+from ._blas cimport (gemm, packed_gemm, packed_gemm_fast, pack_panels,
                      panels_size, team_parts, team_run)
 from ._cells cimport (cell_forward, cell_backward, gate_blocks,
                       has_cell_state, separate_recurrent)
@@ -218,7 +218,7 @@ cdef void step_units(floating tag, const StepJob *job, int first,
         for g in range(G):
             # R[:, g·H+first : +n] (+)= h(t-1) @ W_gᵀ[:, first : last]
             #   (live × n) = (live × H)(H × n); added to Z unless separate
-            packed_gemm_alone(job.product_rows, n, H, product_in, H,
+            packed_gemm(job.product_rows, n, H, product_in, H,
                               panels + g * job.gate_panels + <Py_ssize_t> first * H,
                               not separate, product_out + g * H + first, GH)
         cell_forward(kind, job.live, H, first, n, <floating *> job.gates,
@@ -233,7 +233,7 @@ cdef void step_units(floating tag, const StepJob *job, int first,
         # dH(t)[:, first : last] (+)= dR(t+1) @ W[:, first : last]
         #   (rows × n) = (rows × G·H)(G·H × n); += keeps the direct part a
         #   separate-recurrent cell left in dh
-        packed_gemm_alone(job.product_rows, n, GH, product_in, GH,
+        packed_gemm(job.product_rows, n, GH, product_in, GH,
                           panels + <Py_ssize_t> first * GH, separate,
                           <floating *> job.dh + first, H)
     if job.live > 0:

@@ -1,7 +1,7 @@
 """How many threads crnn uses, and how they share the cores with BLAS.
 
-crnn's threads (a small team, _team.h) split each time step's recurrent
-product (the packed GEMM) by output columns.  Two thread pools spinning on
+crnn's threads (a small team, _team.h) share each time step out by hidden
+units: the recurrent products (the packed GEMM) and the point-wise cell.  Two thread pools spinning on
 the same cores slow each other down badly (measured: a 2-thread LSTM step
 slower than a 1-thread one), so while a model call runs with more than one
 crnn thread, SciPy's OpenBLAS is held at one thread (``single_threaded_blas``)
@@ -12,7 +12,9 @@ own threads and only the recurrent product is split.
 
 The default thread count, like PyTorch's and OpenMP's: CRNN_NUM_THREADS,
 else OMP_NUM_THREADS, else OPENBLAS_NUM_THREADS, else the CPUs this process
-may run on.  Results are identical for every thread count.
+may run on.  The time steps give identical results for every thread count;
+the split BLAS products can differ in the last bits (OpenBLAS picks its
+kernel by shape), so gradients are reproducible for a fixed thread count.
 """
 import contextlib
 import ctypes

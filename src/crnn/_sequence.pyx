@@ -584,8 +584,9 @@ def run(Workspace ws, int kind, int hidden, int num_layers, int directions,
 
     Returns a dict: "outputs" (T, B, K) or (B, K) (rows past a length are 0;
     a view of the workspace: copy before the next call), "h_n", "c_n"
-    (lanes, B, H), and with `need_grad` "loss", "grads" (list per lane of
-    (dU, dW, db) or (dU, dW, db, dbn)), "dV", "dc", "dh0", "dc0".
+    (lanes, B, H), and with `need_grad` "loss", "grads" (one list, lane
+    after lane: dU, dW, db, and dbn for cells with a recurrent bias), "dV",
+    "dc", "dh0", "dc0".
     """
     if need_grad and output_kind == OUTPUT_NONE:
         raise ValueError("a model without an output layer has no loss")
@@ -617,6 +618,14 @@ cdef object _run(floating dtype_tag, Workspace ws, int kind, int H,
     cdef LaneShape shape
     cdef const int *lens = <const int *> data(lengths)
     cdef double loss = 0
+    # The arrays returned to the caller are made through numpy's C API
+    # (PyArray_EMPTY / PyArray_ZEROS) and filled here with memcpy: on a small
+    # call each np.zeros_like / fancy index / broadcast assignment costs
+    # thousands of instructions, more than the copy itself.
+    cdef int typenum = cnp.NPY_FLOAT if floating is float else cnp.NPY_DOUBLE
+    cdef cnp.npy_intp state_dims[3]
+    state_dims[0], state_dims[1], state_dims[2] = n_lanes, B, H
+    cdef size_t row_bytes = H * sizeof(floating)
 
     # batch_sizes[t] = number of sequences longer than t
     cdef cnp.ndarray batch_array = ws.get("batch_sizes", (T,), np.int32)
@@ -685,10 +694,16 @@ cdef object _run(floating dtype_tag, Workspace ws, int kind, int H,
                     copy_steps(T, B, D, lens, True, False, source, D, target, D)
             gates = ws.get(f"gates{lane}", (T, B, GH), dtype)
             hs = ws.get(f"hs{lane}", (T + 1, B, H), dtype)
-            hs[0] = 0 if h0 is None else h0[lane]
+            if h0 is None:
+                memset(data(hs), 0, B * row_bytes)
+            else:
+                hs[0] = h0[lane]
             if with_c:
                 cs = ws.get(f"cs{lane}", (T + 1, B, H), dtype)
-                cs[0] = 0 if c0 is None else c0[lane]
+                if c0 is None:
+                    memset(data(cs), 0, B * row_bytes)
+                else:
+                    cs[0] = c0[lane]
             else:
                 cs = None
             U_T = None
@@ -728,15 +743,23 @@ cdef object _run(floating dtype_tag, Workspace ws, int kind, int H,
             layer_outputs[l] = concat
         layer_input = layer_outputs[l]
 
-    # Final states: each sequence's state after its own last position.
+    # Final states: each sequence's state after its own last position,
+    # h_n[lane, b] = hs[lengths[b], b] (row b of step lengths[b]).
     top = (num_layers - 1) * directions
-    h_n = np.empty((n_lanes, B, H), dtype=dtype)
-    c_n = np.empty((n_lanes, B, H), dtype=dtype) if with_c else None
-    rows = np.arange(B)
+    h_n = cnp.PyArray_EMPTY(3, state_dims, typenum, 0)
+    c_n = cnp.PyArray_EMPTY(3, state_dims, typenum, 0) if with_c else None
     for lane in range(n_lanes):
-        h_n[lane] = lane_hs[lane][lengths, rows]
+        source = <floating *> data(lane_hs[lane])
+        target = <floating *> data(h_n) + <Py_ssize_t> lane * B * H
+        for b in range(B):
+            memcpy(target + b * H, source + (<Py_ssize_t> lens[b] * B + b) * H,
+                   row_bytes)
         if with_c:
-            c_n[lane] = lane_cs[lane][lengths, rows]
+            source = <floating *> data(lane_cs[lane])
+            target = <floating *> data(c_n) + <Py_ssize_t> lane * B * H
+            for b in range(B):
+                memcpy(target + b * H, source + (<Py_ssize_t> lens[b] * B + b) * H,
+                       row_bytes)
 
     # --------------------------------------------------- output and loss
     cdef cnp.ndarray top_h, logits, dlogits = None, labels_array = None
@@ -747,25 +770,25 @@ cdef object _run(floating dtype_tag, Workspace ws, int kind, int H,
     cdef const int *label_ptr = NULL
     cdef const floating *target_ptr = NULL
     cdef floating s = <floating> scale
+    # Both are C-contiguous already: hs[1:] of a (T+1, B, H) buffer, the
+    # workspace's concatenation, a lane of h_n.
     if return_sequences:
-        top_h = np.ascontiguousarray(layer_outputs[num_layers - 1])
+        top_h = layer_outputs[num_layers - 1]
+    elif directions == 1:
+        top_h = h_n[top]
     else:
-        top_h = np.ascontiguousarray(
-            np.concatenate([h_n[top + d] for d in range(directions)], axis=1))
+        top_h = np.concatenate([h_n[top + d] for d in range(directions)], axis=1)
     out_rows = T * B if return_sequences else B
 
     if output_kind == OUTPUT_NONE:
-        outputs = top_h
+        outputs = top_h     # (T, B, H·dirs) already with return_sequences
     else:
-        logits = ws.get("logits", (out_rows, K), dtype)
-        logits[:] = c
-        source = <floating *> data(top_h)
-        target = <floating *> data(logits)
-        W_ptr = <floating *> data(V)
-        # O = H_top @ V.T + c   (rows × K) += (rows × H·dirs)(K × H·dirs)ᵀ
-        with nogil:
-            gemm(False, True, out_rows, K, Hd, 1, source, Hd, W_ptr, Hd, 1,
-                 target, K)
+        # in the outputs' shape from the start: (T, B, K) or (B, K)
+        if return_sequences:
+            logits = ws.get("logits", (T, B, K), dtype)
+        else:
+            logits = ws.get("logits", (B, K), dtype)
+        logit_ptr = <floating *> data(logits)
         if need_grad:
             dlogits = ws.get("dlogits", (out_rows, K), dtype)
             dlogit_ptr = <floating *> data(dlogits)
@@ -775,8 +798,15 @@ cdef object _run(floating dtype_tag, Workspace ws, int kind, int H,
             else:
                 target_array = targets
                 target_ptr = <const floating *> data(target_array)
-        logit_ptr = <floating *> data(logits)
+        source = <floating *> data(c)
+        for t in range(out_rows):      # every row starts as the bias c
+            memcpy(logit_ptr + <Py_ssize_t> t * K, source, K * sizeof(floating))
+        source = <floating *> data(top_h)
+        W_ptr = <floating *> data(V)
         with nogil:
+            # O = H_top @ V.T + c   (rows × K) += (rows × H·dirs)(K × H·dirs)ᵀ
+            gemm(False, True, out_rows, K, Hd, 1, source, Hd, W_ptr, Hd, 1,
+                 logit_ptr, K)
             # steps of B rows, live prefix only (many-to-one: one step of B)
             for t in range(T if return_sequences else 1):
                 live = batch_sizes[t] if return_sequences else B
@@ -795,32 +825,52 @@ cdef object _run(floating dtype_tag, Workspace ws, int kind, int H,
                     memset(dlogit_ptr + (t * B + live) * K, 0,
                            (B - live) * K * sizeof(floating))
         outputs = logits
-    if return_sequences:
-        outputs = outputs.reshape(T, B, K)
-    result = {"outputs": outputs, "h_n": h_n, "c_n": c_n}
     if not need_grad:
-        return result
+        return {"outputs": outputs, "h_n": h_n, "c_n": c_n}
 
     # ------------------------------------------------------------ BPTT
     Hd_shape = (out_rows, Hd)
     cdef cnp.ndarray dtop = ws.get("dtop", Hd_shape, dtype)
-    dV = np.zeros_like(V)
+    # every element is written by the first GEMM below (beta = 0)
+    dV = cnp.PyArray_EMPTY(2, cnp.PyArray_DIMS(<cnp.ndarray> V), typenum, 0)
     # dV = dO.T @ H_top   (K × H·dirs) = (rows × K)ᵀ (rows × H·dirs)
     # dH_top = dO @ V     (rows × H·dirs) = (rows × K)(K × H·dirs)
     source = <floating *> data(top_h)
     target = <floating *> data(dV)
     W_ptr = <floating *> data(V)
     cdef floating *dtop_ptr = <floating *> data(dtop)
+    # dc = Σ_rows dO, summed in float64 row after row: numpy's order for
+    # dlogits.sum(axis=0, dtype=np.float64) when K > 1.  With K = 1 numpy
+    # sums the single column pairwise, so that case stays numpy's own call.
+    cdef cnp.npy_intp K_dim = K
+    cdef double *dc_sum = NULL
+    cdef floating *dc_ptr_out = NULL
+    if K == 1:
+        dc_out = dlogits.sum(axis=0, dtype=np.float64).astype(dtype)
+    else:
+        dc_acc = cnp.PyArray_EMPTY(1, &K_dim, cnp.NPY_DOUBLE, 0)
+        dc_out = cnp.PyArray_EMPTY(1, &K_dim, typenum, 0)
+        dc_sum = <double *> data(dc_acc)
+        dc_ptr_out = <floating *> data(dc_out)
     with nogil:
         gemm(True, False, K, Hd, out_rows, 1, dlogit_ptr, K, source, Hd, 0,
              target, Hd)
         gemm(False, False, out_rows, Hd, K, 1, dlogit_ptr, K, W_ptr, Hd, 0,
              dtop_ptr, Hd)
-    dc_out = dlogits.sum(axis=0, dtype=np.float64).astype(dtype)
+        if dc_sum != NULL:
+            for b in range(K):
+                dc_sum[b] = dlogit_ptr[b]
+            for t in range(1, out_rows):
+                for b in range(K):
+                    dc_sum[b] += dlogit_ptr[<Py_ssize_t> t * K + b]
+            for b in range(K):
+                dc_ptr_out[b] = <floating> dc_sum[b]
 
-    grads = [None] * n_lanes
-    dh0 = np.empty((n_lanes, B, H), dtype=dtype)
-    dc0 = np.empty((n_lanes, B, H), dtype=dtype) if with_c else None
+    # flat, lane after lane: dU, dW, db (and dbn), like the model's keys
+    cdef int per_lane = 4 if separate else 3
+    grads = [None] * (n_lanes * per_lane)
+    dh0 = cnp.PyArray_EMPTY(3, state_dims, typenum, 0)
+    dc0 = cnp.PyArray_EMPTY(3, state_dims, typenum, 0) if with_c else None
     cdef cnp.ndarray dgates, dh, dc, dU, dU_T, dW, db, dx, dh_out
     cdef cnp.ndarray dlayer = dtop          # ∂L/∂(this layer's output)
     cdef cnp.ndarray dlayer_below
@@ -867,15 +917,16 @@ cdef object _run(floating dtype_tag, Workspace ws, int kind, int H,
             dgates = ws.get(f"dgates{lane}", (T, B, GH), dtype)
             dh = ws.get(f"dh{lane}", (B, H), dtype)
             dc = ws.get(f"dc{lane}", (B, H), dtype) if with_c else None
-            dU = np.zeros_like(U)
-            dW = np.zeros_like(W)
-            db = np.zeros_like(bias)
-            dbn = np.zeros_like(lanes[lane][3]) if separate else None
+            dU = cnp.PyArray_ZEROS(2, cnp.PyArray_DIMS(<cnp.ndarray> U), typenum, 0)
+            dW = cnp.PyArray_ZEROS(2, cnp.PyArray_DIMS(<cnp.ndarray> W), typenum, 0)
+            db = cnp.PyArray_ZEROS(1, cnp.PyArray_DIMS(<cnp.ndarray> bias), typenum, 0)
+            dbn = cnp.PyArray_ZEROS(1, cnp.PyArray_DIMS(<cnp.ndarray> lanes[lane][3]),
+                                    typenum, 0) if separate else None
             drecurrent = ws.get(f"drecurrent{lane}", (T, B, GH), dtype) if separate else None
             dU_T = None
             if lane_input.ndim == 2:
                 dU_T = ws.get(f"dU_T{lane}", (D, GH), dtype)
-                dU_T[:] = 0
+                memset(data(dU_T), 0, <size_t> D * GH * sizeof(floating))
             dx = ws.get(f"dx{lane}", (T, B, D), dtype) if l > 0 else None
             gates = lane_gates[lane]
             hs = lane_hs[lane]
@@ -902,10 +953,16 @@ cdef object _run(floating dtype_tag, Workspace ws, int kind, int H,
                               dW_ptr, db_ptr, dbn_ptr, dx_ptr)
             if dU_T is not None:
                 dU += dU_T.T
-            dh0[lane] = dh
+            memcpy(<floating *> data(dh0) + <Py_ssize_t> lane * B * H, data(dh),
+                   B * row_bytes)
             if with_c:
-                dc0[lane] = dc
-            grads[lane] = (dU, dW, db) if not separate else (dU, dW, db, dbn)
+                memcpy(<floating *> data(dc0) + <Py_ssize_t> lane * B * H,
+                       data(dc), B * row_bytes)
+            grads[lane * per_lane] = dU
+            grads[lane * per_lane + 1] = dW
+            grads[lane * per_lane + 2] = db
+            if separate:
+                grads[lane * per_lane + 3] = dbn
             if dx is not None:
                 # ∂L/∂(layer below's output): forward lane as is, reverse lane
                 # turned back into the original time order.
@@ -917,5 +974,5 @@ cdef object _run(floating dtype_tag, Workspace ws, int kind, int H,
         if l > 0:
             dlayer = dlayer_below
 
-    result.update(loss=loss, grads=grads, dV=dV, dc=dc_out, dh0=dh0, dc0=dc0)
-    return result
+    return {"outputs": outputs, "h_n": h_n, "c_n": c_n, "loss": loss,
+            "grads": grads, "dV": dV, "dc": dc_out, "dh0": dh0, "dc0": dc0}

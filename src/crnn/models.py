@@ -45,6 +45,8 @@ class RecurrentModel:
     _gate_blocks = 1
     _cell_state = False
     _recurrent_bias = False
+    # (parameter keys, lanes, buffer width): see _driver_layout
+    _driver_cache = None
 
     def __init__(self, input_size, hidden_size, output_size=None, *,
                  num_layers=1, bidirectional=False, output="softmax",
@@ -209,16 +211,31 @@ class RecurrentModel:
         return max(self._gate_blocks * self.hidden_size, self.input_size,
                    self.hidden_size * self.directions, self.output_size or 0)
 
+    def _driver_layout(self):
+        """(keys, lanes, buffer width): every lane's parameter keys in one
+        list (the order of the driver's "grads"), _lanes() and
+        _buffer_width(), built on a model's first call and reused: they
+        depend on the model's structure alone, and the parameter arrays keep
+        their identity (set_params copies into them).  Rebuilding them cost
+        a small call (T=50, B=1) about 5% of its instructions.  Copies and
+        pickles build their own (__getstate__ leaves this out)."""
+        layout = self._driver_cache
+        if layout is None:
+            keys = [key for lane_keys in self._lane_keys() for key in lane_keys]
+            layout = self._driver_cache = (keys, self._lanes(), self._buffer_width())
+        return layout
+
     def _run(self, batch, h0, c0, targets=None, scale=1.0, need_grad=False):
+        _, lanes, width = self._driver_layout()
         # The driver's buffers are (T·B × width) and BLAS takes 32-bit sizes
         # (prepare_batch checked this before copying anything; kept here as
         # the last word before the kernels).
-        _inputs.check_buffers(batch.steps, batch.size, self._buffer_width())
+        _inputs.check_buffers(batch.steps, batch.size, width)
         # multiply-adds of one recurrent product per step, the call's bulk
-        work = batch.steps * batch.size * self._buffer_width() * self.hidden_size
+        work = batch.steps * batch.size * width * self.hidden_size
         with self._lock, single_threaded_blas(work):
             result = run(self._workspace, self._cell_kind(), self.hidden_size,
-                         self.num_layers, self.directions, self._lanes(),
+                         self.num_layers, self.directions, lanes,
                          self._params.get("V"), self._params.get("c"),
                          batch.inputs, batch.lengths, h0, c0,
                          _OUTPUT_KINDS[self.output], self.return_sequences,
@@ -236,7 +253,7 @@ class RecurrentModel:
         layer's h for output=None.  With return_state, also the final state
         of each sequence, shaped like initial_state."""
         batch = _inputs.prepare_batch(X, lengths, self.input_size, self.dtype,
-                                      self._buffer_width())
+                                      self._driver_layout()[2])
         h0, c0 = self._prepare_state(initial_state, batch)
         result = self._run(batch, h0, c0)
         if return_state:
@@ -262,17 +279,20 @@ class RecurrentModel:
                 "loss_and_grad needs an output layer; this model has output=None")
         if reduction not in ("mean", "sum"):
             raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
-        batch = _inputs.prepare_batch(X, lengths, self.input_size, self.dtype,
-                                      self._buffer_width())
+        keys, _, width = self._driver_layout()
+        batch = _inputs.prepare_batch(X, lengths, self.input_size, self.dtype, width)
         targets = _inputs.prepare_targets(y, batch, self.output, self.output_size,
                                           self.return_sequences, self.dtype)
         h0, c0 = self._prepare_state(initial_state, batch)
-        count = int(batch.lengths.sum()) if self.return_sequences else batch.size
+        if not self.return_sequences:
+            count = batch.size
+        elif batch.full:        # every length is T: no need to sum them
+            count = batch.size * batch.steps
+        else:
+            count = int(batch.lengths.sum())
         scale = 1.0 / count if reduction == "mean" else 1.0
         result = self._run(batch, h0, c0, targets, scale, need_grad=True)
-        grads = {}
-        for keys, lane_grads in zip(self._lane_keys(), result["grads"]):
-            grads.update(zip(keys, lane_grads))
+        grads = dict(zip(keys, result["grads"]))
         grads["V"] = result["dV"]
         grads["c"] = result["dc"]
         loss = float(result["loss"]) * scale
@@ -390,6 +410,8 @@ class RecurrentModel:
     def __getstate__(self):
         state = self.__dict__.copy()
         del state["_workspace"], state["_lock"]
+        # the copy's lanes must be its own arrays: _driver_layout rebuilds them
+        state.pop("_driver_cache", None)
         return state
 
     def __setstate__(self, state):

@@ -166,9 +166,10 @@ cdef floating *packed_weight(Workspace ws, str name, bint forward, int G,
 # blocks) and runs the point-wise kernel on them, so the point-wise work is
 # split too, with one handoff per step.  Parts write disjoint columns (whole
 # cache lines: workspace buffers start on one) with the same arithmetic, so
-# results do not depend on the thread count.  In BPTT a step's part first forms its units of dH(t) = dR(t+1) @ W
-# (which needs every unit of dR(t+1): the previous step's join is the
-# barrier), then runs the cell's backward kernel on them.
+# results do not depend on the thread count.  In BPTT a step's part first
+# forms its units of dH(t) = dR(t+1) @ W (which needs every unit of
+# dR(t+1): the previous step's join is the barrier), then runs the cell's
+# backward kernel on them.
 
 cdef enum:
     # Parts start on whole panels (64 bytes: 16 floats, 8 doubles).
@@ -202,6 +203,17 @@ cdef struct StepJob:
     void *h_out         # forward: h(t)
 
 
+cdef void start_step_job(StepJob *job, bint backward, int kind, int H,
+                         const floating *panels) noexcept nogil:
+    """The fields of a lane's StepJob that stay the same at every step."""
+    job.single = floating is float
+    job.backward = backward
+    job.kind = kind
+    job.hidden = H
+    job.panels = panels
+    job.gate_panels = panels_size(panels[0], H, H)
+
+
 cdef void step_units(floating tag, const StepJob *job, int first,
                      int last) noexcept nogil:
     """The step for units [first, last): products, then point-wise pass."""
@@ -219,8 +231,8 @@ cdef void step_units(floating tag, const StepJob *job, int first,
             # R[:, g·H+first : +n] (+)= h(t-1) @ W_gᵀ[:, first : last]
             #   (live × n) = (live × H)(H × n); added to Z unless separate
             packed_gemm(job.product_rows, n, H, product_in, H,
-                              panels + g * job.gate_panels + <Py_ssize_t> first * H,
-                              not separate, product_out + g * H + first, GH)
+                        panels + g * job.gate_panels + <Py_ssize_t> first * H,
+                        not separate, product_out + g * H + first, GH)
         cell_forward(kind, job.live, H, first, n, <floating *> job.gates,
                      <const floating *> job.recurrent,
                      <const floating *> job.recurrent_bias,
@@ -234,8 +246,8 @@ cdef void step_units(floating tag, const StepJob *job, int first,
         #   (rows × n) = (rows × G·H)(G·H × n); += keeps the direct part a
         #   separate-recurrent cell left in dh
         packed_gemm(job.product_rows, n, GH, product_in, GH,
-                          panels + <Py_ssize_t> first * GH, separate,
-                          <floating *> job.dh + first, H)
+                    panels + <Py_ssize_t> first * GH, separate,
+                    <floating *> job.dh + first, H)
     if job.live > 0:
         cell_backward(kind, job.live, H, first, n,
                       <const floating *> job.gates,
@@ -352,12 +364,7 @@ cdef void lane_recur(const LaneShape *shape,
     cdef floating *h
     cdef StepJob job
     if W_panels != NULL:
-        job.single = floating is float
-        job.backward = False
-        job.kind = kind
-        job.hidden = H
-        job.panels = W_panels
-        job.gate_panels = panels_size(W_panels[0], H, H)
+        start_step_job(&job, False, kind, H, W_panels)
         job.recurrent = recurrent
         job.recurrent_bias = recurrent_bias
         job.keep = NULL
@@ -432,11 +439,7 @@ cdef void lane_backward(const LaneShape *shape,
     cdef size_t row_bytes = H * sizeof(floating)
     cdef StepJob job
     if W_panels != NULL:
-        job.single = floating is float
-        job.backward = True
-        job.kind = kind
-        job.hidden = H
-        job.panels = W_panels
+        start_step_job(&job, True, kind, H, W_panels)
         job.dh = dh
         job.dc = dc if with_c else NULL
 

@@ -187,3 +187,15 @@ def test_split_blas_products_equal_unsplit_ones(restore_threads):
                     np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-11)
     finally:
         _blas.split_gemms(previous)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_workspace_buffers_start_on_a_cache_line(dtype):
+    """Threads write neighbouring units of one row: with buffers on a cache
+    line, a part's edge (a multiple of 16 units) never splits a line."""
+    from crnn._sequence import Workspace
+    ws = Workspace()
+    for size in (1, 7, 1000, 123457):
+        view = ws.get(f"b{size}", (size,), dtype)
+        assert view.ctypes.data % 64 == 0
+        assert view.shape == (size,) and view.dtype == dtype

@@ -275,8 +275,15 @@ def test_params_cannot_change_the_models_layout(cell, data):
     stream.reset()
 
     params = model.params
-    params["U0"].dtype = np.float64           # (G·H, D) float32 -> (G·H, D/2) float64
-    params["W0"].shape = (1, params["W0"].size)
+    with warnings.catch_warnings():
+        # NumPy 2.5 deprecates setting .dtype and .shape in place; a NumPy
+        # that refuses it protects the model by itself
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            params["U0"].dtype = np.float64   # (G·H, D) float32 -> (G·H, D/2) float64
+            params["W0"].shape = (1, params["W0"].size)
+        except (AttributeError, TypeError, ValueError):
+            pass
     params["V"].setflags(write=False)
     shapes = {k: v.shape for k, v in model.params.items()}
     assert shapes["U0"][1] == D and model.params["U0"].dtype == np.float32

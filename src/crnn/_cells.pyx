@@ -22,21 +22,27 @@ count = hidden is the whole step).
 cdef extern from "_kernels.h" nogil:
     # The kernels themselves, in C (restrict pointers, vectorised): one
     # generic body in _kernels_impl.h, for float (_f32) and double (_f64).
-    void crnn_rnn_forward_f32(int relu, int rows, int hidden, int first, int count, const float *z, float *h)
-    void crnn_rnn_forward_f64(int relu, int rows, int hidden, int first, int count, const double *z, double *h)
-    void crnn_rnn_backward_f32(int relu, int rows, int hidden, int first, int count, const float *h,
+    void crnn_rnn_forward_f32(int relu, int rows, int hidden, int first, int count,
+                              const float *z, float *h)
+    void crnn_rnn_forward_f64(int relu, int rows, int hidden, int first, int count,
+                              const double *z, double *h)
+    void crnn_rnn_backward_f32(int relu, int rows, int hidden, int first, int count,
+                               const float *h,
                                const float *dh_out, const float *dh, float *dz)
-    void crnn_rnn_backward_f64(int relu, int rows, int hidden, int first, int count, const double *h,
+    void crnn_rnn_backward_f64(int relu, int rows, int hidden, int first, int count,
+                               const double *h,
                                const double *dh_out, const double *dh, double *dz)
     void crnn_lstm_forward_f32(int rows, int hidden, int first, int count, float *gates,
                                const float *c_prev, float *h, float *c)
     void crnn_lstm_forward_f64(int rows, int hidden, int first, int count, double *gates,
                                const double *c_prev, double *h, double *c)
-    void crnn_lstm_backward_f32(int rows, int hidden, int first, int count, const float *gates,
+    void crnn_lstm_backward_f32(int rows, int hidden, int first, int count,
+                                const float *gates,
                                 const float *c_prev, const float *c,
                                 const float *dh_out, const float *dh,
                                 float *dc, float *dgates)
-    void crnn_lstm_backward_f64(int rows, int hidden, int first, int count, const double *gates,
+    void crnn_lstm_backward_f64(int rows, int hidden, int first, int count,
+                                const double *gates,
                                 const double *c_prev, const double *c,
                                 const double *dh_out, const double *dh,
                                 double *dc, double *dgates)
@@ -46,11 +52,13 @@ cdef extern from "_kernels.h" nogil:
     void crnn_gru_forward_f64(int rows, int hidden, int first, int count, double *gates,
                               const double *recurrent, const double *recurrent_bias,
                               const double *h_prev, double *h, double *keep)
-    void crnn_gru_backward_f32(int rows, int hidden, int first, int count, const float *gates,
+    void crnn_gru_backward_f32(int rows, int hidden, int first, int count,
+                               const float *gates,
                                const float *h_prev, const float *keep,
                                const float *dh_out, float *dh, float *dgates,
                                float *drecurrent)
-    void crnn_gru_backward_f64(int rows, int hidden, int first, int count, const double *gates,
+    void crnn_gru_backward_f64(int rows, int hidden, int first, int count,
+                               const double *gates,
                                const double *h_prev, const double *keep,
                                const double *dh_out, double *dh, double *dgates,
                                double *drecurrent)
@@ -114,9 +122,11 @@ cdef void cell_forward(int kind, int rows, int hidden, int first, int count,
                        floating *keep) noexcept nogil:  # OUT extra values BPTT needs
     if kind == CELL_RNN_TANH or kind == CELL_RNN_RELU:
         if floating is float:
-            crnn_rnn_forward_f32(kind == CELL_RNN_RELU, rows, hidden, first, count, gates, h)
+            crnn_rnn_forward_f32(kind == CELL_RNN_RELU, rows, hidden, first, count,
+                                 gates, h)
         else:
-            crnn_rnn_forward_f64(kind == CELL_RNN_RELU, rows, hidden, first, count, gates, h)
+            crnn_rnn_forward_f64(kind == CELL_RNN_RELU, rows, hidden, first, count,
+                                 gates, h)
     elif kind == CELL_LSTM:
         if floating is float:
             crnn_lstm_forward_f32(rows, hidden, first, count, gates, c_prev, h, c)
@@ -124,10 +134,12 @@ cdef void cell_forward(int kind, int rows, int hidden, int first, int count,
             crnn_lstm_forward_f64(rows, hidden, first, count, gates, c_prev, h, c)
     elif kind == CELL_GRU:
         if floating is float:
-            crnn_gru_forward_f32(rows, hidden, first, count, gates, recurrent, recurrent_bias,
+            crnn_gru_forward_f32(rows, hidden, first, count,
+                                 gates, recurrent, recurrent_bias,
                                  h_prev, h, keep)
         else:
-            crnn_gru_forward_f64(rows, hidden, first, count, gates, recurrent, recurrent_bias,
+            crnn_gru_forward_f64(rows, hidden, first, count,
+                                 gates, recurrent, recurrent_bias,
                                  h_prev, h, keep)
 
 

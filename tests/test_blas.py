@@ -195,6 +195,40 @@ def test_packed_gemm(dtype, transposed, accumulate, m, n, k):
     np.testing.assert_array_equal(panels, expected_panels)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("with_bias", [False, True])
+@pytest.mark.parametrize("accumulate", [False, True])
+@pytest.mark.parametrize("k1", [0, 1, 7])
+@pytest.mark.parametrize("m,n,k2", PACKED_SHAPES)
+def test_packed_gemm_pair(dtype, with_bias, accumulate, k1, m, n, k2):
+    """The forward's step product: C (+)= bias + A1·S1ᵀ + A2·S2ᵀ on one set
+    of panels stacking S1ᵀ over S2ᵀ (the driver's [U_gᵀ; W_gᵀ])."""
+    rng = np.random.default_rng(m * 1000 + n * 10 + k2 + 100000 * k1)
+    A1 = rng.standard_normal((m, k1)).astype(dtype)
+    S1 = rng.standard_normal((n, k1)).astype(dtype)
+    A2 = rng.standard_normal((m, k2)).astype(dtype)
+    S2 = rng.standard_normal((n, k2)).astype(dtype)
+    bias = rng.standard_normal(n).astype(dtype) if with_bias else None
+    C0 = rng.standard_normal((m, n)).astype(dtype)
+    C = C0.copy()
+    panels = blas._packed_gemm_pair(A1, S1, A2, S2, bias, accumulate, C)
+    f64 = np.float64
+    expected = A1.astype(f64) @ S1.T.astype(f64) + A2.astype(f64) @ S2.T.astype(f64)
+    if with_bias:
+        expected += bias
+    if accumulate:
+        expected += C0
+    _close(C, expected, dtype, scale=np.sqrt(k1 + k2))
+    # the panels hold [S1ᵀ; S2ᵀ] ((k1 + k2) × n) exactly, zero past n
+    k = k1 + k2
+    width = 64 // np.dtype(dtype).itemsize
+    blocks = -(-n // width)
+    padded = np.zeros((k, blocks * width), dtype)
+    padded[:, :n] = np.concatenate([S1.T, S2.T])
+    expected_panels = padded.reshape(k, blocks, width).transpose(1, 0, 2).ravel()
+    np.testing.assert_array_equal(panels, expected_panels)
+
+
 def test_packed_gemm_on_row_slices():
     """lda/ldc larger than the row: the driver multiplies the live prefix of
     a wider buffer."""
@@ -216,6 +250,7 @@ def test_packed_gemm_is_the_vectorised_kernel_with_gcc_or_clang():
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("hidden,batch,threads", [
     (7, 5, 1),
     # split among 2 threads by units (B·G·H·H above the threshold even for
@@ -223,9 +258,11 @@ def test_packed_gemm_is_the_vectorised_kernel_with_gcc_or_clang():
     (100, 32, 2),
 ])
 def test_driver_gives_the_same_with_and_without_packed_weights(
-        cell, hidden, batch, threads):
-    """The packed recurrent GEMM and BLAS agree inside the driver (float64,
-    ragged batch, two layers, both directions, forward and gradients)."""
+        cell, fused, hidden, batch, threads):
+    """The packed step products and BLAS agree inside the driver (float64,
+    ragged batch, two layers, both directions, forward and gradients), with
+    the input projection inside the step product (`fused`: LSTM and RNN;
+    the GRU keeps it apart either way) or one BLAS GEMM before the loop."""
     import crnn
     from crnn import _sequence
     model = getattr(crnn, cell.upper())(3, hidden, 4, num_layers=2,
@@ -240,17 +277,46 @@ def test_driver_gives_the_same_with_and_without_packed_weights(
     results = {}
     for enabled in (True, False):
         previous = _sequence.use_packed_gemm(enabled)
+        previous_fused = _sequence.use_fused_inputs(fused)
         crnn.set_num_threads(threads)
         try:
             loss, grads = model.loss_and_grad(X, y, lengths=lengths)
             results[enabled] = (model.forward(X, lengths=lengths), loss, grads)
         finally:
             _sequence.use_packed_gemm(previous)
+            _sequence.use_fused_inputs(previous_fused)
             crnn.set_num_threads(previous_threads)
     (p1, l1, g1), (p0, l0, g0) = results[True], results[False]
     np.testing.assert_allclose(p1, p0, rtol=1e-12, atol=1e-13)
     assert abs(l1 - l0) < 1e-12
     assert set(g1) == set(g0)
+    for name in g1:
+        np.testing.assert_allclose(g1[name], g0[name], rtol=1e-10, atol=1e-12,
+                                   err_msg=name)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+def test_token_model_packs_its_second_layer_with_the_inputs(cell):
+    """A token model's first layer gathers Z from Uᵀ and its step product
+    adds h·Wᵀ; the second layer's dense inputs go inside the step product.
+    Both agree with BLAS (float64, forward and gradients)."""
+    import crnn
+    from crnn import _sequence
+    model = getattr(crnn, cell.upper())(11, 20, 11, num_layers=2,
+                                         dtype="float64", seed=1)
+    rng = np.random.default_rng(1)
+    X = rng.integers(0, 11, (6, 8))
+    y = rng.integers(0, 11, (6, 8))
+    results = {}
+    for enabled in (True, False):
+        previous = _sequence.use_packed_gemm(enabled)
+        try:
+            results[enabled] = (model.forward(X), *model.loss_and_grad(X, y))
+        finally:
+            _sequence.use_packed_gemm(previous)
+    (p1, l1, g1), (p0, l0, g0) = results[True], results[False]
+    np.testing.assert_allclose(p1, p0, rtol=1e-12, atol=1e-13)
+    assert abs(l1 - l0) < 1e-12
     for name in g1:
         np.testing.assert_allclose(g1[name], g0[name], rtol=1e-10, atol=1e-12,
                                    err_msg=name)

@@ -38,9 +38,16 @@ cdef bint packed_gemm_fast() noexcept nogil
 cdef Py_ssize_t panels_size(floating tag, int k, int n) noexcept nogil
 cdef void pack_panels(bint transposed, int k, int n, const floating *source,
                       int ld, floating *panels) noexcept nogil
+cdef void pack_panel_rows(bint transposed, int k, int n, const floating *source,
+                          int ld, floating *panels, int rows,
+                          int row0) noexcept nogil
 cdef void packed_gemm(int m, int n, int k, const floating *A, int lda,
                       const floating *panels, bint accumulate,
                       floating *C, int ldc) noexcept nogil
+cdef void packed_gemm_pair(int m, int n, int k1, const floating *A1, int lda1,
+                           int k2, const floating *A2, int lda2,
+                           const floating *panels, const floating *bias,
+                           bint accumulate, floating *C, int ldc) noexcept nogil
 
 # crnn's thread team (_team.h): team_run runs task(arg, part, parts) for
 # every part, part 0 on the caller; team_parts says how many parts a job of

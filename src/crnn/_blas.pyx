@@ -19,16 +19,18 @@ cdef extern from "_packed_gemm.h":
     int CRNN_PACKED_GEMM_FAST
     Py_ssize_t crnn_panels_size_f32(int k, int n) nogil
     Py_ssize_t crnn_panels_size_f64(int k, int n) nogil
-    void crnn_pack_panels_f32(int transposed, int k, int n, const float *source,
-                              int ld, float *panels) nogil
-    void crnn_pack_panels_f64(int transposed, int k, int n, const double *source,
-                              int ld, double *panels) nogil
-    void crnn_packed_gemm_f32(int m, int n, int k, const float *A, int lda,
-                              const float *panels, int accumulate,
-                              float *C, int ldc) nogil
-    void crnn_packed_gemm_f64(int m, int n, int k, const double *A, int lda,
-                              const double *panels, int accumulate,
-                              double *C, int ldc) nogil
+    void crnn_pack_panel_rows_f32(int transposed, int k, int n, const float *source,
+                                  int ld, float *panels, int rows, int row0) nogil
+    void crnn_pack_panel_rows_f64(int transposed, int k, int n, const double *source,
+                                  int ld, double *panels, int rows, int row0) nogil
+    void crnn_packed_gemm_f32(int m, int n, int k1, const float *A1, int lda1,
+                              int k2, const float *A2, int lda2,
+                              const float *panels, const float *bias,
+                              int accumulate, float *C, int ldc) nogil
+    void crnn_packed_gemm_f64(int m, int n, int k1, const double *A1, int lda1,
+                              int k2, const double *A2, int lda2,
+                              const double *panels, const double *bias,
+                              int accumulate, double *C, int ldc) nogil
     int CRNN_HAVE_TEAM
     int CRNN_MAX_THREADS
     void crnn_team_set_threads(int threads) nogil
@@ -211,10 +213,18 @@ cdef Py_ssize_t panels_size(floating tag, int k, int n) noexcept nogil:
 cdef void pack_panels(bint transposed, int k, int n, const floating *source,
                       int ld, floating *panels) noexcept nogil:
     """panels := B (k × n) = source (k × n), or sourceᵀ with `source` (n × k)."""
+    pack_panel_rows(transposed, k, n, source, ld, panels, k, 0)
+
+
+cdef void pack_panel_rows(bint transposed, int k, int n, const floating *source,
+                          int ld, floating *panels, int rows,
+                          int row0) noexcept nogil:
+    """Rows [row0, row0 + k) of panels of `rows` rows := B (k × n), as
+    pack_panels: two calls stack two matrices in one set of panels."""
     if floating is float:
-        crnn_pack_panels_f32(transposed, k, n, source, ld, panels)
+        crnn_pack_panel_rows_f32(transposed, k, n, source, ld, panels, rows, row0)
     else:
-        crnn_pack_panels_f64(transposed, k, n, source, ld, panels)
+        crnn_pack_panel_rows_f64(transposed, k, n, source, ld, panels, rows, row0)
 
 
 cdef void packed_gemm(int m, int n, int k, const floating *A, int lda,
@@ -222,12 +232,26 @@ cdef void packed_gemm(int m, int n, int k, const floating *A, int lda,
                       floating *C, int ldc) noexcept nogil:
     """C (m × n) := A (m × k) · B, or += with `accumulate`; B in panels.
     On the calling thread: the driver shares a step out among the team."""
+    packed_gemm_pair(m, n, 0, NULL, 0, k, A, lda, panels, NULL, accumulate, C, ldc)
+
+
+cdef void packed_gemm_pair(int m, int n, int k1, const floating *A1, int lda1,
+                           int k2, const floating *A2, int lda2,
+                           const floating *panels, const floating *bias,
+                           bint accumulate, floating *C, int ldc) noexcept nogil:
+    """C (m × n) := bias + A1 (m × k1) · B1 + A2 (m × k2) · B2, or += with
+    `accumulate`; B1 stacked over B2 in panels of k1 + k2 rows (two
+    pack_panel_rows calls).  A1 is not read when k1 = 0, bias may be NULL."""
     if m <= 0 or n <= 0:
         return
+    if k1 == 0:
+        A1, lda1 = A2, 0    # never read; keeps the kernel's pointer sums defined
     if floating is float:
-        crnn_packed_gemm_f32(m, n, k, A, lda, panels, accumulate, C, ldc)
+        crnn_packed_gemm_f32(m, n, k1, A1, lda1, k2, A2, lda2, panels, bias,
+                             accumulate, C, ldc)
     else:
-        crnn_packed_gemm_f64(m, n, k, A, lda, panels, accumulate, C, ldc)
+        crnn_packed_gemm_f64(m, n, k1, A1, lda1, k2, A2, lda2, panels, bias,
+                             accumulate, C, ldc)
 
 
 # ------------------------------------------------------------ the team
@@ -332,6 +356,39 @@ def _packed_gemm(bint transposed, const floating[:, ::1] A,
         pack_panels(transposed, k, n, &source[0, 0], source.shape[1], &p[0])
         packed_gemm(m, n, k, &A[0, 0], A.shape[1], &p[0], accumulate,
                     &C[0, 0], C.shape[1])
+    return panels
+
+
+def _packed_gemm_pair(const floating[:, ::1] A1, const floating[:, ::1] S1,
+                      const floating[:, ::1] A2, const floating[:, ::1] S2,
+                      bias, bint accumulate, floating[:, ::1] C):
+    """C (+)= bias + A1 · S1ᵀ + A2 · S2ᵀ through one set of stacked panels,
+    packed from S1 (n × k1) and S2 (n × k2) as the driver packs U_g and W_g
+    (in place); k1 may be 0, bias (n,) may be None.  Returns the panels."""
+    cdef int m = C.shape[0], n = C.shape[1]
+    cdef int k1 = A1.shape[1], k2 = A2.shape[1]
+    if (A1.shape[0] != m or A2.shape[0] != m or S1.shape[0] != n
+            or S2.shape[0] != n or S1.shape[1] != k1 or S2.shape[1] != k2):
+        raise ValueError("packed_gemm_pair: operand shapes do not match")
+    if m == 0 or n == 0 or k2 == 0:
+        raise ValueError("packed_gemm_pair: empty operands are not tested here")
+    cdef const floating[::1] bias_view
+    cdef const floating *bias_ptr = NULL
+    if bias is not None:
+        bias_view = bias
+        if bias_view.shape[0] != n:
+            raise ValueError("packed_gemm_pair: bias must have n elements")
+        bias_ptr = &bias_view[0]
+    panels = np.empty(panels_size(A2[0, 0], k1 + k2, n), dtype=np.asarray(A2).dtype)
+    cdef floating[::1] p = panels
+    cdef const floating *a1 = &A1[0, 0] if k1 > 0 else NULL
+    cdef const floating *s1 = &S1[0, 0] if k1 > 0 else NULL
+    with nogil:
+        if k1 > 0:
+            pack_panel_rows(True, k1, n, s1, k1, &p[0], k1 + k2, 0)
+        pack_panel_rows(True, k2, n, &S2[0, 0], k2, &p[0], k1 + k2, k1)
+        packed_gemm_pair(m, n, k1, a1, k1, k2, &A2[0, 0], k2, &p[0], bias_ptr,
+                         accumulate, &C[0, 0], C.shape[1])
     return panels
 
 

@@ -9,14 +9,17 @@ static ptrdiff_t SUFFIX(crnn_panels_size)(int k, int n)
     return (ptrdiff_t) ((n + NR - 1) / NR) * NR * k;
 }
 
-/* panels := B (k × n) in panels.  B is `source` (k × n, row stride ld), or
- * with `transposed` its transpose: `source` (n × k, row stride ld), B = sourceᵀ. */
-static void SUFFIX(crnn_pack_panels)(int transposed, int k, int n,
-                                     const REAL *CRNN_RESTRICT source, int ld,
-                                     REAL *CRNN_RESTRICT panels)
+/* Rows [row0, row0 + k) of panels that hold `rows` rows in all: := B (k × n).
+ * B is `source` (k × n, row stride ld), or with `transposed` its transpose:
+ * `source` (n × k, row stride ld), B = sourceᵀ.  Two calls stack two
+ * matrices in one set of panels (the forward's [Uᵀ; Wᵀ]). */
+static void SUFFIX(crnn_pack_panel_rows)(int transposed, int k, int n,
+                                         const REAL *CRNN_RESTRICT source, int ld,
+                                         REAL *CRNN_RESTRICT panels, int rows,
+                                         int row0)
 {
     for (int j0 = 0; j0 < n; j0 += NR) {
-        REAL *panel = panels + (ptrdiff_t) j0 * k;
+        REAL *panel = panels + (ptrdiff_t) j0 * rows + (ptrdiff_t) row0 * NR;
         int width = n - j0 < NR ? n - j0 : NR;
         if (transposed) {
             /* column j of B is row j of source: read it contiguously */
@@ -43,20 +46,29 @@ static void SUFFIX(crnn_pack_panels)(int transposed, int k, int n,
 typedef REAL SUFFIX(crnn_panel_row) __attribute__((vector_size(CRNN_PANEL_BYTES)));
 #define VEC SUFFIX(crnn_panel_row)
 
-/* C[0:rows, 0:width] (+)= A[0:rows, :] · panel, rows <= MR.  Inlined with a
- * constant `rows`, so the MR accumulators live in registers. */
+/* C[0:rows, 0:width] (+)= init + A1[0:rows, :] · panel[0:k1] + A2[0:rows, :] ·
+ * panel[k1:k1+k2], rows <= MR.  Inlined with a constant `rows`, so the MR
+ * accumulators live in registers. */
 static inline __attribute__((always_inline)) void SUFFIX(crnn_panel_kernel)(
-    int rows, int k, const REAL *A, int lda, const REAL *panel,
-    int accumulate, REAL *C, int ldc, int width)
+    int rows, int k1, const REAL *A1, int lda1, int k2, const REAL *A2,
+    int lda2, const REAL *panel, VEC init, int accumulate, REAL *C, int ldc,
+    int width)
 {
     VEC acc[CRNN_MR];
     for (int i = 0; i < rows; i++)
-        acc[i] = (VEC) {0};
-    for (int kk = 0; kk < k; kk++) {
+        acc[i] = init;
+    for (int kk = 0; kk < k1; kk++) {
         VEC b;
         memcpy(&b, panel + (ptrdiff_t) kk * NR, sizeof b);
         for (int i = 0; i < rows; i++)
-            acc[i] += A[(ptrdiff_t) i * lda + kk] * b;
+            acc[i] += A1[(ptrdiff_t) i * lda1 + kk] * b;
+    }
+    panel += (ptrdiff_t) k1 * NR;
+    for (int kk = 0; kk < k2; kk++) {
+        VEC b;
+        memcpy(&b, panel + (ptrdiff_t) kk * NR, sizeof b);
+        for (int i = 0; i < rows; i++)
+            acc[i] += A2[(ptrdiff_t) i * lda2 + kk] * b;
     }
     for (int i = 0; i < rows; i++) {
         REAL *c = C + (ptrdiff_t) i * ldc;
@@ -75,48 +87,67 @@ static inline __attribute__((always_inline)) void SUFFIX(crnn_panel_kernel)(
         }
     }
 }
-#undef VEC
 
-/* C (m × n, row stride ldc) (+)= A (m × k, row stride lda) · B, B given as
- * panels; C is overwritten unless `accumulate`. */
+/* C (m × n, row stride ldc) (+)= bias + A1 (m × k1) · B1 + A2 (m × k2) · B2,
+ * with B1 stacked over B2 in one set of panels of k1 + k2 rows; bias (n,)
+ * may be NULL, k1 may be 0.  C is overwritten unless `accumulate`. */
 static CRNN_WIDE_CLONES void SUFFIX(crnn_packed_gemm)(
-    int m, int n, int k, const REAL *A, int lda, const REAL *panels,
-    int accumulate, REAL *C, int ldc)
+    int m, int n, int k1, const REAL *A1, int lda1, int k2, const REAL *A2,
+    int lda2, const REAL *panels, const REAL *bias, int accumulate, REAL *C,
+    int ldc)
 {
+    const ptrdiff_t k = (ptrdiff_t) k1 + k2;
     for (int j0 = 0; j0 < n; j0 += NR) {
         const REAL *panel = panels + (ptrdiff_t) j0 * k;
         int width = n - j0 < NR ? n - j0 : NR;
+        VEC init = {0};
+        if (bias != NULL) {
+            REAL row[NR] = {0};
+            for (int j = 0; j < width; j++)
+                row[j] = bias[j0 + j];
+            memcpy(&init, row, sizeof init);
+        }
         int i0 = 0;
         /* one panel (k × NR, L1/L2-resident) against every block of rows */
         for (; i0 + CRNN_MR <= m; i0 += CRNN_MR)
-            SUFFIX(crnn_panel_kernel)(CRNN_MR, k, A + (ptrdiff_t) i0 * lda, lda,
-                                      panel, accumulate, C + (ptrdiff_t) i0 * ldc + j0,
-                                      ldc, width);
-        const REAL *a = A + (ptrdiff_t) i0 * lda;
+            SUFFIX(crnn_panel_kernel)(CRNN_MR, k1, A1 + (ptrdiff_t) i0 * lda1, lda1,
+                                      k2, A2 + (ptrdiff_t) i0 * lda2, lda2, panel,
+                                      init, accumulate,
+                                      C + (ptrdiff_t) i0 * ldc + j0, ldc, width);
+        const REAL *a1 = A1 + (ptrdiff_t) i0 * lda1;
+        const REAL *a2 = A2 + (ptrdiff_t) i0 * lda2;
         REAL *c = C + (ptrdiff_t) i0 * ldc + j0;
+#define CRNN_TAIL(rows) SUFFIX(crnn_panel_kernel)(rows, k1, a1, lda1, k2, a2, lda2, \
+                                                  panel, init, accumulate, c, ldc, width)
         switch (m - i0) {   /* constant row counts, so each call is unrolled */
-        case 5: SUFFIX(crnn_panel_kernel)(5, k, a, lda, panel, accumulate, c, ldc, width); break;
-        case 4: SUFFIX(crnn_panel_kernel)(4, k, a, lda, panel, accumulate, c, ldc, width); break;
-        case 3: SUFFIX(crnn_panel_kernel)(3, k, a, lda, panel, accumulate, c, ldc, width); break;
-        case 2: SUFFIX(crnn_panel_kernel)(2, k, a, lda, panel, accumulate, c, ldc, width); break;
-        case 1: SUFFIX(crnn_panel_kernel)(1, k, a, lda, panel, accumulate, c, ldc, width); break;
+        case 5: CRNN_TAIL(5); break;
+        case 4: CRNN_TAIL(4); break;
+        case 3: CRNN_TAIL(3); break;
+        case 2: CRNN_TAIL(2); break;
+        case 1: CRNN_TAIL(1); break;
         default: break;
         }
+#undef CRNN_TAIL
     }
 }
+#undef VEC
 
 #else  /* no vector types: plain loops, for correctness only */
 
 static void SUFFIX(crnn_packed_gemm)(
-    int m, int n, int k, const REAL *A, int lda, const REAL *panels,
-    int accumulate, REAL *C, int ldc)
+    int m, int n, int k1, const REAL *A1, int lda1, int k2, const REAL *A2,
+    int lda2, const REAL *panels, const REAL *bias, int accumulate, REAL *C,
+    int ldc)
 {
+    const ptrdiff_t k = (ptrdiff_t) k1 + k2;
     for (int i = 0; i < m; i++)
         for (int j = 0; j < n; j++) {
             const REAL *column = panels + (ptrdiff_t) (j / NR) * NR * k + j % NR;
-            REAL sum = 0;
-            for (int kk = 0; kk < k; kk++)
-                sum += A[(ptrdiff_t) i * lda + kk] * column[(ptrdiff_t) kk * NR];
+            REAL sum = bias != NULL ? bias[j] : 0;
+            for (int kk = 0; kk < k1; kk++)
+                sum += A1[(ptrdiff_t) i * lda1 + kk] * column[(ptrdiff_t) kk * NR];
+            for (int kk = 0; kk < k2; kk++)
+                sum += A2[(ptrdiff_t) i * lda2 + kk] * column[(ptrdiff_t) (k1 + kk) * NR];
             C[(ptrdiff_t) i * ldc + j] = accumulate ? C[(ptrdiff_t) i * ldc + j] + sum : sum;
         }
 }

@@ -15,6 +15,7 @@ cdef void lane_forward(const LaneShape *shape, const int *batch_sizes,
                        const floating *x, const int *tokens,
                        const floating *U, const floating *U_T,
                        const floating *W, const floating *W_panels,
+                       int input_width,
                        const floating *b, const floating *recurrent_bias,
                        floating *gates, floating *recurrent,
                        floating *hs, floating *cs,
@@ -26,6 +27,7 @@ cdef void project_inputs(const LaneShape *shape, int rows,
                          const floating *b, floating *gates) noexcept nogil
 
 cdef void lane_recur(const LaneShape *shape, const int *batch_sizes,
+                     const floating *x, int input_width, const floating *b,
                      const floating *W, const floating *W_panels,
                      const floating *recurrent_bias,
                      floating *gates, floating *recurrent,
@@ -48,9 +50,13 @@ cdef void lane_backward(const LaneShape *shape, const int *batch_sizes,
 # packed weights (the packing costs about one product; see _packed_gemm.h).
 cdef bint panels_pay(int steps, int batch) noexcept nogil
 
-# The forward's recurrent weight packed for lane_forward's W_panels: Wᵀ gate
-# block by gate block (G blocks of H × H panels); BPTT's W_panels is W
-# itself packed by _blas.pack_panels.
-cdef Py_ssize_t gate_panels_size(floating tag, int G, int H) noexcept nogil
-cdef void pack_gate_panels(int G, int H, const floating *W,
-                           floating *panels) noexcept nogil
+# The forward's weights packed for lane_forward's W_panels: [U_gᵀ; W_gᵀ]
+# gate block by gate block (G blocks of (D + H) × H panels), D =
+# fused_input_width (0: Wᵀ alone, and lane_forward's input_width is 0);
+# BPTT's W_panels is W itself packed by _blas.pack_panels.
+cdef int fused_input_width(int kind, int inputs, int hidden,
+                           bint tokens) noexcept nogil
+cdef Py_ssize_t gate_panels_size(floating tag, int G, int H,
+                                 int D) noexcept nogil
+cdef void pack_gate_panels(int G, int H, int D, const floating *U,
+                           const floating *W, floating *panels) noexcept nogil

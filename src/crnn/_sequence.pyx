@@ -21,10 +21,12 @@ layer and the loss, and BPTT back down.  Its buffers come from a
 ``Workspace`` and are reused across calls.
 """
 cimport numpy as cnp
+from libc.limits cimport INT_MAX
 from libc.string cimport memcpy, memset
 
-from ._blas cimport (gemm, packed_gemm, packed_gemm_fast, pack_panels,
-                     panels_size, team_parts, team_run)
+from ._blas cimport (gemm, packed_gemm, packed_gemm_fast, packed_gemm_pair,
+                     pack_panels, pack_panel_rows, panels_size, team_parts,
+                     team_run)
 from ._cells cimport (cell_forward, cell_backward, gate_blocks,
                       has_cell_state, separate_recurrent)
 from ._loss cimport softmax_cross_entropy, squared_error
@@ -43,6 +45,7 @@ cdef enum:
     CACHE_LINE = 64
 
 cdef bint panels_enabled = True
+cdef bint fusion_enabled = True
 
 
 cdef bint panels_pay(int steps, int batch) noexcept nogil:
@@ -57,6 +60,27 @@ def use_packed_gemm(bint enabled):
     global panels_enabled
     previous = panels_enabled
     panels_enabled = enabled
+    return previous
+
+
+cdef int fused_input_width(int kind, int inputs, int hidden,
+                           bint tokens) noexcept nogil:
+    """D when the forward's packed weight carries Uᵀ above Wᵀ, so that each
+    step forms Z(t) = b + x(t)·Uᵀ + h(t-1)·Wᵀ in one product (dense inputs,
+    cells whose recurrent product adds to Z); else 0: Z comes from
+    project_inputs (one-hot tokens: a gather; the GRU keeps h·Wᵀ apart)."""
+    if (fusion_enabled and not tokens and not separate_recurrent(kind)
+            and inputs <= INT_MAX - hidden):    # panels of D + H rows
+        return inputs
+    return 0
+
+
+def use_fused_inputs(bint enabled):
+    """Turn the per-step input projection on packed weights on or off (off:
+    one BLAS GEMM over all T·B rows first).  Returns the previous setting."""
+    global fusion_enabled
+    previous = fusion_enabled
+    fusion_enabled = enabled
     return previous
 
 cpdef enum OutputKind:
@@ -126,34 +150,42 @@ cdef inline void *data(object array):
     return NULL if array is None else cnp.PyArray_DATA(<cnp.ndarray> array)
 
 
-cdef Py_ssize_t gate_panels_size(floating tag, int G, int H) noexcept nogil:
-    """Elements of the forward's packed recurrent weight (pack_gate_panels)."""
-    return G * panels_size(tag, H, H)
+cdef Py_ssize_t gate_panels_size(floating tag, int G, int H,
+                                 int D) noexcept nogil:
+    """Elements of the forward's packed weights (pack_gate_panels)."""
+    return G * panels_size(tag, D + H, H)
 
 
-cdef void pack_gate_panels(int G, int H, const floating *W,
-                           floating *panels) noexcept nogil:
-    """The forward's recurrent weight, Wᵀ (H × G·H), packed gate block by
-    gate block: block g is W_gᵀ (H × H), W_g = rows [g·H, (g+1)·H) of W, in
-    its own panels, so that units [u, u + n) of every gate start on a panel
-    (u a multiple of UNIT_ALIGN) whatever H is."""
-    cdef Py_ssize_t block = panels_size(W[0], H, H), g
+cdef void pack_gate_panels(int G, int H, int D, const floating *U,
+                           const floating *W, floating *panels) noexcept nogil:
+    """The forward's weights packed gate block by gate block: block g is
+    [U_gᵀ; W_gᵀ] ((D + H) × H; U_gᵀ only when D > 0, see
+    fused_input_width), U_g and W_g the rows [g·H, (g+1)·H) of U (G·H × D)
+    and W (G·H × H), in its own panels, so that units [u, u + n) of every
+    gate start on a panel (u a multiple of UNIT_ALIGN) whatever H is."""
+    cdef Py_ssize_t block = panels_size(W[0], D + H, H), g
     for g in range(G):
-        pack_panels(True, H, H, W + g * H * H, H, panels + g * block)
+        if D > 0:
+            pack_panel_rows(True, D, H, U + g * H * D, D, panels + g * block,
+                            D + H, 0)
+        pack_panel_rows(True, H, H, W + g * H * H, H, panels + g * block,
+                        D + H, D)
 
 
 cdef floating *packed_weight(Workspace ws, str name, bint forward, int G,
-                             int H, const floating *W):
-    """The recurrent weight W (G·H × H) packed for the time loop, in the
-    workspace buffer `name`: per gate block for the forward
-    (pack_gate_panels), W itself for BPTT's dH(t-1) = dR(t) @ W."""
+                             int H, int D, const floating *U,
+                             const floating *W):
+    """The weights packed for the time loop, in the workspace buffer `name`:
+    for the forward [Uᵀ; Wᵀ] per gate block (pack_gate_panels; D = 0 leaves
+    U out), for BPTT's dH(t-1) = dR(t) @ W, W itself."""
     dtype = np.float32 if floating is float else np.float64
-    size = gate_panels_size(W[0], G, H) if forward else panels_size(W[0], G * H, H)
+    size = (gate_panels_size(W[0], G, H, D) if forward
+            else panels_size(W[0], G * H, H))
     panels = ws.get(name, (size,), dtype)
     cdef floating *target = <floating *> data(panels)
     with nogil:
         if forward:
-            pack_gate_panels(G, H, W, target)
+            pack_gate_panels(G, H, D, U, W, target)
         else:
             pack_panels(False, G * H, H, W, H, target)
     return target
@@ -185,6 +217,9 @@ cdef struct StepJob:
     int product_rows    # rows of the recurrent product
     const void *panels  # forward: pack_gate_panels; backward: W packed
     Py_ssize_t gate_panels  # elements per gate block of `panels` (forward)
+    int input_width     # forward: D when panels carry Uᵀ, else 0
+    const void *inputs  # forward with input_width: x(t) (live × D)
+    const void *bias    # forward with input_width: b (G·H,)
     const void *product_in  # forward: h(t-1); backward: dR(t+1)
     # the point-wise kernel's buffers (_cells.pxd)
     void *gates
@@ -204,35 +239,52 @@ cdef struct StepJob:
 
 
 cdef void start_step_job(StepJob *job, bint backward, int kind, int H,
-                         const floating *panels) noexcept nogil:
+                         const floating *panels, int input_width,
+                         const floating *bias) noexcept nogil:
     """The fields of a lane's StepJob that stay the same at every step."""
     job.single = floating is float
     job.backward = backward
     job.kind = kind
     job.hidden = H
     job.panels = panels
-    job.gate_panels = panels_size(panels[0], H, H)
+    job.input_width = input_width
+    job.gate_panels = panels_size(panels[0], input_width + H, H)
+    job.inputs = NULL
+    job.bias = bias
 
 
 cdef void step_units(floating tag, const StepJob *job, int first,
                      int last) noexcept nogil:
     """The step for units [first, last): products, then point-wise pass."""
     cdef int kind = job.kind, H = job.hidden, G = gate_blocks(kind)
-    cdef int GH = G * H, n = last - first, g
+    cdef int GH = G * H, n = last - first, g, D = job.input_width
     cdef bint separate = separate_recurrent(kind)
     cdef const floating *panels = <const floating *> job.panels
     cdef const floating *product_in = <const floating *> job.product_in
+    cdef const floating *bias = <const floating *> job.bias
     cdef floating *product_out
     if n <= 0:
         return
     if not job.backward:
         product_out = <floating *> (job.recurrent if separate else job.gates)
         for g in range(G):
-            # R[:, g·H+first : +n] (+)= h(t-1) @ W_gᵀ[:, first : last]
-            #   (live × n) = (live × H)(H × n); added to Z unless separate
-            packed_gemm(job.product_rows, n, H, product_in, H,
-                        panels + g * job.gate_panels + <Py_ssize_t> first * H,
-                        not separate, product_out + g * H + first, GH)
+            if D > 0:
+                # Z[:, g·H+first : +n] = b_g + x(t) @ U_gᵀ + h(t-1) @ W_gᵀ
+                #   on units [first, last): (live × n) = (n,)
+                #   + (live × D)(D × n) + (live × H)(H × n)
+                packed_gemm_pair(job.product_rows, n,
+                                 D, <const floating *> job.inputs, D,
+                                 H, product_in, H,
+                                 panels + g * job.gate_panels
+                                 + <Py_ssize_t> first * (D + H),
+                                 bias + g * H + first, False,
+                                 product_out + g * H + first, GH)
+            else:
+                # R[:, g·H+first : +n] (+)= h(t-1) @ W_gᵀ[:, first : last]
+                #   (live × n) = (live × H)(H × n); added to Z unless separate
+                packed_gemm(job.product_rows, n, H, product_in, H,
+                            panels + g * job.gate_panels + <Py_ssize_t> first * H,
+                            not separate, product_out + g * H + first, GH)
         cell_forward(kind, job.live, H, first, n, <floating *> job.gates,
                      <const floating *> job.recurrent,
                      <const floating *> job.recurrent_bias,
@@ -296,7 +348,8 @@ cdef void lane_forward(const LaneShape *shape,
                        const floating *U,           # (G·H × D)
                        const floating *U_T,         # (D × G·H) Uᵀ, for tokens only
                        const floating *W,           # (G·H × H)
-                       const floating *W_panels,    # Wᵀ packed (pack_gate_panels), or NULL: BLAS
+                       const floating *W_panels,    # [Uᵀ;] Wᵀ packed (pack_gate_panels), or NULL: BLAS
+                       int input_width,             # D when W_panels carries Uᵀ, else 0
                        const floating *b,           # (G·H,)
                        const floating *recurrent_bias,  # (H,) GRU only
                        floating *gates,             # OUT (T·B × G·H), kept for BPTT
@@ -304,9 +357,15 @@ cdef void lane_forward(const LaneShape *shape,
                        floating *hs,                # ((T+1)·B × H): slot 0 = h0 on entry, slot t+1 = h(t)
                        floating *cs,                # ((T+1)·B × H): the same for C (LSTM)
                        floating *keep) noexcept nogil:  # OUT (T·B × H), cells that keep more
-    project_inputs(shape, shape.steps * shape.batch, x, tokens, U, U_T, b, gates)
-    lane_recur(shape, batch_sizes, W, W_panels, recurrent_bias, gates,
-               recurrent, hs, cs, keep)
+    if input_width == 0:
+        project_inputs(shape, shape.steps * shape.batch, x, tokens, U, U_T, b,
+                       gates)
+        lane_recur(shape, batch_sizes, NULL, 0, NULL, W, W_panels,
+                   recurrent_bias, gates, recurrent, hs, cs, keep)
+    else:
+        # the input projection happens step by step on the packed weights
+        lane_recur(shape, batch_sizes, x, input_width, b, W, W_panels,
+                   recurrent_bias, gates, recurrent, hs, cs, keep)
 
 
 cdef void project_inputs(const LaneShape *shape, int rows,
@@ -342,16 +401,19 @@ cdef void project_inputs(const LaneShape *shape, int rows,
 
 cdef void lane_recur(const LaneShape *shape,
                      const int *batch_sizes,        # (T,) live rows per step
+                     const floating *x,             # (T·B × D) with input_width, else NULL
+                     int input_width,               # D when W_panels carries Uᵀ, else 0
+                     const floating *b,             # (G·H,) with input_width, else NULL
                      const floating *W,             # (G·H × H)
-                     const floating *W_panels,      # Wᵀ packed (pack_gate_panels), or NULL: BLAS
+                     const floating *W_panels,      # [Uᵀ;] Wᵀ packed (pack_gate_panels), or NULL: BLAS
                      const floating *recurrent_bias,  # (H,) GRU only
-                     floating *gates,               # IN Z = X·Uᵀ + b; OUT what BPTT needs
+                     floating *gates,               # IN Z = X·Uᵀ + b unless input_width; OUT what BPTT needs
                      floating *recurrent,           # scratch (B × G·H), separate_recurrent only
                      floating *hs,                  # ((T+1)·B × H), slot 0 = h0
                      floating *cs,                  # ((T+1)·B × H), slot 0 = c0 (LSTM)
                      floating *keep) noexcept nogil:  # OUT (T·B × H)
-    """The time loop: per step one recurrent GEMM on the live rows and one
-    point-wise pass."""
+    """The time loop: per step one recurrent GEMM on the live rows (with
+    input_width, the input projection too) and one point-wise pass."""
     cdef int T = shape.steps, B = shape.batch
     cdef int H = shape.hidden, kind = shape.kind
     cdef int GH = gate_blocks(kind) * H
@@ -364,7 +426,7 @@ cdef void lane_recur(const LaneShape *shape,
     cdef floating *h
     cdef StepJob job
     if W_panels != NULL:
-        start_step_job(&job, False, kind, H, W_panels)
+        start_step_job(&job, False, kind, H, W_panels, input_width, b)
         job.recurrent = recurrent
         job.recurrent_bias = recurrent_bias
         job.keep = NULL
@@ -376,6 +438,7 @@ cdef void lane_recur(const LaneShape *shape,
             # products and point-wise pass, unit by unit, on the team
             job.live = job.product_rows = live
             job.product_in = job.h_prev = hs + t * state
+            job.inputs = x + t * B * input_width if input_width > 0 else NULL
             job.gates = z
             job.c_prev = cs + t * state if with_c else NULL
             job.c = cs + (t + 1) * state if with_c else NULL
@@ -439,7 +502,7 @@ cdef void lane_backward(const LaneShape *shape,
     cdef size_t row_bytes = H * sizeof(floating)
     cdef StepJob job
     if W_panels != NULL:
-        start_step_job(&job, True, kind, H, W_panels)
+        start_step_job(&job, True, kind, H, W_panels, 0, <const floating *> NULL)
         job.dh = dh
         job.dc = dc if with_c else NULL
 
@@ -617,7 +680,7 @@ cdef object _run(floating dtype_tag, Workspace ws, int kind, int H,
     cdef bint with_c = has_cell_state(kind)
     cdef bint separate = separate_recurrent(kind)
     cdef int K = V.shape[0] if V is not None else Hd
-    cdef int l, d, lane, t, b, D
+    cdef int l, d, lane, t, b, D, fused
     cdef LaneShape shape
     cdef const int *lens = <const int *> data(lengths)
     cdef double loss = 0
@@ -722,12 +785,14 @@ cdef object _run(floating dtype_tag, Workspace ws, int kind, int H,
             keep = ws.get(f"keep{lane}", (T, B, H), dtype) if separate else None
             keep_ptr = <floating *> data(keep)
             bn_ptr = <floating *> data(recurrent_bias)
-            # Wᵀ packed once for the T recurrent products
+            # [Uᵀ;] Wᵀ packed once for the T steps' products
+            fused = (fused_input_width(kind, D, H, U_T is not None)
+                     if use_panels else 0)
             panels_ptr = packed_weight(ws, f"W_panels_T{lane}", True, G, H,
-                                       W_ptr) if use_panels else NULL
+                                       fused, U_ptr, W_ptr) if use_panels else NULL
             with nogil:
                 lane_forward(&shape, batch_sizes, x_ptr, token_ptr, U_ptr,
-                             U_T_ptr, W_ptr, panels_ptr, b_ptr, bn_ptr,
+                             U_T_ptr, W_ptr, panels_ptr, fused, b_ptr, bn_ptr,
                              gates_ptr, recurrent_ptr, hs_ptr, cs_ptr, keep_ptr)
             lane_keep[lane] = keep
             lane_inputs[lane] = lane_input
@@ -947,7 +1012,7 @@ cdef object _run(floating dtype_tag, Workspace ws, int kind, int H,
             drecurrent_ptr = <floating *> data(drecurrent)
             # W (G·H × H) packed once for the T products dH[t-1] = dR[t] @ W
             panels_ptr = packed_weight(ws, f"W_panels{lane}", False, G, H,
-                                       W_ptr) if use_panels else NULL
+                                       0, U_ptr, W_ptr) if use_panels else NULL
             with nogil:
                 lane_backward(&shape, batch_sizes, x_ptr, token_ptr, U_ptr,
                               W_ptr, panels_ptr, gates_ptr, hs_ptr, cs_ptr, keep_ptr,

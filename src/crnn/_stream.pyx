@@ -322,7 +322,8 @@ cdef class Stream:
                                x if layer == 0 else hs[layer - 1] + state,
                                token_ids if layer == 0 else NULL,
                                U[layer], NULL, b[layer], gates[layer])
-                lane_recur(&shape, self.batch_sizes, W[layer], NULL, bn[layer],
+                lane_recur(&shape, self.batch_sizes, NULL, 0, NULL, W[layer],
+                           NULL, bn[layer],
                            gates[layer], recurrent, hs[layer],
                            cs[layer] if with_c else NULL, keep[layer])
             if output_kind == OUTPUT_NONE:

@@ -14,7 +14,7 @@ from ._cells cimport (CELL_GRU, CELL_LSTM, CELL_RNN_RELU, CELL_RNN_TANH,
                       gate_blocks, has_cell_state, separate_recurrent)
 from ._blas cimport pack_panels
 from ._sequence cimport (LaneShape, lane_forward, lane_backward, panels_pay,
-                        pack_gate_panels)
+                        fused_input_width, pack_gate_panels)
 
 
 # ---------------------------------------------------------------- layout
@@ -27,7 +27,7 @@ cdef struct Layout:
     Py_ssize_t cs           # ((T+1)·B × H) LSTM: C, slot 0 = c0
     Py_ssize_t keep         # (T·B × H) GRU: R_n + bn per step
     Py_ssize_t recurrent    # (B × G·H) GRU: scratch for h·Wᵀ
-    Py_ssize_t panels_T     # Wᵀ packed for the forward's recurrent products
+    Py_ssize_t panels_T     # [Uᵀ;] Wᵀ packed for the forward's step products
     Py_ssize_t forward_end
     Py_ssize_t dgates       # (T·B × G·H) ∂L/∂Z
     Py_ssize_t drecurrent   # (T·B × G·H) GRU: ∂L/∂R
@@ -86,7 +86,10 @@ cdef Layout sequence_layout(int kind, const crnn_sizes *sizes) noexcept nogil:
     L.keep = L.cs + ((T + 1) * B * H if lstm else 0)
     L.recurrent = L.keep + (T * B * H if gru else 0)
     L.panels_T = L.recurrent + (B * GH if gru else 0)
-    L.forward_end = L.panels_T + gate_blocks(kind) * panel_room(H, H)
+    # room for Uᵀ too (unless GRU), whether or not the call packs it
+    # (fused_input_width)
+    L.forward_end = L.panels_T + gate_blocks(kind) * panel_room(
+        (0 if gru else sizes.inputs) + H, H)
     L.dgates = L.forward_end
     L.drecurrent = L.dgates + T * B * GH
     L.dh = L.drecurrent + (T * B * GH if gru else 0)
@@ -193,10 +196,12 @@ cdef int sequence_forward(int kind, const crnn_sizes *sizes, const int *lengths,
     shape.hidden = H
     shape.kind = kind
     cdef floating *panels = NULL
+    cdef int fused = 0
     if panels_pay(T, B):
         panels = work + L.panels_T
-        pack_gate_panels(gate_blocks(kind), H, W, panels)
-    lane_forward(&shape, batch_sizes, x, NULL, U, NULL, W, panels, b, bn,
+        fused = fused_input_width(kind, sizes.inputs, H, False)
+        pack_gate_panels(gate_blocks(kind), H, fused, U, W, panels)
+    lane_forward(&shape, batch_sizes, x, NULL, U, NULL, W, panels, fused, b, bn,
                  work + L.gates, work + L.recurrent if gru else NULL, hs, cs,
                  work + L.keep if gru else NULL)
 
@@ -293,7 +298,7 @@ cdef int cell_step(int kind, const crnn_sizes *sizes, const floating *x,
     shape.inputs = sizes.inputs
     shape.hidden = H
     shape.kind = kind
-    lane_forward(&shape, batch_sizes, x, NULL, U, NULL, W, NULL, b, bn,
+    lane_forward(&shape, batch_sizes, x, NULL, U, NULL, W, NULL, 0, b, bn,
                  work + L.gates, work + L.recurrent if gru else NULL, hs, cs,
                  work + L.keep if gru else NULL)
     memcpy(h, hs + state, state_bytes)

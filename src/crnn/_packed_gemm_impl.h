@@ -97,6 +97,8 @@ static CRNN_WIDE_CLONES void SUFFIX(crnn_packed_gemm)(
     int ldc)
 {
     const ptrdiff_t k = (ptrdiff_t) k1 + k2;
+    if (m <= 0)
+        return;
     for (int j0 = 0; j0 < n; j0 += NR) {
         const REAL *panel = panels + (ptrdiff_t) j0 * k;
         int width = n - j0 < NR ? n - j0 : NR;
@@ -107,27 +109,32 @@ static CRNN_WIDE_CLONES void SUFFIX(crnn_packed_gemm)(
                 row[j] = bias[j0 + j];
             memcpy(&init, row, sizeof init);
         }
+        /* One panel (k × NR, L1/L2-resident) against every block of rows.
+         * The m rows are cut into ceil(m / MR) blocks of nearly equal size
+         * (m = 32: 6 6 5 5 5 5, not 6 6 6 6 6 2): a block of r rows keeps r
+         * multiply-add chains in flight, and below 4 the FMA latency, not
+         * its throughput, sets the pace. */
+        const int blocks = (m + CRNN_MR - 1) / CRNN_MR;
+        const int base = m / blocks, extra = m % blocks;
         int i0 = 0;
-        /* one panel (k × NR, L1/L2-resident) against every block of rows */
-        for (; i0 + CRNN_MR <= m; i0 += CRNN_MR)
-            SUFFIX(crnn_panel_kernel)(CRNN_MR, k1, A1 + (ptrdiff_t) i0 * lda1, lda1,
-                                      k2, A2 + (ptrdiff_t) i0 * lda2, lda2, panel,
-                                      init, accumulate,
-                                      C + (ptrdiff_t) i0 * ldc + j0, ldc, width);
-        const REAL *a1 = A1 + (ptrdiff_t) i0 * lda1;
-        const REAL *a2 = A2 + (ptrdiff_t) i0 * lda2;
-        REAL *c = C + (ptrdiff_t) i0 * ldc + j0;
-#define CRNN_TAIL(rows) SUFFIX(crnn_panel_kernel)(rows, k1, a1, lda1, k2, a2, lda2, \
-                                                  panel, init, accumulate, c, ldc, width)
-        switch (m - i0) {   /* constant row counts, so each call is unrolled */
-        case 5: CRNN_TAIL(5); break;
-        case 4: CRNN_TAIL(4); break;
-        case 3: CRNN_TAIL(3); break;
-        case 2: CRNN_TAIL(2); break;
-        case 1: CRNN_TAIL(1); break;
-        default: break;
+        for (int block = 0; block < blocks; block++) {
+            const int rows = base + (block < extra);
+            const REAL *a1 = A1 + (ptrdiff_t) i0 * lda1;
+            const REAL *a2 = A2 + (ptrdiff_t) i0 * lda2;
+            REAL *c = C + (ptrdiff_t) i0 * ldc + j0;
+#define CRNN_BLOCK(r) SUFFIX(crnn_panel_kernel)(r, k1, a1, lda1, k2, a2, lda2, \
+                                                panel, init, accumulate, c, ldc, width)
+            switch (rows) {   /* constant row counts, so each call is unrolled */
+            case 6: CRNN_BLOCK(6); break;
+            case 5: CRNN_BLOCK(5); break;
+            case 4: CRNN_BLOCK(4); break;
+            case 3: CRNN_BLOCK(3); break;
+            case 2: CRNN_BLOCK(2); break;
+            default: CRNN_BLOCK(1); break;
+            }
+#undef CRNN_BLOCK
+            i0 += rows;
         }
-#undef CRNN_TAIL
     }
 }
 #undef VEC

@@ -1,6 +1,7 @@
-"""crnn's own threads (crnn.set_num_threads): the packed recurrent GEMM split
-by output columns.  Results must not depend on the thread count, concurrent
-callers must not trip over the shared team, and a forked child must work."""
+"""crnn's own threads (crnn.set_num_threads): each time step split by hidden
+units, the output layer and its loss by time steps.  Results must not depend
+on the thread count, concurrent callers must not trip over the shared team,
+and a forked child must work."""
 import os
 import select
 import sys
@@ -74,6 +75,39 @@ def test_results_do_not_depend_on_the_thread_count(cell, dtype, restore_threads)
         results.append(compute(model, *data))
     for other in results[1:]:
         assert_same(results[0], other)
+
+
+@pytest.mark.parametrize("output", ["softmax", "linear"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_output_layer_split_by_steps_gives_the_same(output, bidirectional,
+                                                    restore_threads):
+    """T·B·K·H above the parallel threshold (12·16·300·64), ragged lengths:
+    outputs, loss and gradients agree on 1, 2 and 3 threads.  Not to the
+    bit: each part's BLAS product has fewer rows, and OpenBLAS picks its
+    kernel by shape (README, Threads)."""
+    T, B, D, H, K = 12, 16, 8, 64, 300
+    model = crnn.LSTM(D, H, K, bidirectional=bidirectional, output=output,
+                      dtype="float64", seed=2)
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((B, T, D))
+    y = (rng.integers(0, K, (B, T)) if output == "softmax"
+         else rng.standard_normal((B, T, K)))
+    lengths = rng.integers(1, T + 1, B)
+    lengths[0] = T
+    results = []
+    for threads in (1, 2, 3):
+        crnn.set_num_threads(threads)
+        results.append(compute(model, X, y, lengths))
+    for other in results[1:]:
+        np.testing.assert_allclose(other[0], results[0][0], rtol=1e-13, atol=1e-15)
+        assert other[1] == pytest.approx(results[0][1], rel=1e-13)
+        for name in other[2]:
+            np.testing.assert_allclose(other[2][name], results[0][2][name],
+                                       rtol=1e-11, atol=1e-14, err_msg=name)
+    # rows past a length are zero in the outputs
+    outputs = results[0][0]
+    for b in range(B):
+        assert not outputs[b, lengths[b]:].any()
 
 
 def test_concurrent_callers_share_the_team(restore_threads):

@@ -22,11 +22,15 @@ static void SUFFIX(crnn_pack_panel_rows)(int transposed, int k, int n,
         REAL *panel = panels + (ptrdiff_t) j0 * rows + (ptrdiff_t) row0 * NR;
         int width = n - j0 < NR ? n - j0 : NR;
         if (transposed) {
-            /* column j of B is row j of source: read it contiguously */
-            for (int j = 0; j < width; j++) {
-                const REAL *row = source + (ptrdiff_t) (j0 + j) * ld;
-                for (int kk = 0; kk < k; kk++)
-                    panel[(ptrdiff_t) kk * NR + j] = row[kk];
+            /* column j of B is row j of source: read it contiguously, 64
+             * rows of the panel (64 lines, 4 KB: L1-resident) at a time */
+            for (int k0 = 0; k0 < k; k0 += 64) {
+                int k1 = k - k0 < 64 ? k : k0 + 64;
+                for (int j = 0; j < width; j++) {
+                    const REAL *row = source + (ptrdiff_t) (j0 + j) * ld;
+                    for (int kk = k0; kk < k1; kk++)
+                        panel[(ptrdiff_t) kk * NR + j] = row[kk];
+                }
             }
         } else {
             for (int kk = 0; kk < k; kk++) {

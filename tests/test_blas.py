@@ -165,10 +165,10 @@ def test_axpy_length_mismatch_raises(dtype):
 # ------------------------------------------------ the packed recurrent GEMM
 # Row counts around the micro-kernel's 6-row blocks (cut evenly: 32 rows are
 # 6 6 5 5 5 5), column counts around the 64-byte panel width (16 floats,
-# 8 doubles), so every remainder path runs.
+# 8 doubles), so every remainder path runs; k = 150 packs in 64-row blocks.
 PACKED_SHAPES = [(1, 1, 1), (1, 16, 5), (2, 17, 3), (5, 8, 9), (6, 16, 16),
                  (7, 33, 12), (12, 31, 40), (13, 64, 7), (16, 2048 // 8, 64),
-                 (32, 40, 9)]
+                 (32, 40, 9), (3, 20, 150)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

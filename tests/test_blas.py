@@ -297,6 +297,38 @@ def test_driver_gives_the_same_with_and_without_packed_weights(
                                    err_msg=name)
 
 
+@pytest.mark.parametrize("cell,hidden", [("rnn", 256), ("lstm", 64), ("lstm", 70)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_weight_gradients_in_one_product_equal_two(cell, hidden, threads):
+    """dU and dW from one product dZᵀ·[X | H_prev] (G·H >= 256) equal the
+    two separate products (float64, ragged, two layers, both directions)."""
+    import crnn
+    from crnn import _sequence
+    model = getattr(crnn, cell.upper())(5, hidden, 3, num_layers=2,
+                                         bidirectional=True, dtype="float64",
+                                         seed=3)
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((7, 6, 5))
+    y = rng.integers(0, 3, (7, 6))
+    lengths = rng.integers(1, 7, 7)
+    lengths[0] = 6
+    previous_threads = crnn.get_num_threads()
+    results = {}
+    for merged in (True, False):
+        previous = _sequence.use_merged_weight_gradients(merged)
+        crnn.set_num_threads(threads)
+        try:
+            results[merged] = model.loss_and_grad(X, y, lengths=lengths)
+        finally:
+            _sequence.use_merged_weight_gradients(previous)
+            crnn.set_num_threads(previous_threads)
+    (l1, g1), (l0, g0) = results[True], results[False]
+    assert l1 == l0     # the forward is untouched
+    for name in g1:
+        np.testing.assert_allclose(g1[name], g0[name], rtol=1e-11, atol=1e-13,
+                                   err_msg=name)
+
+
 @pytest.mark.parametrize("cell", ["rnn", "lstm"])
 def test_token_model_packs_its_second_layer_with_the_inputs(cell):
     """A token model's first layer gathers Z from Uᵀ and its step product

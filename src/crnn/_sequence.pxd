@@ -44,7 +44,7 @@ cdef void lane_backward(const LaneShape *shape, const int *batch_sizes,
                         floating *dh, floating *dc,
                         floating *dU, floating *dU_T, floating *dW,
                         floating *db, floating *d_recurrent_bias,
-                        floating *dx) noexcept nogil
+                        floating *dx, floating *merged) noexcept nogil
 
 # True when a lane of `steps` × `batch` should run its recurrent products on
 # packed weights (the packing costs about one product; see _packed_gemm.h).

@@ -9,15 +9,18 @@ kernel pair of _cells.pyx.  Layout, shared by every buffer here:
 - rows past a sequence's end hold zeros (h, C, gradients), so the products
   over all T·B rows after the time loop need no mask.
 
-A *lane* is one layer in one direction.  ``lane_forward`` hoists the input
-projection into one GEMM over all T·B rows (a gather for tokens), then per
-step runs one recurrent GEMM on the live rows and one point-wise kernel.
+A *lane* is one layer in one direction.  ``lane_forward`` runs per step one
+product on the live rows and one point-wise kernel.  On packed weights the
+LSTM's and RNN's step product includes the input projection, Z(t) = b +
+x(t)·Uᵀ + h(t-1)·Wᵀ; otherwise the projection is hoisted into one GEMM over
+all T·B rows (a gather for tokens) and the step adds h(t-1)·Wᵀ.
 ``lane_backward`` runs BPTT computing only dgates and dh(t-1) in the loop;
-the weight gradients are single GEMMs after it.
+the weight gradients are single GEMMs after it (dU and dW in one when they
+share dZ).
 
 ``run`` drives the lanes of a whole network (layers bottom-up, the reverse
 direction on a per-sequence time-reversed copy of its input), the output
-layer and the loss, and BPTT back down.  Its buffers come from a
+layer and the loss (shared out by time steps), and BPTT back down.  Its buffers come from a
 ``Workspace`` and are reused across calls.
 """
 cimport numpy as cnp

@@ -256,6 +256,12 @@ cdef void packed_gemm_pair(int m, int n, int k1, const floating *A1, int lda1,
 
 # ------------------------------------------------------------ the team
 
+cdef bint team_may_call_blas() noexcept nogil:
+    """True while BLAS is held at one thread (split_gemms), so that parts of
+    the team may each call it without nesting two thread pools."""
+    return splitting
+
+
 cdef int team_parts(double work, int pieces) noexcept nogil:
     """How many parts to split a job of `work` multiply-adds into, at most
     `pieces`: 1 below the threshold where a handoff costs more than it saves,

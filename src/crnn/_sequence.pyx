@@ -20,8 +20,8 @@ share dZ).
 
 ``run`` drives the lanes of a whole network (layers bottom-up, the reverse
 direction on a per-sequence time-reversed copy of its input), the output
-layer and the loss (shared out by time steps), and BPTT back down.  Its buffers come from a
-``Workspace`` and are reused across calls.
+layer and the loss (shared out by time steps), and BPTT back down.  Its
+buffers come from a ``Workspace`` and are reused across calls.
 """
 cimport numpy as cnp
 from libc.limits cimport INT_MAX
@@ -30,7 +30,7 @@ from libc.string cimport memcpy, memset
 
 from ._blas cimport (gemm, blas_gemm, packed_gemm, packed_gemm_fast,
                      packed_gemm_pair, pack_panels, pack_panel_rows,
-                     panels_size, team_parts, team_run)
+                     panels_size, team_may_call_blas, team_parts, team_run)
 from ._cells cimport (cell_forward, cell_backward, gate_blocks,
                       has_cell_state, separate_recurrent)
 from ._loss cimport softmax_cross_entropy, squared_error
@@ -748,10 +748,11 @@ cdef void output_part(void *arg, int part, int parts) noexcept nogil:
 
 
 cdef void run_output(OutputJob *job) noexcept nogil:
-    """The output job on the team, or on this thread when it is small."""
+    """The output job on the team, or on this thread when it is small or
+    when BLAS keeps its own threads (its parts call BLAS)."""
     cdef double work = (<double> job.steps * job.rows * job.classes
                         * job.width)
-    cdef int parts = team_parts(work, job.steps)
+    cdef int parts = team_parts(work, job.steps) if team_may_call_blas() else 1
     if parts > 1:
         team_run(output_part, job, parts)
     else:

@@ -61,13 +61,17 @@ cdef bint panels_pay(int steps, int batch) noexcept nogil:
             and batch > 1)
 
 
+cdef bint swap_flag(bint *flag, bint enabled) noexcept:
+    """flag := enabled; returns the previous value (the use_* switches)."""
+    cdef bint previous = flag[0]
+    flag[0] = enabled
+    return previous
+
+
 def use_packed_gemm(bint enabled):
     """Turn the packed recurrent GEMM on or off (benchmarks: does it pay?).
     Returns the previous setting."""
-    global panels_enabled
-    previous = panels_enabled
-    panels_enabled = enabled
-    return previous
+    return swap_flag(&panels_enabled, enabled)
 
 
 cdef int fused_input_width(int kind, int inputs, int hidden,
@@ -85,19 +89,13 @@ cdef int fused_input_width(int kind, int inputs, int hidden,
 def use_merged_weight_gradients(bint enabled):
     """Turn the one product for dU and dW on or off (off: two GEMMs).
     Returns the previous setting."""
-    global merge_enabled
-    previous = merge_enabled
-    merge_enabled = enabled
-    return previous
+    return swap_flag(&merge_enabled, enabled)
 
 
 def use_fused_inputs(bint enabled):
     """Turn the per-step input projection on packed weights on or off (off:
     one BLAS GEMM over all T·B rows first).  Returns the previous setting."""
-    global fusion_enabled
-    previous = fusion_enabled
-    fusion_enabled = enabled
-    return previous
+    return swap_flag(&fusion_enabled, enabled)
 
 cpdef enum OutputKind:
     OUTPUT_NONE = 0      # outputs are the top layer's h

@@ -673,9 +673,11 @@ cdef void reverse_tokens(int T, int B, const int *lengths, const int *source,
 # O = H_top @ Vᵀ + c, then softmax + cross-entropy (or ½‖o - y‖²) row by
 # row.  The team shares the time steps out: each part forms its rows'
 # outputs in one BLAS product, then runs the loss on them.  Each step's loss
-# goes to its own slot and the caller sums the slots in order, so the result
-# is the same for any thread count.  (Vᵀ on the packed kernel, in chunks
-# that stay in L2, measured 1-4 % slower at one thread than this.)
+# goes to its own slot and the caller sums the slots in order, so the order
+# of the sum does not depend on the thread count (the parts' BLAS products
+# may still differ in the last bits from one whole product: README,
+# Threads).  (Vᵀ on the packed kernel, in chunks that stay in L2, measured
+# 1-4 % slower at one thread than this.)
 
 cdef struct OutputJob:
     # Pointers hold the dtype (`single`: float); NULL where unused.

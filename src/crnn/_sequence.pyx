@@ -963,7 +963,6 @@ cdef object _run(floating dtype_tag, Workspace ws, int kind, int H,
     cdef floating *dlogit_ptr = NULL
     cdef const int *label_ptr = NULL
     cdef const floating *target_ptr = NULL
-    cdef floating s = <floating> scale
     cdef OutputJob output_job
     # Both are C-contiguous already: hs[1:] of a (T+1, B, H) buffer, the
     # workspace's concatenation, a lane of h_n.

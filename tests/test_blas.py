@@ -297,6 +297,45 @@ def test_driver_gives_the_same_with_and_without_packed_weights(
                                    err_msg=name)
 
 
+@pytest.mark.parametrize("cell", ["lstm", "rnn"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_forward_alone_reuses_one_step_of_gates(cell, threads):
+    """A forward pass that no BPTT follows forms every step's Z in one
+    (B × G·H) block: its workspace is T - 1 blocks per lane smaller than a
+    training step's, and its outputs equal those of the pass that keeps Z
+    for every step (the projection before the loop, all T blocks)."""
+    import crnn
+    from crnn import _sequence
+    T, B, H = 12, 6, 40
+    G = {"lstm": 4, "rnn": 1}[cell]
+    make = getattr(crnn, cell.upper())
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((B, T, 3))
+    y = rng.integers(0, 4, (B, T))
+    lengths = rng.integers(1, T + 1, B)
+    lengths[0] = T
+    previous_threads = crnn.get_num_threads()
+    crnn.set_num_threads(threads)
+    try:
+        predictor = make(3, H, 4, num_layers=2, dtype="float64", seed=2)
+        trainer = make(3, H, 4, num_layers=2, dtype="float64", seed=2)
+        forward_alone = predictor.forward(X, lengths=lengths)
+        trainer.loss_and_grad(X, y, lengths=lengths)
+        smaller = trainer._workspace.nbytes() - predictor._workspace.nbytes()
+        previous = _sequence.use_fused_inputs(False)
+        try:
+            every_step = predictor.forward(X, lengths=lengths)
+        finally:
+            _sequence.use_fused_inputs(previous)
+    finally:
+        crnn.set_num_threads(previous_threads)
+    # two lanes of gates, T - 1 blocks each, at least (the training step
+    # also holds gradient buffers)
+    assert smaller >= 2 * (T - 1) * B * G * H * 8
+    np.testing.assert_allclose(forward_alone, every_step, rtol=1e-12,
+                               atol=1e-13)
+
+
 @pytest.mark.parametrize("cell,hidden", [("rnn", 256), ("lstm", 64), ("lstm", 70)])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_weight_gradients_in_one_product_equal_two(cell, hidden, threads):

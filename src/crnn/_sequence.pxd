@@ -19,7 +19,7 @@ cdef void lane_forward(const LaneShape *shape, const int *batch_sizes,
                        const floating *b, const floating *recurrent_bias,
                        floating *gates, floating *recurrent,
                        floating *hs, floating *cs,
-                       floating *keep) noexcept nogil
+                       floating *keep, bint keep_gates) noexcept nogil
 
 cdef void project_inputs(const LaneShape *shape, int rows,
                          const floating *x, const int *tokens,
@@ -31,7 +31,8 @@ cdef void lane_recur(const LaneShape *shape, const int *batch_sizes,
                      const floating *W, const floating *W_panels,
                      const floating *recurrent_bias,
                      floating *gates, floating *recurrent,
-                     floating *hs, floating *cs, floating *keep) noexcept nogil
+                     floating *hs, floating *cs, floating *keep,
+                     bint keep_gates) noexcept nogil
 
 cdef void lane_backward(const LaneShape *shape, const int *batch_sizes,
                         const floating *x, const int *tokens,

@@ -366,20 +366,21 @@ cdef void lane_forward(const LaneShape *shape,
                        int input_width,             # D when W_panels carries Uᵀ, else 0
                        const floating *b,           # (G·H,)
                        const floating *recurrent_bias,  # (H,) GRU only
-                       floating *gates,             # OUT (T·B × G·H), kept for BPTT
+                       floating *gates,             # OUT (T·B × G·H), kept for BPTT; (B × G·H) when reused
                        floating *recurrent,         # scratch (B × G·H), separate_recurrent only
                        floating *hs,                # ((T+1)·B × H): slot 0 = h0 on entry, slot t+1 = h(t)
                        floating *cs,                # ((T+1)·B × H): the same for C (LSTM)
-                       floating *keep) noexcept nogil:  # OUT (T·B × H), cells that keep more
+                       floating *keep,              # OUT (T·B × H), cells that keep more
+                       bint keep_gates) noexcept nogil:  # False: see lane_recur
     if input_width == 0:
         project_inputs(shape, shape.steps * shape.batch, x, tokens, U, U_T, b,
                        gates)
         lane_recur(shape, batch_sizes, NULL, 0, NULL, W, W_panels,
-                   recurrent_bias, gates, recurrent, hs, cs, keep)
+                   recurrent_bias, gates, recurrent, hs, cs, keep, True)
     else:
         # the input projection happens step by step on the packed weights
         lane_recur(shape, batch_sizes, x, input_width, b, W, W_panels,
-                   recurrent_bias, gates, recurrent, hs, cs, keep)
+                   recurrent_bias, gates, recurrent, hs, cs, keep, keep_gates)
 
 
 cdef void project_inputs(const LaneShape *shape, int rows,
@@ -425,12 +426,20 @@ cdef void lane_recur(const LaneShape *shape,
                      floating *recurrent,           # scratch (B × G·H), separate_recurrent only
                      floating *hs,                  # ((T+1)·B × H), slot 0 = h0
                      floating *cs,                  # ((T+1)·B × H), slot 0 = c0 (LSTM)
-                     floating *keep) noexcept nogil:  # OUT (T·B × H)
+                     floating *keep,                # OUT (T·B × H)
+                     bint keep_gates) noexcept nogil:
     """The time loop: per step one recurrent GEMM on the live rows (with
-    input_width, the input projection too) and one point-wise pass."""
+    input_width, the input projection too) and one point-wise pass.
+
+    Without keep_gates and with input_width (a forward pass that no BPTT
+    follows), every step forms its Z in the same (B × G·H) block of
+    `gates`: it stays in cache, where T blocks would each be written to
+    fresh memory."""
     cdef int T = shape.steps, B = shape.batch
     cdef int H = shape.hidden, kind = shape.kind
     cdef int GH = gate_blocks(kind) * H
+    cdef Py_ssize_t gate_step = (<Py_ssize_t> B * GH
+                                 if keep_gates or input_width == 0 else 0)
     cdef Py_ssize_t t
     cdef Py_ssize_t state = <Py_ssize_t> B * H
     cdef bint separate = separate_recurrent(kind)
@@ -446,7 +455,7 @@ cdef void lane_recur(const LaneShape *shape,
         job.keep = NULL
     for t in range(T):
         live = batch_sizes[t]
-        z = gates + t * B * GH
+        z = gates + t * gate_step
         h = hs + (t + 1) * state
         if W_panels != NULL:
             # products and point-wise pass, unit by unit, on the team
@@ -884,7 +893,6 @@ cdef object _run(floating dtype_tag, Workspace ws, int kind, int H,
                 target = <floating *> data(lane_input)
                 with nogil:
                     copy_steps(T, B, D, lens, True, False, source, D, target, D)
-            gates = ws.get(f"gates{lane}", (T, B, GH), dtype)
             hs = ws.get(f"hs{lane}", (T + 1, B, H), dtype)
             if h0 is None:
                 memset(data(hs), 0, B * row_bytes)
@@ -906,7 +914,7 @@ cdef object _run(floating dtype_tag, Workspace ws, int kind, int H,
             token_ptr = <int *> data(lane_input) if U_T is not None else NULL
             U_ptr, U_T_ptr = <floating *> data(U), <floating *> data(U_T)
             W_ptr, b_ptr = <floating *> data(W), <floating *> data(bias)
-            gates_ptr, hs_ptr = <floating *> data(gates), <floating *> data(hs)
+            hs_ptr = <floating *> data(hs)
             cs_ptr = <floating *> data(cs)
             keep = ws.get(f"keep{lane}", (T, B, H), dtype) if separate else None
             keep_ptr = <floating *> data(keep)
@@ -916,10 +924,16 @@ cdef object _run(floating dtype_tag, Workspace ws, int kind, int H,
                      if use_panels else 0)
             panels_ptr = packed_weight(ws, f"W_panels_T{lane}", True, G, H,
                                        fused, U_ptr, W_ptr) if use_panels else NULL
+            # Z of every step, for BPTT; a forward pass alone that forms Z
+            # step by step (fused) reuses one step's block (lane_recur)
+            gates = ws.get(f"gates{lane}",
+                           (T if need_grad or fused == 0 else 1, B, GH), dtype)
+            gates_ptr = <floating *> data(gates)
             with nogil:
                 lane_forward(&shape, batch_sizes, x_ptr, token_ptr, U_ptr,
                              U_T_ptr, W_ptr, panels_ptr, fused, b_ptr, bn_ptr,
-                             gates_ptr, recurrent_ptr, hs_ptr, cs_ptr, keep_ptr)
+                             gates_ptr, recurrent_ptr, hs_ptr, cs_ptr, keep_ptr,
+                             need_grad)
             lane_keep[lane] = keep
             lane_inputs[lane] = lane_input
             lane_gates[lane] = gates

@@ -325,7 +325,7 @@ cdef class Stream:
                 lane_recur(&shape, self.batch_sizes, NULL, 0, NULL, W[layer],
                            NULL, bn[layer],
                            gates[layer], recurrent, hs[layer],
-                           cs[layer] if with_c else NULL, keep[layer])
+                           cs[layer] if with_c else NULL, keep[layer], True)
             if output_kind == OUTPUT_NONE:
                 memcpy(out, hs[layers - 1] + state, state * sizeof(floating))
             else:

@@ -203,7 +203,7 @@ cdef int sequence_forward(int kind, const crnn_sizes *sizes, const int *lengths,
         pack_gate_panels(gate_blocks(kind), H, fused, U, W, panels)
     lane_forward(&shape, batch_sizes, x, NULL, U, NULL, W, panels, fused, b, bn,
                  work + L.gates, work + L.recurrent if gru else NULL, hs, cs,
-                 work + L.keep if gru else NULL)
+                 work + L.keep if gru else NULL, True)
 
     # Final states: row r's state after its own last step, slot lengths[r].
     cdef Py_ssize_t last
@@ -300,7 +300,7 @@ cdef int cell_step(int kind, const crnn_sizes *sizes, const floating *x,
     shape.kind = kind
     lane_forward(&shape, batch_sizes, x, NULL, U, NULL, W, NULL, 0, b, bn,
                  work + L.gates, work + L.recurrent if gru else NULL, hs, cs,
-                 work + L.keep if gru else NULL)
+                 work + L.keep if gru else NULL, True)
     memcpy(h, hs + state, state_bytes)
     if lstm:
         memcpy(c, cs + state, state_bytes)

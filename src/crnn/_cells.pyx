@@ -19,6 +19,8 @@ Both kernels cover the units [first, first + count) of every row: the
 driver's thread team gives each thread its own units of a step (first = 0,
 count = hidden is the whole step).
 """
+import numpy as np
+
 cdef extern from "_kernels.h" nogil:
     # The kernels themselves, in C (restrict pointers, vectorised): one
     # generic body in _kernels_impl.h, for float (_f32) and double (_f64).
@@ -108,7 +110,8 @@ cdef bint separate_recurrent(int kind) noexcept nogil:
 #       d pre z, d hn); the direct part of dh(t-1), dh ⊙ z, is left in dh.
 #
 # float32 uses the vectorisable rational tanh of _fastmath.h (a few ulp) and
-# σ(x) = ½ + ½·tanh(x/2); float64 uses libm's tanh and exp.
+# σ(x) = ½ + ½·tanh(x/2) (the same rational function, rescaled); float64
+# uses libm's tanh and exp.
 
 
 cdef void cell_forward(int kind, int rows, int hidden, int first, int count,
@@ -176,3 +179,24 @@ cdef void cell_backward(int kind, int rows, int hidden, int first, int count,
         else:
             crnn_gru_backward_f64(rows, hidden, first, count, gates, h_prev, keep,
                                   dh_from_outputs, dh, dgates, drecurrent)
+
+
+# ------------------------------------------------- for the tests only
+
+def _float32_activations(float[::1] x):
+    """(σ(x), tanh(x)) as the float32 LSTM kernel computes them: one row of
+    len(x) units, z_i = z_a = x, whose i and a blocks come back as σ and tanh."""
+    cdef Py_ssize_t n = x.shape[0], j
+    if not 0 < n < 2 ** 28:
+        raise ValueError(f"x must hold 1 to 2**28 - 1 values, got {n}")
+    gates = np.zeros(4 * n, np.float32)
+    c_prev = np.zeros(n, np.float32)
+    h = np.empty(n, np.float32)
+    c = np.empty(n, np.float32)
+    cdef float[::1] g = gates
+    for j in range(n):
+        g[j] = x[j]
+        g[2 * n + j] = x[j]
+    cdef float[::1] cp = c_prev, hv = h, cv = c
+    crnn_lstm_forward_f32(1, <int> n, 0, <int> n, &g[0], &cp[0], &hv[0], &cv[0])
+    return gates[:n].copy(), gates[2 * n:3 * n].copy()

@@ -226,6 +226,41 @@ def test_split_blas_products_equal_unsplit_ones(restore_threads):
         _blas.split_gemms(previous)
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+def test_long_thin_products_split_by_k_equal_unsplit_ones(restore_threads,
+                                                           threads):
+    """A product with k >= 4·max(m, n) (a weight gradient) is split by k:
+    part 0 accumulates into C with beta, the others into their own blocks,
+    added in part order.  Every transpose, alpha and beta; 3 threads ask
+    for more parts than a team of 2 may have."""
+    from crnn import _blas
+    rng = np.random.default_rng(4)
+    m, n, k = 40, 30, 2000
+    A = rng.standard_normal((m, k))
+    B = rng.standard_normal((k, n))
+    C0 = rng.standard_normal((m, n))
+    expected = 0.5 * C0 + 1.5 * (A @ B)
+    crnn.set_num_threads(threads)
+    previous = _blas.split_gemms(True)
+    try:
+        for trans_a, trans_b in [(False, False), (True, False), (False, True), (True, True)]:
+            a = np.ascontiguousarray(A.T) if trans_a else A
+            b = np.ascontiguousarray(B.T) if trans_b else B
+            out = C0.copy()
+            _blas._gemm(trans_a, trans_b, 1.5, a, b, 0.5, out)
+            np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-11)
+            # and the same with the split by k turned off (bands of rows)
+            was = _blas.use_k_split(False)
+            try:
+                banded = C0.copy()
+                _blas._gemm(trans_a, trans_b, 1.5, a, b, 0.5, banded)
+            finally:
+                _blas.use_k_split(was)
+            np.testing.assert_allclose(out, banded, rtol=1e-12, atol=1e-11)
+    finally:
+        _blas.split_gemms(previous)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_workspace_buffers_start_on_a_cache_line(dtype):
     """Threads write neighbouring units of one row: with buffers on a cache

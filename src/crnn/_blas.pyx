@@ -10,6 +10,7 @@ time step, has its own kernel on the weight packed once per call
 
 The ``def`` wrappers at the bottom exist for the tests only.
 """
+from libc.stdlib cimport calloc, free
 from scipy.linalg.cython_blas cimport sgemm, dgemm, sgemv, dgemv
 from scipy.linalg.cython_blas cimport saxpy, daxpy, sscal, dscal
 
@@ -43,6 +44,8 @@ cdef extern from "_packed_gemm.h":
 # threads when BLAS itself runs on one thread (see split_gemms).
 cdef enum:
     SPLIT_MIN_WORK = 1 << 20
+    # ... and split by k when k is at least this many times max(m, n)
+    K_SPLIT_RATIO = 4
 
 # True while crnn's threads may split BLAS products: set by
 # crnn.threads.single_threaded_blas, which holds OpenBLAS at one thread, so
@@ -50,25 +53,61 @@ cdef enum:
 cdef bint splitting = False
 
 
+cdef bint k_split_enabled = True
+
+
+def use_k_split(bint enabled):
+    """Turn the split of long thin products by k on or off (off: bands of
+    rows or columns).  Returns the previous setting."""
+    global k_split_enabled
+    previous = k_split_enabled
+    k_split_enabled = enabled
+    return previous
+
+
 cdef struct GemmJob:
     # one row-major product for gemm_part; pointers of the job's type
-    bint is_double, trans_a, trans_b, by_rows
+    bint is_double, trans_a, trans_b, by_rows, by_k
     int m, n, k, lda, ldb, ldc
     double alpha, beta
     const void *A
     const void *B
     void *C
+    void *partial   # by_k: parts 1.. write (m × n) blocks here, beta 0
 
 
 cdef void gemm_part(void *arg, int part, int parts) noexcept nogil:
     """Part `part` of `parts` of a GemmJob: a band of C's rows (by_rows) or
     columns, each an independent product with its own slice of A or B."""
     cdef GemmJob *job = <GemmJob *> arg
-    cdef int extent = job.m if job.by_rows else job.n
+    cdef int extent = job.k if job.by_k else (job.m if job.by_rows else job.n)
     cdef int first = <int> (<long long> extent * part // parts)
     cdef int last = <int> (<long long> extent * (part + 1) // parts)
     cdef Py_ssize_t a_step = 0, b_step = 0, c_step
     if last <= first:
+        return
+    if job.by_k:
+        # k = [first, last) of op(A)'s columns and op(B)'s rows; part 0
+        # into C (with beta), the others into their own block (beta 0)
+        a_step = <Py_ssize_t> first * job.lda if job.trans_a else first
+        b_step = first if job.trans_b else <Py_ssize_t> first * job.ldb
+        c_step = <Py_ssize_t> (part - 1) * job.m * job.n
+        if job.is_double:
+            blas_gemm(job.trans_a, job.trans_b, job.m, job.n, last - first,
+                      job.alpha, <const double *> job.A + a_step, job.lda,
+                      <const double *> job.B + b_step, job.ldb,
+                      job.beta if part == 0 else 0,
+                      <double *> job.C if part == 0
+                      else <double *> job.partial + c_step,
+                      job.ldc if part == 0 else job.n)
+        else:
+            blas_gemm(job.trans_a, job.trans_b, job.m, job.n, last - first,
+                      <float> job.alpha, <const float *> job.A + a_step, job.lda,
+                      <const float *> job.B + b_step, job.ldb,
+                      <float> (job.beta if part == 0 else 0),
+                      <float *> job.C if part == 0
+                      else <float *> job.partial + c_step,
+                      job.ldc if part == 0 else job.n)
         return
     if job.by_rows:
         # rows [first, last) of C and of op(A)
@@ -104,6 +143,8 @@ cdef void gemm(bint trans_a, bint trans_b, int m, int n, int k,
     BLAS runs single-threaded (split_gemms)."""
     cdef GemmJob job
     cdef int parts = crnn_team_threads()
+    cdef Py_ssize_t r, j, p
+    cdef floating *partial
     if (splitting and parts > 1 and m > 1
             and <double> m * n * k >= SPLIT_MIN_WORK):
         job.is_double = floating is double
@@ -113,7 +154,24 @@ cdef void gemm(bint trans_a, bint trans_b, int m, int n, int k,
         job.lda, job.ldb, job.ldc = lda, ldb, ldc
         job.alpha, job.beta = alpha, beta
         job.A, job.B, job.C = A, B, C
+        # A long thin product (the weight gradients: k = T·B rows) is split
+        # by k: bands of C's rows or columns would each pack all of the
+        # other operand, by k each part packs only its own rows of both.
+        job.by_k = k_split_enabled and k >= K_SPLIT_RATIO * max(m, n)
+        job.partial = NULL
+        if job.by_k:
+            # zeroed: a smaller team than asked leaves some blocks unwritten
+            job.partial = calloc(<size_t> (parts - 1) * m * n, sizeof(floating))
+            job.by_k = job.partial != NULL
         crnn_team_run(gemm_part, &job, parts)
+        if job.by_k:
+            # C += Σ the other parts' blocks, in part order
+            partial = <floating *> job.partial
+            for p in range(parts - 1):
+                for r in range(m):
+                    for j in range(n):
+                        C[r * ldc + j] += partial[(p * m + r) * n + j]
+            free(job.partial)
         return
     blas_gemm(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
 

@@ -6,15 +6,17 @@ the same cores slow each other down badly (measured: a 2-thread LSTM step
 slower than a 1-thread one), so while a model call runs with more than one
 crnn thread, SciPy's OpenBLAS is held at one thread (``single_threaded_blas``)
 and crnn's team splits the large BLAS products instead: each thread calls
-single-threaded BLAS on its own band of rows or columns.  One pool, never
-nested.  Where OpenBLAS's thread controls cannot be found, BLAS keeps its
-own threads and only the recurrent product is split.
+single-threaded BLAS on its own band of rows or columns, or, for the long
+thin weight-gradient products, on its own range of the T·B rows they sum
+over (the parts' sums then added in order).  One pool, never nested.
+Where OpenBLAS's thread controls cannot be found, BLAS keeps its own
+threads and only the recurrent product is split.
 
 The default thread count, like PyTorch's and OpenMP's: CRNN_NUM_THREADS,
 else OMP_NUM_THREADS, else OPENBLAS_NUM_THREADS, else the CPUs this process
 may run on.  The time steps give identical results for every thread count;
 the split BLAS products can differ in the last bits (OpenBLAS picks its
-kernel by shape), so gradients are reproducible for a fixed thread count.
+kernel by shape; a split by rows sums in another order), so gradients are reproducible for a fixed thread count.
 """
 import contextlib
 import ctypes

@@ -25,6 +25,15 @@
 #define CRNN_RESTRICT restrict
 #endif
 
+/* inlined at every call, so that a constant argument specialises the body */
+#if defined(__GNUC__) || defined(__clang__)
+#define CRNN_ALWAYS_INLINE inline __attribute__((always_inline))
+#elif defined(_MSC_VER)
+#define CRNN_ALWAYS_INLINE __forceinline
+#else
+#define CRNN_ALWAYS_INLINE inline
+#endif
+
 /* GCC and Clang have vector types (`vector_size`); MSVC does not. */
 #if defined(__GNUC__) || defined(__clang__)
 #define CRNN_HAVE_VECTOR_TYPES 1

@@ -5,7 +5,9 @@
  * a loop over the `rows` live rows.  Each covers the units
  * [first, first + count) of every row (rows are `hidden` units wide): a
  * thread of the team takes its own units.  Optional inputs (dh_out) may be
- * NULL: the test is loop-invariant, so compilers unswitch it.
+ * NULL: the row functions take `with_out` and are always inlined, called
+ * with a constant 1 or 0, so every loop is free of the test (GCC left it
+ * in the loop of the baseline x86-64 build, which then did not vectorise).
  */
 
 /* ---------------------------------------------------------------- RNN */
@@ -36,13 +38,13 @@ static CLONES void SUFFIX(crnn_rnn_forward)(
                                      h + r * H + first);
 }
 
-static inline void SUFFIX(crnn_rnn_backward_run)(
-    int relu, ptrdiff_t n,
+static CRNN_ALWAYS_INLINE void SUFFIX(crnn_rnn_backward_run)(
+    int relu, ptrdiff_t n, int with_out,
     const REAL *CRNN_RESTRICT h, const REAL *CRNN_RESTRICT dh_out,
     const REAL *CRNN_RESTRICT dh, REAL *CRNN_RESTRICT dz)
 {
     for (ptrdiff_t i = 0; i < n; i++) {
-        REAL delta = dh[i] + (dh_out ? dh_out[i] : 0);
+        REAL delta = dh[i] + (with_out ? dh_out[i] : 0);
         if (relu)
             dz[i] = h[i] > 0 ? delta : 0;
         else
@@ -56,14 +58,20 @@ static CLONES void SUFFIX(crnn_rnn_backward)(
 {
     const ptrdiff_t H = hidden;
     if (count == hidden) {
-        SUFFIX(crnn_rnn_backward_run)(relu, rows * H, h, dh_out, dh, dz);
+        if (dh_out != NULL)
+            SUFFIX(crnn_rnn_backward_run)(relu, rows * H, 1, h, dh_out, dh, dz);
+        else
+            SUFFIX(crnn_rnn_backward_run)(relu, rows * H, 0, h, NULL, dh, dz);
         return;
     }
     for (ptrdiff_t r = 0; r < rows; r++) {
         ptrdiff_t at = r * H + first;
-        SUFFIX(crnn_rnn_backward_run)(relu, count, h + at,
-                                      dh_out ? dh_out + at : NULL, dh + at,
-                                      dz + at);
+        if (dh_out != NULL)
+            SUFFIX(crnn_rnn_backward_run)(relu, count, 1, h + at, dh_out + at,
+                                          dh + at, dz + at);
+        else
+            SUFFIX(crnn_rnn_backward_run)(relu, count, 0, h + at, NULL,
+                                          dh + at, dz + at);
     }
 }
 
@@ -101,8 +109,8 @@ static CLONES void SUFFIX(crnn_lstm_forward)(
     }
 }
 
-static inline void SUFFIX(crnn_lstm_backward_row)(
-    ptrdiff_t H, const REAL *CRNN_RESTRICT gi, const REAL *CRNN_RESTRICT gf,
+static CRNN_ALWAYS_INLINE void SUFFIX(crnn_lstm_backward_row)(
+    ptrdiff_t H, int with_out, const REAL *CRNN_RESTRICT gi, const REAL *CRNN_RESTRICT gf,
     const REAL *CRNN_RESTRICT ga, const REAL *CRNN_RESTRICT go,
     const REAL *CRNN_RESTRICT c_prev, const REAL *CRNN_RESTRICT c,
     const REAL *CRNN_RESTRICT dh_out, const REAL *CRNN_RESTRICT dh,
@@ -112,7 +120,7 @@ static inline void SUFFIX(crnn_lstm_backward_row)(
     for (ptrdiff_t j = 0; j < H; j++) {
         REAL i = gi[j], f = gf[j], a = ga[j], o = go[j];
         REAL tc = TANH(c[j]);
-        REAL delta = dh[j] + (dh_out ? dh_out[j] : 0);
+        REAL delta = dh[j] + (with_out ? dh_out[j] : 0);
         REAL dcell = delta * o * (1 - tc * tc) + dc[j];
         di[j] = dcell * a * i * (1 - i);
         df[j] = dcell * c_prev[j] * f * (1 - f);
@@ -132,10 +140,16 @@ static CLONES void SUFFIX(crnn_lstm_backward)(
         const REAL *g = gates + r * 4 * H + first;
         REAL *dg = dgates + r * 4 * H + first;
         ptrdiff_t at = r * H + first;
-        SUFFIX(crnn_lstm_backward_row)(
-            count, g, g + H, g + 2 * H, g + 3 * H, c_prev + at, c + at,
-            dh_out ? dh_out + at : NULL, dh + at, dc + at,
-            dg, dg + H, dg + 2 * H, dg + 3 * H);
+        if (dh_out != NULL)
+            SUFFIX(crnn_lstm_backward_row)(
+                count, 1, g, g + H, g + 2 * H, g + 3 * H, c_prev + at, c + at,
+                dh_out + at, dh + at, dc + at,
+                dg, dg + H, dg + 2 * H, dg + 3 * H);
+        else
+            SUFFIX(crnn_lstm_backward_row)(
+                count, 0, g, g + H, g + 2 * H, g + 3 * H, c_prev + at, c + at,
+                NULL, dh + at, dc + at,
+                dg, dg + H, dg + 2 * H, dg + 3 * H);
     }
 }
 
@@ -177,8 +191,8 @@ static CLONES void SUFFIX(crnn_gru_forward)(
     }
 }
 
-static inline void SUFFIX(crnn_gru_backward_row)(
-    ptrdiff_t H, const REAL *CRNN_RESTRICT gr, const REAL *CRNN_RESTRICT gz,
+static CRNN_ALWAYS_INLINE void SUFFIX(crnn_gru_backward_row)(
+    ptrdiff_t H, int with_out, const REAL *CRNN_RESTRICT gr, const REAL *CRNN_RESTRICT gz,
     const REAL *CRNN_RESTRICT gn, const REAL *CRNN_RESTRICT h_prev,
     const REAL *CRNN_RESTRICT keep, const REAL *CRNN_RESTRICT dh_out,
     REAL *CRNN_RESTRICT dh, REAL *CRNN_RESTRICT dgr, REAL *CRNN_RESTRICT dgz,
@@ -187,7 +201,7 @@ static inline void SUFFIX(crnn_gru_backward_row)(
 {
     for (ptrdiff_t j = 0; j < H; j++) {
         REAL r = gr[j], z = gz[j], n = gn[j];
-        REAL delta = dh[j] + (dh_out ? dh_out[j] : 0);
+        REAL delta = dh[j] + (with_out ? dh_out[j] : 0);
         REAL dpre_n = delta * (1 - z) * (1 - n * n);
         REAL dpre_z = delta * (h_prev[j] - n) * z * (1 - z);
         REAL dpre_r = dpre_n * keep[j] * r * (1 - r);
@@ -212,9 +226,15 @@ static CLONES void SUFFIX(crnn_gru_backward)(
         REAL *dg = dgates + r * 3 * H + first;
         REAL *dr = drecurrent + r * 3 * H + first;
         ptrdiff_t at = r * H + first;
-        SUFFIX(crnn_gru_backward_row)(
-            count, g, g + H, g + 2 * H, h_prev + at, keep + at,
-            dh_out ? dh_out + at : NULL, dh + at,
-            dg, dg + H, dg + 2 * H, dr, dr + H, dr + 2 * H);
+        if (dh_out != NULL)
+            SUFFIX(crnn_gru_backward_row)(
+                count, 1, g, g + H, g + 2 * H, h_prev + at, keep + at,
+                dh_out + at, dh + at,
+                dg, dg + H, dg + 2 * H, dr, dr + H, dr + 2 * H);
+        else
+            SUFFIX(crnn_gru_backward_row)(
+                count, 0, g, g + H, g + 2 * H, h_prev + at, keep + at,
+                NULL, dh + at,
+                dg, dg + H, dg + 2 * H, dr, dr + H, dr + 2 * H);
     }
 }

@@ -44,6 +44,9 @@ cnp.import_array()
 # one live row (GEMV).
 cdef enum:
     PANELS_MIN_STEPS = 4
+    # The team's parts of a step start on whole panels (64 bytes: 16
+    # floats, 8 doubles).
+    UNIT_ALIGN = 16
     # Workspace views kept for reuse (many batch shapes: the cache restarts)
     MAX_CACHED_VIEWS = 512
     CACHE_LINE = 64
@@ -176,14 +179,71 @@ cdef void pack_gate_panels(int G, int H, int D, const floating *U,
     [U_gᵀ; W_gᵀ] ((D + H) × H; U_gᵀ only when D > 0, see
     fused_input_width), U_g and W_g the rows [g·H, (g+1)·H) of U (G·H × D)
     and W (G·H × H), in its own panels, so that units [u, u + n) of every
-    gate start on a panel (u a multiple of UNIT_ALIGN) whatever H is."""
-    cdef Py_ssize_t block = panels_size(W[0], D + H, H), g
+    gate start on a panel (u a multiple of UNIT_ALIGN) whatever H is.
+    Shared out among the team by units, as the steps are (pack_part)."""
+    pack_weights(True, G, H, D, U, W, panels)
+
+
+cdef struct PackJob:
+    # Weights to pack for pack_part; pointers of the dtype (`single`: float).
+    bint single, forward
+    int G, H, D
+    const void *U       # (G·H × D), forward only
+    const void *W       # (G·H × H)
+    void *panels
+
+
+cdef void pack_weights(bint forward, int G, int H, int D, const floating *U,
+                       const floating *W, floating *panels) noexcept nogil:
+    """pack_gate_panels (forward), or BPTT's W (G·H × H) packed as B =
+    W, on the team: each part packs the units its steps will read."""
+    cdef PackJob job
+    job.single = floating is float
+    job.forward = forward
+    job.G, job.H, job.D = G, H, D
+    job.U, job.W, job.panels = U, W, panels
+    team_run(pack_part, &job,
+             team_parts(<double> G * H * ((D + H) if forward else H),
+                        (H + UNIT_ALIGN - 1) // UNIT_ALIGN))
+
+
+cdef void pack_units(floating tag, const PackJob *job, int first,
+                     int last) noexcept nogil:
+    """Units [first, last) (whole panels) of every gate block's panels."""
+    cdef int G = job.G, H = job.H, D = job.D, n = last - first
+    cdef const floating *U = <const floating *> job.U
+    cdef const floating *W = <const floating *> job.W
+    cdef floating *panels = <floating *> job.panels
+    cdef Py_ssize_t block, g, at
+    if n <= 0:
+        return
+    if not job.forward:
+        # columns [first, last) of B = W (G·H × H)
+        pack_panel_rows(False, G * H, n, W + first, H,
+                        panels + <Py_ssize_t> first * G * H, G * H, 0)
+        return
+    block = panels_size(tag, D + H, H)
     for g in range(G):
+        # columns [first, last) of [U_gᵀ; W_gᵀ]: rows first.. of U_g, W_g
+        at = g * block + <Py_ssize_t> first * (D + H)
         if D > 0:
-            pack_panel_rows(True, D, H, U + g * H * D, D, panels + g * block,
-                            D + H, 0)
-        pack_panel_rows(True, H, H, W + g * H * H, H, panels + g * block,
-                        D + H, D)
+            pack_panel_rows(True, D, n, U + (<Py_ssize_t> g * H + first) * D,
+                            D, panels + at, D + H, 0)
+        pack_panel_rows(True, H, n, W + (<Py_ssize_t> g * H + first) * H, H,
+                        panels + at, D + H, D)
+
+
+cdef void pack_part(void *arg, int part, int parts) noexcept nogil:
+    """The team's task: this part's units, split as step_part splits them."""
+    cdef const PackJob *job = <const PackJob *> arg
+    cdef int blocks = (job.H + UNIT_ALIGN - 1) // UNIT_ALIGN
+    cdef int first = <int> (<long long> blocks * part // parts) * UNIT_ALIGN
+    cdef int last = min(job.H,
+                        <int> (<long long> blocks * (part + 1) // parts) * UNIT_ALIGN)
+    if job.single:
+        pack_units(<float> 0, job, first, last)
+    else:
+        pack_units(<double> 0, job, first, last)
 
 
 cdef floating *packed_weight(Workspace ws, str name, bint forward, int G,
@@ -198,10 +258,7 @@ cdef floating *packed_weight(Workspace ws, str name, bint forward, int G,
     panels = ws.get(name, (size,), dtype)
     cdef floating *target = <floating *> data(panels)
     with nogil:
-        if forward:
-            pack_gate_panels(G, H, D, U, W, target)
-        else:
-            pack_panels(False, G * H, H, W, H, target)
+        pack_weights(forward, G, H, D, U, W, target)
     return target
 
 
@@ -216,11 +273,6 @@ cdef floating *packed_weight(Workspace ws, str name, bint forward, int G,
 # forms its units of dH(t) = dR(t+1) @ W (which needs every unit of
 # dR(t+1): the previous step's join is the barrier), then runs the cell's
 # backward kernel on them.
-
-cdef enum:
-    # Parts start on whole panels (64 bytes: 16 floats, 8 doubles).
-    UNIT_ALIGN = 16
-
 
 cdef struct StepJob:
     # One time step of one lane for step_part.  Pointers hold the lane's

@@ -51,13 +51,14 @@ cdef void lane_backward(const LaneShape *shape, const int *batch_sizes,
 # packed weights (the packing costs about one product; see _packed_gemm.h).
 cdef bint panels_pay(int steps, int batch) noexcept nogil
 
-# The forward's weights packed for lane_forward's W_panels: [U_gᵀ; W_gᵀ]
-# gate block by gate block (G blocks of (D + H) × H panels), D =
-# fused_input_width (0: Wᵀ alone, and lane_forward's input_width is 0);
-# BPTT's W_panels is W itself packed by _blas.pack_panels.
+# The weights packed for lane_forward's and lane_backward's W_panels, on
+# the thread team: forward (for lane_forward), [U_gᵀ; W_gᵀ] gate block by
+# gate block (G blocks of (D + H) × H panels), D = fused_input_width (0: Wᵀ
+# alone, and lane_forward's input_width is 0), gate_panels_size elements;
+# else W itself (G·H × H) for BPTT, _blas.panels_size(G·H, H) elements.
 cdef int fused_input_width(int kind, int inputs, int hidden,
                            bint tokens) noexcept nogil
 cdef Py_ssize_t gate_panels_size(floating tag, int G, int H,
                                  int D) noexcept nogil
-cdef void pack_gate_panels(int G, int H, int D, const floating *U,
-                           const floating *W, floating *panels) noexcept nogil
+cdef void pack_weights(bint forward, int G, int H, int D, const floating *U,
+                       const floating *W, floating *panels) noexcept nogil

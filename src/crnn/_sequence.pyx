@@ -29,7 +29,7 @@ from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
 
 from ._blas cimport (gemm, blas_gemm, packed_gemm, packed_gemm_fast,
-                     packed_gemm_pair, pack_panels, pack_panel_rows,
+                     packed_gemm_pair, pack_panel_rows,
                      panels_size, team_may_call_blas, team_parts, team_run)
 from ._cells cimport (cell_forward, cell_backward, gate_blocks,
                       has_cell_state, separate_recurrent)
@@ -169,19 +169,8 @@ cdef inline void *data(object array):
 
 cdef Py_ssize_t gate_panels_size(floating tag, int G, int H,
                                  int D) noexcept nogil:
-    """Elements of the forward's packed weights (pack_gate_panels)."""
+    """Elements of the forward's packed weights (pack_weights)."""
     return G * panels_size(tag, D + H, H)
-
-
-cdef void pack_gate_panels(int G, int H, int D, const floating *U,
-                           const floating *W, floating *panels) noexcept nogil:
-    """The forward's weights packed gate block by gate block: block g is
-    [U_gᵀ; W_gᵀ] ((D + H) × H; U_gᵀ only when D > 0, see
-    fused_input_width), U_g and W_g the rows [g·H, (g+1)·H) of U (G·H × D)
-    and W (G·H × H), in its own panels, so that units [u, u + n) of every
-    gate start on a panel (u a multiple of UNIT_ALIGN) whatever H is.
-    Shared out among the team by units, as the steps are (pack_part)."""
-    pack_weights(True, G, H, D, U, W, panels)
 
 
 cdef struct PackJob:
@@ -195,8 +184,16 @@ cdef struct PackJob:
 
 cdef void pack_weights(bint forward, int G, int H, int D, const floating *U,
                        const floating *W, floating *panels) noexcept nogil:
-    """pack_gate_panels (forward), or BPTT's W (G·H × H) packed as B =
-    W, on the team: each part packs the units its steps will read."""
+    """The weights packed for the time loop's products (_packed_gemm.h).
+
+    forward: gate block by gate block, block g is [U_gᵀ; W_gᵀ] ((D + H) ×
+    H; U_gᵀ only when D > 0, see fused_input_width), U_g and W_g the rows
+    [g·H, (g+1)·H) of U (G·H × D) and W (G·H × H), in its own panels, so
+    that units [u, u + n) of every gate start on a panel (u a multiple of
+    UNIT_ALIGN) whatever H is.  BPTT: W (G·H × H) itself as B.
+
+    Shared out among the team by units as the steps are: each part packs
+    the panels its own steps will read."""
     cdef PackJob job
     job.single = floating is float
     job.forward = forward
@@ -250,7 +247,7 @@ cdef floating *packed_weight(Workspace ws, str name, bint forward, int G,
                              int H, int D, const floating *U,
                              const floating *W):
     """The weights packed for the time loop, in the workspace buffer `name`:
-    for the forward [Uᵀ; Wᵀ] per gate block (pack_gate_panels; D = 0 leaves
+    for the forward [Uᵀ; Wᵀ] per gate block (pack_weights; D = 0 leaves
     U out), for BPTT's dH(t-1) = dR(t) @ W, W itself."""
     dtype = np.float32 if floating is float else np.float64
     size = (gate_panels_size(W[0], G, H, D) if forward
@@ -281,7 +278,7 @@ cdef struct StepJob:
     int kind, hidden
     int live            # rows of the point-wise pass (0: none)
     int product_rows    # rows of the recurrent product
-    const void *panels  # forward: pack_gate_panels; backward: W packed
+    const void *panels  # pack_weights: forward [Uᵀ; Wᵀ], backward W
     Py_ssize_t gate_panels  # elements per gate block of `panels` (forward)
     int input_width     # forward: D when panels carry Uᵀ, else 0
     const void *inputs  # forward with input_width: x(t) (live × D)
@@ -414,7 +411,7 @@ cdef void lane_forward(const LaneShape *shape,
                        const floating *U,           # (G·H × D)
                        const floating *U_T,         # (D × G·H) Uᵀ, for tokens only
                        const floating *W,           # (G·H × H)
-                       const floating *W_panels,    # [Uᵀ;] Wᵀ packed (pack_gate_panels), or NULL: BLAS
+                       const floating *W_panels,    # [Uᵀ;] Wᵀ packed (pack_weights), or NULL: BLAS
                        int input_width,             # D when W_panels carries Uᵀ, else 0
                        const floating *b,           # (G·H,)
                        const floating *recurrent_bias,  # (H,) GRU only
@@ -472,7 +469,7 @@ cdef void lane_recur(const LaneShape *shape,
                      int input_width,               # D when W_panels carries Uᵀ, else 0
                      const floating *b,             # (G·H,) with input_width, else NULL
                      const floating *W,             # (G·H × H)
-                     const floating *W_panels,      # [Uᵀ;] Wᵀ packed (pack_gate_panels), or NULL: BLAS
+                     const floating *W_panels,      # [Uᵀ;] Wᵀ packed (pack_weights), or NULL: BLAS
                      const floating *recurrent_bias,  # (H,) GRU only
                      floating *gates,               # IN Z = X·Uᵀ + b unless input_width; OUT what BPTT needs
                      floating *recurrent,           # scratch (B × G·H), separate_recurrent only
@@ -544,7 +541,7 @@ cdef void lane_backward(const LaneShape *shape,
                         const int *tokens,          # (T·B,) or NULL
                         const floating *U,          # (G·H × D)
                         const floating *W,          # (G·H × H)
-                        const floating *W_panels,   # W packed (pack_panels), or NULL: BLAS
+                        const floating *W_panels,   # W packed (pack_weights), or NULL: BLAS
                         const floating *gates,      # IN from lane_forward
                         const floating *hs,         # IN from lane_forward
                         const floating *cs,         # IN from lane_forward (LSTM)

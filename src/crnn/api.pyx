@@ -12,9 +12,8 @@ from cython cimport floating
 
 from ._cells cimport (CELL_GRU, CELL_LSTM, CELL_RNN_RELU, CELL_RNN_TANH,
                       gate_blocks, has_cell_state, separate_recurrent)
-from ._blas cimport pack_panels
 from ._sequence cimport (LaneShape, lane_forward, lane_backward, panels_pay,
-                        fused_input_width, pack_gate_panels)
+                        fused_input_width, pack_weights)
 
 
 # ---------------------------------------------------------------- layout
@@ -200,7 +199,7 @@ cdef int sequence_forward(int kind, const crnn_sizes *sizes, const int *lengths,
     if panels_pay(T, B):
         panels = work + L.panels_T
         fused = fused_input_width(kind, sizes.inputs, H, False)
-        pack_gate_panels(gate_blocks(kind), H, fused, U, W, panels)
+        pack_weights(True, gate_blocks(kind), H, fused, U, W, panels)
     lane_forward(&shape, batch_sizes, x, NULL, U, NULL, W, panels, fused, b, bn,
                  work + L.gates, work + L.recurrent if gru else NULL, hs, cs,
                  work + L.keep if gru else NULL, True)
@@ -254,7 +253,7 @@ cdef int sequence_backward(int kind, const crnn_sizes *sizes,
     cdef floating *panels = NULL
     if panels_pay(T, B):
         panels = work + L.panels
-        pack_panels(False, gate_blocks(kind) * H, H, W, H, panels)
+        pack_weights(False, gate_blocks(kind), H, 0, NULL, W, panels)
     lane_backward(&shape, batch_sizes, x, NULL, U, W, panels, work + L.gates, hs,
                   work + L.cs if lstm else NULL,
                   work + L.keep if gru else NULL,

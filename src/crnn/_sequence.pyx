@@ -173,6 +173,18 @@ cdef Py_ssize_t gate_panels_size(floating tag, int G, int H,
     return G * panels_size(tag, D + H, H)
 
 
+cdef inline int unit_blocks(int hidden) noexcept nogil:
+    """Pieces of UNIT_ALIGN units (whole panels) the team splits H into."""
+    return (hidden + UNIT_ALIGN - 1) // UNIT_ALIGN
+
+
+cdef inline int part_start(int hidden, int part, int parts) noexcept nogil:
+    """The first unit of `part` of `parts` (part = parts: H): whole panels,
+    as many to each part as can be.  Steps and packing split alike."""
+    return min(hidden,
+               <int> (<long long> unit_blocks(hidden) * part // parts) * UNIT_ALIGN)
+
+
 cdef struct PackJob:
     # Weights to pack for pack_part; pointers of the dtype (`single`: float).
     bint single, forward
@@ -201,7 +213,7 @@ cdef void pack_weights(bint forward, int G, int H, int D, const floating *U,
     job.U, job.W, job.panels = U, W, panels
     team_run(pack_part, &job,
              team_parts(<double> G * H * ((D + H) if forward else H),
-                        (H + UNIT_ALIGN - 1) // UNIT_ALIGN))
+                        unit_blocks(H)))
 
 
 cdef void pack_units(floating tag, const PackJob *job, int first,
@@ -233,10 +245,8 @@ cdef void pack_units(floating tag, const PackJob *job, int first,
 cdef void pack_part(void *arg, int part, int parts) noexcept nogil:
     """The team's task: this part's units, split as step_part splits them."""
     cdef const PackJob *job = <const PackJob *> arg
-    cdef int blocks = (job.H + UNIT_ALIGN - 1) // UNIT_ALIGN
-    cdef int first = <int> (<long long> blocks * part // parts) * UNIT_ALIGN
-    cdef int last = min(job.H,
-                        <int> (<long long> blocks * (part + 1) // parts) * UNIT_ALIGN)
+    cdef int first = part_start(job.H, part, parts)
+    cdef int last = part_start(job.H, part + 1, parts)
     if job.single:
         pack_units(<float> 0, job, first, last)
     else:
@@ -380,10 +390,8 @@ cdef void step_units(floating tag, const StepJob *job, int first,
 cdef void step_part(void *arg, int part, int parts) noexcept nogil:
     """The team's task: this part's share of the units, whole panels."""
     cdef const StepJob *job = <const StepJob *> arg
-    cdef int blocks = (job.hidden + UNIT_ALIGN - 1) // UNIT_ALIGN
-    cdef int first = <int> (<long long> blocks * part // parts) * UNIT_ALIGN
-    cdef int last = min(job.hidden,
-                        <int> (<long long> blocks * (part + 1) // parts) * UNIT_ALIGN)
+    cdef int first = part_start(job.hidden, part, parts)
+    cdef int last = part_start(job.hidden, part + 1, parts)
     if job.single:
         step_units(<float> 0, job, first, last)
     else:
@@ -395,7 +403,7 @@ cdef void run_step(StepJob *job) noexcept nogil:
     cdef int G = gate_blocks(job.kind)
     cdef double work = (<double> max(job.live, job.product_rows) * G
                         * job.hidden * job.hidden)
-    cdef int parts = team_parts(work, (job.hidden + UNIT_ALIGN - 1) // UNIT_ALIGN)
+    cdef int parts = team_parts(work, unit_blocks(job.hidden))
     if parts > 1:
         team_run(step_part, job, parts)
     else:

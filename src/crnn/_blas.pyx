@@ -78,7 +78,9 @@ cdef struct GemmJob:
 
 cdef void gemm_part(void *arg, int part, int parts) noexcept nogil:
     """Part `part` of `parts` of a GemmJob: a band of C's rows (by_rows) or
-    columns, each an independent product with its own slice of A or B."""
+    columns, each an independent product with its own slice of A or B; or
+    (by_k) a range of k, a product of both operands' slices into C (part 0)
+    or into the part's own block of `partial`, which gemm adds to C."""
     cdef GemmJob *job = <GemmJob *> arg
     cdef int extent = job.k if job.by_k else (job.m if job.by_rows else job.n)
     cdef int first = <int> (<long long> extent * part // parts)

@@ -78,8 +78,9 @@ static inline float crnn_expf(float x)
     const float lowest = -87.3365f, highest = 88.0f;
     float xc = x < lowest ? lowest : (x > highest ? highest : x);
     /* n = round(x / ln 2) by adding 1.5·2^23: the sum's low mantissa bits
-     * hold n (|n| <= 127).  GCC (12) does not vectorise this loop for AVX
-     * when n comes from a float-to-int conversion of the clamped x. */
+     * hold n (|n| <= 127); -ffast-math would fold (s + magic) - magic, and
+     * crnn is not built with it.  GCC (12) does not vectorise this loop for
+     * AVX when n comes from a float-to-int conversion of the clamped x. */
     const float magic = 12582912.0f;
     float shifted = xc * 1.44269504088896341f + magic;
     float fn = shifted - magic;

@@ -55,7 +55,10 @@ torch, crnn, torch) and the table shows the best (lowest) median; "spread"
 says how far the rounds of one library were apart, and "wait%" how much of
 the time some task waited for a CPU (Linux PSI): other work on the machine.
 ``--wait-idle`` waits for an idle machine before each child and reruns the
-children that other work disturbed.
+children that other work disturbed. Each child also times a fixed piece of
+numpy work before and after its measurements (``machine_probe``): the
+machine itself has slow spells that no CPU-pressure figure shows, and the
+"probe" column says how slow it was against the run's fastest probe.
 
 Usage, from the repository root, with crnn installed in the environment::
 
@@ -363,6 +366,56 @@ def wait_for_idle(seconds):
             return
 
 
+def machine_probe(threads, repeats=5):
+    """Milliseconds a fixed piece of work takes on ``threads`` cores at once.
+
+    Each of ``threads`` Python threads computes np.sin of a 256 KiB float32
+    array 40 times (numpy releases the GIL in the loop; no BLAS, so the
+    library under test and its thread settings play no part); the slowest
+    thread's time, best of ``repeats``.  About 1.4 ms on an idle machine.
+
+    It tells a slow state of the machine from a slow library: on the
+    project's virtual machine both cores at times run at one half to two
+    thirds of their speed for seconds to minutes (the two virtual CPUs
+    apparently sharing one physical core), and a child measured then is
+    slow whatever its library does.  The parent compares each child's
+    probes with the fastest any child of the run measured (PROBE_SLOW).
+    """
+    import threading
+    source = np.linspace(0, 10, 1 << 16, dtype=np.float32)
+    outputs = [np.empty_like(source) for _ in range(threads)]
+    best = float("inf")
+    for _ in range(repeats):
+        barrier, times = threading.Barrier(threads), [0.0] * threads
+
+        def work(index):
+            barrier.wait()
+            start = time.perf_counter()
+            for _ in range(40):
+                np.sin(source, out=outputs[index])
+            times[index] = time.perf_counter() - start
+        pool = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+        for thread in pool:
+            thread.start()
+        for thread in pool:
+            thread.join()
+        best = min(best, max(times))
+    return best * 1e3
+
+
+def wait_for_fast_machine(threads, fastest_ms, seconds=5.0):
+    """machine_probe until it reads within PROBE_SLOW of ``fastest_ms`` or
+    ``seconds`` have passed (at once without ``fastest_ms``); the last
+    reading.  A child started in a slow spell waits for its end."""
+    deadline = time.perf_counter() + seconds
+    while True:
+        ms = machine_probe(threads)
+        if (fastest_ms is None or ms <= PROBE_SLOW * fastest_ms
+                or time.perf_counter() > deadline):
+            return ms
+        time.sleep(0.05)
+
+
 # ---------------------------------------------------------------------------
 # Worker: one library, one cell, one config, one thread count
 # ---------------------------------------------------------------------------
@@ -543,10 +596,12 @@ def run_worker(args):
             report["memory"] = memory
             if note:
                 report["memory_note"] = note
+        probes = [wait_for_fast_machine(threads, args.probe_fast)]
         for op in args.ops:
             seconds, repeats = time_calls(functions[op], args.target,
                                           args.quick)
             report["results"][op] = {"ms": seconds * 1e3, "repeats": repeats}
+        report["probe_ms"] = probes + [machine_probe(threads)]
         if args.sgemm:
             T, B, D, H, K = config
             flops = 2 * B * H * 4 * H
@@ -609,6 +664,8 @@ def spawn_worker(lib, cell, config, threads, job, args):
         command.append("--quick")
     if job["sgemm"] and lib == "crnn":
         command.append("--sgemm")
+    if args.wait_idle > 0 and threads in args.probe_reference:
+        command += ["--probe-fast", str(args.probe_reference[threads])]
     failed = {"lib": lib, "threads": threads, "cell": cell,
               "config": list(config), "results": {}}
     wait_before, start = cpu_wait_microseconds(), time.perf_counter()
@@ -636,20 +693,35 @@ def measure_when_quiet(lib, cell, config, threads, job, args):
     """spawn_worker, but with --wait-idle wait for a quiet machine first.
 
     With --wait-idle, a child during which other work kept a task waiting
-    for a CPU more than 5 % of the time is run again (three tries at most;
-    the least disturbed one is kept).
+    for a CPU more than 5 % of the time, or whose machine_probe read more
+    than PROBE_SLOW times the run's fastest, is run again (three tries at
+    most; the least disturbed one is kept).
     """
     if args.wait_idle <= 0:
-        return spawn_worker_retrying(lib, cell, config, threads, job, args)
+        return note_probes(
+            spawn_worker_retrying(lib, cell, config, threads, job, args), args)
     reports = []
     for _ in range(3):
         wait_for_idle(args.wait_idle)
-        report = spawn_worker_retrying(lib, cell, config, threads, job, args)
+        report = note_probes(
+            spawn_worker_retrying(lib, cell, config, threads, job, args), args)
         reports.append(report)
-        if (report.get("cpu_wait", 0) <= 0.05 or report.get("import_failed")
-                or out_of_wait_budget(args)):
+        if ((report.get("cpu_wait", 0) <= NOISY_WAIT
+                and (report["slowdown_now"] or 1) <= PROBE_SLOW)
+                or report.get("import_failed") or out_of_wait_budget(args)):
             break
-    return min(reports, key=lambda r: r.get("cpu_wait", 0))
+    return min(reports, key=lambda r: (
+        (r["slowdown_now"] or 1) > PROBE_SLOW, r.get("cpu_wait", 0)))
+
+
+def note_probes(report, args):
+    """Add the child's probes to the run's fastest (args.probe_reference)
+    and note its slowdown against them as of now ("slowdown_now")."""
+    for ms in report.get("probe_ms") or ():
+        fastest = args.probe_reference.get(report["threads"], ms)
+        args.probe_reference[report["threads"]] = min(ms, fastest)
+    report["slowdown_now"] = probe_slowdown(report, args.probe_reference)
+    return report
 
 
 def spawn_worker_retrying(lib, cell, config, threads, job, args):
@@ -717,10 +789,31 @@ def best_and_spread(values):
                          else None)
 
 
-def collect(reports):
-    """By (cell, config, threads, lib): the list of that worker's reports."""
-    by_key, errors = {}, []
+def probe_reference(reports):
+    """{threads: the fastest machine_probe of the run's children}."""
+    fastest = {}
     for report in reports:
+        for ms in report.get("probe_ms") or ():
+            threads = report["threads"]
+            fastest[threads] = min(ms, fastest.get(threads, ms))
+    return fastest
+
+
+def probe_slowdown(report, reference):
+    """The slower of a child's two probes against ``reference``, or None."""
+    probes = report.get("probe_ms")
+    if not probes or report["threads"] not in reference:
+        return None
+    return max(probes) / min(reference[report["threads"]], min(probes))
+
+
+def collect(reports):
+    """By (cell, config, threads, lib): the list of that worker's reports
+    (each given its "probe_slowdown" against the run's fastest probe)."""
+    by_key, errors = {}, []
+    reference = probe_reference(reports)
+    for report in reports:
+        report["probe_slowdown"] = probe_slowdown(report, reference)
         key = (report["cell"], tuple(report["config"]), report["threads"],
                report["lib"])
         if "error" in report:
@@ -734,20 +827,23 @@ def collect(reports):
 
 
 def op_stats(by_key, cell, config, threads, lib, op):
-    """(best ms, spread, cpu wait of the best round) or Nones."""
-    values, waits = [], []
+    """(best ms, spread, cpu wait and probe slowdown of the best round) or
+    Nones."""
+    values, rounds = [], []
     for report in by_key.get((cell, tuple(config), threads, lib), []):
         if op in report["results"]:
             values.append(report["results"][op]["ms"])
-            waits.append(report.get("cpu_wait"))
+            rounds.append(report)
     best, spread = best_and_spread(values)
-    wait = waits[values.index(best)] if best is not None else None
-    return best, spread, wait
+    if best is None:
+        return None, None, None, None
+    chosen = rounds[values.index(best)]
+    return best, spread, chosen.get("cpu_wait"), chosen.get("probe_slowdown")
 
 
 def make_row(what, cell, config, threads, crnn_value, other_value, other,
              unit, target, at_least=False, spreads=(), waits=(), note="",
-             gflops=None):
+             gflops=None, slowdowns=()):
     ratio = (crnn_value / other_value
              if crnn_value is not None and other_value else None)
     met = None
@@ -757,6 +853,8 @@ def make_row(what, cell, config, threads, crnn_value, other_value, other,
     # waits: (crnn's child, the other's child); None where not measured
     crnn_wait, other_wait = (list(waits) + [None, None])[:2]
     waits = [w for w in (crnn_wait, other_wait) if w is not None]
+    # slowdowns: each child's machine_probe against the run's fastest
+    crnn_slow, other_slow = (list(slowdowns) + [None, None])[:2]
     return {
         "what": what, "cell": cell,
         "config": list(config) if config else None, "threads": threads,
@@ -765,7 +863,8 @@ def make_row(what, cell, config, threads, crnn_value, other_value, other,
         "at_least": at_least, "met": met,
         "spread": max(spreads) if spreads else None,
         "cpu_wait": max(waits) if waits else None, "crnn_wait": crnn_wait,
-        "other_wait": other_wait, "note": note,
+        "other_wait": other_wait, "crnn_slowdown": crnn_slow,
+        "other_slowdown": other_slow, "note": note,
     }
 
 
@@ -776,13 +875,13 @@ def build_rows(by_key, stream, args):
     for cell in args.cells:
         for index, config in configs:
             for threads in args.thread_counts:
-                c, c_spread, c_wait = op_stats(by_key, cell, config, threads,
+                c, c_spread, c_wait, c_slow = op_stats(by_key, cell, config, threads,
                                                "crnn", "train")
-                t, t_spread, t_wait = op_stats(by_key, cell, config, threads,
+                t, t_spread, t_wait, t_slow = op_stats(by_key, cell, config, threads,
                                                "torch", "train")
                 note = ""
                 if cell == "rnn":
-                    n, n_spread, n_wait = op_stats(by_key, cell, config,
+                    n, n_spread, n_wait, n_slow = op_stats(by_key, cell, config,
                                                    threads, "numpy", "train")
                     if n is not None:
                         note = f"numpy {format_value(n, 'ms')}" + (
@@ -794,27 +893,28 @@ def build_rows(by_key, stream, args):
                     "PyTorch", "ms", TRAIN_TARGETS[cell][threads][index]
                     if threads in TRAIN_TARGETS[cell] else None,
                     spreads=(c_spread, t_spread), waits=(c_wait, t_wait),
-                    note=note, gflops=gflops))
+                    slowdowns=(c_slow, t_slow), note=note, gflops=gflops))
     if "lstm" in args.cells:
         for index, config in configs:
             for threads in args.thread_counts:
-                c, c_spread, c_wait = op_stats(by_key, "lstm", config, threads,
+                c, c_spread, c_wait, c_slow = op_stats(by_key, "lstm", config, threads,
                                                "crnn", "forward")
-                t, t_spread, t_wait = op_stats(by_key, "lstm", config, threads,
+                t, t_spread, t_wait, t_slow = op_stats(by_key, "lstm", config, threads,
                                                "torch", "forward")
                 gflops = (cell_flops("lstm", config, "forward") / (c * 1e-3)
                           / 1e9 if c else None)
                 rows.append(make_row(
                     "LSTM forward", "lstm", config, threads, c, t, "PyTorch",
                     "ms", FORWARD_TARGET, spreads=(c_spread, t_spread),
-                    waits=(c_wait, t_wait), gflops=gflops))
+                    waits=(c_wait, t_wait), slowdowns=(c_slow, t_slow),
+                    gflops=gflops))
         # Efficiency: crnn's training GFLOP/s against sgemm's, same process.
         for index, config in configs:
             if index not in LARGE_CONFIGS:
                 continue
             T, B, D, H, K = config
             for threads in args.thread_counts:
-                c, c_spread, c_wait = op_stats(by_key, "lstm", config, threads,
+                c, c_spread, c_wait, c_slow = op_stats(by_key, "lstm", config, threads,
                                                "crnn", "train")
                 sgemm = [max(r["sgemm_gflops"].values()) for r in
                          by_key.get(("lstm", config, threads, "crnn"), [])
@@ -826,7 +926,8 @@ def build_rows(by_key, stream, args):
                     max(sgemm) if sgemm else None, "sgemm", "GFLOP/s",
                     EFFICIENCY_TARGET, at_least=True,
                     spreads=(c_spread, best_and_spread(sgemm)[1]),
-                    waits=(c_wait, None), gflops=gflops,
+                    waits=(c_wait, None), slowdowns=(c_slow, None),
+                    gflops=gflops,
                     note=f"sgemm ({B}x{H})({H}x{4 * H})"))
     # Peak memory of the first training step, 1 thread (largest of rounds).
     for cell in args.cells:
@@ -951,15 +1052,18 @@ def row_cells(row):
                     (row.get("crnn_wait", row["cpu_wait"]),
                      row.get("other_wait")))
     wait = {"-/-": "-"}.get(wait, wait.removesuffix("/-"))
+    probe = "/".join("-" if p is None else f"{p:.2f}" for p in
+                     (row.get("crnn_slowdown"), row.get("other_slowdown")))
+    probe = {"-/-": "-"}.get(probe, probe.removesuffix("/-"))
     return [row["what"], config, str(row["threads"]),
             format_value(row["crnn"], row["unit"]), row["vs"],
             format_value(row["other"], row["unit"]), ratio, gflops,
-            format_target(row), met, spread, wait, row["note"]]
+            format_target(row), met, spread, wait, probe, row["note"]]
 
 
 TABLE_HEADER = ["what", "config (T,B,D,H,K)", "thr", "crnn", "vs",
                 "other", "crnn/other", "crnn GFLOP/s", "target", "result",
-                "spread", "wait% crnn/other", "note"]
+                "spread", "wait% crnn/other", "probe crnn/other", "note"]
 
 
 def table_lines(rows, markdown=False):
@@ -971,7 +1075,7 @@ def table_lines(rows, markdown=False):
         return lines
     widths = [max(len(line[i]) for line in cells + [TABLE_HEADER])
               for i in range(len(TABLE_HEADER))]
-    numeric = {2, 3, 5, 6, 7, 10, 11}
+    numeric = {2, 3, 5, 6, 7, 10, 11, 12}
 
     def line(values):
         return "  ".join(v.rjust(w) if i in numeric else v.ljust(w)
@@ -982,21 +1086,27 @@ def table_lines(rows, markdown=False):
 
 
 NOISY_WAIT = 0.05
+PROBE_SLOW = 1.2      # a child's probe this much slower: the machine was slow
 
 
 def is_noisy(row):
-    """Other work kept a task waiting for a CPU > 5 % of the row's time.
+    """Other work kept a task waiting for a CPU > 5 % of the row's time, or
+    either library's child ran while the machine was slow.
 
-    Judged by the other library's child where there is one: crnn's own
-    child can make tasks wait by itself (more runnable threads than cores,
-    e.g. its thread team beside OpenBLAS's), which is crnn's doing, not
-    noise; the other library's child, run in the same interleaved rounds,
-    says whether the machine was busy.
+    The wait is judged by the other library's child where there is one:
+    crnn's own child can make tasks wait by itself (more runnable threads
+    than cores, e.g. its thread team beside OpenBLAS's), which is crnn's
+    doing, not noise; the other library's child, run in the same
+    interleaved rounds, says whether the machine was busy.  The probe
+    (machine_probe) runs no library code, so a slow probe in either child
+    is the machine's state.
     """
     wait = row.get("other_wait")
     if wait is None:
         wait = row.get("crnn_wait", row["cpu_wait"])
-    return wait is not None and wait > NOISY_WAIT
+    slowdowns = [row.get(key) for key in ("crnn_slowdown", "other_slowdown")]
+    return ((wait is not None and wait > NOISY_WAIT)
+            or any(s is not None and s > PROBE_SLOW for s in slowdowns))
 
 
 def target_summary(rows):
@@ -1005,7 +1115,8 @@ def target_summary(rows):
     noisy = [row for row in judged if is_noisy(row)]
     return (f"{len(judged) - len(missed)} of {len(judged)} targets met"
             + (f" ({len(noisy)} of the {len(judged)} rows noisy: wait% "
-               f"above {100 * NOISY_WAIT:.0f})" if noisy else "")
+               f"above {100 * NOISY_WAIT:.0f} or probe above {PROBE_SLOW:g})"
+               if noisy else "")
             + (f"; missed: " + "; ".join(
                 f"{row['what']} {tuple(row['config']) if row['config'] else ''}"
                 f" {row['threads']} thr ({row['ratio']:.2f}, target "
@@ -1028,7 +1139,14 @@ LEGEND = (
     "child, other work was running and the row is not to be trusted: its "
     "result says \"(noisy)\". A high crnn figure beside a low other figure "
     "from the same interleaved rounds is crnn's own doing: more runnable "
-    "threads than cores in its process.")
+    "threads than cores in its process.\n"
+    "probe crnn/other: in each child, before and after its timings, a fixed "
+    "piece of numpy work (np.sin, no BLAS) on as many threads as the row "
+    "has; the slower of the two against the fastest any child of the run "
+    f"measured at that thread count. Above {PROBE_SLOW:g} the machine "
+    "itself ran slow during that child (on the project's virtual machine "
+    "both cores at times run at one half to two thirds of their speed) and "
+    "the row's result says \"(noisy)\".")
 
 
 def describe_worker(report):
@@ -1129,6 +1247,9 @@ def run_parent(args):
     wait_idle_asked = args.wait_idle
     env = environment()
     print_header(args, env)
+    # the probe's time on this machine now (each child's later ones join in)
+    args.probe_reference = {threads: machine_probe(threads)
+                            for threads in args.thread_counts}
     if "torch" in args.libs and package_version("torch") is None:
         print("torch is not installed: its columns are skipped.\n")
         args.libs.remove("torch")
@@ -1395,6 +1516,8 @@ def parse_args(argv=None):
     parser.add_argument("--cell", choices=CELLS, help=argparse.SUPPRESS)
     parser.add_argument("--shape", help=argparse.SUPPRESS)
     parser.add_argument("--ops", default="train", help=argparse.SUPPRESS)
+    parser.add_argument("--probe-fast", type=float, default=None,
+                        help=argparse.SUPPRESS)
     parser.add_argument("--sgemm", action="store_true",
                         help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -336,11 +336,14 @@ def test_forward_alone_reuses_one_step_of_gates(cell, threads):
                                atol=1e-13)
 
 
-@pytest.mark.parametrize("cell,hidden", [("rnn", 256), ("lstm", 64), ("lstm", 70)])
+@pytest.mark.parametrize("cell,hidden", [("rnn", 256), ("lstm", 64), ("lstm", 70),
+                                         ("gru", 86), ("gru", 128)])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_weight_gradients_in_one_product_equal_two(cell, hidden, threads):
     """dU and dW from one product dZᵀ·[X | H_prev] (G·H >= 256) equal the
-    two separate products (float64, ragged, two layers, both directions)."""
+    two separate products (float64, ragged, two layers, both directions).
+    The GRU's one product covers its r and z blocks, where dR = dZ, and
+    its n block keeps two."""
     import crnn
     from crnn import _sequence
     model = getattr(crnn, cell.upper())(5, hidden, 3, num_layers=2,

@@ -649,22 +649,33 @@ cdef void lane_backward(const LaneShape *shape,
     cdef floating *xh
     cdef floating *dUW
     cdef int DH = D + H
-    if merged != NULL and tokens == NULL and not separate:
+    cdef int shared = GH - H if separate else GH    # blocks where dR = dZ
+    if merged != NULL and tokens == NULL:
         # dU and dW share their left operand dZ: one product packs dZ once
-        # (OpenBLAS's copy of dZ is a third of a separate dU's time).
-        # [dU | dW] += dZ.T @ [X | H_prev]
-        #   (G·H × (D+H)) += (T·B × G·H)ᵀ (T·B × (D+H))
+        # (OpenBLAS's copy of dZ is a third of a separate dU's time).  With
+        # a separate dR (the GRU) they share it in the r and z blocks, where
+        # dR = dZ; the n block's two products follow.
+        # [dU | dW][:shared] += dZ[:, :shared].T @ [X | H_prev]
+        #   (shared × (D+H)) += (T·B × shared)ᵀ (T·B × (D+H))
         xh = merged
         dUW = merged + rows * DH
         for r in range(rows):
             memcpy(xh + r * DH, x + r * D, D * sizeof(floating))
             memcpy(xh + r * DH + D, hs + r * H, H * sizeof(floating))
-        gemm(True, False, GH, DH, <int> rows, 1, dgates, GH, xh, DH, 0, dUW, DH)
-        for r in range(GH):
+        gemm(True, False, shared, DH, <int> rows, 1, dgates, GH, xh, DH, 0,
+             dUW, DH)
+        for r in range(shared):
             for j in range(D):
                 dU[r * D + j] += dUW[r * DH + j]
             for j in range(H):
                 dW[r * H + j] += dUW[r * DH + D + j]
+        if separate:
+            # dU[n] += dZ[:, n].T @ X        (H × D) += (T·B × H)ᵀ (T·B × D)
+            gemm(True, False, H, D, <int> rows, 1, dgates + shared, GH, x, D,
+                 1, dU + shared * D, D)
+            # dW[n] += dR[:, n].T @ H_prev   (H × H) += (T·B × H)ᵀ (T·B × H)
+            gemm(True, False, H, H, <int> rows, 1, drecurrent + shared, GH,
+                 hs, H, 1, dW + shared * H, H)
     else:
         # dW += dR.T @ H_prev   (G·H × H) += (T·B × G·H)ᵀ (T·B × H)
         gemm(True, False, GH, H, <int> rows, 1,
@@ -1196,7 +1207,7 @@ cdef object _run(floating dtype_tag, Workspace ws, int kind, int H,
             # lane in turn; it pays from G·H = 256 on (measured: RNN
             # training at H = 128 lost 4 %, at H = 256 gained 5 %)
             merged = (ws.get("merged", ((T * B + GH) * (D + H),), dtype)
-                      if (merge_enabled and dU_T is None and not separate
+                      if (merge_enabled and dU_T is None
                           and GH >= MERGE_MIN_GATES) else None)
             gates = lane_gates[lane]
             hs = lane_hs[lane]

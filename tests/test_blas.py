@@ -371,6 +371,45 @@ def test_weight_gradients_in_one_product_equal_two(cell, hidden, threads):
                                    err_msg=name)
 
 
+@pytest.mark.parametrize("cell,hidden,dtype", [("lstm", 64, "float64"),
+                                               ("gru", 96, "float64"),
+                                               ("rnn", 256, "float32")])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_weight_gradients_in_chunks_equal_one_product(cell, hidden, dtype,
+                                                      threads):
+    """The one product for dU and dW taken in chunks of steps inside the
+    BPTT loop (CHUNK_ROWS = 512 rows: here 17 steps of 30 rows, three
+    chunks) equals it taken once after the loop: ragged lengths, two
+    layers, both directions."""
+    import crnn
+    from crnn import _sequence
+    model = getattr(crnn, cell.upper())(8, hidden, 3, num_layers=2,
+                                         bidirectional=True, dtype=dtype,
+                                         seed=4)
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((30, 40, 8))
+    y = rng.integers(0, 3, (30, 40))
+    lengths = rng.integers(1, 41, 30)
+    lengths[0] = 40
+    previous_threads = crnn.get_num_threads()
+    results = {}
+    for chunked in (True, False):
+        previous = _sequence.use_chunked_weight_gradients(chunked)
+        crnn.set_num_threads(threads)
+        try:
+            results[chunked] = model.loss_and_grad(X, y, lengths=lengths)
+        finally:
+            _sequence.use_chunked_weight_gradients(previous)
+            crnn.set_num_threads(previous_threads)
+    (l1, g1), (l0, g0) = results[True], results[False]
+    assert l1 == l0     # the forward is untouched
+    tolerance = ({"rtol": 1e-11, "atol": 1e-13} if dtype == "float64"
+                 else {"rtol": 1e-4, "atol": 1e-6})
+    for name in g1:
+        np.testing.assert_allclose(g1[name], g0[name], err_msg=name,
+                                   **tolerance)
+
+
 @pytest.mark.parametrize("cell", ["rnn", "lstm"])
 def test_token_model_packs_its_second_layer_with_the_inputs(cell):
     """A token model's first layer gathers Z from Uᵀ and its step product

@@ -52,10 +52,16 @@ cdef enum:
     CACHE_LINE = 64
     # dU and dW in one product from this many gate columns G·H on
     MERGE_MIN_GATES = 256
+    # that product taken a chunk of about this many rows at a time, inside
+    # the BPTT loop, while its steps' dZ are still in cache, when its
+    # result block (re-read by every chunk) is at most CHUNK_MAX_BLOCK bytes
+    CHUNK_ROWS = 512
+    CHUNK_MAX_BLOCK = 512 * 1024
 
 cdef bint panels_enabled = True
 cdef bint fusion_enabled = True
 cdef bint merge_enabled = True
+cdef bint chunks_enabled = True
 
 
 cdef bint panels_pay(int steps, int batch) noexcept nogil:
@@ -93,6 +99,13 @@ def use_merged_weight_gradients(bint enabled):
     """Turn the one product for dU and dW on or off (off: two GEMMs).
     Returns the previous setting."""
     return swap_flag(&merge_enabled, enabled)
+
+
+def use_chunked_weight_gradients(bint enabled):
+    """Turn on or off taking the one product for dU and dW in chunks of
+    steps inside the BPTT loop (off: once over all T·B rows after it).
+    Returns the previous setting."""
+    return swap_flag(&chunks_enabled, enabled)
 
 
 def use_fused_inputs(bint enabled):
@@ -543,6 +556,45 @@ cdef void lane_recur(const LaneShape *shape,
                    (B - live) * H * sizeof(floating))
 
 
+cdef void merged_weight_gradients(int D, int H, int GH, bint separate,
+                                  Py_ssize_t first, Py_ssize_t count,
+                                  bint accumulate,
+                                  const floating *x,          # (T·B × D)
+                                  const floating *hs,         # (T·B × H) h(t-1)
+                                  const floating *dgates,     # (T·B × G·H)
+                                  const floating *drecurrent,  # (T·B × G·H), separate only
+                                  floating *dU,               # += n block (separate)
+                                  floating *dW,               # += n block (separate)
+                                  floating *xh,               # scratch (count × (D+H))
+                                  floating *dUW) noexcept nogil:  # = or += (shared × (D+H))
+    """dU and dW of rows [first, first + count) where they share dZ.
+
+    dU and dW share their left operand dZ: one product packs dZ once
+    (OpenBLAS's copy of dZ is a third of a separate dU's time).  With a
+    separate dR (the GRU) they share it in the r and z blocks, where dR =
+    dZ; the n block's two products go straight into dU and dW."""
+    cdef int DH = D + H
+    cdef int shared = GH - H if separate else GH    # blocks where dR = dZ
+    cdef Py_ssize_t r
+    x += first * D
+    hs += first * H
+    dgates += first * GH
+    for r in range(count):
+        memcpy(xh + r * DH, x + r * D, D * sizeof(floating))
+        memcpy(xh + r * DH + D, hs + r * H, H * sizeof(floating))
+    # [dU | dW][:shared] (+)= dZ[:, :shared].T @ [X | H_prev]
+    #   (shared × (D+H)) (+)= (rows × shared)ᵀ (rows × (D+H))
+    gemm(True, False, shared, DH, <int> count, 1, dgates, GH, xh, DH,
+         1 if accumulate else 0, dUW, DH)
+    if separate:
+        # dU[n] += dZ[:, n].T @ X        (H × D) += (rows × H)ᵀ (rows × D)
+        gemm(True, False, H, D, <int> count, 1, dgates + shared, GH, x, D,
+             1, dU + shared * D, D)
+        # dW[n] += dR[:, n].T @ H_prev   (H × H) += (rows × H)ᵀ (rows × H)
+        gemm(True, False, H, H, <int> count, 1,
+             drecurrent + first * GH + shared, GH, hs, H, 1, dW + shared * H, H)
+
+
 cdef void lane_backward(const LaneShape *shape,
                         const int *batch_sizes,     # (T,)
                         const floating *x,          # (T·B × D) or NULL for tokens
@@ -586,6 +638,16 @@ cdef void lane_backward(const LaneShape *shape,
         start_step_job(&job, True, kind, H, W_panels, 0, <const floating *> NULL)
         job.dh = dh
         job.dc = dc if with_c else NULL
+    # dU and dW in one product (merged): taken every chunk_steps steps
+    # inside the loop while those steps' dZ are in cache, or after it
+    cdef int DH = D + H
+    cdef int shared = GH - H if separate else GH
+    cdef floating *dUW = merged + rows * DH if merged != NULL else NULL
+    cdef bint chunked = (chunks_enabled and merged != NULL and tokens == NULL
+                         and <size_t> shared * DH * sizeof(floating)
+                         <= CHUNK_MAX_BLOCK)
+    cdef Py_ssize_t chunk_steps = max(1, CHUNK_ROWS // B)
+    cdef Py_ssize_t chunk_end = T       # steps [t + 1, chunk_end) wait
 
     t = T - 1
     while t >= 0:
@@ -637,6 +699,13 @@ cdef void lane_backward(const LaneShape *shape,
             # (+= when the cell left a direct h(t-1) → h(t) term in dh)
             gemm(False, False, live, H, GH, 1, dr, GH, W, H,
                  1 if separate else 0, dh, H)
+        if chunked and (chunk_end - t >= chunk_steps or t == 0):
+            # steps [t, chunk_end): dZ(t) is final once its pass is done
+            merged_weight_gradients(D, H, GH, separate, t * B,
+                                    (chunk_end - t) * B, chunk_end < T, x,
+                                    hs, dgates, drecurrent, dU, dW, merged,
+                                    dUW)
+            chunk_end = t
         t -= 1
     if W_panels != NULL:
         # the last product: dH(-1) = ∂L/∂h0 = dR(0) @ W
@@ -646,36 +715,15 @@ cdef void lane_backward(const LaneShape *shape,
         run_step(&job)
 
     # Weight gradients: GEMMs over all T·B rows (dead rows are zero).
-    cdef floating *xh
-    cdef floating *dUW
-    cdef int DH = D + H
-    cdef int shared = GH - H if separate else GH    # blocks where dR = dZ
     if merged != NULL and tokens == NULL:
-        # dU and dW share their left operand dZ: one product packs dZ once
-        # (OpenBLAS's copy of dZ is a third of a separate dU's time).  With
-        # a separate dR (the GRU) they share it in the r and z blocks, where
-        # dR = dZ; the n block's two products follow.
-        # [dU | dW][:shared] += dZ[:, :shared].T @ [X | H_prev]
-        #   (shared × (D+H)) += (T·B × shared)ᵀ (T·B × (D+H))
-        xh = merged
-        dUW = merged + rows * DH
-        for r in range(rows):
-            memcpy(xh + r * DH, x + r * D, D * sizeof(floating))
-            memcpy(xh + r * DH + D, hs + r * H, H * sizeof(floating))
-        gemm(True, False, shared, DH, <int> rows, 1, dgates, GH, xh, DH, 0,
-             dUW, DH)
+        if not chunked:
+            merged_weight_gradients(D, H, GH, separate, 0, rows, False, x, hs,
+                                    dgates, drecurrent, dU, dW, merged, dUW)
         for r in range(shared):
             for j in range(D):
                 dU[r * D + j] += dUW[r * DH + j]
             for j in range(H):
                 dW[r * H + j] += dUW[r * DH + D + j]
-        if separate:
-            # dU[n] += dZ[:, n].T @ X        (H × D) += (T·B × H)ᵀ (T·B × D)
-            gemm(True, False, H, D, <int> rows, 1, dgates + shared, GH, x, D,
-                 1, dU + shared * D, D)
-            # dW[n] += dR[:, n].T @ H_prev   (H × H) += (T·B × H)ᵀ (T·B × H)
-            gemm(True, False, H, H, <int> rows, 1, drecurrent + shared, GH,
-                 hs, H, 1, dW + shared * H, H)
     else:
         # dW += dR.T @ H_prev   (G·H × H) += (T·B × G·H)ᵀ (T·B × H)
         gemm(True, False, GH, H, <int> rows, 1,

@@ -54,6 +54,8 @@ cdef void packed_gemm_pair(int m, int n, int k1, const floating *A1, int lda1,
 # `work` multiply-adds in at most `pieces` pieces should be split into.
 ctypedef void (*Task)(void *arg, int part, int parts) noexcept nogil
 cdef int team_parts(double work, int pieces) noexcept nogil
+# the team's thread count, the caller included
+cdef int team_threads() noexcept nogil
 # True while BLAS is held at one thread, so the team's parts may call it
 cdef bint team_may_call_blas() noexcept nogil
 cdef void team_run(Task task, void *arg, int parts) noexcept nogil

@@ -331,6 +331,11 @@ cdef int team_parts(double work, int pieces) noexcept nogil:
     return max(1, min(crnn_team_threads(), pieces))
 
 
+cdef int team_threads() noexcept nogil:
+    """The team's thread count, the caller included."""
+    return crnn_team_threads()
+
+
 cdef void team_run(Task task, void *arg, int parts) noexcept nogil:
     """task(arg, part, parts) for every part, on the team's threads (see
     _team.h); returns when all are done."""

@@ -30,7 +30,8 @@ from libc.string cimport memcpy, memset
 
 from ._blas cimport (gemm, blas_gemm, packed_gemm, packed_gemm_fast,
                      packed_gemm_pair, pack_panel_rows,
-                     panels_size, team_may_call_blas, team_parts, team_run)
+                     panels_size, team_may_call_blas, team_parts, team_run,
+                     team_threads)
 from ._cells cimport (cell_forward, cell_backward, gate_blocks,
                       has_cell_state, separate_recurrent)
 from ._loss cimport softmax_cross_entropy, squared_error
@@ -50,8 +51,10 @@ cdef enum:
     # Workspace views kept for reuse (many batch shapes: the cache restarts)
     MAX_CACHED_VIEWS = 512
     CACHE_LINE = 64
-    # dU and dW in one product from this many gate columns G·H on
+    # dU and dW in one product from this many gate columns G·H on; from
+    # MERGE_MIN_GATES_CHUNKED on at one thread when it runs in chunks
     MERGE_MIN_GATES = 256
+    MERGE_MIN_GATES_CHUNKED = 128
     # that product taken a chunk of about this many rows at a time, inside
     # the BPTT loop, while its steps' dZ are still in cache, when its
     # result block (re-read by every chunk) is at most CHUNK_MAX_BLOCK bytes
@@ -556,6 +559,31 @@ cdef void lane_recur(const LaneShape *shape,
                    (B - live) * H * sizeof(floating))
 
 
+cdef inline bint chunks_pay(int kind, int D, int H,
+                            size_t itemsize) noexcept nogil:
+    """Whether lane_backward takes the one product for dU and dW in chunks:
+    when its result block, re-read by every chunk, is small (see
+    CHUNK_MAX_BLOCK)."""
+    cdef int GH = gate_blocks(kind) * H
+    cdef int shared = GH - H if separate_recurrent(kind) else GH
+    return (chunks_enabled
+            and <size_t> shared * (D + H) * itemsize <= CHUNK_MAX_BLOCK)
+
+
+cdef inline bint merge_pays(int kind, Py_ssize_t rows, int D, int H,
+                            size_t itemsize) noexcept nogil:
+    """Whether dU and dW share one product (measured, float32 training):
+    from G·H = 256 on (the RNN at H = 128 lost 4 %, at H = 256 gained 5 %
+    with the product after the loop); from G·H = 128 on at one thread when
+    the product runs in chunks of at least CHUNK_ROWS rows (the RNN at
+    (100,32,32,128,32): 0.92-0.95x at 1 thread, 1.03-1.10x at 2)."""
+    cdef int GH = gate_blocks(kind) * H
+    if GH >= MERGE_MIN_GATES:
+        return True
+    return (GH >= MERGE_MIN_GATES_CHUNKED and team_threads() == 1
+            and rows >= CHUNK_ROWS and chunks_pay(kind, D, H, itemsize))
+
+
 cdef void merged_weight_gradients(int D, int H, int GH, bint separate,
                                   Py_ssize_t first, Py_ssize_t count,
                                   bint accumulate,
@@ -643,9 +671,8 @@ cdef void lane_backward(const LaneShape *shape,
     cdef int DH = D + H
     cdef int shared = GH - H if separate else GH
     cdef floating *dUW = merged + rows * DH if merged != NULL else NULL
-    cdef bint chunked = (chunks_enabled and merged != NULL and tokens == NULL
-                         and <size_t> shared * DH * sizeof(floating)
-                         <= CHUNK_MAX_BLOCK)
+    cdef bint chunked = (merged != NULL and tokens == NULL
+                         and chunks_pay(kind, D, H, sizeof(floating)))
     cdef Py_ssize_t chunk_steps = max(1, CHUNK_ROWS // B)
     cdef Py_ssize_t chunk_end = T       # steps [t + 1, chunk_end) wait
 
@@ -1252,11 +1279,11 @@ cdef object _run(floating dtype_tag, Workspace ws, int kind, int H,
                 memset(data(dU_T), 0, <size_t> D * GH * sizeof(floating))
             dx = ws.get(f"dx{lane}", (T, B, D), dtype) if l > 0 else None
             # scratch for dU and dW in one product (lane_backward), every
-            # lane in turn; it pays from G·H = 256 on (measured: RNN
-            # training at H = 128 lost 4 %, at H = 256 gained 5 %)
+            # lane in turn
             merged = (ws.get("merged", ((T * B + GH) * (D + H),), dtype)
                       if (merge_enabled and dU_T is None
-                          and GH >= MERGE_MIN_GATES) else None)
+                          and merge_pays(kind, T * B, D, H, sizeof(floating)))
+                      else None)
             gates = lane_gates[lane]
             hs = lane_hs[lane]
             cs = lane_cs[lane]

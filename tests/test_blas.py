@@ -336,6 +336,39 @@ def test_forward_alone_reuses_one_step_of_gates(cell, threads):
                                atol=1e-13)
 
 
+def assert_switch_keeps_gradients(switch, cell, hidden, dtype, shape, threads,
+                                  **tolerance):
+    """loss_and_grad of a two-layer bidirectional `cell` model on ragged
+    data of `shape` (B, T, D), at `threads` threads, with `switch` (one of
+    _sequence's use_* toggles) on and off: the same loss, and gradients
+    equal within `tolerance`."""
+    import crnn
+    B, T, D = shape
+    model = getattr(crnn, cell.upper())(D, hidden, 3, num_layers=2,
+                                         bidirectional=True, dtype=dtype,
+                                         seed=B)
+    rng = np.random.default_rng(B)
+    X = rng.standard_normal(shape)
+    y = rng.integers(0, 3, (B, T))
+    lengths = rng.integers(1, T + 1, B)
+    lengths[0] = T
+    previous_threads = crnn.get_num_threads()
+    results = {}
+    for enabled in (True, False):
+        previous = switch(enabled)
+        crnn.set_num_threads(threads)
+        try:
+            results[enabled] = model.loss_and_grad(X, y, lengths=lengths)
+        finally:
+            switch(previous)
+            crnn.set_num_threads(previous_threads)
+    (l1, g1), (l0, g0) = results[True], results[False]
+    assert l1 == l0     # the forward is untouched
+    for name in g1:
+        np.testing.assert_allclose(g1[name], g0[name], err_msg=name,
+                                   **tolerance)
+
+
 @pytest.mark.parametrize("cell,hidden", [("rnn", 256), ("lstm", 64), ("lstm", 70),
                                          ("gru", 86), ("gru", 128)])
 @pytest.mark.parametrize("threads", [1, 2])
@@ -344,31 +377,10 @@ def test_weight_gradients_in_one_product_equal_two(cell, hidden, threads):
     two separate products (float64, ragged, two layers, both directions).
     The GRU's one product covers its r and z blocks, where dR = dZ, and
     its n block keeps two."""
-    import crnn
     from crnn import _sequence
-    model = getattr(crnn, cell.upper())(5, hidden, 3, num_layers=2,
-                                         bidirectional=True, dtype="float64",
-                                         seed=3)
-    rng = np.random.default_rng(3)
-    X = rng.standard_normal((7, 6, 5))
-    y = rng.integers(0, 3, (7, 6))
-    lengths = rng.integers(1, 7, 7)
-    lengths[0] = 6
-    previous_threads = crnn.get_num_threads()
-    results = {}
-    for merged in (True, False):
-        previous = _sequence.use_merged_weight_gradients(merged)
-        crnn.set_num_threads(threads)
-        try:
-            results[merged] = model.loss_and_grad(X, y, lengths=lengths)
-        finally:
-            _sequence.use_merged_weight_gradients(previous)
-            crnn.set_num_threads(previous_threads)
-    (l1, g1), (l0, g0) = results[True], results[False]
-    assert l1 == l0     # the forward is untouched
-    for name in g1:
-        np.testing.assert_allclose(g1[name], g0[name], rtol=1e-11, atol=1e-13,
-                                   err_msg=name)
+    assert_switch_keeps_gradients(_sequence.use_merged_weight_gradients,
+                                  cell, hidden, "float64", (7, 6, 5), threads,
+                                  rtol=1e-11, atol=1e-13)
 
 
 @pytest.mark.parametrize("cell,hidden,dtype", [("lstm", 64, "float64"),
@@ -384,33 +396,12 @@ def test_weight_gradients_in_chunks_equal_one_product(cell, hidden, dtype,
     layers, both directions.  The RNN at H = 128 (G·H = 128) shares the
     product only in chunks at one thread: there chunks are compared with
     two products after the loop."""
-    import crnn
     from crnn import _sequence
-    model = getattr(crnn, cell.upper())(8, hidden, 3, num_layers=2,
-                                         bidirectional=True, dtype=dtype,
-                                         seed=4)
-    rng = np.random.default_rng(4)
-    X = rng.standard_normal((30, 40, 8))
-    y = rng.integers(0, 3, (30, 40))
-    lengths = rng.integers(1, 41, 30)
-    lengths[0] = 40
-    previous_threads = crnn.get_num_threads()
-    results = {}
-    for chunked in (True, False):
-        previous = _sequence.use_chunked_weight_gradients(chunked)
-        crnn.set_num_threads(threads)
-        try:
-            results[chunked] = model.loss_and_grad(X, y, lengths=lengths)
-        finally:
-            _sequence.use_chunked_weight_gradients(previous)
-            crnn.set_num_threads(previous_threads)
-    (l1, g1), (l0, g0) = results[True], results[False]
-    assert l1 == l0     # the forward is untouched
     tolerance = ({"rtol": 1e-11, "atol": 1e-13} if dtype == "float64"
                  else {"rtol": 1e-4, "atol": 1e-6})
-    for name in g1:
-        np.testing.assert_allclose(g1[name], g0[name], err_msg=name,
-                                   **tolerance)
+    assert_switch_keeps_gradients(_sequence.use_chunked_weight_gradients,
+                                  cell, hidden, dtype, (30, 40, 8), threads,
+                                  **tolerance)
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm"])

@@ -394,7 +394,8 @@ def machine_probe(threads, repeats=5):
             for _ in range(40):
                 np.sin(source, out=outputs[index])
             times[index] = time.perf_counter() - start
-        pool = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+        pool = [threading.Thread(target=work, args=(i,))
+                for i in range(threads)]
         for thread in pool:
             thread.start()
         for thread in pool:
@@ -875,14 +876,14 @@ def build_rows(by_key, stream, args):
     for cell in args.cells:
         for index, config in configs:
             for threads in args.thread_counts:
-                c, c_spread, c_wait, c_slow = op_stats(by_key, cell, config, threads,
-                                               "crnn", "train")
-                t, t_spread, t_wait, t_slow = op_stats(by_key, cell, config, threads,
-                                               "torch", "train")
+                c, c_spread, c_wait, c_slow = op_stats(
+                    by_key, cell, config, threads, "crnn", "train")
+                t, t_spread, t_wait, t_slow = op_stats(
+                    by_key, cell, config, threads, "torch", "train")
                 note = ""
                 if cell == "rnn":
-                    n, n_spread, n_wait, n_slow = op_stats(by_key, cell, config,
-                                                   threads, "numpy", "train")
+                    n, n_spread, n_wait, n_slow = op_stats(
+                        by_key, cell, config, threads, "numpy", "train")
                     if n is not None:
                         note = f"numpy {format_value(n, 'ms')}" + (
                             f", crnn/numpy {c / n:.2f}" if c else "")
@@ -897,10 +898,10 @@ def build_rows(by_key, stream, args):
     if "lstm" in args.cells:
         for index, config in configs:
             for threads in args.thread_counts:
-                c, c_spread, c_wait, c_slow = op_stats(by_key, "lstm", config, threads,
-                                               "crnn", "forward")
-                t, t_spread, t_wait, t_slow = op_stats(by_key, "lstm", config, threads,
-                                               "torch", "forward")
+                c, c_spread, c_wait, c_slow = op_stats(
+                    by_key, "lstm", config, threads, "crnn", "forward")
+                t, t_spread, t_wait, t_slow = op_stats(
+                    by_key, "lstm", config, threads, "torch", "forward")
                 gflops = (cell_flops("lstm", config, "forward") / (c * 1e-3)
                           / 1e9 if c else None)
                 rows.append(make_row(
@@ -914,8 +915,8 @@ def build_rows(by_key, stream, args):
                 continue
             T, B, D, H, K = config
             for threads in args.thread_counts:
-                c, c_spread, c_wait, c_slow = op_stats(by_key, "lstm", config, threads,
-                                               "crnn", "train")
+                c, c_spread, c_wait, c_slow = op_stats(
+                    by_key, "lstm", config, threads, "crnn", "train")
                 sgemm = [max(r["sgemm_gflops"].values()) for r in
                          by_key.get(("lstm", config, threads, "crnn"), [])
                          if r.get("sgemm_gflops")]

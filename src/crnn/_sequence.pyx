@@ -576,7 +576,7 @@ cdef inline bint merge_pays(int kind, Py_ssize_t rows, int D, int H,
     from G·H = 256 on (the RNN at H = 128 lost 4 %, at H = 256 gained 5 %
     with the product after the loop); from G·H = 128 on at one thread when
     the product runs in chunks of at least CHUNK_ROWS rows (the RNN at
-    (100,32,32,128,32): 0.92-0.95x at 1 thread, 1.03-1.10x at 2)."""
+    (100,32,32,128,32): 0.89-0.97x at 1 thread, 1.03-1.10x at 2)."""
     cdef int GH = gate_blocks(kind) * H
     if GH >= MERGE_MIN_GATES:
         return True

@@ -337,16 +337,16 @@ def test_forward_alone_reuses_one_step_of_gates(cell, threads):
 
 
 def assert_switch_keeps_gradients(switch, cell, hidden, dtype, shape, threads,
-                                  **tolerance):
-    """loss_and_grad of a two-layer bidirectional `cell` model on ragged
+                                  bidirectional=True, **tolerance):
+    """loss_and_grad of a two-layer (bidirectional) `cell` model on ragged
     data of `shape` (B, T, D), at `threads` threads, with `switch` (one of
     _sequence's use_* toggles) on and off: the same loss, and gradients
     equal within `tolerance`."""
     import crnn
     B, T, D = shape
     model = getattr(crnn, cell.upper())(D, hidden, 3, num_layers=2,
-                                         bidirectional=True, dtype=dtype,
-                                         seed=B)
+                                         bidirectional=bidirectional,
+                                         dtype=dtype, seed=B)
     rng = np.random.default_rng(B)
     X = rng.standard_normal(shape)
     y = rng.integers(0, 3, (B, T))
@@ -402,6 +402,25 @@ def test_weight_gradients_in_chunks_equal_one_product(cell, hidden, dtype,
     assert_switch_keeps_gradients(_sequence.use_chunked_weight_gradients,
                                   cell, hidden, dtype, (30, 40, 8), threads,
                                   **tolerance)
+
+
+@pytest.mark.parametrize("cell,hidden,dtype", [("lstm", 20, "float64"),
+                                               ("gru", 33, "float64"),
+                                               ("rnn", 40, "float64"),
+                                               ("lstm", 64, "float32")])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_output_gradient_in_the_step_product_equals_a_gemm(cell, hidden,
+                                                           dtype, threads):
+    """The top lane's dH(t) = dR(t+1)·W + dY(t)·V in one step product on
+    [W; V] panels equals dY·V from one GEMM before BPTT, added in the
+    point-wise pass: ragged lengths (rows start at different steps), two
+    layers of one direction (the lower one keeps its own path)."""
+    from crnn import _sequence
+    tolerance = ({"rtol": 1e-11, "atol": 1e-13} if dtype == "float64"
+                 else {"rtol": 1e-4, "atol": 1e-6})
+    assert_switch_keeps_gradients(_sequence.use_outputs_in_step, cell, hidden,
+                                  dtype, (9, 12, 5), threads,
+                                  bidirectional=False, **tolerance)
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm"])

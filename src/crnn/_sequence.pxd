@@ -45,7 +45,9 @@ cdef void lane_backward(const LaneShape *shape, const int *batch_sizes,
                         floating *dh, floating *dc,
                         floating *dU, floating *dU_T, floating *dW,
                         floating *db, floating *d_recurrent_bias,
-                        floating *dx, floating *merged) noexcept nogil
+                        floating *dx, floating *merged,
+                        const floating *doutputs, int K,
+                        const floating *zeros) noexcept nogil
 
 # True when a lane of `steps` × `batch` should run its recurrent products on
 # packed weights (the packing costs about one product; see _packed_gemm.h).
@@ -55,7 +57,9 @@ cdef bint panels_pay(int steps, int batch) noexcept nogil
 # the thread team: forward (for lane_forward), [U_gᵀ; W_gᵀ] gate block by
 # gate block (G blocks of (D + H) × H panels), D = fused_input_width (0: Wᵀ
 # alone, and lane_forward's input_width is 0), gate_panels_size elements;
-# else W itself (G·H × H) for BPTT, _blas.panels_size(G·H, H) elements.
+# else W itself (G·H × H) for BPTT, _blas.panels_size(G·H, H) elements, or
+# with D > 0 [W; U], U then the output layer's V (D × H), for lane_backward's
+# doutputs (_blas.panels_size(G·H + D, H) elements).
 cdef int fused_input_width(int kind, int inputs, int hidden,
                            bint tokens) noexcept nogil
 cdef Py_ssize_t gate_panels_size(floating tag, int G, int H,

@@ -65,6 +65,7 @@ cdef bint panels_enabled = True
 cdef bint fusion_enabled = True
 cdef bint merge_enabled = True
 cdef bint chunks_enabled = True
+cdef bint outputs_step_enabled = True
 
 
 cdef bint panels_pay(int steps, int batch) noexcept nogil:
@@ -109,6 +110,13 @@ def use_chunked_weight_gradients(bint enabled):
     steps inside the BPTT loop (off: once over all T·B rows after it).
     Returns the previous setting."""
     return swap_flag(&chunks_enabled, enabled)
+
+
+def use_outputs_in_step(bint enabled):
+    """Turn on or off adding the output layer's dY(t)·V inside BPTT's step
+    product (off: one GEMM for dH_top before BPTT).  Returns the previous
+    setting."""
+    return swap_flag(&outputs_step_enabled, enabled)
 
 
 def use_fused_inputs(bint enabled):
@@ -205,7 +213,7 @@ cdef struct PackJob:
     # Weights to pack for pack_part; pointers of the dtype (`single`: float).
     bint single, forward
     int G, H, D
-    const void *U       # (G·H × D), forward only
+    const void *U       # forward: U (G·H × D); BPTT: V (D × H) under W
     const void *W       # (G·H × H)
     void *panels
 
@@ -218,7 +226,9 @@ cdef void pack_weights(bint forward, int G, int H, int D, const floating *U,
     H; U_gᵀ only when D > 0, see fused_input_width), U_g and W_g the rows
     [g·H, (g+1)·H) of U (G·H × D) and W (G·H × H), in its own panels, so
     that units [u, u + n) of every gate start on a panel (u a multiple of
-    UNIT_ALIGN) whatever H is.  BPTT: W (G·H × H) itself as B.
+    UNIT_ALIGN) whatever H is.  BPTT: W (G·H × H) itself as B, or with
+    D > 0 [W; U], U then the output layer's V (D × H): dH(t) = dR(t+1)·W
+    + dY(t)·V in one product (G·H + D rows).
 
     Shared out among the team by units as the steps are: each part packs
     the panels its own steps will read."""
@@ -228,7 +238,7 @@ cdef void pack_weights(bint forward, int G, int H, int D, const floating *U,
     job.G, job.H, job.D = G, H, D
     job.U, job.W, job.panels = U, W, panels
     team_run(pack_part, &job,
-             team_parts(<double> G * H * ((D + H) if forward else H),
+             team_parts(<double> H * (G * (D + H) if forward else G * H + D),
                         unit_blocks(H)))
 
 
@@ -243,9 +253,12 @@ cdef void pack_units(floating tag, const PackJob *job, int first,
     if n <= 0:
         return
     if not job.forward:
-        # columns [first, last) of B = W (G·H × H)
-        pack_panel_rows(False, G * H, n, W + first, H,
-                        panels + <Py_ssize_t> first * G * H, G * H, 0)
+        # columns [first, last) of B = [W; V] ((G·H + D) × H)
+        at = <Py_ssize_t> first * (G * H + D)
+        pack_panel_rows(False, G * H, n, W + first, H, panels + at, G * H + D, 0)
+        if D > 0:
+            pack_panel_rows(False, D, n, U + first, H, panels + at, G * H + D,
+                            G * H)
         return
     block = panels_size(tag, D + H, H)
     for g in range(G):
@@ -274,10 +287,11 @@ cdef floating *packed_weight(Workspace ws, str name, bint forward, int G,
                              const floating *W):
     """The weights packed for the time loop, in the workspace buffer `name`:
     for the forward [Uᵀ; Wᵀ] per gate block (pack_weights; D = 0 leaves
-    U out), for BPTT's dH(t-1) = dR(t) @ W, W itself."""
+    U out), for BPTT's dH(t-1) = dR(t) @ W, W itself, or [W; V] with V
+    (D × H) as U."""
     dtype = np.float32 if floating is float else np.float64
     size = (gate_panels_size(W[0], G, H, D) if forward
-            else panels_size(W[0], G * H, H))
+            else panels_size(W[0], G * H + D, H))
     panels = ws.get(name, (size,), dtype)
     cdef floating *target = <floating *> data(panels)
     with nogil:
@@ -306,8 +320,8 @@ cdef struct StepJob:
     int product_rows    # rows of the recurrent product
     const void *panels  # pack_weights: forward [Uᵀ; Wᵀ], backward W
     Py_ssize_t gate_panels  # elements per gate block of `panels` (forward)
-    int input_width     # forward: D when panels carry Uᵀ, else 0
-    const void *inputs  # forward with input_width: x(t) (live × D)
+    int input_width     # forward: D when panels carry Uᵀ; BPTT: K with V
+    const void *inputs  # with input_width: x(t) (live × D); BPTT dY(t) (K)
     const void *bias    # forward with input_width: b (G·H,)
     const void *product_in  # forward: h(t-1); backward: dR(t+1)
     # the point-wise kernel's buffers (_cells.pxd)
@@ -382,7 +396,15 @@ cdef void step_units(floating tag, const StepJob *job, int first,
                      <floating *> job.h_out, <floating *> job.c,
                      <floating *> job.keep)
         return
-    if job.product_rows > 0:
+    if job.product_rows > 0 and D > 0:
+        # dH(t)[:, first : last] (+)= dR(t+1) @ W[:, first : last]
+        #                             + dY(t) @ V[:, first : last]
+        #   (rows × n) = (rows × G·H)(G·H × n) + (rows × K)(K × n), K = D
+        packed_gemm_pair(job.product_rows, n, GH, product_in, GH,
+                         D, <const floating *> job.inputs, D,
+                         panels + <Py_ssize_t> first * (GH + D), NULL,
+                         separate, <floating *> job.dh + first, H)
+    elif job.product_rows > 0:
         # dH(t)[:, first : last] (+)= dR(t+1) @ W[:, first : last]
         #   (rows × n) = (rows × G·H)(G·H × n); += keeps the direct part a
         #   separate-recurrent cell left in dh
@@ -647,7 +669,10 @@ cdef void lane_backward(const LaneShape *shape,
                         floating *db,               # += (G·H,)
                         floating *d_recurrent_bias,  # += (H,) Σ rows of dR's last block, or NULL
                         floating *dx,               # OUT (T·B × D) ∂L/∂x, or NULL
-                        floating *merged) noexcept nogil:  # scratch (T·B × (D+H) + G·H × (D+H)), or NULL
+                        floating *merged,           # scratch (T·B × (D+H) + G·H × (D+H)), or NULL
+                        const floating *doutputs,   # IN (T·B × K) ∂L/∂y(t) into the step product, or NULL
+                        int K,                      # y's width: W_panels are [W; V], V (K × H)
+                        const floating *zeros) noexcept nogil:  # (B × max(G·H, K)) zeros, with doutputs
     cdef int T = shape.steps, B = shape.batch, D = shape.inputs
     cdef int H = shape.hidden, kind = shape.kind
     cdef int GH = gate_blocks(kind) * H
@@ -662,8 +687,11 @@ cdef void lane_backward(const LaneShape *shape,
     cdef const floating *source
     cdef size_t row_bytes = H * sizeof(floating)
     cdef StepJob job
+    # with doutputs, the output layer's dY(t)·V joins the step product
+    cdef bint outputs_in_step = doutputs != NULL and W_panels != NULL
     if W_panels != NULL:
-        start_step_job(&job, True, kind, H, W_panels, 0, <const floating *> NULL)
+        start_step_job(&job, True, kind, H, W_panels,
+                       K if outputs_in_step else 0, <const floating *> NULL)
         job.dh = dh
         job.dc = dc if with_c else NULL
     # dU and dW in one product (merged): taken every chunk_steps steps
@@ -703,6 +731,13 @@ cdef void lane_backward(const LaneShape *shape,
             # alive at t+1), then this step's point-wise pass, unit by unit
             job.product_rows = starting
             job.product_in = dr + <Py_ssize_t> B * GH
+            if outputs_in_step:
+                # dH(t) = dR(t+1) @ W + dY(t) @ V for every row alive at t
+                # (dR(t+1) is zero past the rows alive at t+1; none at T)
+                job.product_rows = live
+                if t + 1 == T:
+                    job.product_in = zeros
+                job.inputs = doutputs + t * B * K
             job.live = live
             job.gates = <void *> (gates + t * B * GH)
             job.h = hs + (t + 1) * state
@@ -738,6 +773,7 @@ cdef void lane_backward(const LaneShape *shape,
         # the last product: dH(-1) = ∂L/∂h0 = dR(0) @ W
         job.product_rows = batch_sizes[0]
         job.product_in = drecurrent if separate else dgates
+        job.inputs = zeros      # no output at t = -1
         job.live = 0
         run_step(&job)
 
@@ -1179,7 +1215,19 @@ cdef object _run(floating dtype_tag, Workspace ws, int kind, int H,
 
     # ------------------------------------------------------------ BPTT
     Hd_shape = (out_rows, Hd)
-    cdef cnp.ndarray dtop = ws.get("dtop", Hd_shape, dtype)
+    # The top lane's ∂L/∂h(t) from the output layer, dH_top = dO @ V, joins
+    # its BPTT step product when that runs on packed weights (one direction,
+    # an output at every step: lane_backward's doutputs); else one GEMM here.
+    cdef bint outputs_in_step = (use_panels and directions == 1
+                                 and return_sequences and outputs_step_enabled)
+    cdef cnp.ndarray dtop = (None if outputs_in_step
+                             else ws.get("dtop", Hd_shape, dtype))
+    cdef cnp.ndarray zeros = None
+    cdef floating *zeros_ptr = NULL
+    if outputs_in_step:
+        zeros = ws.get("zeros", (B * max(GH, K),), dtype)
+        zeros_ptr = <floating *> data(zeros)
+        memset(zeros_ptr, 0, <size_t> B * max(GH, K) * sizeof(floating))
     # every element is written by the first GEMM below (beta = 0)
     dV = cnp.PyArray_EMPTY(2, cnp.PyArray_DIMS(<cnp.ndarray> V), typenum, 0)
     # dV = dO.T @ H_top   (K × H·dirs) = (rows × K)ᵀ (rows × H·dirs)
@@ -1204,8 +1252,9 @@ cdef object _run(floating dtype_tag, Workspace ws, int kind, int H,
     with nogil:
         gemm(True, False, K, Hd, out_rows, 1, dlogit_ptr, K, source, Hd, 0,
              target, Hd)
-        gemm(False, False, out_rows, Hd, K, 1, dlogit_ptr, K, W_ptr, Hd, 0,
-             dtop_ptr, Hd)
+        if dtop_ptr != NULL:
+            gemm(False, False, out_rows, Hd, K, 1, dlogit_ptr, K, W_ptr, Hd,
+                 0, dtop_ptr, Hd)
         if dc_sum != NULL:
             for b in range(K):
                 dc_sum[b] = dlogit_ptr[b]
@@ -1237,6 +1286,7 @@ cdef object _run(floating dtype_tag, Workspace ws, int kind, int H,
     cdef floating *dbn_ptr
     cdef floating *drecurrent_ptr
     cdef floating *merged_ptr
+    cdef bint top_in_step
     for l in range(num_layers - 1, -1, -1):
         D = lanes[l * directions][0].shape[1]
         shape.inputs = D
@@ -1299,15 +1349,21 @@ cdef object _run(floating dtype_tag, Workspace ws, int kind, int H,
             keep_ptr, dbn_ptr = <floating *> data(lane_keep[lane]), <floating *> data(dbn)
             drecurrent_ptr = <floating *> data(drecurrent)
             merged_ptr = <floating *> data(merged)
-            # W (G·H × H) packed once for the T products dH[t-1] = dR[t] @ W
-            panels_ptr = packed_weight(ws, f"W_panels{lane}", False, G, H,
-                                       0, U_ptr, W_ptr) if use_panels else NULL
+            # W (G·H × H) packed once for the T products dH[t-1] = dR[t] @ W,
+            # [W; V] for dH[t-1] = dR[t] @ W + dY[t-1] @ V on the top lane
+            top_in_step = outputs_in_step and l == num_layers - 1
+            panels_ptr = packed_weight(
+                ws, f"W_panels{lane}", False, G, H, K if top_in_step else 0,
+                <floating *> data(V) if top_in_step else U_ptr,
+                W_ptr) if use_panels else NULL
             with nogil:
                 lane_backward(&shape, batch_sizes, x_ptr, token_ptr, U_ptr,
                               W_ptr, panels_ptr, gates_ptr, hs_ptr, cs_ptr, keep_ptr,
                               dh_out_ptr, dh_final_ptr, NULL, dgates_ptr,
                               drecurrent_ptr, dh_ptr, dc_ptr, dU_ptr, dU_T_ptr,
-                              dW_ptr, db_ptr, dbn_ptr, dx_ptr, merged_ptr)
+                              dW_ptr, db_ptr, dbn_ptr, dx_ptr, merged_ptr,
+                              dlogit_ptr if top_in_step else NULL, K,
+                              zeros_ptr)
             if dU_T is not None:
                 dU += dU_T.T
             memcpy(<floating *> data(dh0) + <Py_ssize_t> lane * B * H, data(dh),

@@ -260,7 +260,8 @@ cdef int sequence_backward(int kind, const crnn_sizes *sizes,
                   dhs, dh_n, dc_n if lstm else NULL,
                   work + L.dgates, work + L.drecurrent if gru else NULL,
                   work + L.dh, work + L.dc if lstm else NULL,
-                  dU, NULL, dW, db, dbn if gru else NULL, dx, NULL)
+                  dU, NULL, dW, db, dbn if gru else NULL, dx, NULL, NULL, 0,
+                  NULL)
     if dh0 != NULL:
         memcpy(dh0, work + L.dh, state * sizeof(floating))
     if lstm and dc0 != NULL:

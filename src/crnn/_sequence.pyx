@@ -581,15 +581,21 @@ cdef void lane_recur(const LaneShape *shape,
                    (B - live) * H * sizeof(floating))
 
 
+cdef inline int shared_gate_columns(int kind, int H) noexcept nogil:
+    """Gate columns where dR = dZ, so that dU and dW share a product: all
+    G·H, or the GRU's r and z blocks (its n block's dR is dZ·r)."""
+    cdef int GH = gate_blocks(kind) * H
+    return GH - H if separate_recurrent(kind) else GH
+
+
 cdef inline bint chunks_pay(int kind, int D, int H,
                             size_t itemsize) noexcept nogil:
     """Whether lane_backward takes the one product for dU and dW in chunks:
     when its result block, re-read by every chunk, is small (see
     CHUNK_MAX_BLOCK)."""
-    cdef int GH = gate_blocks(kind) * H
-    cdef int shared = GH - H if separate_recurrent(kind) else GH
     return (chunks_enabled
-            and <size_t> shared * (D + H) * itemsize <= CHUNK_MAX_BLOCK)
+            and <size_t> shared_gate_columns(kind, H) * (D + H) * itemsize
+            <= CHUNK_MAX_BLOCK)
 
 
 cdef inline bint merge_pays(int kind, Py_ssize_t rows, int D, int H,
@@ -606,7 +612,7 @@ cdef inline bint merge_pays(int kind, Py_ssize_t rows, int D, int H,
             and rows >= CHUNK_ROWS and chunks_pay(kind, D, H, itemsize))
 
 
-cdef void merged_weight_gradients(int D, int H, int GH, bint separate,
+cdef void merged_weight_gradients(int kind, int D, int H,
                                   Py_ssize_t first, Py_ssize_t count,
                                   bint accumulate,
                                   const floating *x,          # (T·B × D)
@@ -623,8 +629,9 @@ cdef void merged_weight_gradients(int D, int H, int GH, bint separate,
     (OpenBLAS's copy of dZ is a third of a separate dU's time).  With a
     separate dR (the GRU) they share it in the r and z blocks, where dR =
     dZ; the n block's two products go straight into dU and dW."""
-    cdef int DH = D + H
-    cdef int shared = GH - H if separate else GH    # blocks where dR = dZ
+    cdef int DH = D + H, GH = gate_blocks(kind) * H
+    cdef int shared = shared_gate_columns(kind, H)
+    cdef bint separate = shared < GH
     cdef Py_ssize_t r
     x += first * D
     hs += first * H
@@ -697,7 +704,7 @@ cdef void lane_backward(const LaneShape *shape,
     # dU and dW in one product (merged): taken every chunk_steps steps
     # inside the loop while those steps' dZ are in cache, or after it
     cdef int DH = D + H
-    cdef int shared = GH - H if separate else GH
+    cdef int shared = shared_gate_columns(kind, H)
     cdef floating *dUW = merged + rows * DH if merged != NULL else NULL
     cdef bint chunked = (merged != NULL and tokens == NULL
                          and chunks_pay(kind, D, H, sizeof(floating)))
@@ -763,7 +770,7 @@ cdef void lane_backward(const LaneShape *shape,
                  1 if separate else 0, dh, H)
         if chunked and (chunk_end - t >= chunk_steps or t == 0):
             # steps [t, chunk_end): dZ(t) is final once its pass is done
-            merged_weight_gradients(D, H, GH, separate, t * B,
+            merged_weight_gradients(kind, D, H, t * B,
                                     (chunk_end - t) * B, chunk_end < T, x,
                                     hs, dgates, drecurrent, dU, dW, merged,
                                     dUW)
@@ -780,7 +787,7 @@ cdef void lane_backward(const LaneShape *shape,
     # Weight gradients: GEMMs over all T·B rows (dead rows are zero).
     if merged != NULL and tokens == NULL:
         if not chunked:
-            merged_weight_gradients(D, H, GH, separate, 0, rows, False, x, hs,
+            merged_weight_gradients(kind, D, H, 0, rows, False, x, hs,
                                     dgates, drecurrent, dU, dW, merged, dUW)
         for r in range(shared):
             for j in range(D):

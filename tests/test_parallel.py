@@ -102,6 +102,37 @@ def test_weights_packed_on_the_team_give_the_same(cell, hidden, restore_threads)
                                        rtol=1e-11, atol=1e-14, err_msg=name)
 
 
+@pytest.mark.parametrize("cell,hidden", [("LSTM", 200), ("GRU", 72), ("RNN", 520)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threads", [2, 3])
+def test_steps_in_pieces_equal_one_share_per_thread(cell, hidden, dtype, threads,
+                                                    restore_threads):
+    """A time step's units cut into pieces that the threads take as they
+    come, a faster thread taking what is left of a slower one's share
+    (_sequence.step_part), give bit-identical outputs, loss and gradients
+    to one equal share per thread.  H is not a multiple of the pieces
+    (200: 13 panels; 520 at 2 threads: 9 pieces of 64 units, the last 8),
+    ragged lengths, two layers, both directions."""
+    from crnn import _sequence
+    T, B, D, K = 9, 12, 6, 4
+    model = getattr(crnn, cell)(D, hidden, K, num_layers=2, bidirectional=True,
+                                dtype=np.dtype(dtype).name, seed=hidden)
+    rng = np.random.default_rng(hidden)
+    X = rng.standard_normal((B, T, D)).astype(dtype)
+    y = rng.integers(0, K, (B, T))
+    lengths = rng.integers(1, T + 1, B)
+    lengths[0] = T
+    crnn.set_num_threads(threads)
+    results = {}
+    for enabled in (True, False):
+        previous = _sequence.use_step_pieces(enabled)
+        try:
+            results[enabled] = compute(model, X, y, lengths)
+        finally:
+            _sequence.use_step_pieces(previous)
+    assert_same(results[True], results[False])
+
+
 @pytest.mark.parametrize("output", ["softmax", "linear"])
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_output_layer_split_by_steps_gives_the_same(output, bidirectional,

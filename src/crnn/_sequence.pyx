@@ -60,12 +60,30 @@ cdef enum:
     # result block (re-read by every chunk) is at most CHUNK_MAX_BLOCK bytes
     CHUNK_ROWS = 512
     CHUNK_MAX_BLOCK = 512 * 1024
+    # A step on the team is cut into about this many pieces per thread,
+    # which the threads take as they come (step_part)
+    PIECES_PER_THREAD = 4
 
 cdef bint panels_enabled = True
 cdef bint fusion_enabled = True
 cdef bint merge_enabled = True
 cdef bint chunks_enabled = True
 cdef bint outputs_step_enabled = True
+cdef bint pieces_enabled = True
+
+cdef extern from *:
+    """
+    /* the next piece of a step (a counter shared by the team's threads) */
+    static inline int crnn_next_piece(int *counter)
+    {
+    #if defined(__GNUC__) || defined(__clang__)
+        return __atomic_fetch_add(counter, 1, __ATOMIC_RELAXED);
+    #else
+        return (*counter)++;    /* no team without POSIX threads */
+    #endif
+    }
+    """
+    int crnn_next_piece(int *counter) nogil
 
 
 cdef bint panels_pay(int steps, int batch) noexcept nogil:
@@ -117,6 +135,13 @@ def use_outputs_in_step(bint enabled):
     product (off: one GEMM for dH_top before BPTT).  Returns the previous
     setting."""
     return swap_flag(&outputs_step_enabled, enabled)
+
+
+def use_step_pieces(bint enabled):
+    """Turn on or off sharing a step's units out in pieces that the team's
+    threads take as they come (off: one equal share per thread).  Returns
+    the previous setting."""
+    return swap_flag(&pieces_enabled, enabled)
 
 
 def use_fused_inputs(bint enabled):
@@ -339,6 +364,11 @@ cdef struct StepJob:
     void *dgates
     void *drecurrent
     void *h_out         # forward: h(t)
+    # run_step: units per piece (0: one equal share per part), the pieces,
+    # and the next piece of each part's share to take (step_part)
+    int piece_units
+    int pieces
+    int next_piece[16]      # CRNN_MAX_THREADS
 
 
 cdef void start_step_job(StepJob *job, bint backward, int kind, int H,
@@ -426,10 +456,35 @@ cdef void step_units(floating tag, const StepJob *job, int first,
 
 
 cdef void step_part(void *arg, int part, int parts) noexcept nogil:
-    """The team's task: this part's share of the units, whole panels."""
-    cdef const StepJob *job = <const StepJob *> arg
-    cdef int first = part_start(job.hidden, part, parts)
-    cdef int last = part_start(job.hidden, part + 1, parts)
+    """The team's task: this part's share of the units, whole panels.
+
+    With pieces, the share is cut into pieces; a part takes its own share's
+    pieces one at a time, then those of the other parts' shares not taken
+    yet.  That balances threads that run at different speeds for a while
+    (the machine's other work, an interrupt), where with one equal share the
+    faster thread waits at each step's join, while each part still reads
+    its own units' panels (in its own cache) first.  Each unit's arithmetic is the
+    same whoever takes its piece."""
+    cdef StepJob *job = <StepJob *> arg
+    cdef int first, last, turn, share, piece, end
+    if job.piece_units == 0:
+        first = part_start(job.hidden, part, parts)
+        last = part_start(job.hidden, part + 1, parts)
+        step_range(job, first, last)
+        return
+    for turn in range(parts):
+        share = (part + turn) % parts
+        end = (<long long> job.pieces * (share + 1)) // parts
+        while True:
+            piece = crnn_next_piece(&job.next_piece[share])
+            if piece >= end:
+                break
+            first = piece * job.piece_units
+            step_range(job, first, min(job.hidden, first + job.piece_units))
+
+
+cdef inline void step_range(const StepJob *job, int first,
+                            int last) noexcept nogil:
     if job.single:
         step_units(<float> 0, job, first, last)
     else:
@@ -441,8 +496,15 @@ cdef void run_step(StepJob *job) noexcept nogil:
     cdef int G = gate_blocks(job.kind)
     cdef double work = (<double> max(job.live, job.product_rows) * G
                         * job.hidden * job.hidden)
-    cdef int parts = team_parts(work, unit_blocks(job.hidden))
+    cdef int blocks = unit_blocks(job.hidden)
+    cdef int parts = team_parts(work, blocks), part
+    job.piece_units = 0
     if parts > 1:
+        if pieces_enabled:
+            job.piece_units = max(1, blocks // (PIECES_PER_THREAD * parts)) * UNIT_ALIGN
+            job.pieces = (job.hidden + job.piece_units - 1) // job.piece_units
+            for part in range(parts):
+                job.next_piece[part] = (<long long> job.pieces * part) // parts
         team_run(step_part, job, parts)
     else:
         step_part(job, 0, 1)

@@ -723,6 +723,10 @@ def benchmark(args, folder):
             for (product, part), run in gemv_candidates(floor).items():
                 candidates[(f"gemv {product}", part)] = run
 
+    # bench_train.py's machine probe before and after the measurements: the
+    # table's probe column compares them with the run's fastest
+    from bench_train import machine_probe
+    probes = [machine_probe(1)]
     gc.collect()
     gc.disable()
     wait_before, started = cpu_wait_microseconds(), time.perf_counter()
@@ -730,6 +734,7 @@ def benchmark(args, folder):
         medians = measure(candidates, args.rounds, args.target)
     finally:
         gc.enable()
+    probes.append(machine_probe(1))
     elapsed = time.perf_counter() - started
     wait_after = cpu_wait_microseconds()
     wait = (None if wait_before is None or wait_after is None
@@ -818,6 +823,7 @@ def benchmark(args, folder):
         with open(args.json, "w") as handle:
             json.dump({"medians_seconds": {" / ".join(k): v for k, v in medians.items()},
                        "agreement": agreement, "cpu_wait": wait,
+                       "probe_ms": probes,
                        "aims": AIMS, "rounds": args.rounds,
                        "target_seconds": args.target,
                        "openblas": openblas_info(),

@@ -869,7 +869,7 @@ def make_row(what, cell, config, threads, crnn_value, other_value, other,
     }
 
 
-def build_rows(by_key, stream, args):
+def build_rows(by_key, stream, args, reference=None):
     rows = []
     configs = [(i, CONFIGS[i]) for i in args.config_indices]
     # Training steps: LSTM, RNN, GRU; then the LSTM forward pass.
@@ -947,12 +947,14 @@ def build_rows(by_key, stream, args):
                 MEMORY_TARGET,
                 note="peak RSS increase, first step"))
     if stream is not None:
-        rows += stream_rows(stream)
+        rows += stream_rows(stream, reference or {})
     return rows
 
 
-def stream_rows(stream):
-    """Rows from bench_stream.py's JSON: one LSTM step, B=1, D=16, H=128."""
+def stream_rows(stream, reference):
+    """Rows from bench_stream.py's JSON: one LSTM step, B=1, D=16, H=128.
+    Its probes (one process measured crnn and the others) are compared
+    with ``reference``, the run's fastest probes by thread count."""
     config_note = "B=1, D=16, H=128, state carried"
     if "error" in stream:
         return [make_row("LSTM stream step", "lstm", None, 1, None, None,
@@ -973,13 +975,15 @@ def stream_rows(stream):
                    if v is not None]
     ort_best = min(ort_options, default=(None, None, ""))
     wait = (stream.get("cpu_wait"), None)     # one process for all
+    slowdowns = (probe_slowdown(dict(stream, threads=1), reference), None)
     return [
         make_row("LSTM stream step", "lstm", None, 1, c, t, "LSTMCell", "us",
                  1 / aims["torch"], spreads=(c_spread, t_spread), waits=wait,
-                 note=config_note),
+                 slowdowns=slowdowns, note=config_note),
         make_row("LSTM stream step", "lstm", None, 1, c, ort_best[0], "ORT",
                  "us", 1 / aims["ort"], spreads=(c_spread, ort_best[1]),
-                 waits=wait, note=f"ORT's faster way ({ort_best[2]})"
+                 waits=wait, slowdowns=slowdowns,
+                 note=f"ORT's faster way ({ort_best[2]})"
                  if ort_best[2] else "onnxruntime not measured"),
     ]
 
@@ -993,7 +997,8 @@ def rows_from_json(data):
         thread_counts=sorted({r["threads"] for r in reports}),
         cells=[c for c in CELLS if any(r["cell"] == c for r in reports)])
     by_key, _ = collect(reports)
-    return build_rows(by_key, data.get("stream"), args)
+    return build_rows(by_key, data.get("stream"), args,
+                      probe_reference(reports))
 
 
 def sweep_points(by_key):
@@ -1286,7 +1291,7 @@ def run_parent(args):
     print(f"  total {elapsed:.0f} s", file=sys.stderr, flush=True)
 
     by_key, errors = collect(reports)
-    rows = build_rows(by_key, stream, args)
+    rows = build_rows(by_key, stream, args, probe_reference(reports))
     for line in table_lines(rows):
         print(line)
     print("\n" + target_summary(rows))

@@ -423,6 +423,25 @@ def test_output_gradient_in_the_step_product_equals_a_gemm(cell, hidden,
                                   bidirectional=False, **tolerance)
 
 
+@pytest.mark.parametrize("cell,hidden,dtype", [("lstm", 40, "float64"),
+                                               ("gru", 70, "float64"),
+                                               ("rnn", 200, "float64"),
+                                               ("gru", 48, "float32")])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_bias_sums_in_the_steps_equal_one_pass_after(cell, hidden, dtype,
+                                                     threads):
+    """db (and the GRU's recurrent-bias gradient) summed inside BPTT's
+    steps, each part of the team its own units, equals one pass over every
+    row of dZ after the loop: ragged lengths (dead rows are not summed),
+    two layers, both directions, H not a multiple of the panels."""
+    from crnn import _sequence
+    tolerance = ({"rtol": 1e-12, "atol": 1e-14} if dtype == "float64"
+                 else {"rtol": 1e-5, "atol": 1e-6})
+    assert_switch_keeps_gradients(_sequence.use_bias_sums_in_steps, cell,
+                                  hidden, dtype, (16, 20, 6), threads,
+                                  **tolerance)
+
+
 @pytest.mark.parametrize("cell", ["rnn", "lstm"])
 def test_token_model_packs_its_second_layer_with_the_inputs(cell):
     """A token model's first layer gathers Z from Uᵀ and its step product

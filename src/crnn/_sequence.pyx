@@ -70,6 +70,7 @@ cdef bint merge_enabled = True
 cdef bint chunks_enabled = True
 cdef bint outputs_step_enabled = True
 cdef bint pieces_enabled = True
+cdef bint step_sums_enabled = True
 
 cdef extern from *:
     """
@@ -142,6 +143,14 @@ def use_step_pieces(bint enabled):
     threads take as they come (off: one equal share per thread).  Returns
     the previous setting."""
     return swap_flag(&pieces_enabled, enabled)
+
+
+def use_bias_sums_in_steps(bint enabled):
+    """Turn on or off summing db (and the GRU's recurrent-bias gradient)
+    inside BPTT's steps, each part its own units (off: one pass over all
+    T·B rows of dZ after the loop, on one thread).  Returns the previous
+    setting."""
+    return swap_flag(&step_sums_enabled, enabled)
 
 
 def use_fused_inputs(bint enabled):
@@ -363,6 +372,8 @@ cdef struct StepJob:
     void *dc
     void *dgates
     void *drecurrent
+    void *db            # BPTT: += Σ_rows dZ(t), or NULL
+    void *d_recurrent_bias  # BPTT: += Σ_rows dR(t)'s last block, or NULL
     void *h_out         # forward: h(t)
     # run_step: units per piece (0: one equal share per part), the pieces,
     # and the next piece of each part's share to take (step_part)
@@ -384,6 +395,8 @@ cdef void start_step_job(StepJob *job, bint backward, int kind, int H,
     job.gate_panels = panels_size(panels[0], input_width + H, H)
     job.inputs = NULL
     job.bias = bias
+    job.db = NULL
+    job.d_recurrent_bias = NULL
 
 
 cdef void step_units(floating tag, const StepJob *job, int first,
@@ -453,6 +466,26 @@ cdef void step_units(floating tag, const StepJob *job, int first,
                       <floating *> job.dh, <floating *> job.dc,
                       <floating *> job.dgates,
                       <floating *> job.drecurrent)
+        if job.db != NULL:
+            # db[g·H + first : +n] += Σ_rows dZ(t)[:, g·H + first : +n] for
+            # every gate block g, while this part's dZ(t) is in cache
+            for g in range(G):
+                add_rows(job.live, n, <const floating *> job.dgates + g * H + first,
+                         GH, <floating *> job.db + g * H + first)
+        if job.d_recurrent_bias != NULL:
+            # the recurrent bias is added to R's last block: Σ_rows dR(t)
+            add_rows(job.live, n,
+                     <const floating *> job.drecurrent + GH - H + first, GH,
+                     <floating *> job.d_recurrent_bias + first)
+
+
+cdef inline void add_rows(Py_ssize_t rows, int n, const floating *block, int ld,
+                          floating *sums) noexcept nogil:
+    """sums[:n] += Σ_{r < rows} block[r·ld : r·ld + n]"""
+    cdef Py_ssize_t r, j
+    for r in range(rows):
+        for j in range(n):
+            sums[j] += block[r * ld + j]
 
 
 cdef void step_part(void *arg, int part, int parts) noexcept nogil:
@@ -763,6 +796,11 @@ cdef void lane_backward(const LaneShape *shape,
                        K if outputs_in_step else 0, <const floating *> NULL)
         job.dh = dh
         job.dc = dc if with_c else NULL
+        # db and the recurrent bias's gradient summed step by step, each
+        # part its own units
+        if step_sums_enabled:
+            job.db = db
+            job.d_recurrent_bias = d_recurrent_bias
     # dU and dW in one product (merged): taken every chunk_steps steps
     # inside the loop while those steps' dZ are in cache, or after it
     cdef int DH = D + H
@@ -870,17 +908,12 @@ cdef void lane_backward(const LaneShape *shape,
         else:
             # dU += dZ.T @ X   (G·H × D) += (T·B × G·H)ᵀ (T·B × D)
             gemm(True, False, GH, D, <int> rows, 1, dgates, GH, x, D, 1, dU, D)
-    # db += Σ_rows dZ
-    for r in range(rows):
-        source = dgates + r * GH
-        for j in range(GH):
-            db[j] += source[j]
-    if d_recurrent_bias != NULL:
-        # the recurrent bias is added to the last block of R: Σ_rows dR[:, (G-1)·H:]
-        for r in range(rows):
-            source = drecurrent + r * GH + GH - H
-            for j in range(H):
-                d_recurrent_bias[j] += source[j]
+    if W_panels == NULL or not step_sums_enabled:
+        # db += Σ_rows dZ (with packed weights: in the steps)
+        add_rows(rows, GH, dgates, GH, db)
+        if d_recurrent_bias != NULL:
+            # the recurrent bias is added to the last block of R: Σ_rows dR[:, (G-1)·H:]
+            add_rows(rows, H, drecurrent + GH - H, GH, d_recurrent_bias)
     if dx != NULL:
         # dX = dZ @ U   (T·B × D) = (T·B × G·H)(G·H × D)
         gemm(False, False, <int> rows, D, GH, 1, dgates, GH, U, D, 0, dx, D)

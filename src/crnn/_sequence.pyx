@@ -62,7 +62,10 @@ cdef enum:
     CHUNK_MAX_BLOCK = 512 * 1024
     # A step on the team is cut into about this many pieces per thread,
     # which the threads take as they come (step_part)
-    PIECES_PER_THREAD = 4
+    PIECES_PER_THREAD = 8
+    # packing one element (a strided read, 1-2 cycles) against the 16 or
+    # more multiply-adds a cycle of the products that team_parts weighs
+    PACK_WORK_PER_ELEMENT = 16
 
 cdef bint panels_enabled = True
 cdef bint fusion_enabled = True
@@ -271,8 +274,11 @@ cdef void pack_weights(bint forward, int G, int H, int D, const floating *U,
     job.forward = forward
     job.G, job.H, job.D = G, H, D
     job.U, job.W, job.panels = U, W, panels
+    # an element copied into the panels costs about as much time as
+    # PACK_WORK_PER_ELEMENT multiply-adds of a product (team_parts' unit)
     team_run(pack_part, &job,
-             team_parts(<double> H * (G * (D + H) if forward else G * H + D),
+             team_parts(<double> PACK_WORK_PER_ELEMENT * H
+                        * (G * (D + H) if forward else G * H + D),
                         unit_blocks(H)))
 
 

@@ -502,8 +502,8 @@ cdef void step_part(void *arg, int part, int parts) noexcept nogil:
     yet.  That balances threads that run at different speeds for a while
     (the machine's other work, an interrupt), where with one equal share the
     faster thread waits at each step's join, while each part still reads
-    its own units' panels (in its own cache) first.  Each unit's arithmetic is the
-    same whoever takes its piece."""
+    its own units' panels (in its own cache) first.  Each unit's arithmetic
+    is the same whoever takes its piece."""
     cdef StepJob *job = <StepJob *> arg
     cdef int first, last, turn, share, piece, end
     if job.piece_units == 0:
@@ -797,6 +797,7 @@ cdef void lane_backward(const LaneShape *shape,
     cdef StepJob job
     # with doutputs, the output layer's dY(t)·V joins the step product
     cdef bint outputs_in_step = doutputs != NULL and W_panels != NULL
+    cdef bint sums_in_steps = W_panels != NULL and step_sums_enabled
     if W_panels != NULL:
         start_step_job(&job, True, kind, H, W_panels,
                        K if outputs_in_step else 0, <const floating *> NULL)
@@ -804,7 +805,7 @@ cdef void lane_backward(const LaneShape *shape,
         job.dc = dc if with_c else NULL
         # db and the recurrent bias's gradient summed step by step, each
         # part its own units
-        if step_sums_enabled:
+        if sums_in_steps:
             job.db = db
             job.d_recurrent_bias = d_recurrent_bias
     # dU and dW in one product (merged): taken every chunk_steps steps
@@ -914,8 +915,8 @@ cdef void lane_backward(const LaneShape *shape,
         else:
             # dU += dZ.T @ X   (G·H × D) += (T·B × G·H)ᵀ (T·B × D)
             gemm(True, False, GH, D, <int> rows, 1, dgates, GH, x, D, 1, dU, D)
-    if W_panels == NULL or not step_sums_enabled:
-        # db += Σ_rows dZ (with packed weights: in the steps)
+    if not sums_in_steps:
+        # db += Σ_rows dZ
         add_rows(rows, GH, dgates, GH, db)
         if d_recurrent_bias != NULL:
             # the recurrent bias is added to the last block of R: Σ_rows dR[:, (G-1)·H:]

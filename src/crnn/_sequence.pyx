@@ -63,6 +63,9 @@ cdef enum:
     # A step on the team is cut into about this many pieces per thread,
     # which the threads take as they come (step_part)
     PIECES_PER_THREAD = 8
+    # shares a StepJob can count pieces for (CRNN_MAX_THREADS of _team.h);
+    # a larger team shares a step out without pieces
+    MAX_SHARES = 16
     # packing one element (a strided read, 1-2 cycles) against the 16 or
     # more multiply-adds a cycle of the products that team_parts weighs
     PACK_WORK_PER_ELEMENT = 16
@@ -385,7 +388,7 @@ cdef struct StepJob:
     # and the next piece of each part's share to take (step_part)
     int piece_units
     int pieces
-    int next_piece[16]      # CRNN_MAX_THREADS
+    int next_piece[MAX_SHARES]
 
 
 cdef void start_step_job(StepJob *job, bint backward, int kind, int H,
@@ -539,7 +542,7 @@ cdef void run_step(StepJob *job) noexcept nogil:
     cdef int parts = team_parts(work, blocks), part
     job.piece_units = 0
     if parts > 1:
-        if pieces_enabled:
+        if pieces_enabled and parts <= MAX_SHARES:
             job.piece_units = max(1, blocks // (PIECES_PER_THREAD * parts)) * UNIT_ALIGN
             job.pieces = (job.hidden + job.piece_units - 1) // job.piece_units
             for part in range(parts):

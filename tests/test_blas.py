@@ -404,6 +404,41 @@ def test_weight_gradients_in_chunks_equal_one_product(cell, hidden, dtype,
                                   **tolerance)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_weight_gradients_in_chunks_keep_one_chunk_of_rows(threads):
+    """Taken in chunks, the one product for dU and dW copies one chunk's
+    rows [x(t) | h(t-1)] at a time, and its scratch holds that many (32
+    steps of 16 rows here), not all T·B: the workspace is (T - 32)·B·(D+H)
+    elements smaller than with the product after the loop, and the loss
+    and gradients are those of that product (float64)."""
+    import crnn
+    from crnn import _sequence
+    T, B, D, H = 100, 16, 8, 64
+    rng = np.random.default_rng(9)
+    X = rng.standard_normal((B, T, D))
+    y = rng.integers(0, 3, (B, T))
+    previous_threads = crnn.get_num_threads()
+    results = {}
+    try:
+        crnn.set_num_threads(threads)
+        for chunked in (True, False):
+            model = crnn.LSTM(D, H, 3, dtype="float64", seed=1)
+            previous = _sequence.use_chunked_weight_gradients(chunked)
+            try:
+                results[chunked] = (model.loss_and_grad(X, y),
+                                    model._workspace.nbytes())
+            finally:
+                _sequence.use_chunked_weight_gradients(previous)
+    finally:
+        crnn.set_num_threads(previous_threads)
+    ((l1, g1), bytes1), ((l0, g0), bytes0) = results[True], results[False]
+    assert bytes0 - bytes1 == (T - 32) * B * (D + H) * 8
+    assert l1 == l0
+    for name in g1:
+        np.testing.assert_allclose(g1[name], g0[name], rtol=1e-11, atol=1e-13,
+                                   err_msg=name)
+
+
 @pytest.mark.parametrize("cell,hidden,dtype", [("lstm", 20, "float64"),
                                                ("gru", 33, "float64"),
                                                ("rnn", 40, "float64"),

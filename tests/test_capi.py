@@ -291,6 +291,58 @@ def test_lstm_cell_state_gradient(downstream):
         assert abs(cgrads["W"][index] - numeric) < 1e-7, index
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("cell,hidden", [("lstm", 64), ("gru", 86),
+                                         ("rnn_tanh", 256)])
+def test_backward_with_dU_and_dW_in_one_product(downstream, cell, hidden,
+                                                threads):
+    """At sizes where dU and dW share one product (G·H >= 256; 640 rows:
+    the LSTM and GRU take it in chunks of 32 steps, the RNN's larger block
+    once after the loop), the C API's backward runs it in the workspace's
+    last region, and its gradients equal those of two products (the switch
+    off, float64, ragged lengths)."""
+    from crnn import _sequence
+    steps, batch, inputs = 40, 16, 8
+    G = downstream.gate_blocks(cell)
+    rng = np.random.default_rng(hidden)
+    x = rng.normal(size=(steps, batch, inputs))
+    U = rng.normal(scale=0.2, size=(G * hidden, inputs))
+    W = rng.normal(scale=0.2, size=(G * hidden, hidden))
+    b = rng.normal(scale=0.2, size=G * hidden)
+    bn = rng.normal(scale=0.2, size=hidden) if cell == "gru" else None
+    lengths = np.sort(rng.integers(1, steps + 1, batch))[::-1].copy()
+    lengths[0] = steps
+    dhs = rng.normal(size=(steps, batch, hidden))
+    # the region merged_room reserves: the block and every row [x | h]
+    room = (G * hidden + steps * batch) * (inputs + hidden)
+    previous_threads = crnn.get_num_threads()
+    results = {}
+    try:
+        crnn.set_num_threads(threads)
+        for merged in (True, False):
+            previous = _sequence.use_merged_weight_gradients(merged)
+            try:
+                status, hs, _, _, work = downstream.forward(
+                    cell, x, U, W, b, bn, lengths=lengths)
+                assert status == downstream.STATUS["ok"]
+                status, grads, dx, dh0, _ = downstream.backward(
+                    cell, x, U, W, hs, work, dhs=dhs)
+                assert status == downstream.STATUS["ok"]
+            finally:
+                _sequence.use_merged_weight_gradients(previous)
+            # the scratch is used with the switch on, untouched with it off
+            assert work[-room:].any() == merged
+            results[merged] = (grads, dx, dh0)
+    finally:
+        crnn.set_num_threads(previous_threads)
+    (grads1, dx1, dh01), (grads0, dx0, dh00) = results[True], results[False]
+    for name in grads1:
+        np.testing.assert_allclose(grads1[name], grads0[name], rtol=1e-11,
+                                   atol=1e-13, err_msg=name)
+    np.testing.assert_array_equal(dx1, dx0)
+    np.testing.assert_array_equal(dh01, dh00)
+
+
 # ------------------------------------------------------------ streaming
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -46,8 +46,17 @@ cdef void lane_backward(const LaneShape *shape, const int *batch_sizes,
                         floating *dU, floating *dU_T, floating *dW,
                         floating *db, floating *d_recurrent_bias,
                         floating *dx, floating *merged,
+                        Py_ssize_t merged_rows,
                         const floating *doutputs, int K,
                         const floating *zeros) noexcept nogil
+
+# Elements of lane_backward's `merged` scratch (dU and dW in one product) at
+# the team's thread count, 0 where they keep two products; and the elements
+# that hold it at any thread count and item size (for a workspace sized once).
+cdef Py_ssize_t merged_size(int kind, int T, int B, int D, int H,
+                            size_t itemsize) noexcept nogil
+cdef Py_ssize_t merged_room(int kind, int T, int B, int D,
+                            int H) noexcept nogil
 
 # True when a lane of `steps` × `batch` should run its recurrent products on
 # packed weights (the packing costs about one product; see _packed_gemm.h).

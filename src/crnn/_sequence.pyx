@@ -703,17 +703,56 @@ cdef inline bint chunks_pay(int kind, int D, int H,
 
 
 cdef inline bint merge_pays(int kind, Py_ssize_t rows, int D, int H,
-                            size_t itemsize) noexcept nogil:
-    """Whether dU and dW share one product (measured, float32 training):
-    from G·H = 256 on (the RNN at H = 128 lost 4 %, at H = 256 gained 5 %
-    with the product after the loop); from G·H = 128 on at one thread when
-    the product runs in chunks of at least CHUNK_ROWS rows (the RNN at
-    (100,32,32,128,32): 0.89-0.97x at 1 thread, 1.03-1.10x at 2)."""
+                            size_t itemsize, int threads) noexcept nogil:
+    """Whether dU and dW share one product at `threads` threads (measured,
+    float32 training): from G·H = 256 on (the RNN at H = 128 lost 4 %, at
+    H = 256 gained 5 % with the product after the loop); from G·H = 128 on
+    at one thread when the product runs in chunks of at least CHUNK_ROWS
+    rows (the RNN at (100,32,32,128,32): 0.89-0.97x at 1 thread, 1.03-1.10x
+    at 2)."""
     cdef int GH = gate_blocks(kind) * H
     if GH >= MERGE_MIN_GATES:
         return True
-    return (GH >= MERGE_MIN_GATES_CHUNKED and team_threads() == 1
+    return (GH >= MERGE_MIN_GATES_CHUNKED and threads == 1
             and rows >= CHUNK_ROWS and chunks_pay(kind, D, H, itemsize))
+
+
+cdef inline Py_ssize_t chunk_steps(int B) noexcept nogil:
+    """Steps of one chunk of the product for dU and dW (about CHUNK_ROWS
+    rows, at least one step)."""
+    return max(1, CHUNK_ROWS // B)
+
+
+cdef Py_ssize_t merged_size(int kind, int T, int B, int D, int H,
+                            size_t itemsize) noexcept nogil:
+    """Elements of lane_backward's `merged` scratch where dU and dW share one
+    product at the team's thread count, else 0: the result block [dU | dW]
+    (G·H × (D+H)), then the rows [x(t) | h(t-1)] of one product, a chunk's
+    (chunks_pay) or all T·B.  At most merged_room."""
+    cdef Py_ssize_t rows = <Py_ssize_t> T * B
+    if not (merge_enabled
+            and merge_pays(kind, rows, D, H, itemsize, team_threads())):
+        return 0
+    if chunks_pay(kind, D, H, itemsize):
+        rows = min(<Py_ssize_t> T, chunk_steps(B)) * B
+    return (gate_blocks(kind) * H + rows) * (D + H)
+
+
+cdef inline Py_ssize_t merged_scratch_rows(Py_ssize_t size, int kind, int D,
+                                   int H) noexcept nogil:
+    """Rows [x | h] that a merged scratch of `size` elements holds."""
+    return max(0, size // (D + H) - gate_blocks(kind) * H)
+
+
+cdef Py_ssize_t merged_room(int kind, int T, int B, int D,
+                            int H) noexcept nogil:
+    """Elements that hold merged_size's scratch at any thread count, item
+    size and setting of the use_* switches: what a workspace sized once
+    (the C API's) reserves."""
+    cdef int GH = gate_blocks(kind) * H
+    if GH < MERGE_MIN_GATES_CHUNKED:
+        return 0
+    return (GH + <Py_ssize_t> T * B) * (D + H)
 
 
 cdef void merged_weight_gradients(int kind, int D, int H,
@@ -780,7 +819,8 @@ cdef void lane_backward(const LaneShape *shape,
                         floating *db,               # += (G·H,)
                         floating *d_recurrent_bias,  # += (H,) Σ rows of dR's last block, or NULL
                         floating *dx,               # OUT (T·B × D) ∂L/∂x, or NULL
-                        floating *merged,           # scratch (T·B × (D+H) + G·H × (D+H)), or NULL
+                        floating *merged,           # scratch (merged_size), or NULL
+                        Py_ssize_t merged_rows,     # rows [x | h] that `merged` holds
                         const floating *doutputs,   # IN (T·B × K) ∂L/∂y(t) into the step product, or NULL
                         int K,                      # y's width: W_panels are [W; V], V (K × H)
                         const floating *zeros) noexcept nogil:  # (B × max(G·H, K)) zeros, with doutputs
@@ -815,10 +855,17 @@ cdef void lane_backward(const LaneShape *shape,
     # inside the loop while those steps' dZ are in cache, or after it
     cdef int DH = D + H
     cdef int shared = shared_gate_columns(kind, H)
-    cdef floating *dUW = merged + rows * DH if merged != NULL else NULL
+    if merged_rows < B:
+        merged = NULL               # not even one step's rows: two products
+    cdef floating *dUW = merged     # (G·H × (D+H)), then the rows [x | h]
+    cdef floating *xh = merged + <Py_ssize_t> GH * DH if merged != NULL else NULL
+    # in chunks where they pay, or where the scratch holds fewer rows than
+    # T·B (so a switch flipped since it was sized cannot overrun it)
     cdef bint chunked = (merged != NULL and tokens == NULL
-                         and chunks_pay(kind, D, H, sizeof(floating)))
-    cdef Py_ssize_t chunk_steps = max(1, CHUNK_ROWS // B)
+                         and (chunks_pay(kind, D, H, sizeof(floating))
+                              or merged_rows < rows))
+    cdef Py_ssize_t steps_per_chunk = max(1, min(chunk_steps(B),
+                                                 merged_rows // B))
     cdef Py_ssize_t chunk_end = T       # steps [t + 1, chunk_end) wait
 
     t = T - 1
@@ -878,12 +925,11 @@ cdef void lane_backward(const LaneShape *shape,
             # (+= when the cell left a direct h(t-1) → h(t) term in dh)
             gemm(False, False, live, H, GH, 1, dr, GH, W, H,
                  1 if separate else 0, dh, H)
-        if chunked and (chunk_end - t >= chunk_steps or t == 0):
+        if chunked and (chunk_end - t >= steps_per_chunk or t == 0):
             # steps [t, chunk_end): dZ(t) is final once its pass is done
             merged_weight_gradients(kind, D, H, t * B,
                                     (chunk_end - t) * B, chunk_end < T, x,
-                                    hs, dgates, drecurrent, dU, dW, merged,
-                                    dUW)
+                                    hs, dgates, drecurrent, dU, dW, xh, dUW)
             chunk_end = t
         t -= 1
     if W_panels != NULL:
@@ -898,7 +944,7 @@ cdef void lane_backward(const LaneShape *shape,
     if merged != NULL and tokens == NULL:
         if not chunked:
             merged_weight_gradients(kind, D, H, 0, rows, False, x, hs,
-                                    dgates, drecurrent, dU, dW, merged, dUW)
+                                    dgates, drecurrent, dU, dW, xh, dUW)
         for r in range(shared):
             for j in range(D):
                 dU[r * D + j] += dUW[r * DH + j]
@@ -1398,6 +1444,7 @@ cdef object _run(floating dtype_tag, Workspace ws, int kind, int H,
     cdef floating *dbn_ptr
     cdef floating *drecurrent_ptr
     cdef floating *merged_ptr
+    cdef Py_ssize_t merged_elements
     cdef bint top_in_step
     for l in range(num_layers - 1, -1, -1):
         D = lanes[l * directions][0].shape[1]
@@ -1442,10 +1489,9 @@ cdef object _run(floating dtype_tag, Workspace ws, int kind, int H,
             dx = ws.get(f"dx{lane}", (T, B, D), dtype) if l > 0 else None
             # scratch for dU and dW in one product (lane_backward), every
             # lane in turn
-            merged = (ws.get("merged", ((T * B + GH) * (D + H),), dtype)
-                      if (merge_enabled and dU_T is None
-                          and merge_pays(kind, T * B, D, H, sizeof(floating)))
-                      else None)
+            merged_elements = merged_size(kind, T, B, D, H, sizeof(floating))
+            merged = (ws.get("merged", (merged_elements,), dtype)
+                      if dU_T is None and merged_elements > 0 else None)
             gates = lane_gates[lane]
             hs = lane_hs[lane]
             cs = lane_cs[lane]
@@ -1474,6 +1520,7 @@ cdef object _run(floating dtype_tag, Workspace ws, int kind, int H,
                               dh_out_ptr, dh_final_ptr, NULL, dgates_ptr,
                               drecurrent_ptr, dh_ptr, dc_ptr, dU_ptr, dU_T_ptr,
                               dW_ptr, db_ptr, dbn_ptr, dx_ptr, merged_ptr,
+                              merged_scratch_rows(merged_elements, kind, D, H),
                               dlogit_ptr if top_in_step else NULL, K,
                               zeros_ptr)
             if dU_T is not None:

@@ -13,7 +13,8 @@ from cython cimport floating
 from ._cells cimport (CELL_GRU, CELL_LSTM, CELL_RNN_RELU, CELL_RNN_TANH,
                       gate_blocks, has_cell_state, separate_recurrent)
 from ._sequence cimport (LaneShape, lane_forward, lane_backward, panels_pay,
-                        fused_input_width, pack_weights)
+                         merged_size, merged_room, fused_input_width,
+                         pack_weights)
 
 
 # ---------------------------------------------------------------- layout
@@ -33,6 +34,7 @@ cdef struct Layout:
     Py_ssize_t dh           # (B × H) ∂L/∂h carried back in time
     Py_ssize_t dc           # (B × H) LSTM: ∂L/∂C carried back
     Py_ssize_t panels       # W packed for the backward's recurrent products
+    Py_ssize_t merged       # [dU | dW] block and rows [x | h] (merged_room)
     Py_ssize_t hs           # step only: (2·B × H) h, slot 0 carried in, slot 1 new
     Py_ssize_t total
 
@@ -94,7 +96,10 @@ cdef Layout sequence_layout(int kind, const crnn_sizes *sizes) noexcept nogil:
     L.dh = L.drecurrent + (T * B * GH if gru else 0)
     L.dc = L.dh + B * H
     L.panels = L.dc + (B * H if lstm else 0)
-    L.total = L.panels + panel_room(GH, H)
+    # dU and dW's one product: its block and T·B rows [x | h], where it may
+    # pay at some thread count (lane_backward's `merged`)
+    L.merged = L.panels + panel_room(GH, H)
+    L.total = L.merged + merged_room(kind, T, B, sizes.inputs, H)
     L.hs = L.total
     return L
 
@@ -115,7 +120,7 @@ cdef Layout step_layout(int kind, const crnn_sizes *sizes) noexcept nogil:
     L.forward_end = L.panels_T
     L.hs = L.forward_end
     L.total = L.hs + 2 * B * H
-    L.dgates = L.drecurrent = L.dh = L.dc = L.panels = L.total
+    L.dgates = L.drecurrent = L.dh = L.dc = L.panels = L.merged = L.total
     return L
 
 
@@ -254,14 +259,17 @@ cdef int sequence_backward(int kind, const crnn_sizes *sizes,
     if panels_pay(T, B):
         panels = work + L.panels
         pack_weights(False, gate_blocks(kind), H, 0, NULL, W, panels)
+    cdef floating *merged = NULL
+    if merged_size(kind, T, B, sizes.inputs, H, sizeof(floating)) > 0:
+        merged = work + L.merged
     lane_backward(&shape, batch_sizes, x, NULL, U, W, panels, work + L.gates, hs,
                   work + L.cs if lstm else NULL,
                   work + L.keep if gru else NULL,
                   dhs, dh_n, dc_n if lstm else NULL,
                   work + L.dgates, work + L.drecurrent if gru else NULL,
                   work + L.dh, work + L.dc if lstm else NULL,
-                  dU, NULL, dW, db, dbn if gru else NULL, dx, NULL, NULL, 0,
-                  NULL)
+                  dU, NULL, dW, db, dbn if gru else NULL, dx, merged,
+                  <Py_ssize_t> T * B, NULL, 0, NULL)
     if dh0 != NULL:
         memcpy(dh0, work + L.dh, state * sizeof(floating))
     if lstm and dc0 != NULL:

@@ -738,8 +738,8 @@ cdef Py_ssize_t merged_size(int kind, int T, int B, int D, int H,
     return (gate_blocks(kind) * H + rows) * (D + H)
 
 
-cdef inline Py_ssize_t merged_scratch_rows(Py_ssize_t size, int kind, int D,
-                                   int H) noexcept nogil:
+cdef inline Py_ssize_t merged_scratch_rows(Py_ssize_t size, int kind,
+                                           int D, int H) noexcept nogil:
     """Rows [x | h] that a merged scratch of `size` elements holds."""
     return max(0, size // (D + H) - gate_blocks(kind) * H)
 

@@ -703,17 +703,16 @@ cdef inline bint chunks_pay(int kind, int D, int H,
 
 
 cdef inline bint merge_pays(int kind, Py_ssize_t rows, int D, int H,
-                            size_t itemsize, int threads) noexcept nogil:
-    """Whether dU and dW share one product at `threads` threads (measured,
-    float32 training): from G·H = 256 on (the RNN at H = 128 lost 4 %, at
-    H = 256 gained 5 % with the product after the loop); from G·H = 128 on
-    at one thread when the product runs in chunks of at least CHUNK_ROWS
-    rows (the RNN at (100,32,32,128,32): 0.89-0.97x at 1 thread, 1.03-1.10x
-    at 2)."""
+                            size_t itemsize) noexcept nogil:
+    """Whether dU and dW share one product (measured, float32 training):
+    from G·H = 256 on (the RNN at H = 128 lost 4 %, at H = 256 gained 5 %
+    with the product after the loop); from G·H = 128 on at one thread when
+    the product runs in chunks of at least CHUNK_ROWS rows (the RNN at
+    (100,32,32,128,32): 0.89-0.97x at 1 thread, 1.03-1.10x at 2)."""
     cdef int GH = gate_blocks(kind) * H
     if GH >= MERGE_MIN_GATES:
         return True
-    return (GH >= MERGE_MIN_GATES_CHUNKED and threads == 1
+    return (GH >= MERGE_MIN_GATES_CHUNKED and team_threads() == 1
             and rows >= CHUNK_ROWS and chunks_pay(kind, D, H, itemsize))
 
 
@@ -731,7 +730,7 @@ cdef Py_ssize_t merged_size(int kind, int T, int B, int D, int H,
     (chunks_pay) or all T·B.  At most merged_room."""
     cdef Py_ssize_t rows = <Py_ssize_t> T * B
     if not (merge_enabled
-            and merge_pays(kind, rows, D, H, itemsize, team_threads())):
+            and merge_pays(kind, rows, D, H, itemsize)):
         return 0
     if chunks_pay(kind, D, H, itemsize):
         rows = min(<Py_ssize_t> T, chunk_steps(B)) * B

@@ -50,8 +50,11 @@ elif sys.platform.startswith("linux"):
 else:
     COMPILE_ARGS, LINK_ARGS = ["-O3", "-g0", "-fno-trapping-math"], []
 
-MODULES = ["_blas", "_cells", "_loss", "_sequence", "_stream", "_optim",
-           "api"]   # api: the public C-level API (api.pxd), for cimport
+# Bottom-up: the BLAS shim, the parallel module, the cell table, the plan,
+# a step on the team, the lane, the output layer and loss, the network, the
+# stream, the optimizers; api: the public C-level API (api.pxd, crnn.h).
+MODULES = ["_blas", "_parallel", "_cells", "_plan", "_step", "_lane", "_loss",
+           "_network", "_stream", "_optim", "api"]
 extensions = [
     Extension(
         f"crnn.{name}",

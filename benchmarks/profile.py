@@ -10,7 +10,7 @@ in, which maps one-to-one onto crnn's parts:
     point-wise cells     _cells (the fused gate kernels)
     loss                 _loss + libm (softmax, exp)
     Python and numpy     the interpreter and numpy: validation, layout, glue
-    copies               libc (memcpy/memset), _sequence (the driver's loops)
+    copies               libc (memcpy/memset), _network, _lane, _step (the engine's loops)
     kernel               the operating system (page faults, scheduling)
 
 Usage, from the repository root with crnn installed::
@@ -38,7 +38,7 @@ PARTS = [("recurrent products", ("_blas.",)),
          ("point-wise cells", ("_cells.",)),
          ("loss", ("_loss.", "libm")),
          ("Python and numpy", ("libpython", "python3", "_multiarray", "_umath")),
-         ("copies", ("libc.", "_sequence.")),
+         ("copies", ("libc.", "_network.", "_lane.", "_step.")),
          ("kernel", ("[kernel",))]
 
 CHILD = """

@@ -14,9 +14,12 @@ blas = pytest.importorskip("crnn._blas")
 
 
 def _wrapper(name):
-    fn = getattr(blas, name, None) or getattr(blas, "_" + name, None)
+    # gemm's test hook is the parallel module's (it calls the shim's gemm
+    # unless the team splits the product)
+    module = pytest.importorskip("crnn._parallel") if name == "gemm" else blas
+    fn = getattr(module, name, None) or getattr(module, "_" + name, None)
     if fn is None:
-        pytest.fail(f"crnn._blas exposes neither {name} nor _{name}")
+        pytest.fail(f"{module.__name__} exposes neither {name} nor _{name}")
     return fn
 
 
@@ -266,7 +269,7 @@ def test_driver_gives_the_same_with_and_without_packed_weights(
     the input projection inside the step product (`fused`: LSTM and RNN;
     the GRU keeps it apart either way) or one BLAS GEMM before the loop."""
     import crnn
-    from crnn import _sequence
+    from fast_paths import fast_path
     model = getattr(crnn, cell.upper())(3, hidden, 4, num_layers=2,
                                          bidirectional=True, dtype="float64",
                                          seed=0)
@@ -278,15 +281,15 @@ def test_driver_gives_the_same_with_and_without_packed_weights(
     previous_threads = crnn.get_num_threads()
     results = {}
     for enabled in (True, False):
-        previous = _sequence.use_packed_gemm(enabled)
-        previous_fused = _sequence.use_fused_inputs(fused)
+        previous = fast_path("packed_gemm")(enabled)
+        previous_fused = fast_path("fused_inputs")(fused)
         crnn.set_num_threads(threads)
         try:
             loss, grads = model.loss_and_grad(X, y, lengths=lengths)
             results[enabled] = (model.forward(X, lengths=lengths), loss, grads)
         finally:
-            _sequence.use_packed_gemm(previous)
-            _sequence.use_fused_inputs(previous_fused)
+            fast_path("packed_gemm")(previous)
+            fast_path("fused_inputs")(previous_fused)
             crnn.set_num_threads(previous_threads)
     (p1, l1, g1), (p0, l0, g0) = results[True], results[False]
     np.testing.assert_allclose(p1, p0, rtol=1e-12, atol=1e-13)
@@ -305,7 +308,7 @@ def test_forward_alone_reuses_one_step_of_gates(cell, threads):
     training step's, and its outputs equal those of the pass that keeps Z
     for every step (the projection before the loop, all T blocks)."""
     import crnn
-    from crnn import _sequence
+    from fast_paths import fast_path
     T, B, H = 12, 6, 40
     G = {"lstm": 4, "rnn": 1}[cell]
     make = getattr(crnn, cell.upper())
@@ -322,11 +325,11 @@ def test_forward_alone_reuses_one_step_of_gates(cell, threads):
         forward_alone = predictor.forward(X, lengths=lengths)
         trainer.loss_and_grad(X, y, lengths=lengths)
         smaller = trainer._workspace.nbytes() - predictor._workspace.nbytes()
-        previous = _sequence.use_fused_inputs(False)
+        previous = fast_path("fused_inputs")(False)
         try:
             every_step = predictor.forward(X, lengths=lengths)
         finally:
-            _sequence.use_fused_inputs(previous)
+            fast_path("fused_inputs")(previous)
     finally:
         crnn.set_num_threads(previous_threads)
     # two lanes of gates, T - 1 blocks each, at least (the training step
@@ -340,7 +343,7 @@ def assert_switch_keeps_gradients(switch, cell, hidden, dtype, shape, threads,
                                   bidirectional=True, **tolerance):
     """loss_and_grad of a two-layer (bidirectional) `cell` model on ragged
     data of `shape` (B, T, D), at `threads` threads, with `switch` (one of
-    _sequence's use_* toggles) on and off: the same loss, and gradients
+    a fast_path toggle) on and off: the same loss, and gradients
     equal within `tolerance`."""
     import crnn
     B, T, D = shape
@@ -377,8 +380,8 @@ def test_weight_gradients_in_one_product_equal_two(cell, hidden, threads):
     two separate products (float64, ragged, two layers, both directions).
     The GRU's one product covers its r and z blocks, where dR = dZ, and
     its n block keeps two."""
-    from crnn import _sequence
-    assert_switch_keeps_gradients(_sequence.use_merged_weight_gradients,
+    from fast_paths import fast_path
+    assert_switch_keeps_gradients(fast_path("merged_weight_gradients"),
                                   cell, hidden, "float64", (7, 6, 5), threads,
                                   rtol=1e-11, atol=1e-13)
 
@@ -396,10 +399,10 @@ def test_weight_gradients_in_chunks_equal_one_product(cell, hidden, dtype,
     layers, both directions.  The RNN at H = 128 (G·H = 128) shares the
     product only in chunks at one thread: there chunks are compared with
     two products after the loop."""
-    from crnn import _sequence
+    from fast_paths import fast_path
     tolerance = ({"rtol": 1e-11, "atol": 1e-13} if dtype == "float64"
                  else {"rtol": 1e-4, "atol": 1e-6})
-    assert_switch_keeps_gradients(_sequence.use_chunked_weight_gradients,
+    assert_switch_keeps_gradients(fast_path("chunked_weight_gradients"),
                                   cell, hidden, dtype, (30, 40, 8), threads,
                                   **tolerance)
 
@@ -412,7 +415,7 @@ def test_weight_gradients_in_chunks_keep_one_chunk_of_rows(threads):
     elements smaller than with the product after the loop, and the loss
     and gradients are those of that product (float64)."""
     import crnn
-    from crnn import _sequence
+    from fast_paths import fast_path
     T, B, D, H = 100, 16, 8, 64
     rng = np.random.default_rng(9)
     X = rng.standard_normal((B, T, D))
@@ -423,12 +426,12 @@ def test_weight_gradients_in_chunks_keep_one_chunk_of_rows(threads):
         crnn.set_num_threads(threads)
         for chunked in (True, False):
             model = crnn.LSTM(D, H, 3, dtype="float64", seed=1)
-            previous = _sequence.use_chunked_weight_gradients(chunked)
+            previous = fast_path("chunked_weight_gradients")(chunked)
             try:
                 results[chunked] = (model.loss_and_grad(X, y),
                                     model._workspace.nbytes())
             finally:
-                _sequence.use_chunked_weight_gradients(previous)
+                fast_path("chunked_weight_gradients")(previous)
     finally:
         crnn.set_num_threads(previous_threads)
     ((l1, g1), bytes1), ((l0, g0), bytes0) = results[True], results[False]
@@ -450,10 +453,10 @@ def test_output_gradient_in_the_step_product_equals_a_gemm(cell, hidden,
     [W; V] panels equals dY·V from one GEMM before BPTT, added in the
     point-wise pass: ragged lengths (rows start at different steps), two
     layers of one direction (the lower one keeps its own path)."""
-    from crnn import _sequence
+    from fast_paths import fast_path
     tolerance = ({"rtol": 1e-11, "atol": 1e-13} if dtype == "float64"
                  else {"rtol": 1e-4, "atol": 1e-6})
-    assert_switch_keeps_gradients(_sequence.use_outputs_in_step, cell, hidden,
+    assert_switch_keeps_gradients(fast_path("outputs_in_step"), cell, hidden,
                                   dtype, (9, 12, 5), threads,
                                   bidirectional=False, **tolerance)
 
@@ -469,10 +472,10 @@ def test_bias_sums_in_the_steps_equal_one_pass_after(cell, hidden, dtype,
     steps, each part of the team its own units, equals one pass over every
     row of dZ after the loop: ragged lengths (dead rows are not summed),
     two layers, both directions, H not a multiple of the panels."""
-    from crnn import _sequence
+    from fast_paths import fast_path
     tolerance = ({"rtol": 1e-12, "atol": 1e-14} if dtype == "float64"
                  else {"rtol": 1e-5, "atol": 1e-6})
-    assert_switch_keeps_gradients(_sequence.use_bias_sums_in_steps, cell,
+    assert_switch_keeps_gradients(fast_path("bias_sums_in_steps"), cell,
                                   hidden, dtype, (16, 20, 6), threads,
                                   **tolerance)
 
@@ -483,7 +486,7 @@ def test_token_model_packs_its_second_layer_with_the_inputs(cell):
     adds h·Wᵀ; the second layer's dense inputs go inside the step product.
     Both agree with BLAS (float64, forward and gradients)."""
     import crnn
-    from crnn import _sequence
+    from fast_paths import fast_path
     model = getattr(crnn, cell.upper())(11, 20, 11, num_layers=2,
                                          dtype="float64", seed=1)
     rng = np.random.default_rng(1)
@@ -491,11 +494,11 @@ def test_token_model_packs_its_second_layer_with_the_inputs(cell):
     y = rng.integers(0, 11, (6, 8))
     results = {}
     for enabled in (True, False):
-        previous = _sequence.use_packed_gemm(enabled)
+        previous = fast_path("packed_gemm")(enabled)
         try:
             results[enabled] = (model.forward(X), *model.loss_and_grad(X, y))
         finally:
-            _sequence.use_packed_gemm(previous)
+            fast_path("packed_gemm")(previous)
     (p1, l1, g1), (p0, l0, g0) = results[True], results[False]
     np.testing.assert_allclose(p1, p0, rtol=1e-12, atol=1e-13)
     assert abs(l1 - l0) < 1e-12

@@ -83,7 +83,7 @@ def test_get_include_holds_the_public_pxd():
     # functions and plain structs only, and self-contained
     assert not any("cdef class" in line for line in code)
     assert not any("cimport" in line for line in code)
-    assert any("crnn_lstm_forward_f64(" in line for line in code)
+    assert any("crnn_forward_f64(" in line for line in code)
 
 
 # ------------------------------------------------------------ helpers
@@ -301,7 +301,7 @@ def test_backward_with_dU_and_dW_in_one_product(downstream, cell, hidden,
     once after the loop), the C API's backward runs it in the workspace's
     last region, and its gradients equal those of two products (the switch
     off, float64, ragged lengths)."""
-    from crnn import _sequence
+    from fast_paths import fast_path
     steps, batch, inputs = 40, 16, 8
     G = downstream.gate_blocks(cell)
     rng = np.random.default_rng(hidden)
@@ -320,7 +320,7 @@ def test_backward_with_dU_and_dW_in_one_product(downstream, cell, hidden,
     try:
         crnn.set_num_threads(threads)
         for merged in (True, False):
-            previous = _sequence.use_merged_weight_gradients(merged)
+            previous = fast_path("merged_weight_gradients")(merged)
             try:
                 status, hs, _, _, work = downstream.forward(
                     cell, x, U, W, b, bn, lengths=lengths)
@@ -329,7 +329,7 @@ def test_backward_with_dU_and_dW_in_one_product(downstream, cell, hidden,
                     cell, x, U, W, hs, work, dhs=dhs)
                 assert status == downstream.STATUS["ok"]
             finally:
-                _sequence.use_merged_weight_gradients(previous)
+                fast_path("merged_weight_gradients")(previous)
             # the scratch is used with the switch on, untouched with it off
             assert work[-room:].any() == merged
             results[merged] = (grads, dx, dh0)
@@ -417,3 +417,59 @@ def test_calls_run_concurrently_without_the_gil(downstream):
         thread.join()
     for result in results:
         np.testing.assert_array_equal(result, expected)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_short_workspace_is_refused_before_anything_is_written(downstream, cell,
+                                                               dtype):
+    """lwork below the size a call needs: CRNN_ERROR_WORKSPACE_SIZE, and
+    neither the workspace nor an output is touched.  The case that wrote
+    past the buffer before lwork: a forward-sized workspace handed to the
+    backward (T=3, B=2)."""
+    status = downstream.STATUS
+    x = np.random.default_rng(0).normal(size=(3, 2, D)).astype(dtype)
+    U, W, b, bn = lane(make_model(cell, dtype, output=None))
+    forward_size = downstream.workspace_size(cell, 3, 2, D, H)
+    training_size = downstream.workspace_size(cell, 3, 2, D, H, backward=True)
+    # forward with one element too few
+    result = downstream.forward(cell, x, U, W, b, bn, lwork=forward_size - 1,
+                                backward=False)
+    assert result[0] == status["workspace_size"]
+    assert not result[4].any() and not result[1].any()
+    # a forward-only workspace is enough for the forward ...
+    st, hs, _, _, work = downstream.forward(cell, x, U, W, b, bn, backward=False)
+    assert st == status["ok"] and work.shape[0] == forward_size < training_size
+    # ... and refused by the backward, which would write past it
+    before = work.copy()
+    st, grads, dx, dh0, _ = downstream.backward(cell, x, U, W, hs, work,
+                                                dhs=np.ones_like(hs[1:]))
+    assert st == status["workspace_size"]
+    np.testing.assert_array_equal(work, before)
+    assert all(not g.any() for g in grads.values()) and np.isnan(dh0).all()
+    # the step
+    h = np.zeros((2, H), dtype)
+    c = np.zeros((2, H), dtype) if cell == "lstm" else None
+    step_size = downstream.workspace_size(cell, 1, 2, D, H, step=True)
+    assert downstream.step(cell, x[0], U, W, b, bn, h, c,
+                           lwork=step_size - 1) == status["workspace_size"]
+    assert not h.any()
+    assert downstream.step(cell, x[0], U, W, b, bn, h, c) == status["ok"]
+
+
+def test_status_names_and_version(downstream):
+    names = {code: downstream.status_name(code)
+             for code in downstream.STATUS.values()}
+    assert names[downstream.STATUS["workspace_size"]] == "CRNN_ERROR_WORKSPACE_SIZE"
+    assert names[downstream.STATUS["ok"]] == "CRNN_OK"
+    assert len(set(names.values())) == len(names)
+    assert downstream.status_name(99) == "unknown status"
+    assert downstream.API_VERSION == 2
+
+
+def test_length_order_sorts_longest_first_and_is_stable(downstream):
+    lengths = np.array([3, 7, 3, 9, 1, 7])
+    order = downstream.length_order(lengths)
+    np.testing.assert_array_equal(order, np.argsort(-lengths, kind="stable"))
+    assert (np.diff(lengths[order]) <= 0).all()
+

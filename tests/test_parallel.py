@@ -109,11 +109,11 @@ def test_steps_in_pieces_equal_one_share_per_thread(cell, hidden, dtype, threads
                                                     restore_threads):
     """A time step's units cut into pieces that the threads take as they
     come, a faster thread taking what is left of a slower one's share
-    (_sequence.step_part), give bit-identical outputs, loss and gradients
+    (crnn._step's step_part), give bit-identical outputs, loss and gradients
     to one equal share per thread.  H is not a multiple of the pieces
     (200: 13 panels; 520 at 2 threads: 9 pieces of 64 units, the last 8),
     ragged lengths, two layers, both directions."""
-    from crnn import _sequence
+    from fast_paths import fast_path
     T, B, D, K = 9, 12, 6, 4
     model = getattr(crnn, cell)(D, hidden, K, num_layers=2, bidirectional=True,
                                 dtype=np.dtype(dtype).name, seed=hidden)
@@ -125,11 +125,11 @@ def test_steps_in_pieces_equal_one_share_per_thread(cell, hidden, dtype, threads
     crnn.set_num_threads(threads)
     results = {}
     for enabled in (True, False):
-        previous = _sequence.use_step_pieces(enabled)
+        previous = fast_path("step_pieces")(enabled)
         try:
             results[enabled] = compute(model, X, y, lengths)
         finally:
-            _sequence.use_step_pieces(previous)
+            fast_path("step_pieces")(previous)
     assert_same(results[True], results[False])
 
 
@@ -256,14 +256,14 @@ def test_blas_is_held_at_one_thread_only_while_a_call_runs(restore_threads):
 def test_split_blas_products_equal_unsplit_ones(restore_threads):
     """Large BLAS products split among crnn's threads (while BLAS is held at
     one thread) give the same numbers as BLAS alone."""
-    from crnn import _blas
+    from crnn import _parallel
     rng = np.random.default_rng(3)
     A = rng.standard_normal((300, 200))
     B = rng.standard_normal((200, 100))
     expected = np.zeros((300, 100))
-    _blas._gemm(False, False, 1.0, A, B, 0.0, expected)
+    _parallel._gemm(False, False, 1.0, A, B, 0.0, expected)
     crnn.set_num_threads(2)
-    previous = _blas.split_gemms(True)
+    previous = _parallel.split_gemms(True)
     try:
         for trans_a, trans_b in [(False, False), (True, False), (False, True), (True, True)]:
             a = np.ascontiguousarray(A.T) if trans_a else A
@@ -272,14 +272,14 @@ def test_split_blas_products_equal_unsplit_ones(restore_threads):
                 if shape == (100, 300):   # the transposed product: split by columns
                     a2, b2 = (np.ascontiguousarray(b.T), np.ascontiguousarray(a.T))
                     out = np.zeros(shape)
-                    _blas._gemm(trans_b, trans_a, 1.0, a2, b2, 0.0, out)
+                    _parallel._gemm(trans_b, trans_a, 1.0, a2, b2, 0.0, out)
                     np.testing.assert_allclose(out, expected.T, rtol=1e-12, atol=1e-11)
                 else:
                     out = np.zeros(shape)
-                    _blas._gemm(trans_a, trans_b, 1.0, a, b, 0.0, out)
+                    _parallel._gemm(trans_a, trans_b, 1.0, a, b, 0.0, out)
                     np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-11)
     finally:
-        _blas.split_gemms(previous)
+        _parallel.split_gemms(previous)
 
 
 @pytest.mark.parametrize("threads", [2, 3])
@@ -289,7 +289,7 @@ def test_long_thin_products_split_by_k_equal_unsplit_ones(restore_threads,
     part 0 accumulates into C with beta, the others into their own blocks,
     added in part order.  Every transpose, alpha and beta; 3 threads ask
     for more parts than a team of 2 may have."""
-    from crnn import _blas
+    from crnn import _parallel
     rng = np.random.default_rng(4)
     m, n, k = 40, 30, 2000
     A = rng.standard_normal((m, k))
@@ -297,31 +297,31 @@ def test_long_thin_products_split_by_k_equal_unsplit_ones(restore_threads,
     C0 = rng.standard_normal((m, n))
     expected = 0.5 * C0 + 1.5 * (A @ B)
     crnn.set_num_threads(threads)
-    previous = _blas.split_gemms(True)
+    previous = _parallel.split_gemms(True)
     try:
         for trans_a, trans_b in [(False, False), (True, False), (False, True), (True, True)]:
             a = np.ascontiguousarray(A.T) if trans_a else A
             b = np.ascontiguousarray(B.T) if trans_b else B
             out = C0.copy()
-            _blas._gemm(trans_a, trans_b, 1.5, a, b, 0.5, out)
+            _parallel._gemm(trans_a, trans_b, 1.5, a, b, 0.5, out)
             np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-11)
             # and the same with the split by k turned off (bands of rows)
-            was = _blas.use_k_split(False)
+            was = _parallel.use_k_split(False)
             try:
                 banded = C0.copy()
-                _blas._gemm(trans_a, trans_b, 1.5, a, b, 0.5, banded)
+                _parallel._gemm(trans_a, trans_b, 1.5, a, b, 0.5, banded)
             finally:
-                _blas.use_k_split(was)
+                _parallel.use_k_split(was)
             np.testing.assert_allclose(out, banded, rtol=1e-12, atol=1e-11)
     finally:
-        _blas.split_gemms(previous)
+        _parallel.split_gemms(previous)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_workspace_buffers_start_on_a_cache_line(dtype):
     """Threads write neighbouring units of one row: with buffers on a cache
     line, a part's edge (a multiple of 16 units) never splits a line."""
-    from crnn._sequence import Workspace
+    from crnn._network import Workspace
     ws = Workspace()
     for size in (1, 7, 1000, 123457):
         view = ws.get(f"b{size}", (size,), dtype)

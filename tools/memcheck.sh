@@ -123,7 +123,7 @@ say "running the tests under ASan: $TESTS"
     cd "$ASAN_DIR" &&
     export LD_PRELOAD="$LIBASAN" PYTHONPATH="$ASAN_DIR/src" PYTHONMALLOC=malloc \
         OPENBLAS_NUM_THREADS=2 CRNN_PROPERTY_SCALE=${CRNN_PROPERTY_SCALE:-0.3} &&
-    where=$("$PYTHON" -c "import crnn._sequence as s; print(s.__file__)") &&
+    where=$("$PYTHON" -c "import crnn._network as s; print(s.__file__)") &&
     case "$where" in
         "$ASAN_DIR"/*) ;;
         *) echo "memcheck: crnn was imported from $where, not the ASan build" >&2; exit 3 ;;

@@ -3,8 +3,8 @@ C-level API (``cimport crnn.api``), without the GIL.
 
 ``lstm_forward`` is the example to copy: sizes in a struct, a workspace of
 the size crnn asks for, one call inside ``with nogil``, a status to check.
-The rest wraps every public function (each cell, float32 and float64,
-forward, backward and step) for crnn's own tests, tests/test_capi.py.
+The rest wraps every public function (float32 and float64 forward,
+backward and step, for any cell) for crnn's own tests, tests/test_capi.py.
 """
 from cython cimport floating
 
@@ -33,11 +33,12 @@ def lstm_forward(const double[:, :, ::1] x, const double[:, ::1] U,
     cdef double[:, :, ::1] h = hs
     cdef int status
     with nogil:
-        status = crnn_lstm_forward_f64(&sizes, NULL, &x[0, 0, 0], &U[0, 0],
-                                       &W[0, 0], &b[0], NULL, NULL,
-                                       &h[0, 0, 0], NULL, NULL, &work[0])
+        status = crnn_forward_f64(CRNN_LSTM, &sizes, NULL, &x[0, 0, 0], &U[0, 0],
+                                  &W[0, 0], &b[0], NULL, NULL, NULL,
+                                  &h[0, 0, 0], NULL, NULL, &work[0], n)
     if status != CRNN_OK:
-        raise RuntimeError(f"crnn_lstm_forward_f64 failed with status {status}")
+        raise RuntimeError("crnn_forward_f64 failed: "
+                           + crnn_status_name(status).decode())
     return hs
 
 
@@ -47,7 +48,23 @@ CELLS = {"rnn_tanh": CRNN_RNN_TANH, "rnn_relu": CRNN_RNN_RELU,
          "lstm": CRNN_LSTM, "gru": CRNN_GRU}
 STATUS = {"ok": CRNN_OK, "cell": CRNN_ERROR_CELL, "sizes": CRNN_ERROR_SIZES,
           "lengths": CRNN_ERROR_LENGTHS, "null": CRNN_ERROR_NULL,
-          "workspace": CRNN_ERROR_WORKSPACE}
+          "workspace": CRNN_ERROR_WORKSPACE,
+          "workspace_size": CRNN_ERROR_WORKSPACE_SIZE}
+API_VERSION = CRNN_API_VERSION
+
+
+def status_name(int status):
+    return crnn_status_name(status).decode()
+
+
+def length_order(lengths):
+    """crnn_length_order: the rows longest first (stable)."""
+    cdef int[::1] lens = np.ascontiguousarray(lengths, np.intc)
+    order = np.empty(lens.shape[0], np.intc)
+    cdef int[::1] o = order
+    if lens.shape[0] > 0:
+        crnn_length_order(lens.shape[0], &lens[0], &o[0])
+    return order
 
 
 def gate_blocks(str cell):
@@ -82,8 +99,9 @@ cdef inline floating *ptr(floating[::1] view) noexcept:
 
 
 def forward(str cell, x, U, W, b, bn=None, lengths=None, h0=None, c0=None,
-            bint backward=True):
-    """Sequence forward.  x (T, B, D), lengths sorted longest first.
+            bint backward=True, lwork=None):
+    """Sequence forward.  x (T, B, D), lengths sorted longest first; the
+    workspace has `lwork` elements (default: the size crnn asks for).
     Returns (status, hs, h_n, c_n, work); c_n is None but for the LSTM."""
     T, B, D = x.shape
     H = W.shape[1]
@@ -92,19 +110,21 @@ def forward(str cell, x, U, W, b, bn=None, lengths=None, h0=None, c0=None,
     hs = np.zeros((T + 1, B, H), x.dtype)
     h_n = np.zeros((B, H), x.dtype)
     c_n = np.zeros((B, H), x.dtype) if kind == CRNN_LSTM else None
-    work = np.zeros(crnn_sequence_workspace_size(kind, &sizes, backward), x.dtype)
+    if lwork is None:
+        lwork = crnn_sequence_workspace_size(kind, &sizes, backward)
+    work = np.zeros(max(lwork, 1), x.dtype)
     cdef int[::1] lens = None if lengths is None else np.ascontiguousarray(lengths, np.intc)
     cdef const int *lens_ptr = NULL if lens is None else &lens[0]
     if x.dtype == np.float32:
         status = _forward[float](kind, &sizes, lens_ptr, flat(x), flat(U),
                                  flat(W), flat(b), flat(bn), flat(h0),
                                  flat(c0), flat(hs), flat(h_n), flat(c_n),
-                                 flat(work))
+                                 flat(work), lwork)
     else:
         status = _forward[double](kind, &sizes, lens_ptr, flat(x), flat(U),
                                   flat(W), flat(b), flat(bn), flat(h0),
                                   flat(c0), flat(hs), flat(h_n), flat(c_n),
-                                  flat(work))
+                                  flat(work), lwork)
     return status, hs, h_n, c_n, work
 
 
@@ -112,7 +132,7 @@ cdef int _forward(int cell, const crnn_sizes *s, const int *lengths,
                   floating[::1] x, floating[::1] U, floating[::1] W,
                   floating[::1] b, floating[::1] bn, floating[::1] h0,
                   floating[::1] c0, floating[::1] hs, floating[::1] h_n,
-                  floating[::1] c_n, floating[::1] work):
+                  floating[::1] c_n, floating[::1] work, Py_ssize_t lwork):
     cdef floating *px = ptr(x)
     cdef floating *pU = ptr(U)
     cdef floating *pW = ptr(W)
@@ -127,40 +147,20 @@ cdef int _forward(int cell, const crnn_sizes *s, const int *lengths,
     cdef int status
     with nogil:
         if floating is float:
-            if cell == CRNN_RNN_TANH:
-                status = crnn_rnn_tanh_forward_f32(s, lengths, px, pU, pW, pb,
-                                                   ph0, phs, ph_n, pwork)
-            elif cell == CRNN_RNN_RELU:
-                status = crnn_rnn_relu_forward_f32(s, lengths, px, pU, pW, pb,
-                                                   ph0, phs, ph_n, pwork)
-            elif cell == CRNN_LSTM:
-                status = crnn_lstm_forward_f32(s, lengths, px, pU, pW, pb, ph0,
-                                               pc0, phs, ph_n, pc_n, pwork)
-            else:
-                status = crnn_gru_forward_f32(s, lengths, px, pU, pW, pb, pbn,
-                                              ph0, phs, ph_n, pwork)
+            status = crnn_forward_f32(cell, s, lengths, px, pU, pW, pb, pbn,
+                                      ph0, pc0, phs, ph_n, pc_n, pwork, lwork)
         else:
-            if cell == CRNN_RNN_TANH:
-                status = crnn_rnn_tanh_forward_f64(s, lengths, px, pU, pW, pb,
-                                                   ph0, phs, ph_n, pwork)
-            elif cell == CRNN_RNN_RELU:
-                status = crnn_rnn_relu_forward_f64(s, lengths, px, pU, pW, pb,
-                                                   ph0, phs, ph_n, pwork)
-            elif cell == CRNN_LSTM:
-                status = crnn_lstm_forward_f64(s, lengths, px, pU, pW, pb, ph0,
-                                               pc0, phs, ph_n, pc_n, pwork)
-            else:
-                status = crnn_gru_forward_f64(s, lengths, px, pU, pW, pb, pbn,
-                                              ph0, phs, ph_n, pwork)
+            status = crnn_forward_f64(cell, s, lengths, px, pU, pW, pb, pbn,
+                                      ph0, pc0, phs, ph_n, pc_n, pwork, lwork)
     return status
 
 
 def backward(str cell, x, U, W, hs, work, dhs=None, dh_n=None, dc_n=None,
-             bint want_dx=True):
-    """Sequence backward after `forward` (same x, hs, work).  Returns
-    (status, grads, dx, dh0, dc0): grads has "U", "W", "b" (and "bn" for the
-    GRU), accumulated into zeros; dx is None unless want_dx; dc0 is None but
-    for the LSTM."""
+             bint want_dx=True, lwork=None):
+    """Sequence backward after `forward` (same x, hs, work; `lwork`
+    defaults to work's length).  Returns (status, grads, dx, dh0, dc0):
+    grads has "U", "W", "b" (and "bn" for the GRU), accumulated into
+    zeros; dx is None unless want_dx; dc0 is None but for the LSTM."""
     T, B, D = x.shape
     H = W.shape[1]
     kind = CELLS[cell]
@@ -173,16 +173,20 @@ def backward(str cell, x, U, W, hs, work, dhs=None, dh_n=None, dc_n=None,
     dh0 = np.full((B, H), np.nan, x.dtype)
     dc0 = np.full((B, H), np.nan, x.dtype) if kind == CRNN_LSTM else None
     dU, dW, db, dbn = grads["U"], grads["W"], grads["b"], grads.get("bn")
+    if lwork is None:
+        lwork = work.shape[0]
     if x.dtype == np.float32:
         status = _backward[float](kind, &sizes, flat(x), flat(U), flat(W),
                                   flat(hs), flat(dhs), flat(dh_n), flat(dc_n),
                                   flat(dU), flat(dW), flat(db), flat(dbn),
-                                  flat(dx), flat(dh0), flat(dc0), flat(work))
+                                  flat(dx), flat(dh0), flat(dc0), flat(work),
+                                  lwork)
     else:
         status = _backward[double](kind, &sizes, flat(x), flat(U), flat(W),
                                    flat(hs), flat(dhs), flat(dh_n), flat(dc_n),
                                    flat(dU), flat(dW), flat(db), flat(dbn),
-                                   flat(dx), flat(dh0), flat(dc0), flat(work))
+                                   flat(dx), flat(dh0), flat(dc0), flat(work),
+                                   lwork)
     return status, grads, dx, dh0, dc0
 
 
@@ -191,7 +195,7 @@ cdef int _backward(int cell, const crnn_sizes *s, floating[::1] x,
                    floating[::1] dhs, floating[::1] dh_n, floating[::1] dc_n,
                    floating[::1] dU, floating[::1] dW, floating[::1] db,
                    floating[::1] dbn, floating[::1] dx, floating[::1] dh0,
-                   floating[::1] dc0, floating[::1] work):
+                   floating[::1] dc0, floating[::1] work, Py_ssize_t lwork):
     cdef floating *px = ptr(x)
     cdef floating *pU = ptr(U)
     cdef floating *pW = ptr(W)
@@ -210,61 +214,37 @@ cdef int _backward(int cell, const crnn_sizes *s, floating[::1] x,
     cdef int status
     with nogil:
         if floating is float:
-            if cell == CRNN_RNN_TANH:
-                status = crnn_rnn_tanh_backward_f32(s, px, pU, pW, phs, pdhs,
-                                                    pdh_n, pdU, pdW, pdb, pdx,
-                                                    pdh0, pwork)
-            elif cell == CRNN_RNN_RELU:
-                status = crnn_rnn_relu_backward_f32(s, px, pU, pW, phs, pdhs,
-                                                    pdh_n, pdU, pdW, pdb, pdx,
-                                                    pdh0, pwork)
-            elif cell == CRNN_LSTM:
-                status = crnn_lstm_backward_f32(s, px, pU, pW, phs, pdhs, pdh_n,
-                                                pdc_n, pdU, pdW, pdb, pdx, pdh0,
-                                                pdc0, pwork)
-            else:
-                status = crnn_gru_backward_f32(s, px, pU, pW, phs, pdhs, pdh_n,
-                                               pdU, pdW, pdb, pdbn, pdx, pdh0,
-                                               pwork)
+            status = crnn_backward_f32(cell, s, px, pU, pW, phs, pdhs, pdh_n,
+                                       pdc_n, pdU, pdW, pdb, pdbn, pdx, pdh0,
+                                       pdc0, pwork, lwork)
         else:
-            if cell == CRNN_RNN_TANH:
-                status = crnn_rnn_tanh_backward_f64(s, px, pU, pW, phs, pdhs,
-                                                    pdh_n, pdU, pdW, pdb, pdx,
-                                                    pdh0, pwork)
-            elif cell == CRNN_RNN_RELU:
-                status = crnn_rnn_relu_backward_f64(s, px, pU, pW, phs, pdhs,
-                                                    pdh_n, pdU, pdW, pdb, pdx,
-                                                    pdh0, pwork)
-            elif cell == CRNN_LSTM:
-                status = crnn_lstm_backward_f64(s, px, pU, pW, phs, pdhs, pdh_n,
-                                                pdc_n, pdU, pdW, pdb, pdx, pdh0,
-                                                pdc0, pwork)
-            else:
-                status = crnn_gru_backward_f64(s, px, pU, pW, phs, pdhs, pdh_n,
-                                               pdU, pdW, pdb, pdbn, pdx, pdh0,
-                                               pwork)
+            status = crnn_backward_f64(cell, s, px, pU, pW, phs, pdhs, pdh_n,
+                                       pdc_n, pdU, pdW, pdb, pdbn, pdx, pdh0,
+                                       pdc0, pwork, lwork)
     return status
 
 
-def step(str cell, x, U, W, b, bn, h, c=None):
+def step(str cell, x, U, W, b, bn, h, c=None, lwork=None):
     """One step: x (B, D); h (and c, LSTM) (B, H) are updated in place.
     Returns the status."""
     B, D = x.shape
     H = W.shape[1]
     kind = CELLS[cell]
     cdef crnn_sizes sizes = make_sizes(1, B, D, H)
-    work = np.zeros(crnn_step_workspace_size(kind, &sizes), x.dtype)
+    if lwork is None:
+        lwork = crnn_step_workspace_size(kind, &sizes)
+    work = np.zeros(max(lwork, 1), x.dtype)
     if x.dtype == np.float32:
         return _step[float](kind, &sizes, flat(x), flat(U), flat(W), flat(b),
-                            flat(bn), flat(h), flat(c), flat(work))
+                            flat(bn), flat(h), flat(c), flat(work), lwork)
     return _step[double](kind, &sizes, flat(x), flat(U), flat(W), flat(b),
-                         flat(bn), flat(h), flat(c), flat(work))
+                         flat(bn), flat(h), flat(c), flat(work), lwork)
 
 
 cdef int _step(int cell, const crnn_sizes *s, floating[::1] x,
                floating[::1] U, floating[::1] W, floating[::1] b,
                floating[::1] bn, floating[::1] h, floating[::1] c,
-               floating[::1] work):
+               floating[::1] work, Py_ssize_t lwork):
     cdef floating *px = ptr(x)
     cdef floating *pU = ptr(U)
     cdef floating *pW = ptr(W)
@@ -276,21 +256,9 @@ cdef int _step(int cell, const crnn_sizes *s, floating[::1] x,
     cdef int status
     with nogil:
         if floating is float:
-            if cell == CRNN_RNN_TANH:
-                status = crnn_rnn_tanh_step_f32(s, px, pU, pW, pb, ph, pwork)
-            elif cell == CRNN_RNN_RELU:
-                status = crnn_rnn_relu_step_f32(s, px, pU, pW, pb, ph, pwork)
-            elif cell == CRNN_LSTM:
-                status = crnn_lstm_step_f32(s, px, pU, pW, pb, ph, pc, pwork)
-            else:
-                status = crnn_gru_step_f32(s, px, pU, pW, pb, pbn, ph, pwork)
+            status = crnn_step_f32(cell, s, px, pU, pW, pb, pbn, ph, pc, pwork,
+                                   lwork)
         else:
-            if cell == CRNN_RNN_TANH:
-                status = crnn_rnn_tanh_step_f64(s, px, pU, pW, pb, ph, pwork)
-            elif cell == CRNN_RNN_RELU:
-                status = crnn_rnn_relu_step_f64(s, px, pU, pW, pb, ph, pwork)
-            elif cell == CRNN_LSTM:
-                status = crnn_lstm_step_f64(s, px, pU, pW, pb, ph, pc, pwork)
-            else:
-                status = crnn_gru_step_f64(s, px, pU, pW, pb, pbn, ph, pwork)
+            status = crnn_step_f64(cell, s, px, pU, pW, pb, pbn, ph, pc, pwork,
+                                   lwork)
     return status

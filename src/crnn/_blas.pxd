@@ -1,6 +1,7 @@
 # The BLAS shim: the only module that cimports scipy.linalg.cython_blas,
 # and the home of the one GEMM crnn does itself (the recurrent product on
-# weights packed once per call, _packed_gemm.h).
+# weights packed once per call, _packed_gemm.h).  No threads, no policy:
+# _parallel.pxd splits products among crnn's team.
 #
 # Every routine is row-major (numpy's layout): callers pass C-contiguous
 # matrices and leading dimensions in elements, and the shim swaps operands
@@ -11,15 +12,11 @@ from cython cimport floating
 include "_blas_int.pxi"
 
 
+# C := alpha * op(A).op(B) + beta * C  on the calling thread
 cdef void gemm(bint trans_a, bint trans_b, int m, int n, int k,
                floating alpha, const floating *A, int lda,
                const floating *B, int ldb,
                floating beta, floating *C, int ldc) noexcept nogil
-
-cdef void blas_gemm(bint trans_a, bint trans_b, int m, int n, int k,
-                    floating alpha, const floating *A, int lda,
-                    const floating *B, int ldb,
-                    floating beta, floating *C, int ldc) noexcept nogil
 
 cdef void gemv(bint trans_a, int m, int n,
                floating alpha, const floating *A, int lda,
@@ -48,14 +45,3 @@ cdef void packed_gemm_pair(int m, int n, int k1, const floating *A1, int lda1,
                            int k2, const floating *A2, int lda2,
                            const floating *panels, const floating *bias,
                            bint accumulate, floating *C, int ldc) noexcept nogil
-
-# crnn's thread team (_team.h): team_run runs task(arg, part, parts) for
-# every part, part 0 on the caller; team_parts says how many parts a job of
-# `work` multiply-adds in at most `pieces` pieces should be split into.
-ctypedef void (*Task)(void *arg, int part, int parts) noexcept nogil
-cdef int team_parts(double work, int pieces) noexcept nogil
-# the team's thread count, the caller included
-cdef int team_threads() noexcept nogil
-# True while BLAS is held at one thread, so the team's parts may call it
-cdef bint team_may_call_blas() noexcept nogil
-cdef void team_run(Task task, void *arg, int parts) noexcept nogil

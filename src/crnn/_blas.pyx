@@ -1,4 +1,6 @@
-"""The BLAS shim: row-major GEMM, GEMV, AXPY and SCAL over float32/float64.
+"""The BLAS shim: row-major GEMM, GEMV, AXPY and SCAL over float32/float64,
+and crnn's own packed GEMM for the recurrent product.  No policy and no
+threads: _parallel.pyx splits products among the team.
 
 C = A·B in row-major memory is Cᵀ = Bᵀ·Aᵀ in column-major memory, so a
 row-major product is the column-major product with the operands (and their
@@ -10,7 +12,6 @@ time step, has its own kernel on the weight packed once per call
 
 The ``def`` wrappers at the bottom exist for the tests only.
 """
-from libc.stdlib cimport calloc, free
 from scipy.linalg.cython_blas cimport sgemm, dgemm, sgemv, dgemv
 from scipy.linalg.cython_blas cimport saxpy, daxpy, sscal, dscal
 
@@ -32,157 +33,13 @@ cdef extern from "_packed_gemm.h":
                               int k2, const double *A2, int lda2,
                               const double *panels, const double *bias,
                               int accumulate, double *C, int ldc) nogil
-    int CRNN_HAVE_TEAM
-    int CRNN_MAX_THREADS
-    void crnn_team_set_threads(int threads) nogil
-    int crnn_team_threads() nogil
-    ctypedef void (*crnn_task)(void *arg, int part, int parts) noexcept nogil
-    void crnn_team_run(crnn_task task, void *arg, int parts) nogil
-    int CRNN_PARALLEL_MIN_WORK
-
-# Products at least this large (m·n·k multiply-adds) are split among crnn's
-# threads when BLAS itself runs on one thread (see split_gemms).
-cdef enum:
-    SPLIT_MIN_WORK = 1 << 20
-    # ... and split by k when k is at least this many times max(m, n)
-    K_SPLIT_RATIO = 4
-
-# True while crnn's threads may split BLAS products: set by
-# crnn.threads.single_threaded_blas, which holds OpenBLAS at one thread, so
-# the split never nests two thread pools.
-cdef bint splitting = False
-
-
-cdef bint k_split_enabled = True
-
-
-def use_k_split(bint enabled):
-    """Turn the split of long thin products by k on or off (off: bands of
-    rows or columns).  Returns the previous setting."""
-    global k_split_enabled
-    previous = k_split_enabled
-    k_split_enabled = enabled
-    return previous
-
-
-cdef struct GemmJob:
-    # one row-major product for gemm_part; pointers of the job's type
-    bint is_double, trans_a, trans_b, by_rows, by_k
-    int m, n, k, lda, ldb, ldc
-    double alpha, beta
-    const void *A
-    const void *B
-    void *C
-    void *partial   # by_k: parts 1.. write (m × n) blocks here, beta 0
-
-
-cdef void gemm_part(void *arg, int part, int parts) noexcept nogil:
-    """Part `part` of `parts` of a GemmJob: a band of C's rows (by_rows) or
-    columns, each an independent product with its own slice of A or B; or
-    (by_k) a range of k, a product of both operands' slices into C (part 0)
-    or into the part's own block of `partial`, which gemm adds to C."""
-    cdef GemmJob *job = <GemmJob *> arg
-    cdef int extent = job.k if job.by_k else (job.m if job.by_rows else job.n)
-    cdef int first = <int> (<long long> extent * part // parts)
-    cdef int last = <int> (<long long> extent * (part + 1) // parts)
-    cdef Py_ssize_t a_step = 0, b_step = 0, c_step
-    if last <= first:
-        return
-    if job.by_k:
-        # k = [first, last) of op(A)'s columns and op(B)'s rows; part 0
-        # into C (with beta), the others into their own block (beta 0)
-        a_step = <Py_ssize_t> first * job.lda if job.trans_a else first
-        b_step = first if job.trans_b else <Py_ssize_t> first * job.ldb
-        c_step = <Py_ssize_t> (part - 1) * job.m * job.n
-        if job.is_double:
-            blas_gemm(job.trans_a, job.trans_b, job.m, job.n, last - first,
-                      job.alpha, <const double *> job.A + a_step, job.lda,
-                      <const double *> job.B + b_step, job.ldb,
-                      job.beta if part == 0 else 0,
-                      <double *> job.C if part == 0
-                      else <double *> job.partial + c_step,
-                      job.ldc if part == 0 else job.n)
-        else:
-            blas_gemm(job.trans_a, job.trans_b, job.m, job.n, last - first,
-                      <float> job.alpha, <const float *> job.A + a_step, job.lda,
-                      <const float *> job.B + b_step, job.ldb,
-                      <float> (job.beta if part == 0 else 0),
-                      <float *> job.C if part == 0
-                      else <float *> job.partial + c_step,
-                      job.ldc if part == 0 else job.n)
-        return
-    if job.by_rows:
-        # rows [first, last) of C and of op(A)
-        a_step = first if job.trans_a else <Py_ssize_t> first * job.lda
-        c_step = <Py_ssize_t> first * job.ldc
-    else:
-        # columns [first, last) of C and of op(B)
-        b_step = <Py_ssize_t> first * job.ldb if job.trans_b else first
-        c_step = first
-    if job.is_double:
-        blas_gemm(job.trans_a, job.trans_b,
-                  last - first if job.by_rows else job.m,
-                  job.n if job.by_rows else last - first, job.k, job.alpha,
-                  <const double *> job.A + a_step, job.lda,
-                  <const double *> job.B + b_step, job.ldb, job.beta,
-                  <double *> job.C + c_step, job.ldc)
-    else:
-        blas_gemm(job.trans_a, job.trans_b,
-                  last - first if job.by_rows else job.m,
-                  job.n if job.by_rows else last - first, job.k,
-                  <float> job.alpha,
-                  <const float *> job.A + a_step, job.lda,
-                  <const float *> job.B + b_step, job.ldb, <float> job.beta,
-                  <float *> job.C + c_step, job.ldc)
-
 
 cdef void gemm(bint trans_a, bint trans_b, int m, int n, int k,
-               floating alpha, const floating *A, int lda,
-               const floating *B, int ldb,
-               floating beta, floating *C, int ldc) noexcept nogil:
-    """C := alpha * op(A).op(B) + beta * C,  C (m×n), op(A) (m×k), op(B) (k×n).
-    Large products are split by rows or columns among crnn's threads while
-    BLAS runs single-threaded (split_gemms)."""
-    cdef GemmJob job
-    cdef int parts = crnn_team_threads()
-    cdef Py_ssize_t r, j, p
-    cdef floating *partial
-    if (splitting and parts > 1 and m > 1
-            and <double> m * n * k >= SPLIT_MIN_WORK):
-        job.is_double = floating is double
-        job.trans_a, job.trans_b = trans_a, trans_b
-        job.by_rows = m >= n
-        job.m, job.n, job.k = m, n, k
-        job.lda, job.ldb, job.ldc = lda, ldb, ldc
-        job.alpha, job.beta = alpha, beta
-        job.A, job.B, job.C = A, B, C
-        # A long thin product (the weight gradients: k = T·B rows) is split
-        # by k: bands of C's rows or columns would each pack all of the
-        # other operand, by k each part packs only its own rows of both.
-        job.by_k = k_split_enabled and k >= K_SPLIT_RATIO * max(m, n)
-        job.partial = NULL
-        if job.by_k:
-            # zeroed: a smaller team than asked leaves some blocks unwritten
-            job.partial = calloc(<size_t> (parts - 1) * m * n, sizeof(floating))
-            job.by_k = job.partial != NULL
-        crnn_team_run(gemm_part, &job, parts)
-        if job.by_k:
-            # C += Σ the other parts' blocks, in part order
-            partial = <floating *> job.partial
-            for p in range(parts - 1):
-                for r in range(m):
-                    for j in range(n):
-                        C[r * ldc + j] += partial[(p * m + r) * n + j]
-            free(job.partial)
-        return
-    blas_gemm(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
-
-
-cdef void blas_gemm(bint trans_a, bint trans_b, int m, int n, int k,
                     floating alpha, const floating *A, int lda,
                     const floating *B, int ldb,
                     floating beta, floating *C, int ldc) noexcept nogil:
-    """gemm on the calling thread (BLAS's own threads as BLAS decides)."""
+    """C := alpha * op(A).op(B) + beta * C,  C (m×n), op(A) (m×k), op(B) (k×n),
+    on the calling thread (BLAS's own threads as BLAS decides)."""
     if m <= 0 or n <= 0:
         return
     if m == 1 and k > 0:
@@ -314,78 +171,9 @@ cdef void packed_gemm_pair(int m, int n, int k1, const floating *A1, int lda1,
                              accumulate, C, ldc)
 
 
-# ------------------------------------------------------------ the team
-
-cdef bint team_may_call_blas() noexcept nogil:
-    """True while BLAS is held at one thread (split_gemms), so that parts of
-    the team may each call it without nesting two thread pools."""
-    return splitting
-
-
-cdef int team_parts(double work, int pieces) noexcept nogil:
-    """How many parts to split a job of `work` multiply-adds into, at most
-    `pieces`: 1 below the threshold where a handoff costs more than it saves,
-    else the team's thread count."""
-    if work < CRNN_PARALLEL_MIN_WORK:
-        return 1
-    return max(1, min(crnn_team_threads(), pieces))
-
-
-cdef int team_threads() noexcept nogil:
-    """The team's thread count, the caller included."""
-    return crnn_team_threads()
-
-
-cdef void team_run(Task task, void *arg, int parts) noexcept nogil:
-    """task(arg, part, parts) for every part, on the team's threads (see
-    _team.h); returns when all are done."""
-    crnn_team_run(<crnn_task> task, arg, parts)
-
-
-def set_num_threads(int threads):
-    """Threads for crnn's own parallel work (the packed recurrent GEMM), the
-    caller included; BLAS keeps its own setting (OPENBLAS_NUM_THREADS)."""
-    if threads < 1:
-        raise ValueError(f"threads must be >= 1, got {threads}")
-    crnn_team_set_threads(min(threads, CRNN_MAX_THREADS) if CRNN_HAVE_TEAM else 1)
-
-
-def get_num_threads():
-    """The thread count set by set_num_threads (1 without POSIX threads)."""
-    return crnn_team_threads()
-
-
-def split_gemms(bint enabled):
-    """Let crnn's threads split BLAS products (only while BLAS is held at one
-    thread: crnn.threads.single_threaded_blas).  Returns the previous value."""
-    global splitting
-    previous = splitting
-    splitting = enabled
-    return previous
-
-
 # ---------------------------------------------------------------- test hooks
 # Python wrappers so the tests can check the shim against numpy.  They take
 # C-contiguous 2-D / 1-D arrays of one dtype and update the output in place.
-
-def _gemm(bint trans_a, bint trans_b, double alpha,
-          const floating[:, ::1] A, const floating[:, ::1] B,
-          double beta, floating[:, ::1] C):
-    """C := alpha * op(A).op(B) + beta * C  (row-major, in place)."""
-    cdef int m = C.shape[0], n = C.shape[1]
-    cdef int k = A.shape[0] if trans_a else A.shape[1]
-    if ((A.shape[1] if trans_a else A.shape[0]) != m
-            or (B.shape[1] if trans_b else B.shape[0]) != k
-            or (B.shape[0] if trans_b else B.shape[1]) != n):
-        raise ValueError("gemm: operand shapes do not match")
-    if m == 0 or n == 0:
-        return
-    cdef const floating *a = &A[0, 0] if k > 0 else NULL
-    cdef const floating *b = &B[0, 0] if k > 0 else NULL
-    with nogil:
-        gemm(trans_a, trans_b, m, n, k, <floating> alpha, a, A.shape[1],
-             b, B.shape[1], <floating> beta, &C[0, 0], C.shape[1])
-
 
 def _gemv(bint trans_a, double alpha, const floating[:, ::1] A,
           const floating[::1] x, double beta, floating[::1] y):

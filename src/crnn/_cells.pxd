@@ -1,7 +1,34 @@
-# Point-wise cell kernels: one time step of one cell type over `rows` live
-# rows, after the driver has done the matrix products.  A new cell type is a
-# new pair of kernels here and a new CellKind, nothing else.
-from cython cimport floating
+# The cell table: one row per cell type (gate blocks, flags and the
+# point-wise forward/backward kernels for float and double), read by the
+# lane, which never branches on the cell.  Rows and kernels: _kernels.h and
+# _kernels_impl.h; the math: _cells.pyx.  To add a cell: one kernel pair in
+# _kernels_impl.h, one row in _kernels.h's table and one CellKind here.
+
+cdef extern from "_cell_table.h" nogil:
+    ctypedef struct CellArgs "crnn_cell_args":
+        int rows, hidden, first, count
+        void *gates
+        const void *recurrent
+        const void *recurrent_bias
+        const void *h_prev
+        const void *c_prev
+        void *h
+        void *c
+        void *keep
+        const void *dh_outputs
+        void *dh
+        void *dc
+        void *dgates
+        void *drecurrent
+    ctypedef void (*CellKernel)(const CellArgs *args) noexcept nogil
+    ctypedef struct CellSpec "crnn_cell_spec":
+        const char *name
+        int gate_blocks         # G: the weights have G·H rows
+        int pair_state          # the state is (h, C)
+        int separate_recurrent  # h(t-1)·Wᵀ kept apart from Z
+        int recurrent_bias      # a bias inside the recurrent product (bn)
+        CellKernel forward[2]   # [0] float, [1] double
+        CellKernel backward[2]
 
 cpdef enum CellKind:
     CELL_RNN_TANH = 0
@@ -9,33 +36,16 @@ cpdef enum CellKind:
     CELL_LSTM = 2
     CELL_GRU = 3
 
-# Gate blocks per cell: the weight matrices have gate_blocks(kind) * H rows.
-cdef int gate_blocks(int kind) noexcept nogil
-# True when the cell carries a second state (the LSTM's C).
-cdef bint has_cell_state(int kind) noexcept nogil
-# True when the cell needs h_prev·Wᵀ apart from the input projection (GRU's
-# n gate multiplies it by r); otherwise the driver accumulates it into gates.
-cdef bint separate_recurrent(int kind) noexcept nogil
+# The table row of `kind` (a CellKind; the caller has checked it).
+cdef const CellSpec *cell_spec(int kind) noexcept nogil
+# True for a kind the table has a row for.
+cdef bint known_cell(int kind) noexcept nogil
 
-cdef void cell_forward(int kind, int rows, int hidden, int first, int count,
-                       floating *gates,
-                       const floating *recurrent,
-                       const floating *recurrent_bias,
-                       const floating *h_prev,
-                       const floating *c_prev,
-                       floating *h,
-                       floating *c,
-                       floating *keep) noexcept nogil
 
-cdef void cell_backward(int kind, int rows, int hidden, int first, int count,
-                        const floating *gates,
-                        const floating *h,
-                        const floating *h_prev,
-                        const floating *c_prev,
-                        const floating *c,
-                        const floating *keep,
-                        const floating *dh_from_outputs,
-                        floating *dh,
-                        floating *dc,
-                        floating *dgates,
-                        floating *drecurrent) noexcept nogil
+# The cell's point-wise kernel, from its table row.
+cdef inline void run_cell(const CellSpec *cell, bint backward, bint single,
+                          const CellArgs *args) noexcept nogil:
+    if backward:
+        cell.backward[0 if single else 1](args)
+    else:
+        cell.forward[0 if single else 1](args)

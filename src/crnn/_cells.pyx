@@ -1,13 +1,16 @@
-"""Point-wise cell kernels: the part of a time step that is not a GEMM.
+"""The cell table: the part of a time step that is not a GEMM.
 
-The driver (_sequence.pyx) computes, for the live rows of step t,
+Each row of the table (_kernels.h) names a cell, its gate blocks and flags,
+and its point-wise kernels (C, _kernels_impl.h).  The lane (_lane.pyx)
+computes, for the live rows of step t,
 
     gates = x(t)·Uᵀ + b  [+ h(t-1)·Wᵀ unless separate_recurrent(kind)]
     recurrent = h(t-1)·Wᵀ                      (only if separate_recurrent)
 
-and then calls ``cell_forward`` once; in BPTT it calls ``cell_backward`` once
-and then forms dh(t-1) = drecurrent·W (plus the direct part the kernel left
-in dh).  Buffers are row-major with these shapes (G = gate_blocks(kind)):
+and then calls the row's forward kernel once; in BPTT it calls the
+backward kernel once and then forms dh(t-1) = drecurrent·W (plus the direct
+part the kernel left in dh).  Buffers (CellArgs, _cell_table.h) are
+row-major with these shapes (G = the row's gate_blocks):
 
     gates, dgates, recurrent, drecurrent   rows × G·H
     h, h_prev, c, c_prev, keep, dh, dc     rows × H
@@ -22,65 +25,23 @@ count = hidden is the whole step).
 import numpy as np
 
 cdef extern from "_kernels.h" nogil:
-    # The kernels themselves, in C (restrict pointers, vectorised): one
-    # generic body in _kernels_impl.h, for float (_f32) and double (_f64).
-    void crnn_rnn_forward_f32(int relu, int rows, int hidden, int first, int count,
-                              const float *z, float *h)
-    void crnn_rnn_forward_f64(int relu, int rows, int hidden, int first, int count,
-                              const double *z, double *h)
-    void crnn_rnn_backward_f32(int relu, int rows, int hidden, int first, int count,
-                               const float *h,
-                               const float *dh_out, const float *dh, float *dz)
-    void crnn_rnn_backward_f64(int relu, int rows, int hidden, int first, int count,
-                               const double *h,
-                               const double *dh_out, const double *dh, double *dz)
+    const CellSpec crnn_cell_table[]
+    int CRNN_CELL_COUNT
     void crnn_lstm_forward_f32(int rows, int hidden, int first, int count, float *gates,
                                const float *c_prev, float *h, float *c)
-    void crnn_lstm_forward_f64(int rows, int hidden, int first, int count, double *gates,
-                               const double *c_prev, double *h, double *c)
-    void crnn_lstm_backward_f32(int rows, int hidden, int first, int count,
-                                const float *gates,
-                                const float *c_prev, const float *c,
-                                const float *dh_out, const float *dh,
-                                float *dc, float *dgates)
-    void crnn_lstm_backward_f64(int rows, int hidden, int first, int count,
-                                const double *gates,
-                                const double *c_prev, const double *c,
-                                const double *dh_out, const double *dh,
-                                double *dc, double *dgates)
-    void crnn_gru_forward_f32(int rows, int hidden, int first, int count, float *gates,
-                              const float *recurrent, const float *recurrent_bias,
-                              const float *h_prev, float *h, float *keep)
-    void crnn_gru_forward_f64(int rows, int hidden, int first, int count, double *gates,
-                              const double *recurrent, const double *recurrent_bias,
-                              const double *h_prev, double *h, double *keep)
-    void crnn_gru_backward_f32(int rows, int hidden, int first, int count,
-                               const float *gates,
-                               const float *h_prev, const float *keep,
-                               const float *dh_out, float *dh, float *dgates,
-                               float *drecurrent)
-    void crnn_gru_backward_f64(int rows, int hidden, int first, int count,
-                               const double *gates,
-                               const double *h_prev, const double *keep,
-                               const double *dh_out, double *dh, double *dgates,
-                               double *drecurrent)
 
 
-
-cdef int gate_blocks(int kind) noexcept nogil:
-    if kind == CELL_LSTM:
-        return 4
-    if kind == CELL_GRU:
-        return 3
-    return 1
+cdef const CellSpec *cell_spec(int kind) noexcept nogil:
+    return &crnn_cell_table[kind]
 
 
-cdef bint has_cell_state(int kind) noexcept nogil:
-    return kind == CELL_LSTM
+cdef bint known_cell(int kind) noexcept nogil:
+    return 0 <= kind < CRNN_CELL_COUNT
 
 
-cdef bint separate_recurrent(int kind) noexcept nogil:
-    return kind == CELL_GRU
+def cell_names():
+    """The table's cell names, in CellKind order (for the tests)."""
+    return [crnn_cell_table[kind].name.decode() for kind in range(CRNN_CELL_COUNT)]
 
 
 # The math of each kernel (implemented in _kernels_impl.h):
@@ -112,73 +73,6 @@ cdef bint separate_recurrent(int kind) noexcept nogil:
 # float32 uses the vectorisable rational tanh of _fastmath.h (a few ulp) and
 # σ(x) = ½ + ½·tanh(x/2) (the same rational function, rescaled); float64
 # uses libm's tanh and exp.
-
-
-cdef void cell_forward(int kind, int rows, int hidden, int first, int count,
-                       floating *gates,              # IN pre-activations; OUT what BPTT needs
-                       const floating *recurrent,    # IN h_prev·Wᵀ (separate_recurrent only)
-                       const floating *recurrent_bias,  # IN (H,) GRU's b_hn
-                       const floating *h_prev,       # IN
-                       const floating *c_prev,       # IN (LSTM)
-                       floating *h,                  # OUT h(t)
-                       floating *c,                  # OUT C(t) (LSTM)
-                       floating *keep) noexcept nogil:  # OUT extra values BPTT needs
-    if kind == CELL_RNN_TANH or kind == CELL_RNN_RELU:
-        if floating is float:
-            crnn_rnn_forward_f32(kind == CELL_RNN_RELU, rows, hidden, first, count,
-                                 gates, h)
-        else:
-            crnn_rnn_forward_f64(kind == CELL_RNN_RELU, rows, hidden, first, count,
-                                 gates, h)
-    elif kind == CELL_LSTM:
-        if floating is float:
-            crnn_lstm_forward_f32(rows, hidden, first, count, gates, c_prev, h, c)
-        else:
-            crnn_lstm_forward_f64(rows, hidden, first, count, gates, c_prev, h, c)
-    elif kind == CELL_GRU:
-        if floating is float:
-            crnn_gru_forward_f32(rows, hidden, first, count,
-                                 gates, recurrent, recurrent_bias,
-                                 h_prev, h, keep)
-        else:
-            crnn_gru_forward_f64(rows, hidden, first, count,
-                                 gates, recurrent, recurrent_bias,
-                                 h_prev, h, keep)
-
-
-cdef void cell_backward(int kind, int rows, int hidden, int first, int count,
-                        const floating *gates,       # IN as left by cell_forward
-                        const floating *h,           # IN h(t)
-                        const floating *h_prev,      # IN h(t-1)
-                        const floating *c_prev,      # IN C(t-1) (LSTM)
-                        const floating *c,           # IN C(t) (LSTM)
-                        const floating *keep,        # IN as left by cell_forward
-                        const floating *dh_from_outputs,  # IN ∂L/∂h(t) from outputs/layer above, or NULL
-                        floating *dh,                # IN ∂L/∂h(t) carried from t+1; OUT direct part of ∂L/∂h(t-1)
-                        floating *dc,                # IN ∂L/∂C(t) carried; OUT carried to t-1 (LSTM)
-                        floating *dgates,            # OUT ∂L/∂(input-side pre-activations)
-                        floating *drecurrent) noexcept nogil:  # OUT ∂L/∂(h_prev·Wᵀ) (separate_recurrent only)
-    if kind == CELL_RNN_TANH or kind == CELL_RNN_RELU:
-        if floating is float:
-            crnn_rnn_backward_f32(kind == CELL_RNN_RELU, rows, hidden, first, count, h,
-                                  dh_from_outputs, dh, dgates)
-        else:
-            crnn_rnn_backward_f64(kind == CELL_RNN_RELU, rows, hidden, first, count, h,
-                                  dh_from_outputs, dh, dgates)
-    elif kind == CELL_LSTM:
-        if floating is float:
-            crnn_lstm_backward_f32(rows, hidden, first, count, gates, c_prev, c,
-                                   dh_from_outputs, dh, dc, dgates)
-        else:
-            crnn_lstm_backward_f64(rows, hidden, first, count, gates, c_prev, c,
-                                   dh_from_outputs, dh, dc, dgates)
-    elif kind == CELL_GRU:
-        if floating is float:
-            crnn_gru_backward_f32(rows, hidden, first, count, gates, h_prev, keep,
-                                  dh_from_outputs, dh, dgates, drecurrent)
-        else:
-            crnn_gru_backward_f64(rows, hidden, first, count, gates, h_prev, keep,
-                                  dh_from_outputs, dh, dgates, drecurrent)
 
 
 # ------------------------------------------------- for the tests only

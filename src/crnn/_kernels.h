@@ -17,8 +17,10 @@
 
 #include "_compiler.h"
 #include "_fastmath.h"
+#include "_cell_table.h"
 
 static inline double crnn_sigmoid(double x) { return 1.0 / (1.0 + exp(-x)); }
+
 
 #define REAL float
 #define SUFFIX(name) name##_f32
@@ -43,5 +45,26 @@ static inline double crnn_sigmoid(double x) { return 1.0 / (1.0 + exp(-x)); }
 #undef TANH
 #undef SIGMOID
 #undef CLONES
+
+/* ------------------------------------------------------------ the table
+ * One row per cell, in the order of _cells.pxd's CellKind (the fields are
+ * those of crnn_cell_spec, _cell_table.h). */
+
+#define CRNN_CELL_ROW(name, G, pair, separate, bias, forward, backward)    \
+    {name, G, pair, separate, bias, {forward##_f32, forward##_f64},         \
+     {backward##_f32, backward##_f64}}
+
+static const crnn_cell_spec crnn_cell_table[] = {
+    CRNN_CELL_ROW("rnn_tanh", 1, 0, 0, 0, crnn_rnn_tanh_forward_cell,
+                  crnn_rnn_tanh_backward_cell),
+    CRNN_CELL_ROW("rnn_relu", 1, 0, 0, 0, crnn_rnn_relu_forward_cell,
+                  crnn_rnn_relu_backward_cell),
+    CRNN_CELL_ROW("lstm", 4, 1, 0, 0, crnn_lstm_forward_cell,
+                  crnn_lstm_backward_cell),
+    CRNN_CELL_ROW("gru", 3, 0, 1, 1, crnn_gru_forward_cell,
+                  crnn_gru_backward_cell),
+};
+
+#define CRNN_CELL_COUNT ((int) (sizeof crnn_cell_table / sizeof crnn_cell_table[0]))
 
 #endif

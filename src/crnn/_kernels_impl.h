@@ -238,3 +238,67 @@ static CLONES void SUFFIX(crnn_gru_backward)(
                 dg, dg + H, dg + 2 * H, dr, dr + H, dr + 2 * H);
     }
 }
+
+/* ------------------------------------------ the cell table's entry points
+ * One signature for every cell (crnn_cell_args, _kernels.h), so that the
+ * lane calls a table row's pointer and never branches on the cell. */
+
+static void SUFFIX(crnn_rnn_tanh_forward_cell)(const crnn_cell_args *a)
+{
+    SUFFIX(crnn_rnn_forward)(0, a->rows, a->hidden, a->first, a->count,
+                             (const REAL *) a->gates, (REAL *) a->h);
+}
+
+static void SUFFIX(crnn_rnn_relu_forward_cell)(const crnn_cell_args *a)
+{
+    SUFFIX(crnn_rnn_forward)(1, a->rows, a->hidden, a->first, a->count,
+                             (const REAL *) a->gates, (REAL *) a->h);
+}
+
+static void SUFFIX(crnn_rnn_tanh_backward_cell)(const crnn_cell_args *a)
+{
+    SUFFIX(crnn_rnn_backward)(0, a->rows, a->hidden, a->first, a->count,
+                              (const REAL *) a->h, (const REAL *) a->dh_outputs,
+                              (const REAL *) a->dh, (REAL *) a->dgates);
+}
+
+static void SUFFIX(crnn_rnn_relu_backward_cell)(const crnn_cell_args *a)
+{
+    SUFFIX(crnn_rnn_backward)(1, a->rows, a->hidden, a->first, a->count,
+                              (const REAL *) a->h, (const REAL *) a->dh_outputs,
+                              (const REAL *) a->dh, (REAL *) a->dgates);
+}
+
+static void SUFFIX(crnn_lstm_forward_cell)(const crnn_cell_args *a)
+{
+    SUFFIX(crnn_lstm_forward)(a->rows, a->hidden, a->first, a->count,
+                              (REAL *) a->gates, (const REAL *) a->c_prev,
+                              (REAL *) a->h, (REAL *) a->c);
+}
+
+static void SUFFIX(crnn_lstm_backward_cell)(const crnn_cell_args *a)
+{
+    SUFFIX(crnn_lstm_backward)(a->rows, a->hidden, a->first, a->count,
+                               (const REAL *) a->gates, (const REAL *) a->c_prev,
+                               (const REAL *) a->c, (const REAL *) a->dh_outputs,
+                               (const REAL *) a->dh, (REAL *) a->dc,
+                               (REAL *) a->dgates);
+}
+
+static void SUFFIX(crnn_gru_forward_cell)(const crnn_cell_args *a)
+{
+    SUFFIX(crnn_gru_forward)(a->rows, a->hidden, a->first, a->count,
+                             (REAL *) a->gates, (const REAL *) a->recurrent,
+                             (const REAL *) a->recurrent_bias,
+                             (const REAL *) a->h_prev, (REAL *) a->h,
+                             (REAL *) a->keep);
+}
+
+static void SUFFIX(crnn_gru_backward_cell)(const crnn_cell_args *a)
+{
+    SUFFIX(crnn_gru_backward)(a->rows, a->hidden, a->first, a->count,
+                              (const REAL *) a->gates, (const REAL *) a->h_prev,
+                              (const REAL *) a->keep, (const REAL *) a->dh_outputs,
+                              (REAL *) a->dh, (REAL *) a->dgates,
+                              (REAL *) a->drecurrent);
+}

@@ -24,6 +24,8 @@ cimport numpy as cnp
 from cython cimport floating
 from libc.math cimport sqrt, sqrtf
 
+from ._arrays cimport data
+
 import numpy as np
 
 cnp.import_array()
@@ -42,10 +44,6 @@ cdef inline floating lerp(floating start, floating end, floating weight) noexcep
         return start + weight * (end - start)
     return end - (end - start) * (1 - weight)
 
-
-cdef inline void *data(object array):
-    """The array's data pointer, or NULL for None."""
-    return NULL if array is None else cnp.PyArray_DATA(<cnp.ndarray> array)
 
 
 # ---------------------------------------------------------------- kernels

@@ -18,7 +18,7 @@
  * CRNN_PACKED_GEMM_FAST is 0 elsewhere (MSVC), where the body is plain loops,
  * correct but slow, and the driver uses BLAS instead.
  *
- * The driver (_sequence.pyx) shares a time step out among the threads of
+ * The lane (_lane.pyx) shares a time step out among the threads of
  * _team.h by hidden units: each thread multiplies its own panels, so the
  * result is the same for any thread count.
  */
@@ -29,14 +29,10 @@
 #include <string.h>
 
 #include "_compiler.h"
-#include "_team.h"
 
 #define CRNN_PACKED_GEMM_FAST CRNN_HAVE_VECTOR_TYPES
 #define CRNN_PANEL_BYTES 64
 #define CRNN_MR 6
-/* jobs smaller than this (multiply-adds) stay on one thread (_blas.pyx
- * team_parts) */
-#define CRNN_PARALLEL_MIN_WORK (1 << 18)
 
 #define REAL float
 #define SUFFIX(name) name##_f32

@@ -5,33 +5,25 @@ model and pointers to the model's own parameter arrays (so updates to the
 model, which are always in place, are seen by the stream).  ``step`` runs,
 without the GIL and without allocating (given ``out``), for each layer: the
 input projection (a GEMV, or a column gather for a token), the recurrent
-product and the cell's point-wise kernel, then the output layer.  The
-buffers use the driver's layout with T = 1: ``hs`` slot 0 is the carried
-state and slot 1 the new one.
+product and the cell's point-wise kernel (the lane's own forward, with
+T = 1), then the output layer.  The buffers use the lane's layout with
+T = 1: ``hs`` slot 0 is the carried state and slot 1 the new one.
 """
 cimport numpy as cnp
 from cython cimport floating
 from libc.math cimport isfinite
 from libc.string cimport memcpy
 
-from ._blas cimport gemm
-from ._cells cimport gate_blocks, has_cell_state, separate_recurrent
-from ._loss cimport softmax_cross_entropy
-from ._sequence cimport LaneShape, project_inputs, lane_recur
+from ._arrays cimport data
+from ._cells cimport cell_spec
+from ._lane cimport LaneInputs, LaneStates, LaneWeights, lane_forward
+from ._loss cimport OUTPUT_NONE, OUTPUT_SOFTMAX, softmax_cross_entropy
+from ._parallel cimport team_gemm
+from ._plan cimport LanePlan, plan_lane
 
 import numpy as np
 
 cnp.import_array()
-
-# Output kinds, as in _sequence.OutputKind
-cdef enum:
-    OUTPUT_NONE = 0
-    OUTPUT_SOFTMAX = 1
-    OUTPUT_LINEAR = 2
-
-
-cdef inline void *data(object array):
-    return NULL if array is None else cnp.PyArray_DATA(<cnp.ndarray> array)
 
 
 cdef class Stream:
@@ -64,6 +56,7 @@ cdef class Stream:
     cdef void *cs_data[64]
     cdef void *gates_data[64]
     cdef void *keep_data[64]
+    cdef LanePlan plans[64]     # each layer's one-step plan
 
     def __init__(self, int kind, int hidden, list lanes, V, c, int output_kind,
                  int batch_size, dtype):
@@ -77,11 +70,11 @@ cdef class Stream:
         self.batch_size = batch_size
         self.dtype = np.dtype(dtype)
         self.is_float = self.dtype == np.float32
-        self.with_c = has_cell_state(kind)
-        self.separate = separate_recurrent(kind)
+        self.with_c = cell_spec(kind).pair_state
+        self.separate = cell_spec(kind).separate_recurrent
         self.inputs = lanes[0][0].shape[1]
         self.width = V.shape[0] if V is not None else hidden
-        cdef int GH = gate_blocks(kind) * hidden
+        cdef int GH = cell_spec(kind).gate_blocks * hidden
         B, H = batch_size, hidden
         self.hs = [np.zeros((2, B, H), self.dtype) for _ in lanes]
         self.cs = [np.zeros((2, B, H), self.dtype) if self.with_c else None
@@ -106,6 +99,8 @@ cdef class Stream:
             self.cs_data[layer] = data(self.cs[layer])
             self.gates_data[layer] = data(self.gates[layer])
             self.keep_data[layer] = data(self.keep[layer])
+            plan_lane(&self.plans[layer], kind, 1, B,
+                      self.inputs if layer == 0 else hidden, hidden, False, True)
 
     # ------------------------------------------------------------ state
     @property
@@ -288,52 +283,46 @@ cdef class Stream:
             raise ValueError("x contains NaN or infinity; expected finite values")
 
     cdef _step(self, floating *out, bint tokens):
-        cdef LaneShape shape
         cdef int layer, row, B = self.batch_size, H = self.hidden, K = self.width
         cdef Py_ssize_t state = <Py_ssize_t> B * H
-        cdef int GH = gate_blocks(self.kind) * H
-        shape.steps = 1
-        shape.batch = B
-        shape.hidden = H
-        shape.kind = self.kind
+        cdef LaneInputs inputs
+        cdef LaneWeights weights
+        cdef LaneStates states
         # Every pointer was gathered at construction; the whole step runs
         # without the GIL.
-        cdef floating **U = <floating **> self.U_data
-        cdef floating **W = <floating **> self.W_data
-        cdef floating **b = <floating **> self.b_data
-        cdef floating **bn = <floating **> self.bn_data
         cdef floating **hs = <floating **> self.hs_data
         cdef floating **cs = <floating **> self.cs_data
-        cdef floating **gates = <floating **> self.gates_data
-        cdef floating **keep = <floating **> self.keep_data
         cdef floating *x = <floating *> data(self.x_buffer)
         cdef int *token_ids = <int *> data(self.token_buffer) if tokens else NULL
-        cdef floating *recurrent = <floating *> data(self.recurrent)
         cdef floating *V = <floating *> data(self.V)
         cdef floating *c = <floating *> data(self.c)
         cdef int output_kind = self.output_kind
         cdef bint with_c = self.with_c
         cdef int layers = self.layers
+        inputs.batch_sizes = self.batch_sizes
+        weights.U_T = weights.panels = NULL
+        states.recurrent = data(self.recurrent)
         with nogil:
             for layer in range(layers):
-                shape.inputs = self.inputs if layer == 0 else H
-                # Z = x @ U.T + b  (a column gather for a token)
-                project_inputs(&shape, B,
-                               x if layer == 0 else hs[layer - 1] + state,
-                               token_ids if layer == 0 else NULL,
-                               U[layer], NULL, b[layer], gates[layer])
-                lane_recur(&shape, self.batch_sizes, NULL, 0, NULL, W[layer],
-                           NULL, bn[layer],
-                           gates[layer], recurrent, hs[layer],
-                           cs[layer] if with_c else NULL, keep[layer], True)
+                # one step of the lane: Z = x @ U.T + b (a column gather for
+                # a token), the recurrent product and the point-wise pass
+                inputs.x = x if layer == 0 else hs[layer - 1] + state
+                inputs.tokens = token_ids if layer == 0 else NULL
+                weights.U, weights.W = self.U_data[layer], self.W_data[layer]
+                weights.b = self.b_data[layer]
+                weights.recurrent_bias = self.bn_data[layer]
+                states.gates, states.hs = self.gates_data[layer], hs[layer]
+                states.cs = cs[layer] if with_c else NULL
+                states.keep = self.keep_data[layer]
+                lane_forward(<floating> 0, &self.plans[layer], &inputs, &weights, &states)
             if output_kind == OUTPUT_NONE:
                 memcpy(out, hs[layers - 1] + state, state * sizeof(floating))
             else:
                 for row in range(B):
                     memcpy(out + row * K, c, K * sizeof(floating))
                 # O = h @ V.T + c   (B × K) += (B × H)(K × H)ᵀ
-                gemm(False, True, B, K, H, 1, hs[layers - 1] + state, H, V, H,
-                     1, out, K)
+                team_gemm(False, True, B, K, H, 1, hs[layers - 1] + state, H,
+                          V, H, 1, out, K)
                 if output_kind == OUTPUT_SOFTMAX:
                     softmax_cross_entropy(B, K, out, NULL, 0, NULL)
             # the new state becomes the carried one

@@ -18,6 +18,9 @@
 #define CRNN_TEAM_H
 
 #define CRNN_MAX_THREADS 16
+/* jobs smaller than this (multiply-adds) stay on one thread (_parallel.pyx
+ * team_parts) */
+#define CRNN_PARALLEL_MIN_WORK (1 << 18)
 
 typedef void (*crnn_task)(void *arg, int part, int parts);
 

@@ -1,12 +1,19 @@
 # crnn's C-level API: one recurrent layer, one direction, of every cell type,
 # forward and backward over a whole sequence batch and one step at a time,
-# callable without the GIL from other Cython extensions:
+# callable without the GIL.  These functions ARE crnn's engine: the lane
+# that crnn's models and streams run (api.pyx only checks arguments and lays
+# the caller's workspace out).  From Cython:
 #
-#     from crnn.api cimport crnn_sizes, crnn_lstm_forward_f64, ...
+#     from crnn.api cimport crnn_sizes, crnn_forward_f64, CRNN_LSTM, ...
 #
-# Build against it with ``include_dirs=[crnn.get_include()]`` (Cython also
-# finds this file on sys.path).  Functions and plain structs only, so the ABI
-# is the API (SciPy's rule for its Cython BLAS wrappers); this file cimports nothing.
+# built with ``include_dirs=[crnn.get_include()]`` (Cython also finds this
+# file on sys.path).  From C or C++ without Cython: ``#include <crnn.h>``
+# from the same folder, and ``crnn_import()`` once (a capsule table, as
+# NumPy's import_array()).  Functions and plain structs only, so the ABI
+# is the API (SciPy's rule for its Cython BLAS wrappers); this file cimports
+# nothing.  CRNN_API_VERSION counts incompatible changes: 2 took the cell as
+# an argument (one function per operation and type instead of one per
+# cell) and added `lwork`.
 #
 # --------------------------------------------------------------- the contract
 #
@@ -30,7 +37,10 @@
 #     h_n, c_n (B, H)       OUT (or NULL): each sequence's state after its own
 #                           last step, hs[lengths[b], b]
 #     lengths  (B,) int     each in [1, T], sorted longest first (non-
-#                           increasing); NULL means every sequence has T steps
+#                           increasing); NULL means every sequence has T steps.
+#                           crnn_length_order gives the order that sorts a
+#                           batch so; permute x's rows (and un-permute the
+#                           results) with it
 #     work     see below
 #
 # The math per step (h = h(t-1) = hs[t] on the right, ' = transposed):
@@ -56,8 +66,10 @@
 # hs + B*H (its (T, B, H) outputs), and layer l+1's dx is layer l's dhs.  A
 # reverse direction runs on each sequence reversed within its own length.
 #
-# Workspace: `work` holds crnn_sequence_workspace_size(cell, sizes, backward)
-# elements of the function's type (float or double; the same count for both).
+# Workspace: `work` holds `lwork` elements of the function's type (float or
+# double), at least crnn_sequence_workspace_size(cell, sizes, backward)
+# (the same count for both types); a shorter one is refused with
+# CRNN_ERROR_WORKSPACE_SIZE before anything is written (LAPACK's lwork).
 # The forward leaves in it what the backward needs: a backward call must get
 # the workspace (and hs) that its forward call filled, untouched since, sized
 # with backward=1.  One workspace per call in flight.
@@ -66,16 +78,21 @@
 #
 #     x        (B, D)       IN this step's inputs
 #     h, c     (B, H)       IN the carried state, OUT the new one (c: LSTM)
-#     work     crnn_step_workspace_size(cell, sizes) elements
+#     work     lwork >= crnn_step_workspace_size(cell, sizes) elements
 #
 # Every forward, backward and step function returns CRNN_OK (0) or a
-# crnn_status error code, having checked the sizes, the lengths and the
-# required pointers (nothing else: the arrays' extents are trusted).  They
+# crnn_status error code (crnn_status_name names it), having checked the
+# cell, the sizes, the lengths, the required pointers and lwork (nothing
+# else: the other arrays' extents are trusted).  They
 # allocate nothing, never take the GIL, and are safe to call from many
 # threads at once on separate workspaces.
 # BLAS is SciPy's, through crnn's one BLAS shim (_blas.pyx).
 
 
+cdef enum:
+    CRNN_API_VERSION = 2
+
+# The cells: bn is used by CRNN_GRU only.
 cdef enum crnn_cell:
     CRNN_RNN_TANH = 0
     CRNN_RNN_RELU = 1
@@ -89,6 +106,7 @@ cdef enum crnn_status:
     CRNN_ERROR_LENGTHS = 3      # a length outside [1, T], or not sorted longest first
     CRNN_ERROR_NULL = 4         # a required pointer is NULL
     CRNN_ERROR_WORKSPACE = 5    # backward without its forward in `work`
+    CRNN_ERROR_WORKSPACE_SIZE = 6  # lwork below the size the call needs
 
 ctypedef struct crnn_sizes:
     int steps       # T
@@ -97,6 +115,8 @@ ctypedef struct crnn_sizes:
     int hidden      # H
 
 
+# The name of a status code ("CRNN_OK", ...; "unknown status" for others).
+cdef const char *crnn_status_name(int status) noexcept nogil
 # G: the weight matrices of `cell` have G*H rows; 0 for an unknown cell.
 cdef int crnn_gate_blocks(int cell) noexcept nogil
 # Elements of `work` for the sequence functions (backward=0: forward only;
@@ -106,110 +126,38 @@ cdef Py_ssize_t crnn_sequence_workspace_size(int cell, const crnn_sizes *sizes,
 # Elements of `work` for the step functions, or -1.
 cdef Py_ssize_t crnn_step_workspace_size(int cell,
                                          const crnn_sizes *sizes) noexcept nogil
+# order[i] := the row of the i-th longest sequence (stable: equal lengths
+# keep their order), so that lengths[order[0]] >= lengths[order[1]] >= ...
+cdef void crnn_length_order(int batch, const int *lengths,
+                            int *order) noexcept nogil
 
-# ------------------------------------------------------------- RNN, tanh
-cdef int crnn_rnn_tanh_forward_f32(
-    const crnn_sizes *sizes, const int *lengths, const float *x,
-    const float *U, const float *W, const float *b, const float *h0,
-    float *hs, float *h_n, float *work) noexcept nogil
-cdef int crnn_rnn_tanh_forward_f64(
-    const crnn_sizes *sizes, const int *lengths, const double *x,
-    const double *U, const double *W, const double *b, const double *h0,
-    double *hs, double *h_n, double *work) noexcept nogil
-cdef int crnn_rnn_tanh_backward_f32(
-    const crnn_sizes *sizes, const float *x, const float *U, const float *W,
-    const float *hs, const float *dhs, const float *dh_n,
-    float *dU, float *dW, float *db, float *dx, float *dh0,
-    float *work) noexcept nogil
-cdef int crnn_rnn_tanh_backward_f64(
-    const crnn_sizes *sizes, const double *x, const double *U, const double *W,
-    const double *hs, const double *dhs, const double *dh_n,
-    double *dU, double *dW, double *db, double *dx, double *dh0,
-    double *work) noexcept nogil
-cdef int crnn_rnn_tanh_step_f32(
-    const crnn_sizes *sizes, const float *x, const float *U, const float *W,
-    const float *b, float *h, float *work) noexcept nogil
-cdef int crnn_rnn_tanh_step_f64(
-    const crnn_sizes *sizes, const double *x, const double *U, const double *W,
-    const double *b, double *h, double *work) noexcept nogil
-
-# ------------------------------------------------------------- RNN, relu
-cdef int crnn_rnn_relu_forward_f32(
-    const crnn_sizes *sizes, const int *lengths, const float *x,
-    const float *U, const float *W, const float *b, const float *h0,
-    float *hs, float *h_n, float *work) noexcept nogil
-cdef int crnn_rnn_relu_forward_f64(
-    const crnn_sizes *sizes, const int *lengths, const double *x,
-    const double *U, const double *W, const double *b, const double *h0,
-    double *hs, double *h_n, double *work) noexcept nogil
-cdef int crnn_rnn_relu_backward_f32(
-    const crnn_sizes *sizes, const float *x, const float *U, const float *W,
-    const float *hs, const float *dhs, const float *dh_n,
-    float *dU, float *dW, float *db, float *dx, float *dh0,
-    float *work) noexcept nogil
-cdef int crnn_rnn_relu_backward_f64(
-    const crnn_sizes *sizes, const double *x, const double *U, const double *W,
-    const double *hs, const double *dhs, const double *dh_n,
-    double *dU, double *dW, double *db, double *dx, double *dh0,
-    double *work) noexcept nogil
-cdef int crnn_rnn_relu_step_f32(
-    const crnn_sizes *sizes, const float *x, const float *U, const float *W,
-    const float *b, float *h, float *work) noexcept nogil
-cdef int crnn_rnn_relu_step_f64(
-    const crnn_sizes *sizes, const double *x, const double *U, const double *W,
-    const double *b, double *h, double *work) noexcept nogil
-
-# ------------------------------------------------------------------ LSTM
-cdef int crnn_lstm_forward_f32(
-    const crnn_sizes *sizes, const int *lengths, const float *x,
-    const float *U, const float *W, const float *b,
-    const float *h0, const float *c0,
-    float *hs, float *h_n, float *c_n, float *work) noexcept nogil
-cdef int crnn_lstm_forward_f64(
-    const crnn_sizes *sizes, const int *lengths, const double *x,
-    const double *U, const double *W, const double *b,
-    const double *h0, const double *c0,
-    double *hs, double *h_n, double *c_n, double *work) noexcept nogil
-cdef int crnn_lstm_backward_f32(
-    const crnn_sizes *sizes, const float *x, const float *U, const float *W,
-    const float *hs, const float *dhs, const float *dh_n, const float *dc_n,
-    float *dU, float *dW, float *db, float *dx, float *dh0, float *dc0,
-    float *work) noexcept nogil
-cdef int crnn_lstm_backward_f64(
-    const crnn_sizes *sizes, const double *x, const double *U, const double *W,
-    const double *hs, const double *dhs, const double *dh_n,
-    const double *dc_n,
-    double *dU, double *dW, double *db, double *dx, double *dh0, double *dc0,
-    double *work) noexcept nogil
-cdef int crnn_lstm_step_f32(
-    const crnn_sizes *sizes, const float *x, const float *U, const float *W,
-    const float *b, float *h, float *c, float *work) noexcept nogil
-cdef int crnn_lstm_step_f64(
-    const crnn_sizes *sizes, const double *x, const double *U, const double *W,
-    const double *b, double *h, double *c, double *work) noexcept nogil
-
-# ------------------------------------------------------------------- GRU
-cdef int crnn_gru_forward_f32(
-    const crnn_sizes *sizes, const int *lengths, const float *x,
+# ------------------------------------------------- forward, backward, step
+cdef int crnn_forward_f32(
+    int cell, const crnn_sizes *sizes, const int *lengths, const float *x,
     const float *U, const float *W, const float *b, const float *bn,
-    const float *h0, float *hs, float *h_n, float *work) noexcept nogil
-cdef int crnn_gru_forward_f64(
-    const crnn_sizes *sizes, const int *lengths, const double *x,
+    const float *h0, const float *c0, float *hs, float *h_n, float *c_n,
+    float *work, Py_ssize_t lwork) noexcept nogil
+cdef int crnn_forward_f64(
+    int cell, const crnn_sizes *sizes, const int *lengths, const double *x,
     const double *U, const double *W, const double *b, const double *bn,
-    const double *h0, double *hs, double *h_n, double *work) noexcept nogil
-cdef int crnn_gru_backward_f32(
-    const crnn_sizes *sizes, const float *x, const float *U, const float *W,
-    const float *hs, const float *dhs, const float *dh_n,
-    float *dU, float *dW, float *db, float *dbn, float *dx, float *dh0,
-    float *work) noexcept nogil
-cdef int crnn_gru_backward_f64(
-    const crnn_sizes *sizes, const double *x, const double *U, const double *W,
-    const double *hs, const double *dhs, const double *dh_n,
-    double *dU, double *dW, double *db, double *dbn, double *dx, double *dh0,
-    double *work) noexcept nogil
-cdef int crnn_gru_step_f32(
-    const crnn_sizes *sizes, const float *x, const float *U, const float *W,
-    const float *b, const float *bn, float *h, float *work) noexcept nogil
-cdef int crnn_gru_step_f64(
-    const crnn_sizes *sizes, const double *x, const double *U, const double *W,
-    const double *b, const double *bn, double *h, double *work) noexcept nogil
+    const double *h0, const double *c0, double *hs, double *h_n, double *c_n,
+    double *work, Py_ssize_t lwork) noexcept nogil
+cdef int crnn_backward_f32(
+    int cell, const crnn_sizes *sizes, const float *x, const float *U,
+    const float *W, const float *hs, const float *dhs, const float *dh_n,
+    const float *dc_n, float *dU, float *dW, float *db, float *dbn, float *dx,
+    float *dh0, float *dc0, float *work, Py_ssize_t lwork) noexcept nogil
+cdef int crnn_backward_f64(
+    int cell, const crnn_sizes *sizes, const double *x, const double *U,
+    const double *W, const double *hs, const double *dhs, const double *dh_n,
+    const double *dc_n, double *dU, double *dW, double *db, double *dbn,
+    double *dx, double *dh0, double *dc0, double *work,
+    Py_ssize_t lwork) noexcept nogil
+cdef int crnn_step_f32(
+    int cell, const crnn_sizes *sizes, const float *x, const float *U,
+    const float *W, const float *b, const float *bn, float *h, float *c,
+    float *work, Py_ssize_t lwork) noexcept nogil
+cdef int crnn_step_f64(
+    int cell, const crnn_sizes *sizes, const double *x, const double *U,
+    const double *W, const double *b, const double *bn, double *h, double *c,
+    double *work, Py_ssize_t lwork) noexcept nogil

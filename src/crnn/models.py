@@ -12,7 +12,8 @@ import numpy as np
 
 from . import _inputs
 from ._cells import CellKind
-from ._sequence import OutputKind, Workspace, run
+from ._loss import OutputKind
+from ._network import Workspace, run
 from ._stream import Stream
 from .threads import single_threaded_blas
 

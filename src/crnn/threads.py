@@ -24,7 +24,7 @@ import glob
 import os
 import threading
 
-from ._blas import get_num_threads, set_num_threads, split_gemms
+from ._parallel import get_num_threads, set_num_threads, split_gemms
 
 __all__ = ["get_num_threads", "set_num_threads", "default_num_threads",
            "single_threaded_blas"]

@@ -1,0 +1,640 @@
+"""The network: lanes stacked over layers and directions, the output layer
+and its loss, and BPTT back down.
+
+``run`` drives the lanes of a whole network (layers bottom-up, the reverse
+direction on a per-sequence time-reversed copy of its input), the output
+layer and the loss (shared out by time steps on the team), and BPTT back
+down.  Its buffers come from a ``Workspace`` and are reused across calls.
+One call is a ``NetworkCall``: its arguments, its per-lane buffers and the
+four stages (forward_layers, final_states, output_layer, backward_layers).
+
+Neighbours: the lane (and its plan), the output losses, the parallel
+module and the BLAS shim below; the Python models above.
+"""
+cimport numpy as cnp
+from cython cimport floating
+from libc.stdlib cimport malloc, free
+from libc.string cimport memcpy, memset
+
+from ._arrays cimport data
+from ._cells cimport cell_spec
+from ._lane cimport (LaneGradients, LaneInputs, LaneStates, LaneWeights,
+                     lane_backward, lane_forward)
+from ._loss cimport OUTPUT_NONE, OUTPUT_SOFTMAX, OutputJob, run_output
+from ._parallel cimport team_gemm
+from ._plan cimport (LanePlan, PATH_OUTPUTS_IN_STEP, PATH_PANELS, merged_size,
+                     merged_scratch_rows, plan_lane)
+from ._step cimport pack_weights, packed_size
+
+import numpy as np
+
+cnp.import_array()
+
+cdef enum:
+    # Workspace views kept for reuse (many batch shapes: the cache restarts)
+    MAX_CACHED_VIEWS = 512
+    CACHE_LINE = 64
+
+
+def aligned_empty(Py_ssize_t size, dtype):
+    """An uninitialised 1-d array of `size` elements whose data starts on a
+    64-byte boundary (a cache line): threads writing neighbouring columns
+    of a row then never share a line at a part's edge."""
+    itemsize = np.dtype(dtype).itemsize
+    raw = np.empty(size + CACHE_LINE // itemsize, dtype=dtype)
+    skip = (-raw.ctypes.data % CACHE_LINE) // itemsize
+    return raw[skip:skip + size]
+
+
+cdef class Workspace:
+    """Every buffer the network uses, by name, grown only when a call needs more.
+
+    ``get(name, shape, dtype)`` returns a C-contiguous view of a flat buffer
+    that is allocated on first use and reallocated only when a larger call
+    (or another dtype) arrives; calls of the same or smaller size reuse it.
+    Contents are not initialised: the engine writes every element it reads.
+    The views are cached too, so a call shaped like the last ones makes no
+    new array objects.
+    """
+    cdef dict buffers
+    cdef dict views     # (name, shape, dtype) -> view of buffers[name]
+
+    def __init__(self):
+        self.buffers = {}
+        self.views = {}
+
+    cpdef cnp.ndarray get(self, str name, tuple shape, object dtype):
+        key = (name, shape, dtype)
+        view = self.views.get(key)
+        if view is not None:
+            return view
+        cdef Py_ssize_t size = 1
+        for extent in shape:
+            size *= extent
+        buffer = self.buffers.get(name)
+        if buffer is None or buffer.shape[0] < size or buffer.dtype != dtype:
+            buffer = aligned_empty(max(size, 1), dtype)
+            self.buffers[name] = buffer
+            # views of the old buffer would keep it alive
+            self.views = {k: v for k, v in self.views.items() if k[0] != name}
+        if len(self.views) >= MAX_CACHED_VIEWS:
+            self.views.clear()
+        view = buffer[:size].reshape(shape)
+        self.views[key] = view
+        return view
+
+    def nbytes(self):
+        """Total bytes held (for tests and diagnostics)."""
+        return sum(b.nbytes for b in self.buffers.values())
+
+    def __reduce__(self):
+        # A workspace is scratch memory: copies start empty.
+        return (Workspace, ())
+
+
+# ------------------------------------------------- time reversal and concat
+
+cdef void copy_steps(int T, int B, int width, const int *lengths,
+                     bint reverse, bint accumulate,
+                     const floating *source, int source_stride,
+                     floating *target, int target_stride) noexcept nogil:
+    """target[t', b] (+)= source[t, b] for t < lengths[b]; t' = t, or
+    lengths[b]-1-t with `reverse` (each sequence reversed within its own
+    length).  Without `accumulate`, target rows past a length are zeroed."""
+    cdef Py_ssize_t t, b, k, to
+    cdef const floating *s
+    cdef floating *d
+    for t in range(T):
+        for b in range(B):
+            if t < lengths[b]:
+                to = lengths[b] - 1 - t if reverse else t
+                s = source + (t * B + b) * source_stride
+                d = target + (to * B + b) * target_stride
+                if accumulate:
+                    for k in range(width):
+                        d[k] += s[k]
+                else:
+                    memcpy(d, s, width * sizeof(floating))
+            elif not accumulate:
+                memset(target + (t * B + b) * target_stride, 0,
+                       width * sizeof(floating))
+
+
+cdef void reverse_tokens(int T, int B, const int *lengths, const int *source,
+                         int *target) noexcept nogil:
+    cdef Py_ssize_t t, b
+    for t in range(T):
+        for b in range(B):
+            target[t * B + b] = (source[(lengths[b] - 1 - t) * B + b]
+                                 if t < lengths[b] else 0)
+
+
+cdef class NetworkCall:
+    """One call of ``run``: its arguments, and the buffers each stage
+    leaves for the next (every per-lane list is indexed lane = layer ·
+    directions + direction)."""
+    cdef Workspace ws
+    cdef int kind, H, num_layers, directions, n_lanes, T, B, K, Hd
+    cdef int output_kind, typenum, paths
+    cdef bint return_sequences, need_grad, with_c, separate
+    cdef bint use_panels, outputs_in_step
+    cdef double scale, loss
+    cdef list lanes
+    cdef object V, c, h0, c0, targets, dtype
+    cdef cnp.ndarray inputs, lengths, batch_array
+    cdef const int *lens
+    cdef const int *batch_sizes
+    # left by the forward for BPTT
+    cdef list lane_inputs, lane_gates, lane_hs, lane_cs, lane_keep
+    cdef list layer_outputs     # (T, B, H·dirs) per layer
+    cdef object h_n, c_n, outputs, top_h, dlogits
+    # BPTT's: ∂L/∂h0 (∂L/∂c0), and zeros for the top lane's step product
+    cdef object dh0, dc0, zeros
+    cdef cnp.npy_intp state_dims[3]
+
+    def __init__(self, Workspace ws, int kind, int H, int num_layers,
+                 int directions, list lanes, cnp.ndarray inputs,
+                 cnp.ndarray lengths):
+        cdef int t, b
+        self.ws, self.kind, self.H = ws, kind, H
+        self.num_layers, self.directions = num_layers, directions
+        self.n_lanes = num_layers * directions
+        self.lanes, self.inputs, self.lengths = lanes, inputs, lengths
+        self.T, self.B = inputs.shape[0], inputs.shape[1]
+        self.Hd = H * directions
+        self.with_c = cell_spec(kind).pair_state
+        self.separate = cell_spec(kind).separate_recurrent
+        self.dtype = lanes[0][0].dtype
+        # The arrays returned to the caller are made through numpy's C API
+        # (PyArray_EMPTY / PyArray_ZEROS) and filled here with memcpy: on a
+        # small call each np.zeros_like / fancy index / broadcast assignment
+        # costs thousands of instructions, more than the copy itself.
+        self.typenum = (cnp.NPY_FLOAT if self.dtype == np.float32
+                        else cnp.NPY_DOUBLE)
+        self.state_dims[0] = self.n_lanes
+        self.state_dims[1], self.state_dims[2] = self.B, H
+        self.lens = <const int *> data(lengths)
+        # batch_sizes[t] = number of sequences longer than t
+        self.batch_array = ws.get("batch_sizes", (self.T,), np.int32)
+        cdef int *batch_sizes = <int *> data(self.batch_array)
+        for t in range(self.T):
+            batch_sizes[t] = 0
+        for b in range(self.B):
+            for t in range(self.lens[b]):
+                batch_sizes[t] += 1
+        self.batch_sizes = batch_sizes
+        self.loss = 0
+
+    cdef void plan(self, LanePlan *plan, int layer, bint tokens) noexcept:
+        """The plan of a lane of `layer` (its input width is the model's
+        input size or the layer below's H·dirs)."""
+        cdef int D = self.lanes[layer * self.directions][0].shape[1]
+        plan_lane(plan, self.kind, self.T, self.B, D, self.H, tokens,
+                  self.need_grad)
+
+
+cdef object run_call(floating tag, NetworkCall call):
+    cdef LanePlan plan
+    call.plan(&plan, 0, call.inputs.ndim == 2)
+    # The recurrent products run on packed weights when the packing, about
+    # one product's cost, is shared by enough time steps (the same for
+    # every lane: it depends on T and B).
+    call.use_panels = plan.paths & PATH_PANELS != 0
+    call.paths = plan.paths
+    forward_layers(tag, call)
+    final_states(tag, call)
+    if call.output_kind == OUTPUT_NONE:
+        call.outputs = call.top_h   # (T, B, H·dirs) with return_sequences
+    else:
+        output_layer(tag, call)
+    if not call.need_grad:
+        return {"outputs": call.outputs, "h_n": call.h_n, "c_n": call.c_n}
+    dtop, dV, dc = output_gradients(tag, call)
+    grads, dh0, dc0 = backward_layers(tag, call, dtop)
+    return {"outputs": call.outputs, "h_n": call.h_n, "c_n": call.c_n,
+            "loss": call.loss, "grads": grads, "dV": dV, "dc": dc,
+            "dh0": dh0, "dc0": dc0}
+
+
+def run(Workspace ws, int kind, int hidden, int num_layers, int directions,
+        list lanes, V, c, cnp.ndarray inputs, cnp.ndarray lengths,
+        h0, c0, int output_kind, bint return_sequences, targets,
+        double scale, bint need_grad):
+    """Forward (and with `need_grad` the loss and BPTT) of a whole network.
+
+    lanes       list of (U, W, b) per lane, layer-major then direction;
+                (U, W, b, bn) for cells with a recurrent bias (GRU)
+    V, c        output layer (K × H·dirs), (K,), or None
+    inputs      (T, B, D) floats in the model's dtype, or (T, B) int32 tokens
+    lengths     (B,) int32, sorted descending, each in [1, T]
+    h0, c0      (lanes, B, H) initial states, or None for zeros
+    targets     int32 labels (T, B) / (B,), float (T, B, K) / (B, K), or None
+    scale       1 / (positions with a target) for the mean, 1 for the sum
+
+    Returns a dict: "outputs" (T, B, K) or (B, K) (rows past a length are 0;
+    a view of the workspace: copy before the next call), "h_n", "c_n"
+    (lanes, B, H), and with `need_grad` "loss", "grads" (one list, lane
+    after lane: dU, dW, db, and dbn for cells with a recurrent bias), "dV",
+    "dc", "dh0", "dc0".
+    """
+    if need_grad and output_kind == OUTPUT_NONE:
+        raise ValueError("a model without an output layer has no loss")
+    cdef NetworkCall call = NetworkCall(ws, kind, hidden, num_layers,
+                                        directions, lanes, inputs, lengths)
+    call.V, call.c, call.h0, call.c0 = V, c, h0, c0
+    call.output_kind, call.return_sequences = output_kind, return_sequences
+    call.targets, call.scale, call.need_grad = targets, scale, need_grad
+    call.K = V.shape[0] if V is not None else call.Hd
+    if lanes[0][0].dtype == np.float32:
+        return run_call(<float> 0, call)
+    return run_call(<double> 0, call)
+
+
+# --------------------------------------------------------------- forward
+
+cdef cnp.ndarray lane_input(floating tag, NetworkCall call, int lane, int d,
+                            cnp.ndarray layer_input):
+    """The lane's input: the layer's as is (forward direction), or each
+    sequence reversed within its own length (reverse direction)."""
+    cdef cnp.ndarray reversed_input
+    cdef int T = call.T, B = call.B
+    if d == 0:
+        return layer_input
+    if layer_input.ndim == 2:
+        reversed_input = call.ws.get(f"input{lane}", (T, B), np.int32)
+        reverse_tokens(T, B, call.lens, <int *> data(layer_input),
+                       <int *> data(reversed_input))
+        return reversed_input
+    cdef int D = layer_input.shape[2]
+    reversed_input = call.ws.get(f"input{lane}", (T, B, D), call.dtype)
+    cdef floating *source = <floating *> data(layer_input)
+    cdef floating *target = <floating *> data(reversed_input)
+    with nogil:
+        copy_steps(T, B, D, call.lens, True, False, source, D, target, D)
+    return reversed_input
+
+
+cdef void forward_lane(floating tag, NetworkCall call, int l, int d,
+                       cnp.ndarray layer_input) except *:
+    """The forward of lane (l, d); its buffers go to the call's lists."""
+    cdef int lane = l * call.directions + d
+    cdef int T = call.T, B = call.B, H = call.H
+    cdef size_t row_bytes = H * sizeof(floating)
+    cdef LanePlan plan
+    cdef LaneInputs inputs
+    cdef LaneWeights weights
+    cdef LaneStates states
+    U, W, bias = call.lanes[lane][:3]
+    recurrent_bias = call.lanes[lane][3] if call.separate else None
+    x = lane_input(tag, call, lane, d, layer_input)
+    tokens = x.ndim == 2
+    call.plan(&plan, l, tokens)
+    cdef int D = plan.inputs, GH = plan.gate_columns
+    hs = call.ws.get(f"hs{lane}", (T + 1, B, H), call.dtype)
+    if call.h0 is None:
+        memset(data(hs), 0, B * row_bytes)
+    else:
+        hs[0] = call.h0[lane]
+    cs = None
+    if call.with_c:
+        cs = call.ws.get(f"cs{lane}", (T + 1, B, H), call.dtype)
+        if call.c0 is None:
+            memset(data(cs), 0, B * row_bytes)
+        else:
+            cs[0] = call.c0[lane]
+    U_T = None
+    if tokens:
+        U_T = call.ws.get(f"U_T{lane}", (D, GH), call.dtype)
+        np.copyto(U_T, U.T)
+    keep = call.ws.get(f"keep{lane}", (T, B, H), call.dtype) if call.separate else None
+    inputs.batch_sizes = call.batch_sizes
+    inputs.x = NULL if tokens else data(x)
+    inputs.tokens = <int *> data(x) if tokens else NULL
+    weights.U, weights.U_T, weights.W = data(U), data(U_T), data(W)
+    weights.b, weights.recurrent_bias = data(bias), data(recurrent_bias)
+    weights.panels = NULL
+    if call.use_panels:
+        # [Uᵀ;] Wᵀ packed once for the T steps' products
+        panels = call.ws.get(f"W_panels_T{lane}",
+                             (packed_size(tag, &plan, True, 0),), call.dtype)
+        weights.panels = data(panels)
+        with nogil:
+            pack_weights(tag, &plan, True, 0, weights.U, weights.W,
+                         <void *> weights.panels)
+    # Z of every step, for BPTT; a forward pass alone that forms Z step by
+    # step (fused) reuses one step's block (lane_recur)
+    gates = call.ws.get(f"gates{lane}",
+                        (T if call.need_grad or plan.fused_width == 0 else 1,
+                         B, GH), call.dtype)
+    states.gates, states.hs, states.cs = data(gates), data(hs), data(cs)
+    states.keep = data(keep)
+    states.recurrent = data(call.ws.get("recurrent", (B, GH), call.dtype))
+    with nogil:
+        lane_forward(tag, &plan, &inputs, &weights, &states)
+    call.lane_keep[lane] = keep
+    call.lane_inputs[lane] = x
+    call.lane_gates[lane] = gates
+    call.lane_hs[lane] = hs
+    call.lane_cs[lane] = cs
+
+
+cdef void forward_layers(floating tag, NetworkCall call) except *:
+    """Every lane's forward, layers bottom-up; each layer's output (the
+    directions' h side by side, in the original time order) feeds the next."""
+    cdef int l, d, T = call.T, B = call.B, H = call.H, Hd = call.Hd
+    cdef cnp.ndarray layer_input = call.inputs, concat
+    cdef floating *source
+    cdef floating *target
+    call.lane_inputs = [None] * call.n_lanes
+    call.lane_gates = [None] * call.n_lanes
+    call.lane_hs = [None] * call.n_lanes
+    call.lane_cs = [None] * call.n_lanes
+    call.lane_keep = [None] * call.n_lanes
+    call.layer_outputs = [None] * call.num_layers
+    for l in range(call.num_layers):
+        for d in range(call.directions):
+            forward_lane(tag, call, l, d, layer_input)
+        if call.directions == 1:
+            call.layer_outputs[l] = call.lane_hs[l][1:]
+        else:
+            concat = call.ws.get(f"output{l}", (T, B, Hd), call.dtype)
+            for d in range(call.directions):
+                source = (<floating *> data(call.lane_hs[l * call.directions + d])
+                          + <Py_ssize_t> B * H)
+                target = <floating *> data(concat) + d * H
+                with nogil:
+                    copy_steps(T, B, H, call.lens, d == 1, False, source, H,
+                               target, Hd)
+            call.layer_outputs[l] = concat
+        layer_input = call.layer_outputs[l]
+
+
+cdef void final_states(floating tag, NetworkCall call) except *:
+    """Each sequence's state after its own last position, h_n[lane, b] =
+    hs[lengths[b], b] (row b of step lengths[b]), and the top h the output
+    layer reads."""
+    cdef int lane, b, B = call.B, H = call.H
+    cdef size_t row_bytes = H * sizeof(floating)
+    cdef floating *source
+    cdef floating *target
+    cdef int top = (call.num_layers - 1) * call.directions
+    call.h_n = cnp.PyArray_EMPTY(3, call.state_dims, call.typenum, 0)
+    call.c_n = (cnp.PyArray_EMPTY(3, call.state_dims, call.typenum, 0)
+                if call.with_c else None)
+    for lane in range(call.n_lanes):
+        source = <floating *> data(call.lane_hs[lane])
+        target = <floating *> data(call.h_n) + <Py_ssize_t> lane * B * H
+        for b in range(B):
+            memcpy(target + b * H,
+                   source + (<Py_ssize_t> call.lens[b] * B + b) * H, row_bytes)
+        if call.with_c:
+            source = <floating *> data(call.lane_cs[lane])
+            target = <floating *> data(call.c_n) + <Py_ssize_t> lane * B * H
+            for b in range(B):
+                memcpy(target + b * H,
+                       source + (<Py_ssize_t> call.lens[b] * B + b) * H,
+                       row_bytes)
+    # Both are C-contiguous already: hs[1:] of a (T+1, B, H) buffer, the
+    # workspace's concatenation, a lane of h_n.
+    if call.return_sequences:
+        call.top_h = call.layer_outputs[call.num_layers - 1]
+    elif call.directions == 1:
+        call.top_h = call.h_n[top]
+    else:
+        call.top_h = np.concatenate([call.h_n[top + d]
+                                     for d in range(call.directions)], axis=1)
+
+
+# --------------------------------------------------- output and loss
+
+cdef void output_layer(floating tag, NetworkCall call) except *:
+    """O = H_top·Vᵀ + c and, with need_grad, the loss and scale·∂L/∂O."""
+    cdef int T = call.T, B = call.B, K = call.K, t
+    cdef OutputJob job
+    cdef double loss = 0
+    # in the outputs' shape from the start: (T, B, K) or (B, K)
+    if call.return_sequences:
+        logits = call.ws.get("logits", (T, B, K), call.dtype)
+    else:
+        logits = call.ws.get("logits", (B, K), call.dtype)
+    memset(&job, 0, sizeof(OutputJob))
+    if call.need_grad:
+        call.dlogits = call.ws.get(
+            "dlogits", (T * B if call.return_sequences else B, K), call.dtype)
+        job.doutputs = data(call.dlogits)
+        if call.output_kind == OUTPUT_SOFTMAX:
+            job.labels = <const int *> data(call.targets)
+        else:
+            job.targets = data(call.targets)
+    job.single = floating is float
+    job.kind = call.output_kind
+    job.steps = T if call.return_sequences else 1
+    job.rows = B
+    job.classes = K
+    job.width = call.Hd
+    # many-to-one: one step of B rows, every one of them live
+    job.live = call.batch_sizes if call.return_sequences else NULL
+    job.top_h = data(call.top_h)
+    job.V = data(call.V)
+    job.c = data(call.c)
+    job.scale = call.scale
+    job.outputs = data(logits)
+    job.step_loss = <double *> malloc(job.steps * sizeof(double))
+    if job.step_loss == NULL:
+        raise MemoryError()
+    with nogil:
+        run_output(&job)
+        for t in range(job.steps):
+            loss += job.step_loss[t]
+    free(job.step_loss)
+    call.loss = loss
+    call.outputs = logits
+
+
+cdef tuple output_gradients(floating tag, NetworkCall call):
+    """dV, dc and dH_top = dO·V (None when the top lane's BPTT takes dO·V
+    into its step product: one direction, an output at every step, packed
+    weights)."""
+    cdef int K = call.K, Hd = call.Hd, b, t
+    cdef int out_rows = call.T * call.B if call.return_sequences else call.B
+    call.outputs_in_step = (call.use_panels and call.directions == 1
+                            and call.return_sequences
+                            and call.paths & PATH_OUTPUTS_IN_STEP != 0)
+    dtop = (None if call.outputs_in_step
+            else call.ws.get("dtop", (out_rows, Hd), call.dtype))
+    # every element is written by the first GEMM below (beta = 0)
+    dV = cnp.PyArray_EMPTY(2, cnp.PyArray_DIMS(<cnp.ndarray> call.V),
+                           call.typenum, 0)
+    cdef const floating *dlogits = <const floating *> data(call.dlogits)
+    cdef const floating *top_h = <const floating *> data(call.top_h)
+    cdef const floating *V = <const floating *> data(call.V)
+    cdef floating *dV_ptr = <floating *> data(dV)
+    cdef floating *dtop_ptr = <floating *> data(dtop)
+    # dc = Σ_rows dO, summed in float64 row after row: numpy's order for
+    # dlogits.sum(axis=0, dtype=np.float64) when K > 1.  With K = 1 numpy
+    # sums the single column pairwise, so that case stays numpy's own call.
+    cdef cnp.npy_intp K_dim = K
+    cdef double *dc_sum = NULL
+    cdef floating *dc_ptr = NULL
+    if K == 1:
+        dc = call.dlogits.sum(axis=0, dtype=np.float64).astype(call.dtype)
+    else:
+        dc_acc = cnp.PyArray_EMPTY(1, &K_dim, cnp.NPY_DOUBLE, 0)
+        dc = cnp.PyArray_EMPTY(1, &K_dim, call.typenum, 0)
+        dc_sum = <double *> data(dc_acc)
+        dc_ptr = <floating *> data(dc)
+    with nogil:
+        # dV = dO.T @ H_top   (K × H·dirs) = (rows × K)ᵀ (rows × H·dirs)
+        team_gemm(True, False, K, Hd, out_rows, 1, dlogits, K, top_h, Hd, 0,
+                  dV_ptr, Hd)
+        if dtop_ptr != NULL:
+            # dH_top = dO @ V     (rows × H·dirs) = (rows × K)(K × H·dirs)
+            team_gemm(False, False, out_rows, Hd, K, 1, dlogits, K, V, Hd,
+                      0, dtop_ptr, Hd)
+        if dc_sum != NULL:
+            for b in range(K):
+                dc_sum[b] = dlogits[b]
+            for t in range(1, out_rows):
+                for b in range(K):
+                    dc_sum[b] += dlogits[<Py_ssize_t> t * K + b]
+            for b in range(K):
+                dc_ptr[b] = <floating> dc_sum[b]
+    return dtop, dV, dc
+
+
+
+# ------------------------------------------------------------------ BPTT
+
+cdef void backward_lane(floating tag, NetworkCall call, int l, int d,
+                        object dlayer, object dlayer_below, object dtop,
+                        list grads) except *:
+    """BPTT of lane (l, d): its parameter gradients into `grads`, its dh0
+    (dc0) into the call's, and ∂L/∂(layer below's output) added into
+    dlayer_below (turned back into the original time order)."""
+    cdef int lane = l * call.directions + d
+    cdef int T = call.T, B = call.B, H = call.H, Hd = call.Hd, K = call.K
+    cdef LanePlan plan
+    cdef LaneInputs inputs
+    cdef LaneWeights weights
+    cdef LaneStates states
+    cdef LaneGradients g
+    cdef Py_ssize_t merged_elements
+    cdef floating *source
+    cdef floating *target
+    U, W, bias = call.lanes[lane][:3]
+    x = call.lane_inputs[lane]
+    tokens = x.ndim == 2
+    call.plan(&plan, l, tokens)
+    cdef int D = plan.inputs, GH = plan.gate_columns
+    memset(&g, 0, sizeof(LaneGradients))
+    # This lane's share of the gradient from above, in its own time order.
+    if call.return_sequences or l < call.num_layers - 1:
+        if call.directions == 1:
+            dh_out = dlayer
+        else:
+            dh_out = call.ws.get(f"dh_out{lane}", (T, B, H), call.dtype)
+            source = <floating *> data(dlayer) + d * H
+            target = <floating *> data(dh_out)
+            with nogil:
+                copy_steps(T, B, H, call.lens, d == 1, False, source, Hd,
+                           target, H)
+        g.dh_outputs = data(dh_out)
+    else:
+        dh_final = np.ascontiguousarray(dtop[:, d * H:(d + 1) * H])
+        g.dh_final = data(dh_final)
+    dgates = call.ws.get(f"dgates{lane}", (T, B, GH), call.dtype)
+    dh = call.ws.get(f"dh{lane}", (B, H), call.dtype)
+    dc = call.ws.get(f"dc{lane}", (B, H), call.dtype) if call.with_c else None
+    dU = cnp.PyArray_ZEROS(2, cnp.PyArray_DIMS(<cnp.ndarray> U), call.typenum, 0)
+    dW = cnp.PyArray_ZEROS(2, cnp.PyArray_DIMS(<cnp.ndarray> W), call.typenum, 0)
+    db = cnp.PyArray_ZEROS(1, cnp.PyArray_DIMS(<cnp.ndarray> bias), call.typenum, 0)
+    dbn = (cnp.PyArray_ZEROS(1, cnp.PyArray_DIMS(<cnp.ndarray> call.lanes[lane][3]),
+                             call.typenum, 0) if call.separate else None)
+    drecurrent = (call.ws.get(f"drecurrent{lane}", (T, B, GH), call.dtype)
+                  if call.separate else None)
+    dU_T = None
+    if tokens:
+        dU_T = call.ws.get(f"dU_T{lane}", (D, GH), call.dtype)
+        memset(data(dU_T), 0, <size_t> D * GH * sizeof(floating))
+    dx = call.ws.get(f"dx{lane}", (T, B, D), call.dtype) if l > 0 else None
+    # scratch for dU and dW in one product (lane_backward), every lane in turn
+    merged_elements = merged_size(&plan, sizeof(floating))
+    merged = (call.ws.get("merged", (merged_elements,), call.dtype)
+              if not tokens and merged_elements > 0 else None)
+    inputs.batch_sizes = call.batch_sizes
+    inputs.x = NULL if tokens else data(x)
+    inputs.tokens = <int *> data(x) if tokens else NULL
+    weights.U, weights.U_T, weights.W = data(U), NULL, data(W)
+    weights.b, weights.recurrent_bias = data(bias), NULL
+    states.gates, states.hs = data(call.lane_gates[lane]), data(call.lane_hs[lane])
+    states.cs, states.keep = data(call.lane_cs[lane]), data(call.lane_keep[lane])
+    states.recurrent = NULL
+    g.dgates, g.drecurrent = data(dgates), data(drecurrent)
+    g.dh, g.dc, g.dU, g.dU_T = data(dh), data(dc), data(dU), data(dU_T)
+    g.dW, g.db, g.d_recurrent_bias, g.dx = data(dW), data(db), data(dbn), data(dx)
+    g.merged = data(merged)
+    g.merged_rows = merged_scratch_rows(&plan, merged_elements)
+    g.K = K
+    # W (G·H × H) packed once for the T products dH[t-1] = dR[t] @ W,
+    # [W; V] for dH[t-1] = dR[t] @ W + dY[t-1] @ V on the top lane
+    cdef bint top_in_step = call.outputs_in_step and l == call.num_layers - 1
+    cdef int V_rows = K if top_in_step else 0
+    cdef const void *V = data(call.V) if top_in_step else weights.U
+    weights.panels = NULL
+    if call.use_panels:
+        panels = call.ws.get(f"W_panels{lane}",
+                             (packed_size(tag, &plan, False, V_rows),), call.dtype)
+        weights.panels = data(panels)
+        with nogil:
+            pack_weights(tag, &plan, False, V_rows, V, weights.W,
+                         <void *> weights.panels)
+    if top_in_step:
+        g.doutputs = data(call.dlogits)
+        g.zeros = data(call.zeros)
+    with nogil:
+        lane_backward(tag, &plan, &inputs, &weights, &states, &g)
+    if dU_T is not None:
+        dU += dU_T.T
+    per_lane = 4 if call.separate else 3
+    grads[lane * per_lane:(lane + 1) * per_lane] = (
+        (dU, dW, db, dbn) if call.separate else (dU, dW, db))
+    if dx is not None:
+        # ∂L/∂(layer below's output): forward lane as is, reverse lane
+        # turned back into the original time order.
+        source = <floating *> data(dx)
+        target = <floating *> data(dlayer_below)
+        with nogil:
+            copy_steps(T, B, D, call.lens, d == 1, d == 1, source, D, target, D)
+    cdef size_t state_bytes = <size_t> B * H * sizeof(floating)
+    memcpy(<floating *> data(call.dh0) + <Py_ssize_t> lane * B * H, data(dh),
+           state_bytes)
+    if call.with_c:
+        memcpy(<floating *> data(call.dc0) + <Py_ssize_t> lane * B * H,
+               data(dc), state_bytes)
+
+
+cdef tuple backward_layers(floating tag, NetworkCall call, object dtop):
+    """BPTT of every lane, layers top-down: (grads, dh0, dc0), grads one
+    list lane after lane (dU, dW, db, and dbn), like the model's keys."""
+    cdef int l, d, T = call.T, B = call.B
+    cdef int size
+    call.dh0 = cnp.PyArray_EMPTY(3, call.state_dims, call.typenum, 0)
+    call.dc0 = (cnp.PyArray_EMPTY(3, call.state_dims, call.typenum, 0)
+                if call.with_c else None)
+    call.zeros = None
+    if call.outputs_in_step:
+        size = B * max(cell_spec(call.kind).gate_blocks * call.H, call.K)
+        call.zeros = call.ws.get("zeros", (size,), call.dtype)
+        memset(data(call.zeros), 0, <size_t> size * sizeof(floating))
+    grads = [None] * (call.n_lanes * (4 if call.separate else 3))
+    dlayer = dtop           # ∂L/∂(this layer's output)
+    for l in range(call.num_layers - 1, -1, -1):
+        dlayer_below = None
+        if l > 0:
+            dlayer_below = call.ws.get(f"dlayer{l - 1}", (T, B, call.Hd),
+                                       call.dtype)
+        for d in range(call.directions):
+            backward_lane(tag, call, l, d, dlayer, dlayer_below, dtop, grads)
+        if l > 0:
+            dlayer = dlayer_below
+    return grads, call.dh0, call.dc0

@@ -216,18 +216,18 @@ cdef object run_call(floating tag, NetworkCall call):
             "dh0": dh0, "dc0": dc0}
 
 
-def run(Workspace ws, int kind, int hidden, int num_layers, int directions,
-        list lanes, V, c, cnp.ndarray inputs, cnp.ndarray lengths,
-        h0, c0, int output_kind, bint return_sequences, targets,
-        double scale, bint need_grad):
+def run(Workspace ws, tuple network, cnp.ndarray inputs, cnp.ndarray lengths,
+        tuple state, targets, double scale, bint need_grad):
     """Forward (and with `need_grad` the loss and BPTT) of a whole network.
 
-    lanes       list of (U, W, b) per lane, layer-major then direction;
+    network     (kind, hidden, num_layers, directions, lanes, V, c,
+                output_kind, return_sequences): the model's structure, with
+      lanes     list of (U, W, b) per lane, layer-major then direction;
                 (U, W, b, bn) for cells with a recurrent bias (GRU)
-    V, c        output layer (K × H·dirs), (K,), or None
+      V, c      output layer (K × H·dirs), (K,), or None
     inputs      (T, B, D) floats in the model's dtype, or (T, B) int32 tokens
     lengths     (B,) int32, sorted descending, each in [1, T]
-    h0, c0      (lanes, B, H) initial states, or None for zeros
+    state       (h0, c0): (lanes, B, H) initial states, or None for zeros
     targets     int32 labels (T, B) / (B,), float (T, B, K) / (B, K), or None
     scale       1 / (positions with a target) for the mean, 1 for the sum
 
@@ -237,11 +237,14 @@ def run(Workspace ws, int kind, int hidden, int num_layers, int directions,
     after lane: dU, dW, db, and dbn for cells with a recurrent bias), "dV",
     "dc", "dh0", "dc0".
     """
+    (kind, hidden, num_layers, directions, lanes, V, c, output_kind,
+     return_sequences) = network
     if need_grad and output_kind == OUTPUT_NONE:
         raise ValueError("a model without an output layer has no loss")
     cdef NetworkCall call = NetworkCall(ws, kind, hidden, num_layers,
                                         directions, lanes, inputs, lengths)
-    call.V, call.c, call.h0, call.c0 = V, c, h0, c0
+    call.V, call.c = V, c
+    call.h0, call.c0 = state
     call.output_kind, call.return_sequences = output_kind, return_sequences
     call.targets, call.scale, call.need_grad = targets, scale, need_grad
     call.K = V.shape[0] if V is not None else call.Hd

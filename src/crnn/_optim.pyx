@@ -46,9 +46,49 @@ cdef inline floating lerp(floating start, floating end, floating weight) noexcep
 
 
 
+# ------------------------------------------------- the hyperparameters
+
+cdef struct Hyper:
+    # One update's hyperparameters (doubles, cast to the dtype in a kernel;
+    # the ones an optimizer does not use are 0).
+    double lr               # SGD, RMSprop; Adagrad: lr / (1 + (t - 1)·lr_decay)
+    double momentum         # SGD, RMSprop
+    double dampening        # SGD
+    double alpha            # RMSprop
+    double beta1, beta2     # Adam
+    double step_size        # Adam: lr / (1 - beta1^t)
+    double correction2_sqrt  # Adam: sqrt(1 - beta2^t)
+    double eps
+    double weight_decay
+    double grad_scale       # g is grad_scale · the gradient given
+    bint nesterov           # SGD
+    bint first              # SGD: the buffers hold nothing yet (b = d)
+    bint apply              # False: a dry pass that only checks finiteness
+
+
+cdef Hyper read_hyper(dict values) except *:
+    """The Hyper of a dict with any of its field names (others 0)."""
+    cdef Hyper h
+    h.lr = values.get("lr", 0)
+    h.momentum = values.get("momentum", 0)
+    h.dampening = values.get("dampening", 0)
+    h.alpha = values.get("alpha", 0)
+    h.beta1 = values.get("beta1", 0)
+    h.beta2 = values.get("beta2", 0)
+    h.step_size = values.get("step_size", 0)
+    h.correction2_sqrt = values.get("correction2_sqrt", 0)
+    h.eps = values.get("eps", 0)
+    h.weight_decay = values.get("weight_decay", 0)
+    h.grad_scale = values.get("grad_scale", 1)
+    h.nesterov = values.get("nesterov", False)
+    h.first = values.get("first", False)
+    h.apply = values.get("apply", True)
+    return h
+
+
 # ---------------------------------------------------------------- kernels
 # Each returns True when every new parameter value is finite (always True
-# when apply is set: the caller has already run the dry pass).  The check
+# when h.apply is set: the caller has already run the dry pass).  The check
 # is new - new == 0, false exactly for NaN and ±inf; an integer AND keeps
 # the dry pass vectorisable (a float sum would fix the order of additions).
 
@@ -56,12 +96,14 @@ cdef bint sgd_kernel(Py_ssize_t n,
                      floating *param,            # IN/OUT p
                      const floating *grad,       # IN g
                      floating *buffer,           # IN/OUT momentum buffer, NULL without momentum
-                     floating lr, floating momentum,
-                     floating undamped,          # 1 - dampening
-                     floating weight_decay, floating grad_scale,
-                     bint nesterov, bint first, bint apply) noexcept nogil:
+                     const Hyper *h) noexcept nogil:
     """b = d (first step) or momentum·b + (1 - dampening)·d;
     p -= lr·(d + momentum·b) (Nesterov) or lr·b (or lr·d without momentum)."""
+    cdef floating lr = <floating> h.lr, momentum = <floating> h.momentum
+    cdef floating undamped = <floating> (1 - h.dampening)
+    cdef floating weight_decay = <floating> h.weight_decay
+    cdef floating grad_scale = <floating> h.grad_scale
+    cdef bint nesterov = h.nesterov, first = h.first, apply = h.apply
     cdef Py_ssize_t i
     cdef floating d, b, new
     cdef int finite = 1
@@ -85,15 +127,16 @@ cdef bint adam_kernel(Py_ssize_t n,
                       const floating *grad,      # IN g
                       floating *exp_avg,         # IN/OUT m
                       floating *exp_avg_sq,      # IN/OUT v
-                      floating beta1_c,          # 1 - β1
-                      floating beta2, floating beta2_c,   # β2, 1 - β2
-                      floating eps,
-                      floating step_size,        # lr / (1 - beta1^t)
-                      floating correction2_sqrt, # sqrt(1 - beta2^t)
-                      floating weight_decay, floating grad_scale,
-                      bint apply) noexcept nogil:
+                      const Hyper *h) noexcept nogil:
     """m = lerp(m, d, 1 - β1); v = β2·v + (1 - β2)·d²;
     p -= step_size·m / (sqrt(v)/sqrt(1 - β2^t) + eps)."""
+    cdef floating beta1_c = <floating> (1 - h.beta1)
+    cdef floating beta2 = <floating> h.beta2, beta2_c = <floating> (1 - h.beta2)
+    cdef floating eps = <floating> h.eps, step_size = <floating> h.step_size
+    cdef floating correction2_sqrt = <floating> h.correction2_sqrt
+    cdef floating weight_decay = <floating> h.weight_decay
+    cdef floating grad_scale = <floating> h.grad_scale
+    cdef bint apply = h.apply
     cdef Py_ssize_t i
     cdef floating d, m, v, denom, new
     cdef int finite = 1
@@ -118,13 +161,15 @@ cdef bint rmsprop_kernel(Py_ssize_t n,
                          floating *square_avg,   # IN/OUT v
                          floating *grad_avg,     # IN/OUT mean of d, NULL unless centered
                          floating *buffer,       # IN/OUT momentum buffer, NULL without momentum
-                         floating lr, floating alpha,
-                         floating alpha_c,       # 1 - α
-                         floating eps,
-                         floating momentum, floating weight_decay,
-                         floating grad_scale, bint apply) noexcept nogil:
+                         const Hyper *h) noexcept nogil:
     """v = α·v + (1 - α)·d²; a = sqrt(v - ḡ²) + eps (centered, ḡ = lerp(ḡ, d, 1 - α))
     or sqrt(v) + eps; p -= lr·b with b = momentum·b + d/a, or lr·d/a."""
+    cdef floating lr = <floating> h.lr, alpha = <floating> h.alpha
+    cdef floating alpha_c = <floating> (1 - h.alpha), eps = <floating> h.eps
+    cdef floating momentum = <floating> h.momentum
+    cdef floating weight_decay = <floating> h.weight_decay
+    cdef floating grad_scale = <floating> h.grad_scale
+    cdef bint apply = h.apply
     cdef Py_ssize_t i
     cdef floating d, v, mean, avg, b, new
     cdef int finite = 1
@@ -157,10 +202,12 @@ cdef bint adagrad_kernel(Py_ssize_t n,
                          floating *param,        # IN/OUT p
                          const floating *grad,   # IN g
                          floating *state_sum,    # IN/OUT Σ d²
-                         floating clr,           # lr / (1 + (t - 1)·lr_decay)
-                         floating eps, floating weight_decay,
-                         floating grad_scale, bint apply) noexcept nogil:
-    """s += d²; p -= clr·d / (sqrt(s) + eps)."""
+                         const Hyper *h) noexcept nogil:
+    """s += d²; p -= clr·d / (sqrt(s) + eps), clr = h.lr."""
+    cdef floating clr = <floating> h.lr, eps = <floating> h.eps
+    cdef floating weight_decay = <floating> h.weight_decay
+    cdef floating grad_scale = <floating> h.grad_scale
+    cdef bint apply = h.apply
     cdef Py_ssize_t i
     cdef floating d, s, new
     cdef int finite = 1
@@ -185,163 +232,80 @@ cdef double squares_kernel(Py_ssize_t n, const floating *x) noexcept nogil:
     return total
 
 
-# ------------------------------------------------------- list-level loops
-# One fused specialisation per dtype; the `floating` dummy argument only
-# selects it.  Arrays at index i of every list belong to the same parameter.
+# ------------------------------------------------------- list-level loop
 
-cdef bint _sgd_all(floating kind, list params, list grads, list buffers,
-                   double lr, double momentum, double dampening,
-                   double weight_decay, double grad_scale, bint nesterov,
-                   bint first, bint apply):
-    cdef Py_ssize_t i, n
+cdef enum:
+    SGD = 0
+    ADAM = 1
+    RMSPROP = 2
+    ADAGRAD = 3
+
+
+cdef bint update_all(floating tag, int method, list params, list grads,
+                     list buffers, const Hyper *h):
+    """One optimizer's kernel over every parameter (one fused
+    specialisation per dtype; `tag` only selects it).  buffers[k] is the
+    k-th state list (None where the optimizer runs without it), its i-th
+    array belonging to params[i]."""
+    cdef Py_ssize_t i, k, n
     cdef bint finite = True
     cdef floating *p
     cdef const floating *g
-    cdef floating *b
+    cdef floating *state[3]
     for i in range(len(params)):
         n = cnp.PyArray_SIZE(<cnp.ndarray> params[i])
         p = <floating *> data(params[i])
         g = <const floating *> data(grads[i])
-        b = <floating *> data(buffers[i]) if buffers is not None else NULL
+        for k in range(3):
+            state[k] = (<floating *> data(buffers[k][i])
+                        if k < len(buffers) and buffers[k] is not None else NULL)
         with nogil:
-            finite &= sgd_kernel(n, p, g, b, <floating> lr, <floating> momentum,
-                                 <floating> (1 - dampening),
-                                 <floating> weight_decay, <floating> grad_scale,
-                                 nesterov, first, apply)
+            if method == SGD:
+                finite &= sgd_kernel(n, p, g, state[0], h)
+            elif method == ADAM:
+                finite &= adam_kernel(n, p, g, state[0], state[1], h)
+            elif method == RMSPROP:
+                finite &= rmsprop_kernel(n, p, g, state[0], state[1], state[2], h)
+            else:
+                finite &= adagrad_kernel(n, p, g, state[0], h)
     return finite
 
 
-cdef bint _adam_all(floating kind, list params, list grads, list exp_avgs,
-                    list exp_avg_sqs, double beta1, double beta2, double eps,
-                    double step_size, double correction2_sqrt,
-                    double weight_decay, double grad_scale, bint apply):
-    cdef Py_ssize_t i, n
-    cdef bint finite = True
-    cdef floating *p
-    cdef const floating *g
-    cdef floating *m
-    cdef floating *v
-    for i in range(len(params)):
-        n = cnp.PyArray_SIZE(<cnp.ndarray> params[i])
-        p = <floating *> data(params[i])
-        g = <const floating *> data(grads[i])
-        m = <floating *> data(exp_avgs[i])
-        v = <floating *> data(exp_avg_sqs[i])
-        with nogil:
-            finite &= adam_kernel(n, p, g, m, v, <floating> (1 - beta1),
-                                  <floating> beta2, <floating> (1 - beta2),
-                                  <floating> eps,
-                                  <floating> step_size,
-                                  <floating> correction2_sqrt,
-                                  <floating> weight_decay,
-                                  <floating> grad_scale, apply)
-    return finite
-
-
-cdef bint _rmsprop_all(floating kind, list params, list grads,
-                       list square_avgs, list grad_avgs, list buffers,
-                       double lr, double alpha, double eps, double momentum,
-                       double weight_decay, double grad_scale, bint apply):
-    cdef Py_ssize_t i, n
-    cdef bint finite = True
-    cdef floating *p
-    cdef const floating *g
-    cdef floating *v
-    cdef floating *mean
-    cdef floating *b
-    for i in range(len(params)):
-        n = cnp.PyArray_SIZE(<cnp.ndarray> params[i])
-        p = <floating *> data(params[i])
-        g = <const floating *> data(grads[i])
-        v = <floating *> data(square_avgs[i])
-        mean = <floating *> data(grad_avgs[i]) if grad_avgs is not None else NULL
-        b = <floating *> data(buffers[i]) if buffers is not None else NULL
-        with nogil:
-            finite &= rmsprop_kernel(n, p, g, v, mean, b, <floating> lr,
-                                     <floating> alpha, <floating> (1 - alpha),
-                                     <floating> eps,
-                                     <floating> momentum,
-                                     <floating> weight_decay,
-                                     <floating> grad_scale, apply)
-    return finite
-
-
-cdef bint _adagrad_all(floating kind, list params, list grads, list sums,
-                       double clr, double eps, double weight_decay,
-                       double grad_scale, bint apply):
-    cdef Py_ssize_t i, n
-    cdef bint finite = True
-    cdef floating *p
-    cdef const floating *g
-    cdef floating *s
-    for i in range(len(params)):
-        n = cnp.PyArray_SIZE(<cnp.ndarray> params[i])
-        p = <floating *> data(params[i])
-        g = <const floating *> data(grads[i])
-        s = <floating *> data(sums[i])
-        with nogil:
-            finite &= adagrad_kernel(n, p, g, s, <floating> clr, <floating> eps,
-                                     <floating> weight_decay,
-                                     <floating> grad_scale, apply)
-    return finite
-
-
-cdef inline bint _single(list arrays):
-    return (<cnp.ndarray> arrays[0]).dtype == np.float32
+cdef bint update(int method, list params, list grads, list buffers,
+                 dict hyper) except *:
+    cdef Hyper h = read_hyper(hyper)
+    if (<cnp.ndarray> params[0]).dtype == np.float32:
+        return update_all(<float> 0, method, params, grads, buffers, &h)
+    return update_all(<double> 0, method, params, grads, buffers, &h)
 
 
 # ------------------------------------------------------------ Python API
+# `hyper`: a dict of Hyper's fields; each returns True when every new value
+# is finite (see the kernels).
 
-def sgd(list params, list grads, list buffers, double lr, double momentum,
-        double dampening, double weight_decay, double grad_scale,
-        bint nesterov, bint first, bint apply):
+def sgd(list params, list grads, list buffers, dict hyper):
     """SGD with optional (Nesterov) momentum; ``buffers`` None without
-    momentum; ``first``: the buffers hold nothing yet (b = d)."""
-    if _single(params):
-        return _sgd_all(<float> 0, params, grads, buffers, lr, momentum,
-                        dampening, weight_decay, grad_scale, nesterov, first,
-                        apply)
-    return _sgd_all(<double> 0, params, grads, buffers, lr, momentum,
-                    dampening, weight_decay, grad_scale, nesterov, first, apply)
+    momentum; hyper["first"]: the buffers hold nothing yet (b = d)."""
+    return update(SGD, params, grads, [buffers], hyper)
 
 
-def adam(list params, list grads, list exp_avgs, list exp_avg_sqs,
-         double beta1, double beta2, double eps, double step_size,
-         double correction2_sqrt, double weight_decay, double grad_scale,
-         bint apply):
+def adam(list params, list grads, list exp_avgs, list exp_avg_sqs, dict hyper):
     """Adam (torch.optim.Adam, amsgrad=False); the bias corrections come
     precomputed as step_size = lr/(1 - β1^t) and sqrt(1 - β2^t)."""
-    if _single(params):
-        return _adam_all(<float> 0, params, grads, exp_avgs, exp_avg_sqs,
-                         beta1, beta2, eps, step_size, correction2_sqrt,
-                         weight_decay, grad_scale, apply)
-    return _adam_all(<double> 0, params, grads, exp_avgs, exp_avg_sqs, beta1,
-                     beta2, eps, step_size, correction2_sqrt, weight_decay,
-                     grad_scale, apply)
+    return update(ADAM, params, grads, [exp_avgs, exp_avg_sqs], hyper)
 
 
 def rmsprop(list params, list grads, list square_avgs, list grad_avgs,
-            list buffers, double lr, double alpha, double eps, double momentum,
-            double weight_decay, double grad_scale, bint apply):
+            list buffers, dict hyper):
     """RMSprop (torch.optim.RMSprop); ``grad_avgs`` None unless centered,
     ``buffers`` None without momentum."""
-    if _single(params):
-        return _rmsprop_all(<float> 0, params, grads, square_avgs, grad_avgs,
-                            buffers, lr, alpha, eps, momentum, weight_decay,
-                            grad_scale, apply)
-    return _rmsprop_all(<double> 0, params, grads, square_avgs, grad_avgs,
-                        buffers, lr, alpha, eps, momentum, weight_decay,
-                        grad_scale, apply)
+    return update(RMSPROP, params, grads, [square_avgs, grad_avgs, buffers],
+                  hyper)
 
 
-def adagrad(list params, list grads, list sums, double clr, double eps,
-            double weight_decay, double grad_scale, bint apply):
-    """Adagrad (torch.optim.Adagrad); clr = lr / (1 + (t - 1)·lr_decay)."""
-    if _single(params):
-        return _adagrad_all(<float> 0, params, grads, sums, clr, eps,
-                            weight_decay, grad_scale, apply)
-    return _adagrad_all(<double> 0, params, grads, sums, clr, eps,
-                        weight_decay, grad_scale, apply)
+def adagrad(list params, list grads, list sums, dict hyper):
+    """Adagrad (torch.optim.Adagrad); hyper["lr"] = lr / (1 + (t - 1)·lr_decay)."""
+    return update(ADAGRAD, params, grads, [sums], hyper)
 
 
 def sum_squares(list arrays):

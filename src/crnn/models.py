@@ -213,9 +213,10 @@ class RecurrentModel:
                    self.hidden_size * self.directions, self.output_size or 0)
 
     def _driver_layout(self):
-        """(keys, lanes, buffer width): every lane's parameter keys in one
-        list (the order of the driver's "grads"), _lanes() and
-        _buffer_width(), built on a model's first call and reused: they
+        """(keys, lanes, buffer width, network): every lane's parameter keys
+        in one list (the order of the engine's "grads"), _lanes(),
+        _buffer_width() and the network tuple _network.run takes, built on a
+        model's first call and reused: they
         depend on the model's structure alone, and the parameter arrays keep
         their identity (set_params copies into them).  Rebuilding them cost
         a small call (T=50, B=1) about 5% of its instructions.  Copies and
@@ -223,11 +224,17 @@ class RecurrentModel:
         layout = self._driver_cache
         if layout is None:
             keys = [key for lane_keys in self._lane_keys() for key in lane_keys]
-            layout = self._driver_cache = (keys, self._lanes(), self._buffer_width())
+            lanes = self._lanes()
+            network = (self._cell_kind(), self.hidden_size, self.num_layers,
+                       self.directions, lanes, self._params.get("V"),
+                       self._params.get("c"), _OUTPUT_KINDS[self.output],
+                       self.return_sequences)
+            layout = self._driver_cache = (keys, lanes, self._buffer_width(),
+                                           network)
         return layout
 
     def _run(self, batch, h0, c0, targets=None, scale=1.0, need_grad=False):
-        _, lanes, width = self._driver_layout()
+        _, _, width, network = self._driver_layout()
         # The driver's buffers are (T·B × width) and BLAS takes 32-bit sizes
         # (prepare_batch checked this before copying anything; kept here as
         # the last word before the kernels).
@@ -235,12 +242,8 @@ class RecurrentModel:
         # multiply-adds of one recurrent product per step, the call's bulk
         work = batch.steps * batch.size * width * self.hidden_size
         with self._lock, single_threaded_blas(work):
-            result = run(self._workspace, self._cell_kind(), self.hidden_size,
-                         self.num_layers, self.directions, lanes,
-                         self._params.get("V"), self._params.get("c"),
-                         batch.inputs, batch.lengths, h0, c0,
-                         _OUTPUT_KINDS[self.output], self.return_sequences,
-                         targets, scale, need_grad)
+            result = run(self._workspace, network, batch.inputs, batch.lengths,
+                         (h0, c0), targets, scale, need_grad)
             # outputs is a view of the workspace: copy it out under the lock
             outputs = result["outputs"]
             result["outputs"] = (batch.unsort(outputs) if self.return_sequences
@@ -280,7 +283,7 @@ class RecurrentModel:
                 "loss_and_grad needs an output layer; this model has output=None")
         if reduction not in ("mean", "sum"):
             raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
-        keys, _, width = self._driver_layout()
+        keys, _, width, _ = self._driver_layout()
         batch = _inputs.prepare_batch(X, lengths, self.input_size, self.dtype, width)
         targets = _inputs.prepare_targets(y, batch, self.output, self.output_size,
                                           self.return_sequences, self.dtype)

@@ -313,9 +313,10 @@ class SGD(Optimizer):
 
     def _update(self, params, grads, state, grad_scale, fresh, apply):
         buffers = state.get("momentum_buffer")
-        return _optim.sgd(params, grads, buffers, self.lr, self.momentum,
-                          self.dampening, self.weight_decay, grad_scale,
-                          self.nesterov, fresh, apply)
+        return _optim.sgd(params, grads, buffers, dict(
+            lr=self.lr, momentum=self.momentum, dampening=self.dampening,
+            weight_decay=self.weight_decay, grad_scale=grad_scale,
+            nesterov=self.nesterov, first=fresh, apply=apply))
 
 
 class Adam(Optimizer):
@@ -349,9 +350,10 @@ class Adam(Optimizer):
         t = self._step + 1
         step_size = self.lr / (1 - beta1 ** t)
         correction2_sqrt = math.sqrt(1 - beta2 ** t)
-        return _optim.adam(params, grads, state["exp_avg"], state["exp_avg_sq"],
-                           beta1, beta2, self.eps, step_size, correction2_sqrt,
-                           self.weight_decay, grad_scale, apply)
+        return _optim.adam(params, grads, state["exp_avg"], state["exp_avg_sq"], dict(
+            beta1=beta1, beta2=beta2, eps=self.eps, step_size=step_size,
+            correction2_sqrt=correction2_sqrt, weight_decay=self.weight_decay,
+            grad_scale=grad_scale, apply=apply))
 
 
 class RMSprop(Optimizer):
@@ -389,9 +391,9 @@ class RMSprop(Optimizer):
 
     def _update(self, params, grads, state, grad_scale, fresh, apply):
         return _optim.rmsprop(params, grads, state["square_avg"],
-                              state.get("grad_avg"), state.get("momentum_buffer"),
-                              self.lr, self.alpha, self.eps, self.momentum,
-                              self.weight_decay, grad_scale, apply)
+                              state.get("grad_avg"), state.get("momentum_buffer"), dict(
+            lr=self.lr, alpha=self.alpha, eps=self.eps, momentum=self.momentum,
+            weight_decay=self.weight_decay, grad_scale=grad_scale, apply=apply))
 
 
 class Adagrad(Optimizer):
@@ -425,8 +427,9 @@ class Adagrad(Optimizer):
 
     def _update(self, params, grads, state, grad_scale, fresh, apply):
         clr = self.lr / (1 + self._step * self.lr_decay)
-        return _optim.adagrad(params, grads, state["sum"], clr, self.eps,
-                              self.weight_decay, grad_scale, apply)
+        return _optim.adagrad(params, grads, state["sum"], dict(
+            lr=clr, eps=self.eps, weight_decay=self.weight_decay,
+            grad_scale=grad_scale, apply=apply))
 
 
 _BY_NAME = {

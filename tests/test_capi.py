@@ -27,7 +27,7 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "downstream"
 EXAMPLE_FILES = ("setup.py", "pyproject.toml", "crnn_downstream.pyx")
 TOL = {np.float32: 1e-5, np.float64: 1e-10}
 DTYPES = (np.float32, np.float64)
-CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
+CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru", "gru_reset_before")
 N, T, D, H, K = 4, 6, 3, 5, 2
 LENGTHS = np.array([4, 6, 1, 3])          # unsorted, includes 1 and T
 SHORT = np.array([4, 2, 1, 3])            # every sequence shorter than T
@@ -95,6 +95,8 @@ def make_model(cell, dtype, *, output="linear", return_sequences=True,
     size = K if output is not None else None
     if cell.startswith("rnn"):
         return crnn.RNN(D, H, size, nonlinearity=cell[4:], **kwargs)
+    if cell == "gru_reset_before":
+        return crnn.GRU(D, H, size, reset_after=False, **kwargs)
     return (crnn.LSTM if cell == "lstm" else crnn.GRU)(D, H, size, **kwargs)
 
 
@@ -292,7 +294,7 @@ def test_lstm_cell_state_gradient(downstream):
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("cell,hidden", [("lstm", 64), ("gru", 86),
+@pytest.mark.parametrize("cell,hidden", [("lstm", 64), ("gru", 86), ("gru_reset_before", 86),
                                          ("rnn_tanh", 256)])
 def test_backward_with_dU_and_dW_in_one_product(downstream, cell, hidden,
                                                 threads):
@@ -365,7 +367,7 @@ def test_step_matches_stream(downstream, cell, dtype):
 # ------------------------------------------------------------ contract
 
 def test_sizes_and_status_codes(downstream):
-    assert [downstream.gate_blocks(cell) for cell in CELLS] == [1, 1, 4, 3]
+    assert [downstream.gate_blocks(cell) for cell in CELLS] == [1, 1, 4, 3, 3]
     # workspace sizes: forward-only is a prefix of forward + backward
     for cell in CELLS:
         forward = downstream.workspace_size(cell, T, N, D, H)

@@ -45,7 +45,8 @@ def lstm_forward(const double[:, :, ::1] x, const double[:, ::1] U,
 # ------------------------------------------------- every function, for tests
 
 CELLS = {"rnn_tanh": CRNN_RNN_TANH, "rnn_relu": CRNN_RNN_RELU,
-         "lstm": CRNN_LSTM, "gru": CRNN_GRU}
+         "lstm": CRNN_LSTM, "gru": CRNN_GRU,
+         "gru_reset_before": CRNN_GRU_RESET_BEFORE}
 STATUS = {"ok": CRNN_OK, "cell": CRNN_ERROR_CELL, "sizes": CRNN_ERROR_SIZES,
           "lengths": CRNN_ERROR_LENGTHS, "null": CRNN_ERROR_NULL,
           "workspace": CRNN_ERROR_WORKSPACE,

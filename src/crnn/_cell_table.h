@@ -31,16 +31,26 @@ typedef void (*crnn_cell_kernel)(const crnn_cell_args *args);
 /* One row per cell, in the order of _cells.pxd's CellKind:
  *   name, gate blocks G (weights have G*H rows), whether the state is a
  *   pair (h, C), whether h W^T stays apart from Z (separate_recurrent), whether
- *   a bias sits inside the recurrent product (GRU's b_hn), and the point-wise
- *   forward and backward kernels, [0] float and [1] double. */
+ *   a bias sits inside the recurrent product (GRU's b_hn), whether the cell
+ *   keeps a (rows x H) buffer per step for BPTT (`keep`), how many of the
+ *   last gate blocks multiply the cell's keep instead of h(t-1) in the
+ *   recurrent product (gated_blocks: 0, or 1 for the GRU that resets before
+ *   the product; such a cell has a gate pass between its two products, and
+ *   runs its products on BLAS), and the point-wise kernels, [0] float and
+ *   [1] double: forward, backward, and the gate passes (NULL unless
+ *   gated_blocks). */
 typedef struct crnn_cell_spec {
     const char *name;
     int gate_blocks;
     int pair_state;
     int separate_recurrent;
     int recurrent_bias;
+    int keeps;
+    int gated_blocks;
     crnn_cell_kernel forward[2];
     crnn_cell_kernel backward[2];
+    crnn_cell_kernel forward_gate[2];
+    crnn_cell_kernel backward_gate[2];
 } crnn_cell_spec;
 
 #endif

@@ -27,14 +27,19 @@ cdef extern from "_cell_table.h" nogil:
         int pair_state          # the state is (h, C)
         int separate_recurrent  # h(t-1)·Wᵀ kept apart from Z
         int recurrent_bias      # a bias inside the recurrent product (bn)
+        int keeps               # a (rows × H) buffer per step kept for BPTT
+        int gated_blocks        # last blocks whose product takes keep, not h
         CellKernel forward[2]   # [0] float, [1] double
         CellKernel backward[2]
+        CellKernel forward_gate[2]   # between the two products (gated_blocks)
+        CellKernel backward_gate[2]
 
 cpdef enum CellKind:
     CELL_RNN_TANH = 0
     CELL_RNN_RELU = 1
     CELL_LSTM = 2
     CELL_GRU = 3
+    CELL_GRU_RESET_BEFORE = 4
 
 # The table row of `kind` (a CellKind; the caller has checked it).
 cdef const CellSpec *cell_spec(int kind) noexcept nogil
@@ -42,10 +47,19 @@ cdef const CellSpec *cell_spec(int kind) noexcept nogil
 cdef bint known_cell(int kind) noexcept nogil
 
 
-# The cell's point-wise kernel, from its table row.
+# The cell's point-wise kernel, from its table row; `gate`: the gate pass
+# between the two products of a cell with gated_blocks.
 cdef inline void run_cell(const CellSpec *cell, bint backward, bint single,
                           const CellArgs *args) noexcept nogil:
     if backward:
         cell.backward[0 if single else 1](args)
     else:
         cell.forward[0 if single else 1](args)
+
+
+cdef inline void run_gate(const CellSpec *cell, bint backward, bint single,
+                          const CellArgs *args) noexcept nogil:
+    if backward:
+        cell.backward_gate[0 if single else 1](args)
+    else:
+        cell.forward_gate[0 if single else 1](args)

@@ -70,6 +70,18 @@ def cell_names():
 #       input side (d pre r, d pre z, d pre n); recurrent side (d pre r,
 #       d pre z, d hn); the direct part of dh(t-1), dh ⊙ z, is left in dh.
 #
+# GRU, reset before the product (gru_reset_before: ONNX linear_before_reset
+#       = 0, Keras reset_after=False; no b_hn): the recurrent product adds to
+#       Z, but its n block multiplies r ⊙ h_prev, so a step has two products
+#       with a gate pass between them (gated_blocks = 1):
+#       Z[r,z] += h_prev·W_rzᵀ;  gate pass: r = σ(Z_r), z = σ(Z_z),
+#       keep = r ⊙ h_prev;  Z[n] += keep·W_nᵀ;  forward: n = tanh(Z_n),
+#       h = (1 - z) ⊙ n + z ⊙ h_prev.  BPTT (dR = dZ in every block):
+#       backward: dZ_n = dh ⊙ (1-z) ⊙ (1-n²), dZ_z = dh ⊙ (h_prev - n) ⊙ z(1-z),
+#       dh := dh ⊙ z;  the lane: d(rh) = dZ_n·W_n (into `recurrent`);
+#       gate pass: dZ_r = d(rh) ⊙ h_prev ⊙ r(1-r), dh += d(rh) ⊙ r;  then
+#       dh(t-1) = dh + dZ[r,z]·W_rz, and dW_n = dZ_nᵀ·keep.
+#
 # float32 uses the vectorisable rational tanh of _fastmath.h (a few ulp) and
 # σ(x) = ½ + ½·tanh(x/2) (the same rational function, rescaled); float64
 # uses libm's tanh and exp.

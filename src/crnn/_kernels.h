@@ -50,19 +50,24 @@ static inline double crnn_sigmoid(double x) { return 1.0 / (1.0 + exp(-x)); }
  * One row per cell, in the order of _cells.pxd's CellKind (the fields are
  * those of crnn_cell_spec, _cell_table.h). */
 
-#define CRNN_CELL_ROW(name, G, pair, separate, bias, forward, backward)    \
-    {name, G, pair, separate, bias, {forward##_f32, forward##_f64},         \
-     {backward##_f32, backward##_f64}}
+#define CRNN_KERNELS(name) {name##_f32, name##_f64}
+#define CRNN_NO_KERNELS {NULL, NULL}
 
 static const crnn_cell_spec crnn_cell_table[] = {
-    CRNN_CELL_ROW("rnn_tanh", 1, 0, 0, 0, crnn_rnn_tanh_forward_cell,
-                  crnn_rnn_tanh_backward_cell),
-    CRNN_CELL_ROW("rnn_relu", 1, 0, 0, 0, crnn_rnn_relu_forward_cell,
-                  crnn_rnn_relu_backward_cell),
-    CRNN_CELL_ROW("lstm", 4, 1, 0, 0, crnn_lstm_forward_cell,
-                  crnn_lstm_backward_cell),
-    CRNN_CELL_ROW("gru", 3, 0, 1, 1, crnn_gru_forward_cell,
-                  crnn_gru_backward_cell),
+    /* name, G, pair, separate, bias, keeps, gated, forward, backward,
+     * forward_gate, backward_gate */
+    {"rnn_tanh", 1, 0, 0, 0, 0, 0, CRNN_KERNELS(crnn_rnn_tanh_forward_cell),
+     CRNN_KERNELS(crnn_rnn_tanh_backward_cell), CRNN_NO_KERNELS, CRNN_NO_KERNELS},
+    {"rnn_relu", 1, 0, 0, 0, 0, 0, CRNN_KERNELS(crnn_rnn_relu_forward_cell),
+     CRNN_KERNELS(crnn_rnn_relu_backward_cell), CRNN_NO_KERNELS, CRNN_NO_KERNELS},
+    {"lstm", 4, 1, 0, 0, 0, 0, CRNN_KERNELS(crnn_lstm_forward_cell),
+     CRNN_KERNELS(crnn_lstm_backward_cell), CRNN_NO_KERNELS, CRNN_NO_KERNELS},
+    {"gru", 3, 0, 1, 1, 1, 0, CRNN_KERNELS(crnn_gru_forward_cell),
+     CRNN_KERNELS(crnn_gru_backward_cell), CRNN_NO_KERNELS, CRNN_NO_KERNELS},
+    {"gru_reset_before", 3, 0, 0, 0, 1, 1,
+     CRNN_KERNELS(crnn_gru_rb_forward_cell), CRNN_KERNELS(crnn_gru_rb_backward_cell),
+     CRNN_KERNELS(crnn_gru_rb_forward_gate_cell),
+     CRNN_KERNELS(crnn_gru_rb_backward_gate_cell)},
 };
 
 #define CRNN_CELL_COUNT ((int) (sizeof crnn_cell_table / sizeof crnn_cell_table[0]))

@@ -239,6 +239,65 @@ static CLONES void SUFFIX(crnn_gru_backward)(
     }
 }
 
+/* ------------------------------------- GRU, reset before the product
+ * The original GRU (Cho et al.; ONNX linear_before_reset = 0; Keras
+ * reset_after = False): n = tanh(x U_n' + b_n + (r * h_prev) W_n'.  Its step
+ * has two products (_lane.pyx): Z[r, z] += h_prev W_rz', then the gate pass
+ * (r, z; keep = r * h_prev), then Z[n] += keep W_n', then the forward
+ * pass (n, h).  BPTT likewise: the backward pass (dZ_n, dZ_z, the direct
+ * dh), the lane's d(r h) = dZ_n W_n into `recurrent`, then the gate pass
+ * (dZ_r, dh += d(r h) * r). */
+
+static inline void SUFFIX(crnn_gru_rb_gate_row)(
+    ptrdiff_t H, REAL *CRNN_RESTRICT gr, REAL *CRNN_RESTRICT gz,
+    const REAL *CRNN_RESTRICT h_prev, REAL *CRNN_RESTRICT keep)
+{
+    for (ptrdiff_t j = 0; j < H; j++) {
+        REAL r = SIGMOID(gr[j]);
+        gr[j] = r;
+        gz[j] = SIGMOID(gz[j]);
+        keep[j] = r * h_prev[j];
+    }
+}
+
+static inline void SUFFIX(crnn_gru_rb_forward_row)(
+    ptrdiff_t H, const REAL *CRNN_RESTRICT gz, REAL *CRNN_RESTRICT gn,
+    const REAL *CRNN_RESTRICT h_prev, REAL *CRNN_RESTRICT h)
+{
+    for (ptrdiff_t j = 0; j < H; j++) {
+        REAL z = gz[j], n = TANH(gn[j]);
+        gn[j] = n;
+        h[j] = (1 - z) * n + z * h_prev[j];
+    }
+}
+
+static CRNN_ALWAYS_INLINE void SUFFIX(crnn_gru_rb_backward_row)(
+    ptrdiff_t H, int with_out, const REAL *CRNN_RESTRICT gz,
+    const REAL *CRNN_RESTRICT gn, const REAL *CRNN_RESTRICT h_prev,
+    const REAL *CRNN_RESTRICT dh_out, REAL *CRNN_RESTRICT dh,
+    REAL *CRNN_RESTRICT dgz, REAL *CRNN_RESTRICT dgn)
+{
+    for (ptrdiff_t j = 0; j < H; j++) {
+        REAL z = gz[j], n = gn[j];
+        REAL delta = dh[j] + (with_out ? dh_out[j] : 0);
+        dgn[j] = delta * (1 - z) * (1 - n * n);
+        dgz[j] = delta * (h_prev[j] - n) * z * (1 - z);
+        dh[j] = delta * z;
+    }
+}
+
+static inline void SUFFIX(crnn_gru_rb_backward_gate_row)(
+    ptrdiff_t H, const REAL *CRNN_RESTRICT gr, const REAL *CRNN_RESTRICT h_prev,
+    const REAL *CRNN_RESTRICT drh, REAL *CRNN_RESTRICT dh,
+    REAL *CRNN_RESTRICT dgr)
+{
+    for (ptrdiff_t j = 0; j < H; j++) {
+        REAL r = gr[j];
+        dgr[j] = drh[j] * h_prev[j] * r * (1 - r);
+        dh[j] += drh[j] * r;
+    }
+}
+
 /* ------------------------------------------ the cell table's entry points
  * One signature for every cell (crnn_cell_args, _kernels.h), so that the
  * lane calls a table row's pointer and never branches on the cell. */
@@ -301,4 +360,60 @@ static void SUFFIX(crnn_gru_backward_cell)(const crnn_cell_args *a)
                               (const REAL *) a->keep, (const REAL *) a->dh_outputs,
                               (REAL *) a->dh, (REAL *) a->dgates,
                               (REAL *) a->drecurrent);
+}
+
+static void SUFFIX(crnn_gru_rb_forward_gate_cell)(const crnn_cell_args *a)
+{
+    const ptrdiff_t H = a->hidden;
+    for (ptrdiff_t r = 0; r < a->rows; r++) {
+        REAL *g = (REAL *) a->gates + r * 3 * H + a->first;
+        ptrdiff_t at = r * H + a->first;
+        SUFFIX(crnn_gru_rb_gate_row)(a->count, g, g + H,
+                                     (const REAL *) a->h_prev + at,
+                                     (REAL *) a->keep + at);
+    }
+}
+
+static void SUFFIX(crnn_gru_rb_forward_cell)(const crnn_cell_args *a)
+{
+    const ptrdiff_t H = a->hidden;
+    for (ptrdiff_t r = 0; r < a->rows; r++) {
+        REAL *g = (REAL *) a->gates + r * 3 * H + a->first;
+        ptrdiff_t at = r * H + a->first;
+        SUFFIX(crnn_gru_rb_forward_row)(a->count, g + H, g + 2 * H,
+                                        (const REAL *) a->h_prev + at,
+                                        (REAL *) a->h + at);
+    }
+}
+
+static void SUFFIX(crnn_gru_rb_backward_cell)(const crnn_cell_args *a)
+{
+    const ptrdiff_t H = a->hidden;
+    for (ptrdiff_t r = 0; r < a->rows; r++) {
+        const REAL *g = (const REAL *) a->gates + r * 3 * H + a->first;
+        REAL *dg = (REAL *) a->dgates + r * 3 * H + a->first;
+        ptrdiff_t at = r * H + a->first;
+        if (a->dh_outputs != NULL)
+            SUFFIX(crnn_gru_rb_backward_row)(
+                a->count, 1, g + H, g + 2 * H, (const REAL *) a->h_prev + at,
+                (const REAL *) a->dh_outputs + at, (REAL *) a->dh + at,
+                dg + H, dg + 2 * H);
+        else
+            SUFFIX(crnn_gru_rb_backward_row)(
+                a->count, 0, g + H, g + 2 * H, (const REAL *) a->h_prev + at,
+                NULL, (REAL *) a->dh + at, dg + H, dg + 2 * H);
+    }
+}
+
+static void SUFFIX(crnn_gru_rb_backward_gate_cell)(const crnn_cell_args *a)
+{
+    const ptrdiff_t H = a->hidden;
+    for (ptrdiff_t r = 0; r < a->rows; r++) {
+        const REAL *g = (const REAL *) a->gates + r * 3 * H + a->first;
+        REAL *dg = (REAL *) a->dgates + r * 3 * H + a->first;
+        ptrdiff_t at = r * H + a->first;
+        SUFFIX(crnn_gru_rb_backward_gate_row)(
+            a->count, g, (const REAL *) a->h_prev + at,
+            (const REAL *) a->recurrent + at, (REAL *) a->dh + at, dg);
+    }
 }

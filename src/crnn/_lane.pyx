@@ -24,7 +24,7 @@ stream above.
 from cython cimport floating
 from libc.string cimport memcpy, memset
 
-from ._cells cimport CellArgs, CellSpec, run_cell
+from ._cells cimport CellArgs, CellSpec, run_cell, run_gate
 from ._parallel cimport team_gemm
 from ._plan cimport (LanePlan, PATH_STEP_SUMS, chunk_steps, chunks_pay,
                      shared_gate_columns)
@@ -130,6 +130,9 @@ cdef void lane_recur(floating tag, const LanePlan *plan,
             job.product_in = args.h_prev
             job.inputs = x + t * B * input_width if input_width > 0 else NULL
             run_step(&job)
+        elif cell.gated_blocks:
+            gated_products(tag, plan, args, W)
+            run_cell(cell, False, floating is float, args)
         else:
             # R = H[t-1] @ W.T   (B_t × G·H) = (B_t × H)(G·H × H)ᵀ, into its
             # own buffer (separate) or added to Z[t] (Z[t] += R)
@@ -145,6 +148,40 @@ cdef void lane_recur(floating tag, const LanePlan *plan,
                    (B - live) * H * sizeof(floating))
 
 
+cdef void gated_products(floating tag, const LanePlan *plan, CellArgs *args,
+                         const floating *W) noexcept nogil:
+    """A step's products for a cell whose last gate blocks multiply its
+    keep (r ⊙ h(t-1)) instead of h(t-1), with its gate pass between them."""
+    cdef int H = plan.hidden, GH = plan.gate_columns, live = args.rows
+    cdef int G1 = GH - plan.cell.gated_blocks * H
+    cdef floating *z = <floating *> args.gates
+    # Z[t][:, :G1] += H[t-1] @ W[:G1].T   (B_t × G1) += (B_t × H)(G1 × H)ᵀ
+    team_gemm(False, True, live, G1, H, 1, <const floating *> args.h_prev, H,
+              W, H, 1, z, GH)
+    run_gate(plan.cell, False, floating is float, args)
+    # Z[t][:, G1:] += keep @ W[G1:].T   (B_t × (G·H-G1)) += (B_t × H)(G·H-G1 × H)ᵀ
+    team_gemm(False, True, live, GH - G1, H, 1, <const floating *> args.keep, H,
+              W + <Py_ssize_t> G1 * H, H, 1, z + G1, GH)
+
+
+cdef void gated_back_products(floating tag, const LanePlan *plan,
+                              CellArgs *args, const floating *W,
+                              floating *scratch) noexcept nogil:
+    """BPTT's products of such a cell, after its backward pass: d(keep)
+    into `scratch` (B × H), the gate pass, then dH(t-1) += dZ[:, :G1]·W."""
+    cdef int H = plan.hidden, GH = plan.gate_columns, live = args.rows
+    cdef int G1 = GH - plan.cell.gated_blocks * H
+    cdef const floating *dz = <const floating *> args.dgates
+    # d(keep) = dZ[:, G1:] @ W[G1:]   (B_t × H) = (B_t × G·H-G1)(G·H-G1 × H)
+    team_gemm(False, False, live, H, GH - G1, 1, dz + G1, GH,
+              W + <Py_ssize_t> G1 * H, H, 0, scratch, H)
+    args.recurrent = scratch
+    run_gate(plan.cell, True, floating is float, args)
+    # dH[t-1] += dZ[:, :G1] @ W[:G1]   (B_t × H) += (B_t × G1)(G1 × H)
+    team_gemm(False, False, live, H, G1, 1, dz, GH, W, H, 1,
+              <floating *> args.dh, H)
+
+
 # ------------------------------------------------------------------- BPTT
 
 cdef void merged_weight_gradients(floating tag, const LanePlan *plan,
@@ -157,13 +194,14 @@ cdef void merged_weight_gradients(floating tag, const LanePlan *plan,
     dU and dW share their left operand dZ: one product packs dZ once
     (OpenBLAS's copy of dZ is a third of a separate dU's time).  With a
     separate dR (the GRU) they share it in the r and z blocks, where dR =
-    dZ; the n block's two products go straight into dU and dW.  The result
+    dZ; the n block's two products go straight into dU and dW (so for a
+    cell with gated blocks, whose dW[n] multiplies its keep).  The result
     block [dU | dW] (shared × (D+H)) is `merged`, = or += (accumulate); the
     rows [x | h(t-1)] (count × (D+H)) follow it."""
     cdef int D = plan.inputs, H = plan.hidden
     cdef int DH = D + H, GH = plan.gate_columns
     cdef int shared = shared_gate_columns(plan)
-    cdef bint separate = shared < GH
+    cdef bint own_last_block = shared < GH
     cdef Py_ssize_t r
     cdef const floating *x = <const floating *> inputs.x + first * D
     cdef const floating *hs = <const floating *> states.hs + first * H
@@ -177,14 +215,31 @@ cdef void merged_weight_gradients(floating tag, const LanePlan *plan,
     #   (shared × (D+H)) (+)= (rows × shared)ᵀ (rows × (D+H))
     team_gemm(True, False, shared, DH, <int> count, 1, dgates, GH, xh, DH,
               1 if accumulate else 0, dUW, DH)
-    if separate:
+    if own_last_block:
         # dU[n] += dZ[:, n].T @ X        (H × D) += (rows × H)ᵀ (rows × D)
-        team_gemm(True, False, H, D, <int> count, 1, dgates + shared, GH, x, D,
-                  1, <floating *> grads.dU + shared * D, D)
-        # dW[n] += dR[:, n].T @ H_prev   (H × H) += (rows × H)ᵀ (rows × H)
-        team_gemm(True, False, H, H, <int> count, 1,
-                  <const floating *> grads.drecurrent + first * GH + shared, GH,
-                  hs, H, 1, <floating *> grads.dW + shared * H, H)
+        team_gemm(True, False, GH - shared, D, <int> count, 1, dgates + shared,
+                  GH, x, D, 1, <floating *> grads.dU + shared * D, D)
+        last_block_weight_gradient(tag, plan, first, count, states, grads)
+
+
+cdef void last_block_weight_gradient(floating tag, const LanePlan *plan,
+                                     Py_ssize_t first, Py_ssize_t count,
+                                     const LaneStates *states,
+                                     const LaneGradients *grads) noexcept nogil:
+    """dW of the last gate block(s) over rows [first, first + count), where
+    it has its own operands: the GRU's dR_n with h(t-1), or a gated cell's
+    dZ with its keep (r ⊙ h(t-1))."""
+    cdef int H = plan.hidden, GH = plan.gate_columns
+    cdef int shared = shared_gate_columns(plan)
+    cdef bint gated = plan.cell.gated_blocks != 0
+    cdef const floating *left = <const floating *> (grads.dgates if gated
+                                                    else grads.drecurrent)
+    cdef const floating *right = <const floating *> (states.keep if gated
+                                                     else states.hs)
+    # dW[n] += dR[:, n].T @ H_prev (or keep)   (H × H) += (rows × H)ᵀ (rows × H)
+    team_gemm(True, False, GH - shared, H, <int> count, 1,
+              left + first * GH + shared, GH, right + first * H, H, 1,
+              <floating *> grads.dW + shared * H, H)
 
 
 cdef void start_rows(floating tag, const LanePlan *plan, int first, int last,
@@ -302,11 +357,15 @@ cdef void lane_backward(floating tag, const LanePlan *plan,
             run_step(&job)
         else:
             run_cell(plan.cell, True, floating is float, args)
-            # dH[t-1] = dR[t] @ W   (B_t × H) = (B_t × G·H)(G·H × H)
-            # (+= when the cell left a direct h(t-1) → h(t) term in dh)
-            team_gemm(False, False, live, H, GH, 1, dr, GH,
-                      <const floating *> weights.W, H, 1 if separate else 0,
-                      <floating *> grads.dh, H)
+            if plan.cell.gated_blocks:
+                gated_back_products(tag, plan, args, <const floating *> weights.W,
+                                    <floating *> states.recurrent)
+            else:
+                # dH[t-1] = dR[t] @ W   (B_t × H) = (B_t × G·H)(G·H × H)
+                # (+= when the cell left a direct h(t-1) → h(t) term in dh)
+                team_gemm(False, False, live, H, GH, 1, dr, GH,
+                          <const floating *> weights.W, H, 1 if separate else 0,
+                          <floating *> grads.dh, H)
         if chunked and (chunk_end - t >= steps_per_chunk or t == 0):
             # steps [t, chunk_end): dZ(t) is final once its pass is done
             merged_weight_gradients(tag, plan, t * B, (chunk_end - t) * B,
@@ -351,10 +410,13 @@ cdef void weight_gradients(floating tag, const LanePlan *plan, bint chunked,
             for j in range(H):
                 dW[r * H + j] += dUW[r * DH + D + j]
     else:
-        # dW += dR.T @ H_prev   (G·H × H) += (T·B × G·H)ᵀ (T·B × H)
-        team_gemm(True, False, GH, H, <int> rows, 1,
-                  drecurrent if plan.cell.separate_recurrent else dgates, GH,
+        # dW += dR.T @ H_prev   (G·H × H) += (T·B × G·H)ᵀ (T·B × H), but
+        # for the blocks a gated cell's keep multiplies
+        team_gemm(True, False, GH - plan.cell.gated_blocks * H, H, <int> rows,
+                  1, drecurrent if plan.cell.separate_recurrent else dgates, GH,
                   <const floating *> states.hs, H, 1, dW, H)
+        if plan.cell.gated_blocks:
+            last_block_weight_gradient(tag, plan, 0, rows, states, grads)
         if inputs.tokens != NULL:
             # One-hot x: dU.T[x] += dZ row, a scatter-add.
             for r in range(rows):

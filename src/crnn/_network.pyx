@@ -136,7 +136,7 @@ cdef class NetworkCall:
     cdef Workspace ws
     cdef int kind, H, num_layers, directions, n_lanes, T, B, K, Hd
     cdef int output_kind, typenum, paths
-    cdef bint return_sequences, need_grad, with_c, separate
+    cdef bint return_sequences, need_grad, with_c, separate, with_bn
     cdef bint use_panels, outputs_in_step
     cdef double scale, loss
     cdef list lanes
@@ -164,6 +164,7 @@ cdef class NetworkCall:
         self.Hd = H * directions
         self.with_c = cell_spec(kind).pair_state
         self.separate = cell_spec(kind).separate_recurrent
+        self.with_bn = cell_spec(kind).recurrent_bias
         self.dtype = lanes[0][0].dtype
         # The arrays returned to the caller are made through numpy's C API
         # (PyArray_EMPTY / PyArray_ZEROS) and filled here with memcpy: on a
@@ -288,7 +289,7 @@ cdef void forward_lane(floating tag, NetworkCall call, int l, int d,
     cdef LaneWeights weights
     cdef LaneStates states
     U, W, bias = call.lanes[lane][:3]
-    recurrent_bias = call.lanes[lane][3] if call.separate else None
+    recurrent_bias = call.lanes[lane][3] if call.with_bn else None
     x = lane_input(tag, call, lane, d, layer_input)
     tokens = x.ndim == 2
     call.plan(&plan, l, tokens)
@@ -309,7 +310,8 @@ cdef void forward_lane(floating tag, NetworkCall call, int l, int d,
     if tokens:
         U_T = call.ws.get(f"U_T{lane}", (D, GH), call.dtype)
         np.copyto(U_T, U.T)
-    keep = call.ws.get(f"keep{lane}", (T, B, H), call.dtype) if call.separate else None
+    keep = (call.ws.get(f"keep{lane}", (T, B, H), call.dtype)
+            if plan.cell.keeps else None)
     inputs.batch_sizes = call.batch_sizes
     inputs.x = NULL if tokens else data(x)
     inputs.tokens = <int *> data(x) if tokens else NULL
@@ -552,7 +554,7 @@ cdef void backward_lane(floating tag, NetworkCall call, int l, int d,
     dW = cnp.PyArray_ZEROS(2, cnp.PyArray_DIMS(<cnp.ndarray> W), call.typenum, 0)
     db = cnp.PyArray_ZEROS(1, cnp.PyArray_DIMS(<cnp.ndarray> bias), call.typenum, 0)
     dbn = (cnp.PyArray_ZEROS(1, cnp.PyArray_DIMS(<cnp.ndarray> call.lanes[lane][3]),
-                             call.typenum, 0) if call.separate else None)
+                             call.typenum, 0) if call.with_bn else None)
     drecurrent = (call.ws.get(f"drecurrent{lane}", (T, B, GH), call.dtype)
                   if call.separate else None)
     dU_T = None
@@ -571,7 +573,8 @@ cdef void backward_lane(floating tag, NetworkCall call, int l, int d,
     weights.b, weights.recurrent_bias = data(bias), NULL
     states.gates, states.hs = data(call.lane_gates[lane]), data(call.lane_hs[lane])
     states.cs, states.keep = data(call.lane_cs[lane]), data(call.lane_keep[lane])
-    states.recurrent = NULL
+    # scratch for a gated cell's d(keep) (B × H)
+    states.recurrent = data(call.ws.get("recurrent", (B, GH), call.dtype))
     g.dgates, g.drecurrent = data(dgates), data(drecurrent)
     g.dh, g.dc, g.dU, g.dU_T = data(dh), data(dc), data(dU), data(dU_T)
     g.dW, g.db, g.d_recurrent_bias, g.dx = data(dW), data(db), data(dbn), data(dx)
@@ -598,9 +601,9 @@ cdef void backward_lane(floating tag, NetworkCall call, int l, int d,
         lane_backward(tag, &plan, &inputs, &weights, &states, &g)
     if dU_T is not None:
         dU += dU_T.T
-    per_lane = 4 if call.separate else 3
+    per_lane = 4 if call.with_bn else 3
     grads[lane * per_lane:(lane + 1) * per_lane] = (
-        (dU, dW, db, dbn) if call.separate else (dU, dW, db))
+        (dU, dW, db, dbn) if call.with_bn else (dU, dW, db))
     if dx is not None:
         # ∂L/∂(layer below's output): forward lane as is, reverse lane
         # turned back into the original time order.
@@ -629,7 +632,7 @@ cdef tuple backward_layers(floating tag, NetworkCall call, object dtop):
         size = B * max(cell_spec(call.kind).gate_blocks * call.H, call.K)
         call.zeros = call.ws.get("zeros", (size,), call.dtype)
         memset(data(call.zeros), 0, <size_t> size * sizeof(floating))
-    grads = [None] * (call.n_lanes * (4 if call.separate else 3))
+    grads = [None] * (call.n_lanes * (4 if call.with_bn else 3))
     dlayer = dtop           # ∂L/∂(this layer's output)
     for l in range(call.num_layers - 1, -1, -1):
         dlayer_below = None

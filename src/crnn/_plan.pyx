@@ -82,7 +82,9 @@ cdef void plan_lane(LanePlan *plan, int kind, int T, int B, int D, int H,
     plan.keep_gates = training
     plan.paths = allowed
     # A batch of one is a matrix-vector product, which BLAS's GEMV does well.
-    if not (packed_gemm_fast() and T >= PANELS_MIN_STEPS and B > 1):
+    # A cell with a gate pass between two products runs them on BLAS.
+    if not (packed_gemm_fast() and T >= PANELS_MIN_STEPS and B > 1
+            and not plan.cell.gated_blocks):
         plan.paths &= ~PATH_PANELS
     # x(t)·Uᵀ in the step's product: dense inputs, cells whose recurrent
     # product adds to Z (one-hot tokens are a gather; the GRU keeps h·Wᵀ
@@ -95,8 +97,11 @@ cdef void plan_lane(LanePlan *plan, int kind, int T, int B, int D, int H,
 
 
 cdef int shared_gate_columns(const LanePlan *plan) noexcept nogil:
-    """Gate columns where dR = dZ, so that dU and dW share a product: all
-    G·H, or the GRU's r and z blocks (its n block's dR is dZ·r)."""
+    """Gate columns where dR = dZ and dW multiplies h(t-1), so that dU and
+    dW share a product: all G·H, or the GRU's r and z blocks (its n block's
+    dR is dZ·r; a gated cell's n block multiplies its keep)."""
+    if plan.cell.gated_blocks:
+        return plan.gate_columns - plan.cell.gated_blocks * plan.hidden
     if plan.cell.separate_recurrent:
         return plan.gate_columns - plan.hidden
     return plan.gate_columns

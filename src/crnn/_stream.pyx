@@ -80,8 +80,8 @@ cdef class Stream:
         self.cs = [np.zeros((2, B, H), self.dtype) if self.with_c else None
                    for _ in lanes]
         self.gates = [np.empty((B, GH), self.dtype) for _ in lanes]
-        self.keep = [np.empty((B, H), self.dtype) if self.separate else None
-                     for _ in lanes]
+        self.keep = [np.empty((B, H), self.dtype) if cell_spec(kind).keeps
+                     else None for _ in lanes]
         self.recurrent = np.empty((B, GH), self.dtype)
         self.x_buffer = np.empty((B, self.inputs), self.dtype)
         self.token_buffer = np.empty(B, np.int32)
@@ -94,7 +94,7 @@ cdef class Stream:
             self.U_data[layer] = data(lane[0])
             self.W_data[layer] = data(lane[1])
             self.b_data[layer] = data(lane[2])
-            self.bn_data[layer] = data(lane[3]) if self.separate else NULL
+            self.bn_data[layer] = data(lane[3]) if cell_spec(kind).recurrent_bias else NULL
             self.hs_data[layer] = data(self.hs[layer])
             self.cs_data[layer] = data(self.cs[layer])
             self.gates_data[layer] = data(self.gates[layer])

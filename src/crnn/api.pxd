@@ -48,6 +48,7 @@
 #     LSTM   i, f, o = sigmoid(...), a = tanh(...), C = f*C + i*a, h = o*tanh(C)
 #     GRU    r, z = sigmoid(x U' + h W' + b), n = tanh(x U_n' + b_n + r*(h W_n' + bn)),
 #            h = (1 - z)*n + z*h
+#     GRU_RESET_BEFORE  the same but n = tanh(x U_n' + b_n + (r*h) W_n'), no bn
 #
 # Backward (BPTT), after the forward call that filled `hs` and `work`:
 #
@@ -92,12 +93,15 @@
 cdef enum:
     CRNN_API_VERSION = 2
 
-# The cells: bn is used by CRNN_GRU only.
+# The cells: bn is used by CRNN_GRU only.  CRNN_GRU_RESET_BEFORE is the
+# original GRU (ONNX linear_before_reset = 0, Keras reset_after=False):
+# n = tanh(x U_n' + b_n + (r*h) W_n'), no bn.
 cdef enum crnn_cell:
     CRNN_RNN_TANH = 0
     CRNN_RNN_RELU = 1
     CRNN_LSTM = 2
     CRNN_GRU = 3
+    CRNN_GRU_RESET_BEFORE = 4
 
 cdef enum crnn_status:
     CRNN_OK = 0

@@ -29,8 +29,8 @@ cdef struct Layout:
     # workspace is a prefix of a training one.
     Py_ssize_t gates        # (T·B × G·H) activations kept for BPTT
     Py_ssize_t cs           # ((T+1)·B × H) pair-state cells: C, slot 0 = c0
-    Py_ssize_t keep         # (T·B × H) separate-recurrent cells: R_n + bn per step
-    Py_ssize_t recurrent    # (B × G·H) separate-recurrent cells: scratch for h·Wᵀ
+    Py_ssize_t keep         # (T·B × H) cells that keep a buffer (the GRUs)
+    Py_ssize_t recurrent    # (B × G·H) separate-recurrent and gated cells: scratch
     Py_ssize_t panels_T     # [Uᵀ;] Wᵀ packed for the forward's step products
     Py_ssize_t forward_end
     Py_ssize_t dgates       # (T·B × G·H) ∂L/∂Z
@@ -69,6 +69,7 @@ cdef Layout sequence_layout(const LanePlan *plan) noexcept nogil:
     cdef Py_ssize_t T = plan.steps, B = plan.batch, H = plan.hidden
     cdef Py_ssize_t GH = plan.gate_columns
     cdef bint separate = plan.cell.separate_recurrent
+    cdef bint scratch = separate or plan.cell.gated_blocks
     cdef bint pair = plan.cell.pair_state
     cdef Layout L
     # Elements [0, T) hold batch_sizes, T ints (an int is no wider than a
@@ -76,8 +77,8 @@ cdef Layout sequence_layout(const LanePlan *plan) noexcept nogil:
     L.gates = T
     L.cs = L.gates + T * B * GH
     L.keep = L.cs + ((T + 1) * B * H if pair else 0)
-    L.recurrent = L.keep + (T * B * H if separate else 0)
-    L.panels_T = L.recurrent + (B * GH if separate else 0)
+    L.recurrent = L.keep + (T * B * H if plan.cell.keeps else 0)
+    L.panels_T = L.recurrent + (B * GH if scratch else 0)
     # room for Uᵀ too (unless separate), whether or not the call packs it
     # (the plan's fused_width)
     L.forward_end = L.panels_T + plan.cell.gate_blocks * panel_room(
@@ -101,13 +102,13 @@ cdef Layout step_layout(const LanePlan *plan) noexcept nogil:
     # and h itself, which a sequence call keeps in the caller's `hs`.
     cdef Py_ssize_t B = plan.batch, H = plan.hidden
     cdef Py_ssize_t GH = plan.gate_columns
-    cdef bint separate = plan.cell.separate_recurrent
+    cdef bint scratch = plan.cell.separate_recurrent or plan.cell.gated_blocks
     cdef Layout L
     L.gates = 0
     L.cs = L.gates + B * GH
     L.keep = L.cs + (2 * B * H if plan.cell.pair_state else 0)
-    L.recurrent = L.keep + (B * H if separate else 0)
-    L.panels_T = L.recurrent + (B * GH if separate else 0)
+    L.recurrent = L.keep + (B * H if plan.cell.keeps else 0)
+    L.panels_T = L.recurrent + (B * GH if scratch else 0)
     L.forward_end = L.panels_T
     L.hs = L.forward_end
     L.total = L.hs + 2 * B * H
@@ -243,8 +244,8 @@ cdef int sequence_forward(int cell, const crnn_sizes *sizes, const int *lengths,
         weights.panels = work + L.panels_T
         pack_weights(<floating> 0, &plan, True, 0, U, W, work + L.panels_T)
     states.gates, states.hs, states.cs = work + L.gates, hs, cs
-    states.recurrent = work + L.recurrent if spec.separate_recurrent else NULL
-    states.keep = work + L.keep if spec.separate_recurrent else NULL
+    states.recurrent = work + L.recurrent if L.panels_T > L.recurrent else NULL
+    states.keep = work + L.keep if spec.keeps else NULL
     lane_forward(<floating> 0, &plan, &inputs, &weights, &states)
     # Final states: row r's state after its own last step, slot lengths[r].
     for r in range(B):
@@ -301,8 +302,8 @@ cdef int sequence_backward(int cell, const crnn_sizes *sizes,
         pack_weights(<floating> 0, &plan, False, 0, NULL, W, work + L.panels)
     states.gates, states.hs = work + L.gates, hs
     states.cs = work + L.cs if spec.pair_state else NULL
-    states.keep = work + L.keep if spec.separate_recurrent else NULL
-    states.recurrent = NULL
+    states.keep = work + L.keep if spec.keeps else NULL
+    states.recurrent = work + L.recurrent if L.panels_T > L.recurrent else NULL
     memset(&g, 0, sizeof(LaneGradients))
     g.dh_outputs, g.dh_final = dhs, dh_n
     g.dc_final = dc_n if spec.pair_state else NULL
@@ -353,8 +354,8 @@ cdef int cell_step(int cell, const crnn_sizes *sizes, const floating *x,
     weights.panels = NULL
     states.gates, states.hs = work + L.gates, work + L.hs
     states.cs = work + L.cs if spec.pair_state else NULL
-    states.recurrent = work + L.recurrent if spec.separate_recurrent else NULL
-    states.keep = work + L.keep if spec.separate_recurrent else NULL
+    states.recurrent = work + L.recurrent if L.panels_T > L.recurrent else NULL
+    states.keep = work + L.keep if spec.keeps else NULL
     memcpy(work + L.hs, h, state_bytes)
     if spec.pair_state:
         memcpy(work + L.cs, c, state_bytes)

@@ -469,13 +469,46 @@ class LSTM(RecurrentModel):
 
 
 class GRU(RecurrentModel):
-    """PyTorch's GRU: gates r, z, n in one (3H × ·) matrix each for U and W,
-    n = tanh(U_n x + b_n + r ⊙ (W_n h + bn)), h = (1 - z) ⊙ n + z ⊙ h_prev.
-    ``bn{l}`` is PyTorch's b_hn; b holds b_ih + b_hh for r and z and b_in
-    for n."""
+    """A GRU: gates r, z, n in one (3H × ·) matrix each for U and W.
+
+    ``reset_after=True`` (the default) is PyTorch's GRU (Keras's
+    ``reset_after=True``, ONNX's ``linear_before_reset=1``): the reset gate
+    multiplies the recurrent product,
+    n = tanh(U_n x + b_n + r ⊙ (W_n h + bn)), with ``bn{l}`` PyTorch's b_hn
+    (b holds b_ih + b_hh for r and z and b_in for n).
+
+    ``reset_after=False`` is the original GRU of Cho et al. (ONNX's default
+    ``linear_before_reset=0``, Keras's ``reset_after=False``): the reset
+    gate multiplies h before the product, n = tanh(U_n x + b_n +
+    W_n (r ⊙ h)), and there is no ``bn``.  PyTorch has no such GRU, so
+    ``to_torch`` refuses it.
+
+    Both: h = (1 - z) ⊙ n + z ⊙ h_prev.
+    """
 
     _gate_blocks = 3
-    _recurrent_bias = True
+    reset_after = True      # (models pickled before reset_after existed)
+
+    def __init__(self, input_size, hidden_size, output_size=None, *,
+                 num_layers=1, bidirectional=False, reset_after=True,
+                 output="softmax", return_sequences=True, dtype="float32",
+                 seed=None):
+        if not isinstance(reset_after, (bool, np.bool_)):
+            raise TypeError(f"reset_after must be True or False, got {reset_after!r}")
+        self.reset_after = bool(reset_after)
+        super().__init__(input_size, hidden_size, output_size,
+                         num_layers=num_layers, bidirectional=bidirectional,
+                         output=output, return_sequences=return_sequences,
+                         dtype=dtype, seed=seed)
+
+    @property
+    def _recurrent_bias(self):
+        # PyTorch's b_hn sits inside r ⊙ (W_n h + bn); the original GRU has none
+        return self.reset_after
 
     def _cell_kind(self):
-        return CellKind.CELL_GRU
+        return (CellKind.CELL_GRU if self.reset_after
+                else CellKind.CELL_GRU_RESET_BEFORE)
+
+    def __repr__(self):
+        return super().__repr__()[:-1] + f", reset_after={self.reset_after})"

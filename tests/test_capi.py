@@ -8,13 +8,6 @@ forward outputs and final states, loss_and_grad's parameter and
 initial-state gradients, a stream's steps.  Needs Cython, setuptools and a C
 compiler; without them the tests that build skip, saying which is missing.
 """
-import importlib
-import os
-import shlex
-import shutil
-import subprocess
-import sys
-import sysconfig
 import threading
 from pathlib import Path
 
@@ -22,6 +15,7 @@ import numpy as np
 import pytest
 
 import crnn
+from build_example import build_example
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "downstream"
 EXAMPLE_FILES = ("setup.py", "pyproject.toml", "crnn_downstream.pyx")
@@ -35,48 +29,17 @@ SHORT = np.array([4, 2, 1, 3])            # every sequence shorter than T
 
 # ------------------------------------------------------------ the build
 
-def _missing_build_tool():
-    """Why the downstream package cannot be built here, or None."""
-    try:
-        import Cython  # noqa: F401
-    except ImportError:
-        return "Cython is not installed (pip install cython) to build examples/downstream"
-    try:
-        import setuptools  # noqa: F401
-    except ImportError:
-        return "setuptools is not installed (pip install setuptools) to build examples/downstream"
-    if not all((EXAMPLE / name).is_file() for name in EXAMPLE_FILES):
-        return f"the example package is not beside the tests ({EXAMPLE})"
-    if os.name == "posix":
-        compiler = shlex.split(sysconfig.get_config_var("CC") or "cc")[0]
-        if shutil.which(compiler) is None:
-            return f"no C compiler ({compiler}) to build examples/downstream"
-    return None
-
-
 @pytest.fixture(scope="module")
 def downstream(tmp_path_factory):
-    reason = _missing_build_tool()
-    if reason:
-        pytest.skip(reason)
-    build = tmp_path_factory.mktemp("downstream")
-    for name in EXAMPLE_FILES:
-        shutil.copy(EXAMPLE / name, build / name)
-    result = subprocess.run(
-        [sys.executable, "setup.py", "build_ext", "--inplace"], cwd=build,
-        capture_output=True, text=True)
-    if result.returncode != 0:
-        pytest.fail("building examples/downstream against the installed crnn "
-                    f"failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    sys.path.insert(0, str(build))
-    try:
-        return importlib.import_module("crnn_downstream")
-    finally:
-        sys.path.remove(str(build))
+    return build_example(EXAMPLE, EXAMPLE_FILES, "crnn_downstream",
+                         tmp_path_factory.mktemp("downstream"), cython=True)
 
 
-def test_get_include_holds_the_public_pxd():
-    api = Path(crnn.get_include()) / "crnn" / "api.pxd"
+def test_get_include_holds_the_header_beside_the_public_pxd():
+    include = Path(crnn.get_include())
+    assert (include / "crnn.h").is_file()
+    assert sorted(p.name for p in include.iterdir()) == ["crnn.h"]
+    api = include.parent / "api.pxd"
     assert api.is_file()
     code = [line.split("#")[0] for line in
             api.read_text(encoding="utf-8").splitlines()]

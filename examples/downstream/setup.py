@@ -3,7 +3,7 @@
     python -m pip install crnn cython setuptools
     python setup.py build_ext --inplace       # or: python -m pip install .
 
-``crnn.get_include()`` is the directory that holds crnn's shipped .pxd files;
+``crnn.get_include()`` is the folder of crnn.h; Cython finds crnn/api.pxd on sys.path;
 at run time the extension imports ``crnn.api`` and calls into it (no linking
 against crnn is needed: Cython passes the functions through a capsule).
 """

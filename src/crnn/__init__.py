@@ -12,11 +12,13 @@ __all__ = ["GRU", "LSTM", "RNN", "__version__", "from_torch", "load", "optim",
 
 
 def get_include():
-    """The directory to add to a Cython build's include path so that
-    ``cimport crnn.api`` finds crnn's shipped .pxd files (the directory that
-    holds the ``crnn`` package)."""
+    """The folder of crnn's C header, ``crnn.h``, for a C or C++ extension's
+    ``include_dirs`` (``#include <crnn.h>``, then ``crnn_import()``).
+
+    A Cython extension's ``cimport crnn.api`` finds ``crnn/api.pxd`` on
+    ``sys.path`` by itself; passing this folder too does no harm."""
     import os
-    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "include")
 
 
 __all__.append("get_include")

@@ -414,3 +414,27 @@ cdef int crnn_step_f64(
         const double *W, const double *b, const double *bn, double *h,
         double *c, double *work, Py_ssize_t lwork) noexcept nogil:
     return cell_step(cell, sizes, x, U, W, b, bn, h, c, work, lwork)
+
+
+# ------------------------------------------------------ the C header's door
+# crnn.h (crnn.get_include()) reads this table through the capsule
+# crnn.api._C_API, in this order (its struct crnn_api).
+
+cdef int crnn_api_version() noexcept nogil:
+    return CRNN_API_VERSION
+
+
+cdef void *c_api_table[12]
+c_api_table[0] = <void *> crnn_api_version
+c_api_table[1] = <void *> crnn_status_name
+c_api_table[2] = <void *> crnn_gate_blocks
+c_api_table[3] = <void *> crnn_sequence_workspace_size
+c_api_table[4] = <void *> crnn_step_workspace_size
+c_api_table[5] = <void *> crnn_length_order
+c_api_table[6] = <void *> crnn_forward_f32
+c_api_table[7] = <void *> crnn_forward_f64
+c_api_table[8] = <void *> crnn_backward_f32
+c_api_table[9] = <void *> crnn_backward_f64
+c_api_table[10] = <void *> crnn_step_f32
+c_api_table[11] = <void *> crnn_step_f64
+_C_API = PyCapsule_New(<void *> c_api_table, "crnn.api._C_API", NULL)

@@ -128,7 +128,9 @@ build_sdist() {
     local unpacked required
     unpacked=$(echo "$scratch"/unpacked/crnn-*)
     for required in src/crnn/api.pxd src/crnn/api.pyx tests/test_capi.py \
-                    examples/downstream/crnn_downstream.pyx; do
+                    src/crnn/include/crnn.h tests/test_c_header.py \
+                    examples/downstream/crnn_downstream.pyx \
+                    examples/downstream_c/crnn_downstream_c.c; do
         if [ ! -e "$unpacked/$required" ]; then
             echo "the sdist lacks $required" >&2
             exit 1
@@ -137,6 +139,7 @@ build_sdist() {
     mkdir -p "$scratch/suite/examples"
     cp -r "$unpacked/tests" "$scratch/suite/tests"
     cp -r "$unpacked/examples/downstream" "$scratch/suite/examples/downstream"
+    cp -r "$unpacked/examples/downstream_c" "$scratch/suite/examples/downstream_c"
 }
 
 # check_python PYTHON: build the wheel from the sdist, check it, test it.

@@ -42,9 +42,15 @@ napoleon_use_rtype = False
 napoleon_use_ivar = True
 
 # Examples run: every doctest block of the pages and of the docstrings.
+# `:skipif: not installed("torch")` skips an example whose optional package
+# is missing (CI installs PyTorch, onnx and ONNX Runtime, so it runs them all).
 doctest_global_setup = """
+import importlib.util
 import numpy as np
 import crnn
+
+def installed(name):
+    return importlib.util.find_spec(name) is not None
 """
 
 # Links into the libraries crnn's users know; resolved only when reachable

@@ -9,6 +9,7 @@ import io
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import sysconfig
@@ -190,9 +191,13 @@ def test_sample_defaults(trained, capsys):
     status, output, err = run(capsys, ["sample", str(model), "--seed", "0"])
     assert status == 0, err
     sample = output[:-1]
-    assert len(sample) == 1 + 500           # the first vocabulary symbol, then 500
-    assert sample[0] == min(VOCABULARY)
+    # The default prime is a newline (the start of a line), read but not
+    # printed: 500 generated characters and nothing else.
+    assert len(sample) == 500
     assert set(sample) <= VOCABULARY
+    status, primed, _ = run(capsys, ["sample", str(model), "--seed", "0",
+                                     "--prime", "\n"])
+    assert primed == "\n" + output         # the same draw, with the prime shown
 
 
 def test_info_describes_the_model(trained, capsys):
@@ -365,7 +370,7 @@ def test_help_on_each_subcommand_mentions_every_option(capsys):
     assert status == 0
     assert all(name in output for name in commands)
     status, output, _ = run(capsys, [])
-    assert status == 2 and "train" in output
+    assert status == 0 and "train" in output
 
 
 def test_a_reader_that_goes_away(trained):
@@ -409,3 +414,191 @@ def test_console_script(trained):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "crnn info: error:" in result.stderr and "Traceback" not in result.stderr
+
+
+# ------------------------------------------------------------------ issue 23: each item in a real process
+
+def crnn_process(argv, cwd, **kwargs):
+    """``python -m crnn ARGV`` in `cwd`: the CompletedProcess (text)."""
+    return subprocess.run([sys.executable, "-m", "crnn", *argv], cwd=cwd,
+                          capture_output=True, text=True, timeout=300, **kwargs)
+
+
+@pytest.fixture
+def text_folder(tmp_path):
+    (tmp_path / "text.txt").write_text(TEXT, encoding="utf-8")
+    return tmp_path
+
+
+def test_train_never_writes_over_a_model_it_did_not_create(text_folder):
+    earlier = text_folder / cli.DEFAULT_MODEL
+    old = np.random.default_rng(0).bytes(5000)          # an earlier run's file
+    earlier.write_bytes(old)
+    for argv in (["train", "text.txt"],                 # the default --model
+                 ["train", "text.txt", "--model", cli.DEFAULT_MODEL]):
+        result = crnn_process([*argv, *FAST, "--epochs", "1"], text_folder)
+        assert result.returncode == 2, result.stderr
+        assert "Traceback" not in result.stderr
+        for fragment in (cli.DEFAULT_MODEL, "--force", "--model PATH"):
+            assert fragment in result.stderr, (fragment, result.stderr)
+        assert "epoch 1" not in result.stdout          # refused before training
+        assert earlier.read_bytes() == old
+    # --model PATH elsewhere trains and leaves the earlier file alone
+    result = crnn_process(["train", "text.txt", *FAST, "--epochs", "1",
+                           "--sample-length", "0", "--model", "other.npz"], text_folder)
+    assert result.returncode == 0, result.stderr
+    assert earlier.read_bytes() == old
+    assert crnn_io.load_checkpoint(str(text_folder / "other.npz"))["epoch"] == 1
+    # --force replaces it
+    result = crnn_process(["train", "text.txt", *FAST, "--epochs", "1",
+                           "--sample-length", "0", "--force"], text_folder)
+    assert result.returncode == 0, result.stderr
+    assert crnn_io.load_checkpoint(str(earlier))["epoch"] == 1
+
+
+@pytest.mark.skipif(sys.platform == "win32",
+                    reason="Windows cannot send SIGINT to one child process")
+def test_ctrl_c_saves_the_weights_reached_and_exits_130(text_folder):
+    # Enough text that an epoch takes a while: the SIGINT lands inside one.
+    (text_folder / "long.txt").write_text(TEXT * 8, encoding="utf-8")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "crnn", "train", "long.txt", *FAST, "--max-chars",
+         "30000", "--epochs", "1000", "--model", "m.npz"],
+        cwd=text_folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        while not any(line.startswith("epoch 1:") for line in lines):
+            line = process.stdout.readline()
+            assert line, (lines, process.stderr.read())
+            lines.append(line)
+        first_epoch = crnn_io.load_checkpoint(str(text_folder / "m.npz"))
+        steps_per_epoch = first_epoch["optimizer_state"]["step"]
+        process.send_signal(signal.SIGINT)
+        output, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, (output, err)
+    assert "Traceback" not in err
+    reported = re.search(r"interrupted after (\d+) update\(s\) \((\d+) complete "
+                         r"epoch\(s\)\); saved the weights reached in m\.npz", output)
+    assert reported, output
+    updates, epochs = int(reported[1]), int(reported[2])
+    assert "a sample" not in output
+    checkpoint = crnn_io.load_checkpoint(str(text_folder / "m.npz"))
+    # The file holds the run's last weights: the optimizer state saved with
+    # them has taken every update the run made, partial epoch included.
+    assert checkpoint["optimizer_state"]["step"] == updates
+    assert updates >= epochs * steps_per_epoch >= steps_per_epoch
+    assert checkpoint["epoch"] == epochs
+    assert checkpoint["extra"]["interrupted"] is True
+    assert len(checkpoint["extra"]["bits_per_char"]["train"]) == epochs
+    assert [name for name in os.listdir(text_folder) if name.endswith(".tmp")] == []
+
+
+def test_every_loss_shown_is_in_bits_per_char(text_folder):
+    pty = pytest.importorskip("pty")
+    # stderr a terminal: the progress line is shown, in bits/char
+    master, slave = pty.openpty()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "crnn", "train", "text.txt",
+             *[a for a in FAST if a != "--quiet"], "--epochs", "2",
+             "--sample-length", "0", "--model", "m.npz"],
+            cwd=text_folder, stdout=subprocess.PIPE, stderr=slave, text=True)
+        os.close(slave)
+        output, _ = process.communicate(timeout=300)
+        progress = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:        # the terminal's other end is closed
+                break
+            if not chunk:
+                break
+            progress += chunk
+    finally:
+        os.close(master)
+    assert process.returncode == 0, progress
+    progress = progress.decode()
+    assert re.search(r"epoch 1/2: step \d+/\d+, [0-9.]+ bits/char", progress), progress
+    assert "loss" not in progress and "nats" not in progress
+    assert len(EPOCH_LINE.findall(output)) == 2
+    assert "loss" not in output
+    # stderr not a terminal: nothing there at all
+    result = crnn_process(["train", "text.txt", *[a for a in FAST if a != "--quiet"],
+                           "--epochs", "1", "--sample-length", "0", "--model", "n.npz"],
+                          text_folder)
+    assert result.returncode == 0 and result.stderr == ""
+
+
+@pytest.mark.parametrize("option, value, expected", [
+    ("--hidden", "abc", "expected an integer >= 1, got 'abc'"),
+    ("--epochs", "2.5", "expected an integer >= 1, got '2.5'"),
+    ("--hidden", "0", "expected an integer >= 1, got 0"),
+    ("--seed", "x", "expected an integer >= 0, got 'x'"),
+    ("--lr", "fast", "expected a number > 0, got 'fast'"),
+    ("--validation", "half", "expected a fraction in (0, 1), got 'half'"),
+])
+def test_argument_errors_say_what_was_expected(text_folder, option, value, expected):
+    result = crnn_process(["train", "text.txt", option, value], text_folder)
+    assert result.returncode == 2
+    assert f"argument {option}: {expected}" in result.stderr, result.stderr
+    for internal in ("invalid", "positive_int", "non_negative_int",
+                     "positive_float", "fraction value", "Traceback"):
+        assert internal not in result.stderr
+    assert not (text_folder / cli.DEFAULT_MODEL).exists()
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be"])
+def test_a_utf16_file_is_named_as_such(text_folder, encoding):
+    data = TEXT.encode(encoding)
+    if not data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        data = "\ufeff".encode(encoding) + data           # a byte-order mark
+    (text_folder / "wide.txt").write_bytes(data)
+    result = crnn_process(["train", "wide.txt", *FAST, "--model", "m.npz"], text_folder)
+    assert result.returncode == 2
+    assert "wide.txt" in result.stderr and "UTF-16" in result.stderr, result.stderr
+    assert "binary" not in result.stderr
+    # without a byte-order mark it is still refused, as binary (NUL bytes)
+    (text_folder / "bare.txt").write_bytes(TEXT.encode("utf-16-le"))
+    result = crnn_process(["train", "bare.txt", *FAST, "--model", "m.npz"], text_folder)
+    assert result.returncode == 2 and "NUL" in result.stderr
+
+
+def test_sample_output_starts_with_the_text(trained):
+    folder, model, _, _ = trained
+    result = crnn_process(["sample", str(model), "-n", "80", "--seed", "4"], folder)
+    assert result.returncode == 0, result.stderr
+    sample = result.stdout[:-1]
+    assert len(sample) == 80
+    assert set(sample) <= VOCABULARY
+    help_text = crnn_process(["sample", "--help"], folder).stdout
+    assert "start of a line" in " ".join(help_text.split())
+
+
+def test_short_runs_report_their_time_with_precision(text_folder):
+    result = crnn_process(["train", "text.txt", *FAST, "--epochs", "1",
+                           "--sample-length", "0", "--model", "m.npz"], text_folder)
+    assert result.returncode == 0, result.stderr
+    took = re.search(r"trained 1 epoch\(s\) in ([0-9.]+) s", result.stdout)
+    assert took, result.stdout
+    seconds = float(took[1])
+    assert seconds > 0                       # not rounded away to "0 s"
+    assert len(took[1].replace(".", "").lstrip("0")) >= 2   # two significant digits
+
+
+def test_duration_format():
+    assert cli.duration(0.0123) == "0.012 s"
+    assert cli.duration(3.456) == "3.46 s"
+    assert cli.duration(42.0) == "42.0 s"
+    assert cli.duration(1234.4) == "1234 s"
+
+
+def test_bare_crnn_prints_help_and_succeeds(tmp_path):
+    result = crnn_process([], tmp_path)
+    assert result.returncode == 0
+    assert "usage: crnn" in result.stdout
+    for name in ("train", "sample", "info"):
+        assert name in result.stdout
+    assert result.stderr == ""

@@ -8,6 +8,12 @@
 A model file written by ``crnn train`` is a crnn checkpoint (crnn.io): the
 model, the optimizer's state, the epoch and, in ``extra``, the vocabulary and
 the per-epoch bits per character.  ``crnn.load(path)`` reads its model.
+
+``crnn train`` never writes over a file it did not create: an existing
+``--model`` file is refused unless ``--force`` is given.  Ctrl-C saves the
+weights the run has reached and exits with status 130.  Every loss it shows
+is in bits per character.  Exit status: 0 done, 2 a usage or input error,
+130 interrupted.
 """
 import argparse
 import math
@@ -22,6 +28,8 @@ from . import LSTM, Trainer, __version__, io
 from .trainer import NonFiniteError
 
 DEFAULT_MODEL = "crnn-char-lstm.npz"
+INTERRUPTED = 130          # what a shell expects of a command ended by Ctrl-C
+UTF16_MARKS = (b"\xff\xfe", b"\xfe\xff")    # UTF-16 byte-order marks (LE, BE)
 
 
 class CommandError(Exception):
@@ -43,6 +51,10 @@ def read_text(path):
         raise CommandError(f"{path}: cannot read it ({error.strerror})") from None
     if not raw:
         raise CommandError(f"{path}: the file is empty, expected text to train on")
+    if raw.startswith(UTF16_MARKS):
+        raise CommandError(f"{path}: is UTF-16 text (it starts with a UTF-16 "
+                           f"byte-order mark), expected UTF-8; convert it, "
+                           f"e.g. iconv -f UTF-16 -t UTF-8")
     if b"\0" in raw:
         raise CommandError(f"{path}: looks like a binary file (it holds NUL "
                            f"bytes), expected UTF-8 text")
@@ -97,45 +109,103 @@ def as_rows(ids, row_length):
 
 # ------------------------------------------------------------------ train
 
+def bits(nats):
+    """A loss in nats per character as bits per character."""
+    return nats / math.log(2)
+
+
 class EpochReport:
     """Trainer callback: bits per character after every epoch, and a
-    checkpoint (model, optimizer state, epoch, vocabulary) each epoch."""
+    checkpoint (model, optimizer state, epoch, vocabulary) each epoch.
 
-    def __init__(self, trainer, path, vocabulary, out):
+    With `progress` (a terminal), a line on stderr during each epoch shows
+    the steps done and the running training loss, in bits per character
+    like everything else the command prints."""
+
+    def __init__(self, trainer, path, vocabulary, out, epochs=None,
+                 steps_per_epoch=None, progress=None):
         self.trainer = trainer
         self.path = path
         self.vocabulary = vocabulary
         self.out = out
         self.bits = {"train": [], "held_out": []}
+        self.epochs = epochs
+        self.steps_per_epoch = steps_per_epoch
+        self.progress = progress
+        self.epoch = 0
+        self.loss_sum = self.positions = 0.0
 
-    def on_epoch_end(self, epoch, logs):
-        train = logs["loss"] / math.log(2)
-        held_out = logs.get("val_loss", float("nan")) / math.log(2)
-        self.bits["train"].append(train)
-        self.bits["held_out"].append(held_out)
+    def save(self, epoch, interrupted=False):
+        """Write the checkpoint: the model as it is now, `epoch` epochs done."""
+        extra = {"vocabulary": "".join(self.vocabulary),
+                 "bits_per_char": dict(self.bits)}
+        if interrupted:
+            extra["interrupted"] = True
         try:
             io.save_checkpoint(
                 self.path, self.trainer.model,
-                optimizer_state=self.trainer.optimizer.state_dict(), epoch=epoch + 1,
-                extra={"vocabulary": "".join(self.vocabulary),
-                       "bits_per_char": dict(self.bits)})
+                optimizer_state=self.trainer.optimizer.state_dict(), epoch=epoch,
+                extra=extra)
         except OSError as error:
             raise CommandError(f"cannot save {self.path} ({error.strerror or error})") from None
+
+    def on_epoch_begin(self, epoch, logs):
+        self.epoch = epoch
+        self.loss_sum = self.positions = 0.0
+
+    def on_batch_end(self, batch, logs):
+        if self.progress is None:
+            return
+        self.loss_sum += logs["loss"] * logs["positions"]
+        self.positions += logs["positions"]
+        print(f"\repoch {self.epoch + 1}/{self.epochs}: step {batch + 1}/"
+              f"{self.steps_per_epoch}, {bits(self.loss_sum / self.positions):.3f} "
+              f"bits/char", end="", file=self.progress, flush=True)
+
+    def clear_progress(self):
+        if self.progress is not None and self.positions:
+            print("\r\033[K", end="", file=self.progress, flush=True)
+
+    def on_epoch_end(self, epoch, logs):
+        self.clear_progress()
+        train = bits(logs["loss"])
+        held_out = bits(logs.get("val_loss", float("nan")))
+        self.bits["train"].append(train)
+        self.bits["held_out"].append(held_out)
+        self.save(epoch + 1)
+        self.positions = 0.0
         print(f"epoch {epoch + 1}: {train:.3f} bits/char on training text, "
-              f"{held_out:.3f} on held-out text; saved {self.path}", file=self.out)
+              f"{held_out:.3f} on held-out text; saved {self.path}", file=self.out,
+              flush=True)
 
 
-def check_destination(path):
-    """Refuse a --model path that cannot be written, before training starts."""
+def check_destination(path, force=False):
+    """Refuse a --model path that cannot be written, or that holds a file
+    this run did not create (unless `force`), before training starts."""
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
         raise CommandError(f"--model {path}: is a folder, expected a file name to write")
     if not os.path.isdir(folder):
         raise CommandError(f"--model {path}: no such folder {folder}")
+    if os.path.lexists(path) and not force:
+        raise CommandError(
+            f"{path} already exists and this run would write over it; pass "
+            f"--force to replace it, or --model PATH to save elsewhere")
+
+
+def duration(seconds):
+    """Seconds with a precision that suits them: 0.042 s, 3.5 s, 75 s."""
+    if seconds < 1:
+        return f"{seconds:.3f} s"
+    if seconds < 10:
+        return f"{seconds:.2f} s"
+    if seconds < 100:
+        return f"{seconds:.1f} s"
+    return f"{seconds:.0f} s"
 
 
 def command_train(args, out):
-    check_destination(args.model)
+    check_destination(args.model, args.force)
     if args.textfile is None:
         text = standard_library_text(args.max_chars)
         source = "the Python standard library's source"
@@ -161,20 +231,33 @@ def command_train(args, out):
                  num_layers=args.layers, seed=args.seed)
     trainer = Trainer(model, optimizer="adam", lr=args.lr,
                       batch_size=args.batch_size, clip_norm=5.0, seed=args.seed)
-    report = EpochReport(trainer, args.model, vocabulary, out)
+    steps_per_epoch = -(-len(X) // args.batch_size) * -(-X.shape[1] // args.seq_length)
+    progress = None if args.quiet or not sys.stderr.isatty() else sys.stderr
+    report = EpochReport(trainer, args.model, vocabulary, out, args.epochs,
+                         steps_per_epoch, progress)
     print(f"crnn {__version__}: a character-level LSTM ({args.layers} x "
           f"{args.hidden} units, {len(vocabulary)} symbols) on {source}: "
           f"{len(ids) - held_out:,} characters to train on, {held_out:,} held "
-          f"out; truncated BPTT every {args.seq_length} steps", file=out)
+          f"out; truncated BPTT every {args.seq_length} steps", file=out, flush=True)
     started = time.perf_counter()
     try:
+        # verbose=0: the trainer's own lines show the loss in nats; the
+        # report shows progress in bits per character, as the rest.
         history = trainer.fit(X, y, epochs=args.epochs, validation_data=(Xv, yv),
-                              callbacks=[report], verbose=0 if args.quiet else 1,
-                              bptt=args.seq_length)
+                              callbacks=[report], verbose=0, bptt=args.seq_length)
     except NonFiniteError as error:
         raise CommandError(f"training diverged: {error}; try a smaller --lr") from None
+    if history.interrupted:
+        # The checkpoint of the last epoch is behind the weights in memory:
+        # save those, then stop as an interrupted command does.
+        report.clear_progress()
+        report.save(len(history.epoch), interrupted=True)
+        print(f"interrupted after {trainer.optimizer.steps} update(s) "
+              f"({len(history.epoch)} complete epoch(s)); saved the weights "
+              f"reached in {args.model}", file=out, flush=True)
+        return INTERRUPTED
     print(f"trained {len(history.epoch)} epoch(s) in "
-          f"{time.perf_counter() - started:.0f} s", file=out)
+          f"{duration(time.perf_counter() - started)}", file=out)
     if args.sample_length:
         prime = text[:1]
         tokens = model.sample(args.sample_length, prime=encode(prime, vocabulary),
@@ -215,10 +298,17 @@ def command_sample(args, out):
         raise CommandError(f"{args.model}: a crnn model without a vocabulary; "
                            f"crnn sample needs a model written by crnn train")
     vocabulary = list(vocabulary)
-    prime = args.prime if args.prime else vocabulary[0]
+    if args.prime:
+        prime, shown = args.prime, args.prime
+    else:
+        # Default: start as at the beginning of a line (the model reads a
+        # newline, not printed), or from the first symbol of a vocabulary
+        # without newlines.
+        prime = "\n" if "\n" in vocabulary else vocabulary[0]
+        shown = "" if prime == "\n" else prime
     tokens = checkpoint["model"].sample(args.length, prime=encode(prime, vocabulary),
                                         temperature=args.temperature, seed=args.seed)
-    print(prime + "".join(vocabulary[t] for t in tokens), file=out)
+    print(shown + "".join(vocabulary[t] for t in tokens), file=out)
     return 0
 
 
@@ -246,31 +336,46 @@ def command_info(args, out):
 
 # ------------------------------------------------------------------ parser
 
+# Option types.  Each raises ArgumentTypeError, whose message argparse shows
+# as it is ("argument --hidden: expected an integer >= 1, got 'abc'"); a
+# ValueError would be shown with the function's name instead.
+
+def _number(text, kind, expected):
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+
+
 def positive_int(text):
-    value = int(text)
+    expected = "an integer >= 1"
+    value = _number(text, int, expected)
     if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
     return value
 
 
 def non_negative_int(text):
-    value = int(text)
+    expected = "an integer >= 0"
+    value = _number(text, int, expected)
     if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
     return value
 
 
 def positive_float(text):
-    value = float(text)
+    expected = "a number > 0"
+    value = _number(text, float, expected)
     if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
     return value
 
 
 def fraction(text):
-    value = float(text)
+    expected = "a fraction in (0, 1)"
+    value = _number(text, float, expected)
     if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1), got {text}")
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
     return value
 
 
@@ -284,12 +389,16 @@ def build_parser():
         "train", help="train a character-level LSTM on a text file",
         description="Train a character-level LSTM language model by truncated "
                     "BPTT, report bits per character on held-out text after "
-                    "every epoch, save a checkpoint each epoch, and print a sample.")
+                    "every epoch, save a checkpoint each epoch, and print a sample. "
+                    "Ctrl-C saves the weights reached and exits with status 130.")
     train.add_argument("textfile", nargs="?",
                        help="UTF-8 text to train on (default: the source of "
                             "Python's standard library, present on every machine)")
     train.add_argument("--model", default=DEFAULT_MODEL,
-                       help=f"checkpoint to write each epoch (default: {DEFAULT_MODEL})")
+                       help=f"checkpoint to write each epoch (default: {DEFAULT_MODEL}); "
+                            f"an existing file is refused without --force")
+    train.add_argument("--force", action="store_true",
+                       help="replace an existing --model file")
     train.add_argument("--hidden", type=positive_int, default=256,
                        help="hidden units per layer (default: 256)")
     train.add_argument("--layers", type=positive_int, default=1,
@@ -315,7 +424,8 @@ def build_parser():
                        help="sampling temperature (default: 0.7)")
     train.add_argument("--seed", type=non_negative_int, default=0,
                        help="random seed, an integer >= 0 (default: 0)")
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--quiet", action="store_true",
+                       help="no progress line on a terminal's stderr")
     train.set_defaults(run=command_train)
 
     sample = commands.add_parser(
@@ -325,7 +435,9 @@ def build_parser():
     sample.add_argument("-n", "--length", type=positive_int, default=500,
                         help="characters to generate (default: 500)")
     sample.add_argument("--prime", default="",
-                        help="text to start from (default: the first vocabulary symbol)")
+                        help="text to start from, printed before the sample "
+                             "(default: the start of a line: the model reads a "
+                             "newline, which is not printed)")
     sample.add_argument("--temperature", type=positive_float, default=0.7,
                         help="lower is more conservative (default: 0.7)")
     sample.add_argument("--seed", type=non_negative_int, default=None,
@@ -346,13 +458,19 @@ def main(argv=None, out=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
+        # Bare `crnn`: a request for help, answered on stdout.
         parser.print_help(out)
-        return 2
+        return 0
     try:
         return args.run(args, out)
     except CommandError as error:
         print(f"crnn {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Ctrl-C outside training (reading the corpus, sampling): nothing
+        # to save; a checkpoint written before stays as it was.
+        print(f"crnn {args.command}: interrupted", file=sys.stderr)
+        return INTERRUPTED
     except BrokenPipeError:
         # the reader went away (crnn sample MODEL | head): not an error of ours;
         # point stdout at /dev/null so that Python's exit flush stays quiet

@@ -4,7 +4,7 @@
 Neither torch nor onnx is a dependency of crnn: each is imported inside the
 function that needs it, so ``import crnn`` never loads them.
 
-Weight mapping (MODEL.md): crnn keeps one bias per gate, PyTorch two.
+Weight mapping (the model page of the documentation): crnn keeps one bias per gate, PyTorch two.
 Importing folds them, ``b = b_ih + b_hh``; a GRU keeps PyTorch's ``b_hn``
 apart (it sits inside ``r ⊙ (W_n h + b_hn)``), so its ``b`` is
 ``b_ih + b_hh`` for the r and z blocks and ``b_in`` for n, and ``bn = b_hn``.
@@ -63,22 +63,45 @@ def _numpy(tensor):
 
 
 def from_torch(module, linear=None, output="softmax", *, return_sequences=True):
-    """The crnn model equal to a PyTorch recurrent module and optional head.
+    """The crnn model that computes what a PyTorch recurrent module computes.
 
-    module: a ``torch.nn.RNN`` (tanh or relu), ``torch.nn.LSTM`` or
-    ``torch.nn.GRU``, any ``num_layers``, bidirectional or not, with or
-    without biases; ``batch_first`` is only a layout flag (crnn is always
-    batch first) and ``dropout`` only acts in training (crnn's model has
-    none).  ``proj_size`` is not supported.  The crnn model gets the
-    module's dtype (float32 or float64).
-    linear: an optional ``torch.nn.Linear`` on the top layer's h (in_features
-    = hidden_size · directions); it becomes crnn's V, c.
-    output: what that head computes, ``"softmax"`` (crnn's forward returns
-    probabilities) or ``"linear"``.  Without `linear` the model has no output
-    layer (``output=None``: outputs are the top layer's h); asking for
-    ``output="linear"`` without a head is an error.
-    return_sequences: the crnn model's setting (one output per position, or
-    one per sequence from the final state); PyTorch modules do not carry it.
+    Needs PyTorch, imported only by this call.
+
+    Parameters
+    ----------
+    module : torch.nn.RNN, torch.nn.LSTM or torch.nn.GRU
+        Any ``num_layers``, bidirectional or not, with or without biases,
+        float32 or float64 (the crnn model gets its dtype).
+        ``batch_first`` is only a layout flag (crnn is always batch first)
+        and ``dropout`` only acts in training.
+    linear : torch.nn.Linear, optional
+        A head on the top layer's hidden state (``in_features`` =
+        ``hidden_size * directions``); it becomes crnn's ``V`` and ``c``.
+        Without it, the crnn model has no output layer (``output=None``).
+    output : {"softmax", "linear"}, default "softmax"
+        What the head computes: ``"softmax"`` makes crnn's `forward` return
+        probabilities, ``"linear"`` values.
+    return_sequences : bool, default True
+        The crnn model's setting; PyTorch modules do not carry it.
+
+    Returns
+    -------
+    crnn.RNN, crnn.LSTM or crnn.GRU
+        PyTorch's two biases folded into one (``b = b_ih + b_hh``; for the
+        GRU's candidate, ``b = b_in`` and ``bn = b_hn``).
+
+    Raises
+    ------
+    ImportError
+        PyTorch is not installed.
+    TypeError, ValueError
+        Not a supported module (cells, ``proj_size``), a head that does not
+        fit, parameters that are not float32 or float64, or
+        ``output="linear"`` without a head.
+
+    See Also
+    --------
+    crnn.models.RecurrentModel.to_torch : the other way.
     """
     torch = _import_torch("crnn.from_torch")
     from . import models
@@ -164,15 +187,32 @@ def from_torch(module, linear=None, output="softmax", *, return_sequences=True):
 
 
 def to_torch(model):
-    """``(module, linear)``: a ``torch.nn.RNN``/``LSTM``/``GRU``
-    (``batch_first=True``, the model's dtype) and a ``torch.nn.Linear`` head
-    (None when ``output=None``) computing what the model computes.
+    """PyTorch modules that compute what `model` computes.
 
-    The head gives logits: apply ``torch.softmax(·, -1)`` for crnn's softmax
-    outputs.  ``return_sequences`` is not part of a torch module: for a
-    many-to-one model, apply the head to the final state (``h_n``'s top
-    layer, both directions concatenated), as crnn does.  Biases: ``b_ih = b``,
-    ``b_hh = 0`` (GRU: the n block of ``b_hh`` is ``bn``)."""
+    Needs PyTorch, imported only by this call.
+
+    Parameters
+    ----------
+    model : crnn.RNN, crnn.LSTM or crnn.GRU
+        The model to convert.
+
+    Returns
+    -------
+    module : torch.nn.RNN, torch.nn.LSTM or torch.nn.GRU
+        With ``batch_first=True``, in the model's dtype.  ``b_ih`` holds
+        crnn's bias and ``b_hh`` zeros (the GRU's ``bn`` goes into the
+        candidate's block of ``b_hh``), so converting back is exact.
+    linear : torch.nn.Linear or None
+        The output layer, giving logits: apply ``torch.softmax(·, -1)`` for
+        a softmax model's probabilities.  None without an output layer.
+        For a many-to-one model, apply it to the top layer's final state
+        (``h_n``'s last layer, both directions concatenated), as crnn does.
+
+    Raises
+    ------
+    ImportError
+        PyTorch is not installed.
+    """
     torch = _import_torch("to_torch")
     kind = _model_kind(model)
     torch_dtype = {"float32": torch.float32, "float64": torch.float64}[str(model.dtype)]
@@ -240,23 +280,44 @@ def _onnx_weights(model, kind, layer, dtype):
 
 
 def to_onnx(model, path, *, lengths=True, tokens=False, dtype=None, opset=17):
-    """Write `model` to `path` as an ONNX graph of ONNX's own RNN/LSTM/GRU
-    operators (one per layer, both directions in one op), then the output
-    layer (MatMul, Add, Softmax for softmax models).
+    """Write `model` as an ONNX graph.
 
-    Graph inputs: ``X`` (N, T, D) floats — or, with ``tokens=True``, (N, T)
-    int64 token ids, one-hot encoded inside the graph by a OneHot node — and,
-    with ``lengths=True`` (default), ``lengths`` (N,) int64, each in [1, T],
-    passed to the operators as ``sequence_lens``.  Output ``Y``: what
-    ``model.forward`` returns, (N, T, K) with rows past a length set to 0, or
-    (N, K) for a ``return_sequences=False`` model (from the top operator's
-    Y_h).  The initial state is always zero and the final state is not an
-    output.
+    The graph uses ONNX's own ``RNN``, ``LSTM`` and ``GRU`` operators (one
+    per layer, both directions in one), then the output layer (``MatMul``,
+    ``Add``, and ``Softmax`` for softmax models).  Needs the ``onnx``
+    package, imported only by this call.
 
-    dtype: the graph's float type, default the model's.  ONNX Runtime's CPU
-    RNN/LSTM/GRU kernels only run float32, so export float64 models with
-    ``dtype="float32"`` to run them there.
-    opset: the ai.onnx opset to target (13 or newer).
+    Parameters
+    ----------
+    model : crnn.RNN, crnn.LSTM or crnn.GRU
+        The model to export.
+    path : str or os.PathLike
+        The file to write.
+    lengths : bool, default True
+        Give the graph a ``lengths`` input, int64 ``(N,)`` with each entry
+        in ``[1, T]`` (the operators' ``sequence_lens``).  False: every
+        sequence is T steps long.
+    tokens : bool, default False
+        The input ``X`` is int64 token ids ``(N, T)``, one-hot encoded inside
+        the graph, instead of floats ``(N, T, D)``.
+    dtype : {"float32", "float64"}, optional
+        The graph's float type; default the model's.  ONNX Runtime's CPU
+        kernels for these operators run float32 only.
+    opset : int, default 17
+        The ``ai.onnx`` opset to target, 13 or newer.
+
+    Notes
+    -----
+    The output ``Y`` is what ``model.forward`` returns: ``(N, T, K)`` with
+    rows past a length set to 0, or ``(N, K)`` for a many-to-one model.  The
+    initial state is always zero and the final state is not an output.
+
+    Raises
+    ------
+    ImportError
+        The onnx package is not installed.
+    TypeError, ValueError
+        Bad arguments.
     """
     try:
         import onnx

@@ -174,12 +174,27 @@ def _write(path, model, contents):
 
 
 def save(model, path):
-    """Write `model` to `path` (exactly that name: no suffix is added).
+    """Write a model to a file (what ``model.save(path)`` does).
 
-    The file is a numpy ``.npz``: the parameters plus a JSON header with
-    everything needed to rebuild the model.  ``crnn.load(path)`` gives it
-    back with identical parameters and outputs.  The write is atomic: on
-    any failure the previous file at `path`, if any, is left as it was.
+    The file is a numpy ``.npz`` archive: the parameters plus a JSON header
+    with everything needed to rebuild the model.  `load` gives it back with
+    identical parameters and outputs.  The write is atomic: on any failure,
+    Ctrl-C included, the previous file at `path`, if any, is left as it was
+    and no temporary file remains.
+
+    Parameters
+    ----------
+    model : crnn.RNN, crnn.LSTM or crnn.GRU
+        The model (a subclass is saved as its crnn class).
+    path : str or os.PathLike
+        The file to write, exactly that name: no suffix is added.
+
+    Raises
+    ------
+    TypeError
+        `model` is not a crnn model.
+    OSError
+        The file cannot be written.
     """
     _write(path, model, None)
 
@@ -267,12 +282,45 @@ def _decode_tree(node, archive, where):
 
 
 def save_checkpoint(path, model, optimizer_state=None, epoch=None, extra=None):
-    """Write a training checkpoint: `model`, an optimizer's ``state_dict()``
-    (nested dicts/lists/tuples of numpy arrays and scalars), the `epoch`
-    (an int or None) and `extra` (anything of the same kinds: history,
-    trainer settings, an RNG state).  Atomic like :func:`save`;
-    ``load_checkpoint(path)`` gives everything back, ``crnn.load(path)``
-    just the model."""
+    """Write a training checkpoint: a model and what resuming needs.
+
+    The same format and guarantees as `save`; `load_checkpoint` gives
+    everything back, and `crnn.load` reads just the model.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file to write, exactly that name.
+    model : crnn.RNN, crnn.LSTM or crnn.GRU
+        The model.
+    optimizer_state : dict, optional
+        An optimizer's ``state_dict()``.
+    epoch : int, optional
+        The number of completed epochs.
+    extra : optional
+        Anything built of dicts (str or int keys), lists, tuples, numpy
+        arrays and scalars, Python numbers, strings, booleans and None: a
+        history, settings, a vocabulary.
+
+    Raises
+    ------
+    TypeError
+        A value of another kind in `optimizer_state` or `extra`, or an
+        `epoch` that is not an int.
+    OSError
+        The file cannot be written.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from crnn.io import save_checkpoint, load_checkpoint
+    >>> path = os.path.join(tempfile.mkdtemp(), "run.npz")
+    >>> model = crnn.RNN(3, 4, 2, seed=0)
+    >>> save_checkpoint(path, model, epoch=3, extra={"vocabulary": "abc"})
+    >>> checkpoint = load_checkpoint(path)
+    >>> checkpoint["epoch"], checkpoint["extra"], checkpoint["optimizer_state"]
+    (3, {'vocabulary': 'abc'}, None)
+    """
     if epoch is not None and (isinstance(epoch, (bool, np.bool_))
                               or not isinstance(epoch, numbers.Integral)):
         raise TypeError(f"epoch must be an int or None, got {epoch!r}")
@@ -428,19 +476,64 @@ def _open(path, read):
 
 
 def load(path):
-    """Read a model written by ``model.save(path)`` (or the model of a
-    checkpoint).  Never unpickles; a file that is not a valid crnn file
-    raises ValueError naming the file and the problem."""
+    """Read a model that ``model.save`` (or `save_checkpoint`) wrote.
+
+    Loading never unpickles, so it runs no code from the file.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+
+    Returns
+    -------
+    crnn.RNN, crnn.LSTM or crnn.GRU
+        The model, with the saved class, settings and weights.
+
+    Raises
+    ------
+    FileNotFoundError
+        There is no such file.
+    ValueError
+        The file is not a valid crnn file (empty, truncated, corrupt, not
+        an archive, another program's archive, a newer format, arrays that
+        do not match the header); the message names the file and the
+        problem.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "lstm.npz")
+    >>> crnn.LSTM(3, 4, seed=0).save(path)
+    >>> crnn.load(path)
+    LSTM(3, 4, 3, num_layers=1, bidirectional=False, output='softmax', return_sequences=True, dtype='float32')
+    """
     return _open(path, lambda archive: _build_model(_read_header(archive), archive))
 
 
 def load_checkpoint(path):
-    """Read a checkpoint written by :func:`save_checkpoint`.
+    """Read a checkpoint that `save_checkpoint` wrote.
 
-    Returns a dict with keys ``"model"``, ``"optimizer_state"``, ``"epoch"``
-    and ``"extra"`` (None when not saved; a plain model file gives None for
-    all but the model).  Tuples, dicts, numpy arrays and numpy scalars come
-    back as they were saved."""
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+
+    Returns
+    -------
+    dict
+        ``"model"``, ``"optimizer_state"``, ``"epoch"`` and ``"extra"``,
+        each None when it was not saved (a plain model file gives None for
+        all but the model).  Tuples, dicts, numpy arrays and numpy scalars
+        come back with the types they were saved with.
+
+    Raises
+    ------
+    FileNotFoundError
+        There is no such file.
+    ValueError
+        The file is not a valid crnn file.
+    """
     def read(archive):
         header = _read_header(archive)
         model = _build_model(header, archive)

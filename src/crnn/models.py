@@ -2,7 +2,7 @@
 
 A model owns its parameter arrays (``model.params``) and a workspace for the
 driver.  Every public method validates its arguments (``_inputs``), calls the
-generic driver once (``_sequence.run``) and turns the driver's time-major,
+engine once (``_network.run``) and turns the engine's time-major,
 length-sorted results back into the user's batch order.
 """
 import numbers
@@ -36,11 +36,20 @@ def _check_dtype(dtype):
 
 
 class RecurrentModel:
-    """Base of every crnn model: parameters, validation and the driver call.
+    """The base class of `crnn.RNN`, `crnn.LSTM` and `crnn.GRU`.
 
-    Subclasses set ``_gate_blocks`` (G: weight matrices have G·H rows),
-    ``_cell_state`` (the state is a pair (h, c)), ``_recurrent_bias`` (a
-    ``bn{l}`` bias inside the recurrent product) and ``_cell_kind()``.
+    It holds everything the three models share: the parameter arrays, the
+    argument checks, and the methods that run the compiled driver
+    (`forward`, `loss_and_grad`, `predict`, `predict_proba`, `stream`,
+    `sample`, `save`, `to_torch`, `to_onnx`).  Build one of the subclasses;
+    their docstrings describe the constructor's parameters.
+
+    Notes
+    -----
+    For implementers of a new cell: subclasses set ``_gate_blocks`` (G, the
+    weight matrices have G·H rows), ``_cell_state`` (the state is a pair
+    (h, c)), ``_recurrent_bias`` (a ``bn{l}`` bias inside the recurrent
+    product) and ``_cell_kind()``.
     """
 
     _gate_blocks = 1
@@ -52,6 +61,21 @@ class RecurrentModel:
     def __init__(self, input_size, hidden_size, output_size=None, *,
                  num_layers=1, bidirectional=False, output="softmax",
                  return_sequences=True, dtype="float32", seed=None):
+        """Build a model with freshly initialised weights.
+
+        The parameters are described in the docstring of the class
+        (`crnn.RNN`, `crnn.LSTM` or `crnn.GRU`).
+
+        Raises
+        ------
+        TypeError
+            A size that is not an integer, a flag that is not a bool, a
+            `dtype` that is not a dtype, a `seed` that is not an int.
+        ValueError
+            A size below 1, an unknown `output`, an `output_size` given with
+            ``output=None``, a dtype other than float32 and float64, a
+            negative seed, or parameters too large for BLAS's 32-bit sizes.
+        """
         self.input_size = _inputs.check_positive_int(input_size, "input_size")
         self.hidden_size = _inputs.check_positive_int(hidden_size, "hidden_size")
         self.num_layers = _inputs.check_positive_int(num_layers, "num_layers")
@@ -95,6 +119,20 @@ class RecurrentModel:
     # ------------------------------------------------------------ structure
     @property
     def directions(self):
+        """The number of directions of every layer: 2 when the model is
+        bidirectional, else 1.
+
+        The hidden state that a layer passes up, and that the output layer
+        reads, has ``hidden_size * directions`` entries; initial and final
+        states have ``num_layers * directions`` rows.
+
+        Examples
+        --------
+        >>> crnn.LSTM(4, 8).directions
+        1
+        >>> crnn.LSTM(4, 8, bidirectional=True).directions
+        2
+        """
         return 2 if self.bidirectional else 1
 
     def _lane_names(self):
@@ -129,16 +167,66 @@ class RecurrentModel:
     # ------------------------------------------------------------ parameters
     @property
     def params(self):
-        """The model's own parameter arrays by name (writing into them
-        changes the model).
+        """The model's parameter arrays, by name.
 
-        Each is a fresh view of the model's array: writes reach the model,
-        but setting a view's ``shape`` or ``dtype`` in place cannot change
-        the layout the kernels rely on."""
+        Returns a new dict on every access.  Its values are views of the
+        model's own C-contiguous arrays, in the model's dtype: writing into
+        one (``model.params["W0"][...] = 0``, or an optimizer's in-place
+        update) changes the model, while rebinding a key of the dict, or
+        setting a view's ``shape`` or ``dtype``, does not.
+
+        The keys, with H = `hidden_size`, G the gate blocks (1 for the RNN,
+        4 for the LSTM, 3 for the GRU) and l the layer:
+
+        - ``U{l}`` ``(G*H, D_l)``: input weights (D_0 = `input_size`, above
+          it ``H * directions``);
+        - ``W{l}`` ``(G*H, H)``: recurrent weights;
+        - ``b{l}`` ``(G*H,)``: biases, one per gate;
+        - ``bn{l}`` ``(H,)``: the GRU's recurrent bias of its candidate
+          (PyTorch's ``b_hn``; only with ``reset_after=True``);
+        - the same with a ``_reverse`` suffix for a backward direction;
+        - ``V`` ``(K, H * directions)`` and ``c`` ``(K,)``: the output
+          layer, absent with ``output=None``.
+
+        Examples
+        --------
+        >>> model = crnn.RNN(3, 5, 2, seed=0)
+        >>> {name: array.shape for name, array in model.params.items()}
+        {'U0': (5, 3), 'W0': (5, 5), 'b0': (5,), 'V': (2, 5), 'c': (2,)}
+        """
         return {name: array.view() for name, array in self._params.items()}
 
     def set_params(self, params):
-        """Copy every array of `params` in, after checking all of them."""
+        """Copy new values into every parameter array.
+
+        Every array is checked before any is copied, so a refused call
+        changes nothing; the copy is made under the model's lock, so a
+        `forward` running in another thread sees the old weights or the
+        new ones, never a mix.
+
+        Parameters
+        ----------
+        params : dict of array_like
+            Exactly the keys of ``model.params``, each with its shape.  Any real
+            dtype is accepted and cast to the model's.
+
+        Raises
+        ------
+        TypeError
+            `params` is not a dict, or an entry is not real numbers.
+        ValueError
+            A key is missing or unexpected, an array has the wrong shape,
+            or a value is NaN or infinite (after the cast to the model's
+            dtype).
+
+        Examples
+        --------
+        >>> model = crnn.RNN(3, 5, 2, seed=0)
+        >>> zeros = {name: np.zeros(a.shape) for name, a in model.params.items()}
+        >>> model.set_params(zeros)
+        >>> float(np.abs(model.params["W0"]).sum())
+        0.0
+        """
         if not isinstance(params, dict):
             raise TypeError(f"params must be a dict, got {type(params).__name__}")
         shapes = self._param_shapes()
@@ -252,10 +340,58 @@ class RecurrentModel:
 
     # ------------------------------------------------------------ public API
     def forward(self, X, lengths=None, initial_state=None, return_state=False):
-        """Outputs (N, T, K) with return_sequences (rows past a length are 0),
-        else (N, K); probabilities for softmax, values for linear, the top
-        layer's h for output=None.  With return_state, also the final state
-        of each sequence, shaped like initial_state."""
+        """Run the model over a batch of sequences.
+
+        Parameters
+        ----------
+        X : array_like or list of array_like
+            Float features ``(N, T, D)``; integer token ids ``(N, T)`` in
+            ``[0, input_size)``, each meaning a one-hot vector; or a list
+            of N arrays ``(T_i, D)`` or ``(T_i,)`` of different lengths.
+            Any real dtype and memory layout; cast to the model's dtype.
+        lengths : array_like of int, optional
+            ``(N,)``, each in ``[1, T]``: sequence i is
+            ``X[i, :lengths[i]]`` and the rest of its row is padding, which
+            is never read.  Default: every sequence has T steps.  Must be
+            None when `X` is a list.
+        initial_state : array_like or pair of array_like, optional
+            ``h0`` (RNN, GRU) or ``(h0, c0)`` (LSTM), each
+            ``(num_layers * directions, N, hidden_size)``, PyTorch's
+            layout.  Default: zeros.
+        return_state : bool, default False
+            Also return the final state.
+
+        Returns
+        -------
+        Y : numpy.ndarray
+            ``(N, T, K)`` with ``return_sequences=True``, where the rows
+            past a sequence's length are zero; ``(N, K)`` without.  It holds
+            class probabilities (``output="softmax"``), values
+            (``"linear"``) or the top layer's hidden states (None; then
+            K = ``hidden_size * directions``), in the model's dtype.
+        state : numpy.ndarray or tuple of numpy.ndarray
+            Only with `return_state`: each sequence's state after its own
+            last step, shaped like `initial_state`.
+
+        Raises
+        ------
+        TypeError, ValueError
+            Bad input (see the Errors page): wrong shapes or dtypes, NaN or
+            infinity, token ids or lengths out of range.
+
+        Examples
+        --------
+        >>> model = crnn.LSTM(input_size=4, hidden_size=8, output_size=3, seed=0)
+        >>> X = np.random.default_rng(0).normal(size=(2, 5, 4))
+        >>> Y = model.forward(X, lengths=[5, 2])
+        >>> Y.shape, bool(np.allclose(Y[0].sum(axis=-1), 1.0))
+        ((2, 5, 3), True)
+        >>> float(np.abs(Y[1, 2:]).max())        # past the length of 2
+        0.0
+        >>> Y, (h, c) = model.forward(X, return_state=True)
+        >>> h.shape
+        (1, 2, 8)
+        """
         batch = _inputs.prepare_batch(X, lengths, self.input_size, self.dtype,
                                       self._driver_layout()[2])
         h0, c0 = self._prepare_state(initial_state, batch)
@@ -267,16 +403,73 @@ class RecurrentModel:
     def loss_and_grad(self, X, y, lengths=None, initial_state=None, *,
                       reduction="mean", return_state_grad=False,
                       return_state=False, return_outputs=False):
-        """The loss (a float) and its gradient for every parameter (a dict
-        with the keys of ``params``).
+        """The loss on a batch and its gradient for every parameter.
 
-        reduction: "mean" over every position with a target, or "sum".
-        return_state_grad: also return ∂loss/∂initial_state (zeros initial
-        state when None), shaped like initial_state.
-        return_state, return_outputs: also return the final state and the
-        outputs, as ``forward`` would (the trainer's truncated BPTT and
-        running accuracy use them).  Extras come in this order after grads:
-        state grad, state, outputs.
+        One forward pass and back-propagation through time.
+
+        Parameters
+        ----------
+        X : array_like or list of array_like
+            Float features ``(N, T, D)``; integer token ids ``(N, T)`` in
+            ``[0, input_size)``, each meaning a one-hot vector; or a list
+            of N arrays ``(T_i, D)`` or ``(T_i,)`` of different lengths.
+            Any real dtype and memory layout; cast to the model's dtype.
+        lengths : array_like of int, optional
+            ``(N,)``, each in ``[1, T]``: sequence i is
+            ``X[i, :lengths[i]]`` and the rest of its row is padding, which
+            is never read.  Default: every sequence has T steps.  Must be
+            None when `X` is a list.
+        y : array_like or list of array_like
+            Targets.  Softmax models: integer class ids ``(N, T)`` (or a
+            list of ``(T_i,)``) with ``return_sequences=True``, ``(N,)``
+            without.  Linear models: floats ``(N, T, K)`` / ``(N, K)``; a
+            trailing K = 1 may be left out.  Ignored at padded positions.
+        initial_state : array_like or pair of array_like, optional
+            ``h0`` (RNN, GRU) or ``(h0, c0)`` (LSTM), each
+            ``(num_layers * directions, N, hidden_size)``, PyTorch's
+            layout.  Default: zeros.
+        reduction : {"mean", "sum"}, default "mean"
+            ``"mean"``: the mean over every position that has a target
+            (padding excluded).  ``"sum"``: their sum.
+        return_state_grad : bool, default False
+            Also return the gradient with respect to the initial state
+            (for zeros when `initial_state` is None), shaped like it.
+        return_state, return_outputs : bool, default False
+            Also return the final state and the outputs, as `forward`
+            gives them (the trainer's truncated BPTT and running accuracy
+            use them).
+
+        Returns
+        -------
+        loss : float
+            Cross-entropy (softmax) or ½‖o − y‖² summed over the K outputs
+            (linear) per position, reduced by `reduction`.
+        grads : dict of numpy.ndarray
+            The gradient of `loss`, with exactly the keys, shapes and dtype
+            of `params`.
+        extras
+            After `grads`, in this order and only when asked for: the
+            state gradient, the final state, the outputs.
+
+        Raises
+        ------
+        ValueError
+            The model has no output layer (``output=None``), an unknown
+            `reduction`, or bad input.
+        TypeError
+            Bad input types.
+
+        Examples
+        --------
+        >>> model = crnn.GRU(input_size=4, hidden_size=8, output_size=3, seed=0)
+        >>> rng = np.random.default_rng(0)
+        >>> X, y = rng.normal(size=(2, 5, 4)), rng.integers(0, 3, size=(2, 5))
+        >>> loss, grads = model.loss_and_grad(X, y)
+        >>> loss > 0, sorted(grads) == sorted(model.params)
+        (True, True)
+        >>> total, _ = model.loss_and_grad(X, y, reduction="sum")
+        >>> bool(np.isclose(total, 10 * loss))          # 10 positions
+        True
         """
         if self.output is None:
             raise ValueError(
@@ -310,7 +503,43 @@ class RecurrentModel:
         return (loss, grads) + extras
 
     def predict(self, X, lengths=None):
-        """Class ids (softmax; -1 at padded positions) or values (linear)."""
+        """Predicted classes (softmax models) or values (linear models).
+
+        Parameters
+        ----------
+        X : array_like or list of array_like
+            Float features ``(N, T, D)``; integer token ids ``(N, T)`` in
+            ``[0, input_size)``, each meaning a one-hot vector; or a list
+            of N arrays ``(T_i, D)`` or ``(T_i,)`` of different lengths.
+            Any real dtype and memory layout; cast to the model's dtype.
+        lengths : array_like of int, optional
+            ``(N,)``, each in ``[1, T]``: sequence i is
+            ``X[i, :lengths[i]]`` and the rest of its row is padding, which
+            is never read.  Default: every sequence has T steps.  Must be
+            None when `X` is a list.
+
+        Returns
+        -------
+        numpy.ndarray
+            Softmax models: the most likely class id of every position,
+            ``(N, T)`` (``-1`` at padded positions) or ``(N,)``, as int64.
+            Linear models: the outputs, as `forward` gives them.
+
+        Raises
+        ------
+        ValueError
+            The model has no output layer, or bad input.
+        TypeError
+            Bad input types.
+
+        Examples
+        --------
+        >>> model = crnn.RNN(input_size=6, hidden_size=8, output_size=3, seed=0)
+        >>> tokens = np.array([[0, 5, 2, 1], [3, 3, 0, 0]])
+        >>> labels = model.predict(tokens, lengths=[4, 2])
+        >>> labels.shape, labels[1, 2:].tolist()
+        ((2, 4), [-1, -1])
+        """
         if self.output is None:
             raise ValueError("predict needs an output layer; this model has output=None")
         outputs = self.forward(X, lengths)
@@ -322,7 +551,39 @@ class RecurrentModel:
         return labels
 
     def predict_proba(self, X, lengths=None):
-        """Class probabilities (softmax models only), like forward."""
+        """Class probabilities of a softmax model (what `forward` returns).
+
+        Parameters
+        ----------
+        X : array_like or list of array_like
+            Float features ``(N, T, D)``; integer token ids ``(N, T)`` in
+            ``[0, input_size)``, each meaning a one-hot vector; or a list
+            of N arrays ``(T_i, D)`` or ``(T_i,)`` of different lengths.
+            Any real dtype and memory layout; cast to the model's dtype.
+        lengths : array_like of int, optional
+            ``(N,)``, each in ``[1, T]``: sequence i is
+            ``X[i, :lengths[i]]`` and the rest of its row is padding, which
+            is never read.  Default: every sequence has T steps.  Must be
+            None when `X` is a list.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(N, T, K)`` or ``(N, K)`` probabilities, zero at padded
+            positions.
+
+        Raises
+        ------
+        ValueError
+            The model's output is not ``"softmax"``, or bad input.
+
+        Examples
+        --------
+        >>> model = crnn.LSTM(4, 8, 3, return_sequences=False, seed=0)
+        >>> p = model.predict_proba(np.ones((2, 6, 4)))
+        >>> p.shape, bool(np.allclose(p.sum(axis=1), 1))
+        ((2, 3), True)
+        """
         if self.output != "softmax":
             raise ValueError(
                 f"predict_proba needs output='softmax', this model has output={self.output!r}")
@@ -330,9 +591,49 @@ class RecurrentModel:
 
     # ------------------------------------------------------------ streaming
     def stream(self, batch_size=1):
-        """A ``Stream`` that consumes one time step per ``step(x)`` call and
-        carries the state between calls (one-direction models only).  It
-        uses the model's own arrays: later in-place updates are seen."""
+        """A stream that runs the model one time step at a time.
+
+        The stream carries the state from one ``step`` to the next, for
+        online inference and generation.  It reads the model's own
+        parameter arrays, so in-place updates to the model are seen by the
+        next step.  Fed a sequence step by step, it gives what `forward`
+        gives for the whole sequence, to a few units in the last place.
+
+        Parameters
+        ----------
+        batch_size : int, default 1
+            The number of sequences stepped together.
+
+        Returns
+        -------
+        crnn._stream.Stream
+            ``stream.step(x, out=None)`` takes one step: for
+            ``batch_size=1`` a feature vector ``(D,)`` or one token id,
+            returning ``(K,)``; otherwise ``(B, D)`` features or ``(B,)``
+            token ids, returning ``(B, K)``.  ``stream.state`` reads or sets
+            the state (``(num_layers, B, H)``, a pair for the LSTM), and
+            ``stream.reset()`` zeroes it.
+
+        Raises
+        ------
+        ValueError
+            The model is bidirectional (its backward direction needs the
+            whole sequence), or `batch_size` is below 1 or too large.
+        TypeError
+            `batch_size` is not an integer.
+
+        Examples
+        --------
+        >>> model = crnn.LSTM(input_size=4, hidden_size=8, output_size=3, seed=0)
+        >>> X = np.random.default_rng(0).normal(size=(1, 6, 4))
+        >>> stream = model.stream()
+        >>> outputs = [stream.step(X[0, t]) for t in range(6)]
+        >>> bool(np.allclose(outputs, model.forward(X)[0], atol=1e-5))
+        True
+        >>> stream.reset()
+        >>> float(np.abs(stream.state[0]).max())
+        0.0
+        """
         if self.bidirectional:
             raise ValueError(
                 "a bidirectional model cannot stream: its backward direction "
@@ -349,10 +650,50 @@ class RecurrentModel:
                       int(_OUTPUT_KINDS[self.output]), batch_size, self.dtype)
 
     def sample(self, n, prime=None, temperature=1.0, seed=None):
-        """Generate `n` token ids from a token model (softmax output over the
-        input vocabulary), continuing from the optional `prime` sequence of
-        token ids; reproducible with `seed`.  Lower temperatures sharpen the
-        distribution (temperature → 0 approaches the most likely token)."""
+        """Generate a sequence of tokens from a token model.
+
+        The model must predict its own vocabulary (``output="softmax"``
+        and ``output_size == input_size``).  It reads `prime` first, then
+        draws each token from its predicted distribution and feeds it back
+        as the next input.
+
+        Parameters
+        ----------
+        n : int
+            The number of tokens to draw (0 gives an empty array).
+        prime : sequence of int, optional
+            Token ids to read before drawing.  Without it, the first token
+            is drawn uniformly from the vocabulary.
+        temperature : float, default 1.0
+            Divides the log-probabilities: below 1 sharpens the
+            distribution (towards the most likely token), above 1 flattens
+            it.
+        seed : int, optional
+            Seeds the draws; None draws fresh randomness.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(n,)`` int64 token ids (`prime` not included).
+
+        Raises
+        ------
+        ValueError
+            Not a token model, a negative `n`, a `temperature` that is not
+            a finite number above 0, a negative seed, or a `prime` that is
+            not a non-empty 1-D sequence of valid token ids.
+        TypeError
+            `n` or `seed` is not an integer.
+
+        Examples
+        --------
+        >>> model = crnn.LSTM(input_size=5, hidden_size=8, seed=0)
+        >>> tokens = model.sample(10, prime=[0, 1], temperature=0.5, seed=0)
+        >>> tokens.shape, bool(((0 <= tokens) & (tokens < 5)).all())
+        ((10,), True)
+        >>> bool((model.sample(10, seed=3) == model.sample(10, seed=3)).all())
+        True
+        """
         if self.output != "softmax" or self.output_size != self.input_size:
             raise ValueError(
                 "sample needs a token model: output='softmax' with output_size "
@@ -393,20 +734,81 @@ class RecurrentModel:
 
     # ------------------------------------------------------------ files and interop
     def save(self, path):
-        """Write the model to `path` (one .npz file, atomically); ``crnn.load``
-        reads it back.  See crnn.io."""
+        """Write the model to a file; `crnn.load` reads it back.
+
+        The file is a numpy ``.npz`` archive of the parameters and a JSON
+        header with the model's settings.  It is written to a temporary
+        file that replaces `path` only once it is complete, so an
+        interrupted save leaves the previous file.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file to write, exactly (no suffix is added).
+
+        Raises
+        ------
+        OSError
+            The file cannot be written.
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> model = crnn.GRU(4, 8, 3, seed=0)
+        >>> path = os.path.join(tempfile.mkdtemp(), "gru.npz")
+        >>> model.save(path)
+        >>> loaded = crnn.load(path)
+        >>> loaded
+        GRU(4, 8, 3, num_layers=1, bidirectional=False, output='softmax', return_sequences=True, dtype='float32')
+        >>> all(np.array_equal(loaded.params[k], model.params[k]) for k in model.params)
+        True
+        """
         from . import io
         io.save(self, path)
 
     def to_torch(self):
-        """``(module, linear)``: the equal torch.nn.RNN/LSTM/GRU and Linear
-        head (None without an output layer).  See crnn.interop.to_torch."""
+        """The same network as PyTorch modules (needs PyTorch).
+
+        Returns
+        -------
+        module : torch.nn.RNN, torch.nn.LSTM or torch.nn.GRU
+            With ``batch_first=True``, in the model's dtype; the bias goes
+            into ``b_ih`` and ``b_hh`` is zero (the GRU's ``bn`` into the
+            candidate's block of ``b_hh``).
+        linear : torch.nn.Linear or None
+            The output layer, giving logits (apply a softmax yourself);
+            None without an output layer.
+
+        Raises
+        ------
+        ImportError
+            PyTorch is not installed.
+
+        See Also
+        --------
+        crnn.from_torch : the other way.
+        """
         from . import interop
         return interop.to_torch(self)
 
     def to_onnx(self, path, **options):
-        """Write the model as an ONNX graph (needs the onnx package).  See
-        crnn.interop.to_onnx for the graph's inputs and `options`."""
+        """Write the model as an ONNX graph (needs the ``onnx`` package).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The ``.onnx`` file to write.
+        **options
+            ``lengths=True`` (a ``lengths`` input; False: every sequence
+            is T long), ``tokens=False`` (True: the input is int64 token
+            ids), ``dtype=None`` (the graph's float type; default the
+            model's), ``opset=17``.  See `crnn.interop.to_onnx`.
+
+        Raises
+        ------
+        ImportError
+            The onnx package is not installed.
+        """
         from . import interop
         interop.to_onnx(self, path, **options)
 
@@ -431,8 +833,81 @@ class RecurrentModel:
 
 
 class RNN(RecurrentModel):
-    """The source document's vanilla RNN: h(t) = tanh(U x(t) + W h(t-1) + b),
-    o(t) = V h(t) + c, trained by BPTT.  ``nonlinearity`` is "tanh" or "relu".
+    """A vanilla (Elman) recurrent network, with an optional output layer.
+
+    At every time step, each layer computes
+    ``h(t) = tanh(U x(t) + W h(t-1) + b)`` (or a rectifier with
+    ``nonlinearity="relu"``), and the output layer ``o(t) = V h(t) + c``.
+    Forward passes, back-propagation through time and streaming run in
+    compiled code; the methods are described on `RecurrentModel`.
+
+    Parameters
+    ----------
+    input_size : int
+        D, the features of each time step; for token inputs, the size of
+        the vocabulary.
+    hidden_size : int
+        H, the units of every layer's hidden state.
+    output_size : int, optional
+        K, the outputs of the output layer.  Left at None with an output
+        layer, it is `input_size` (a next-token model over its own
+        vocabulary).  Must be None when ``output=None``.
+    num_layers : int, default 1
+        Stacked layers; each layer above the first reads the hidden states
+        of the layer below.
+    bidirectional : bool, default False
+        Give every layer a second direction that reads each sequence
+        backwards (within its own length); the two hidden states are
+        concatenated, so a layer passes up ``2 * hidden_size`` values.
+    nonlinearity : {"tanh", "relu"}, default "tanh"
+        The activation of the hidden state.
+    output : {"softmax", "linear", None}, default "softmax"
+        The output layer o = V h + c and its loss.  ``"softmax"``: class
+        probabilities, trained by cross-entropy.  ``"linear"``: real
+        values, trained by squared error ½‖o − y‖².  None: no output layer;
+        the outputs are the top layer's hidden states and there is no loss.
+    return_sequences : bool, default True
+        True: an output, and a target, at every time step (many-to-many).
+        False: one per sequence (many-to-one), from the top layer's state at
+        the sequence's last real step; with `bidirectional`, concatenated
+        with the backward direction's final state (at step 0), as PyTorch's
+        ``h_n``.
+    dtype : {"float32", "float64"} or numpy.dtype, default "float32"
+        The dtype of the parameters, of the arithmetic and of every result.
+        Inputs of any real dtype are cast to it.
+    seed : int, optional
+        Seeds the initial weights (uniform on (−1/√H, 1/√H), PyTorch's
+        rule, drawn with ``numpy.random.default_rng(seed)``): the same seed
+        gives the same weights, in either dtype.  None draws fresh
+        randomness.
+
+    Attributes
+    ----------
+    params : dict of numpy.ndarray
+        The parameter arrays (see `RecurrentModel.params`).
+    directions : int
+        2 when bidirectional, else 1.
+    input_size, hidden_size, output_size, num_layers, bidirectional, output, return_sequences, seed
+        The constructor's arguments (`output_size` filled in).
+    dtype : numpy.dtype
+        float32 or float64.
+
+    See Also
+    --------
+    crnn.Trainer : trains a model.
+    crnn.load : reads a model that `save` wrote.
+
+    Examples
+    --------
+    A many-to-one regressor over sequences of 3 features:
+
+    >>> model = crnn.RNN(3, 16, 1, output="linear", return_sequences=False, seed=0)
+    >>> X = np.random.default_rng(0).normal(size=(5, 10, 3))
+    >>> model.forward(X).shape
+    (5, 1)
+    >>> loss, grads = model.loss_and_grad(X, np.zeros(5))
+    >>> sorted(grads)
+    ['U0', 'V', 'W0', 'b0', 'c']
     """
 
     _gate_blocks = 1
@@ -456,10 +931,84 @@ class RNN(RecurrentModel):
 
 
 class LSTM(RecurrentModel):
-    """The source document's LSTM: gates i, f, a (candidate), o in one
-    (4H × ·) matrix each for U and W (PyTorch's i, f, g, o order),
-    C(t) = f ⊙ C(t-1) + i ⊙ a, h(t) = o ⊙ tanh(C(t)).  Its state is the pair
-    (h, c), each (num_layers * directions, N, H)."""
+    """A long short-term memory network, with an optional output layer.
+
+    Each layer has four gates, stacked in one ``(4H, ·)`` matrix for U and
+    one for W in PyTorch's order: input i, forget f, candidate a (PyTorch's
+    g) and output o.  It keeps a cell state C besides h:
+    ``C(t) = f ⊙ C(t-1) + i ⊙ a`` and ``h(t) = o ⊙ tanh(C(t))``.  States
+    (initial, final, a stream's) are pairs ``(h, c)``, each
+    ``(num_layers * directions, N, hidden_size)``.  The methods are
+    described on `RecurrentModel`.
+
+    Parameters
+    ----------
+    input_size : int
+        D, the features of each time step; for token inputs, the size of
+        the vocabulary.
+    hidden_size : int
+        H, the units of every layer's hidden state.
+    output_size : int, optional
+        K, the outputs of the output layer.  Left at None with an output
+        layer, it is `input_size` (a next-token model over its own
+        vocabulary).  Must be None when ``output=None``.
+    num_layers : int, default 1
+        Stacked layers; each layer above the first reads the hidden states
+        of the layer below.
+    bidirectional : bool, default False
+        Give every layer a second direction that reads each sequence
+        backwards (within its own length); the two hidden states are
+        concatenated, so a layer passes up ``2 * hidden_size`` values.
+    output : {"softmax", "linear", None}, default "softmax"
+        The output layer o = V h + c and its loss.  ``"softmax"``: class
+        probabilities, trained by cross-entropy.  ``"linear"``: real
+        values, trained by squared error ½‖o − y‖².  None: no output layer;
+        the outputs are the top layer's hidden states and there is no loss.
+    return_sequences : bool, default True
+        True: an output, and a target, at every time step (many-to-many).
+        False: one per sequence (many-to-one), from the top layer's state at
+        the sequence's last real step; with `bidirectional`, concatenated
+        with the backward direction's final state (at step 0), as PyTorch's
+        ``h_n``.
+    dtype : {"float32", "float64"} or numpy.dtype, default "float32"
+        The dtype of the parameters, of the arithmetic and of every result.
+        Inputs of any real dtype are cast to it.
+    seed : int, optional
+        Seeds the initial weights (uniform on (−1/√H, 1/√H), PyTorch's
+        rule, drawn with ``numpy.random.default_rng(seed)``): the same seed
+        gives the same weights, in either dtype.  None draws fresh
+        randomness.
+
+    Attributes
+    ----------
+    params : dict of numpy.ndarray
+        The parameter arrays (see `RecurrentModel.params`).
+    directions : int
+        2 when bidirectional, else 1.
+    input_size, hidden_size, output_size, num_layers, bidirectional, output, return_sequences, seed
+        The constructor's arguments (`output_size` filled in).
+    dtype : numpy.dtype
+        float32 or float64.
+
+    See Also
+    --------
+    crnn.Trainer : trains a model.
+    crnn.load : reads a model that `save` wrote.
+
+    Examples
+    --------
+    A next-character model over a vocabulary of 10 symbols (token inputs,
+    ``output_size`` defaults to ``input_size``):
+
+    >>> model = crnn.LSTM(input_size=10, hidden_size=32, seed=0)
+    >>> tokens = np.random.default_rng(0).integers(0, 10, size=(4, 12))
+    >>> probabilities, (h, c) = model.forward(tokens, return_state=True)
+    >>> probabilities.shape, h.shape, c.shape
+    ((4, 12, 10), (1, 4, 32), (1, 4, 32))
+    >>> loss, grads = model.loss_and_grad(tokens[:, :-1], tokens[:, 1:])
+    >>> grads["W0"].shape
+    (128, 32)
+    """
 
     _gate_blocks = 4
     _cell_state = True
@@ -469,21 +1018,84 @@ class LSTM(RecurrentModel):
 
 
 class GRU(RecurrentModel):
-    """A GRU: gates r, z, n in one (3H × ·) matrix each for U and W.
+    """A gated recurrent unit network, with an optional output layer.
 
-    ``reset_after=True`` (the default) is PyTorch's GRU (Keras's
-    ``reset_after=True``, ONNX's ``linear_before_reset=1``): the reset gate
-    multiplies the recurrent product,
-    n = tanh(U_n x + b_n + r ⊙ (W_n h + bn)), with ``bn{l}`` PyTorch's b_hn
-    (b holds b_ih + b_hh for r and z and b_in for n).
+    Each layer has a reset gate r, an update gate z and a candidate n,
+    stacked in one ``(3H, ·)`` matrix for U and one for W in PyTorch's
+    order, and ``h(t) = (1 - z) ⊙ n + z ⊙ h(t-1)``.  By default
+    (``reset_after=True``) it is PyTorch's GRU:
+    ``n = tanh(U_n x + b_n + r ⊙ (W_n h(t-1) + bn))``, where ``bn{l}`` is
+    PyTorch's ``b_hn``.  With ``reset_after=False`` it is the original GRU
+    of Cho et al. (ONNX's default ``linear_before_reset=0``, Keras's
+    ``reset_after=False``): ``n = tanh(U_n x + b_n + W_n (r ⊙ h(t-1)))``,
+    without ``bn``; PyTorch has no such GRU, so ``to_torch`` refuses it.
+    The methods are described on `RecurrentModel`.
 
-    ``reset_after=False`` is the original GRU of Cho et al. (ONNX's default
-    ``linear_before_reset=0``, Keras's ``reset_after=False``): the reset
-    gate multiplies h before the product, n = tanh(U_n x + b_n +
-    W_n (r ⊙ h)), and there is no ``bn``.  PyTorch has no such GRU, so
-    ``to_torch`` refuses it.
+    Parameters
+    ----------
+    input_size : int
+        D, the features of each time step; for token inputs, the size of
+        the vocabulary.
+    hidden_size : int
+        H, the units of every layer's hidden state.
+    output_size : int, optional
+        K, the outputs of the output layer.  Left at None with an output
+        layer, it is `input_size` (a next-token model over its own
+        vocabulary).  Must be None when ``output=None``.
+    num_layers : int, default 1
+        Stacked layers; each layer above the first reads the hidden states
+        of the layer below.
+    bidirectional : bool, default False
+        Give every layer a second direction that reads each sequence
+        backwards (within its own length); the two hidden states are
+        concatenated, so a layer passes up ``2 * hidden_size`` values.
+    output : {"softmax", "linear", None}, default "softmax"
+        The output layer o = V h + c and its loss.  ``"softmax"``: class
+        probabilities, trained by cross-entropy.  ``"linear"``: real
+        values, trained by squared error ½‖o − y‖².  None: no output layer;
+        the outputs are the top layer's hidden states and there is no loss.
+    return_sequences : bool, default True
+        True: an output, and a target, at every time step (many-to-many).
+        False: one per sequence (many-to-one), from the top layer's state at
+        the sequence's last real step; with `bidirectional`, concatenated
+        with the backward direction's final state (at step 0), as PyTorch's
+        ``h_n``.
+    dtype : {"float32", "float64"} or numpy.dtype, default "float32"
+        The dtype of the parameters, of the arithmetic and of every result.
+        Inputs of any real dtype are cast to it.
+    seed : int, optional
+        Seeds the initial weights (uniform on (−1/√H, 1/√H), PyTorch's
+        rule, drawn with ``numpy.random.default_rng(seed)``): the same seed
+        gives the same weights, in either dtype.  None draws fresh
+        randomness.
+    reset_after : bool, default True
+        Where the reset gate acts: on the recurrent product (True, PyTorch
+        and ONNX ``linear_before_reset=1``) or on the previous state before
+        it (False).
 
-    Both: h = (1 - z) ⊙ n + z ⊙ h_prev.
+    Attributes
+    ----------
+    params : dict of numpy.ndarray
+        The parameter arrays (see `RecurrentModel.params`).
+    directions : int
+        2 when bidirectional, else 1.
+    input_size, hidden_size, output_size, num_layers, bidirectional, output, return_sequences, seed
+        The constructor's arguments (`output_size` filled in).
+    dtype : numpy.dtype
+        float32 or float64.
+
+    See Also
+    --------
+    crnn.Trainer : trains a model.
+    crnn.load : reads a model that `save` wrote.
+
+    Examples
+    --------
+    >>> model = crnn.GRU(input_size=4, hidden_size=8, output_size=2, seed=0)
+    >>> sorted(model.params)
+    ['U0', 'V', 'W0', 'b0', 'bn0', 'c']
+    >>> model.forward(np.zeros((3, 7, 4))).shape
+    (3, 7, 2)
     """
 
     _gate_blocks = 3

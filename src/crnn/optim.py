@@ -55,8 +55,24 @@ def _scalar(value):
 
 
 class Optimizer:
-    """Base class: hyperparameters, lazily created state, the step protocol.
+    """The base class of crnn's optimizers.
 
+    An optimizer updates a model's parameter arrays in place from a dict of
+    gradients with the same keys (what ``model.loss_and_grad`` returns).
+    Its state (momentum buffers, moments) is created on the first `step`,
+    keyed by parameter name; an optimizer then belongs to that set of
+    names until `reset`.
+
+    Parameters
+    ----------
+    lr : float
+        The learning rate, >= 0.
+    weight_decay : float, default 0.0
+        An L2 penalty: ``weight_decay * p`` is added to every gradient
+        before the update (PyTorch's ``weight_decay``, not AdamW's).
+
+    Notes
+    -----
     Subclasses define ``_buffers(self)`` (the names of the per-parameter
     state arrays in use), ``_hyper`` (hyperparameter names, in the state
     dict) and ``_update(params, grads, state, grad_scale, apply)``, which
@@ -160,13 +176,37 @@ class Optimizer:
                 for buffer in self._buffers()}
 
     def step(self, params, grads, grad_scale=1.0):
-        """Update every array of ``params`` in place from ``grads`` (a dict
-        with the same keys and shapes), the gradients first multiplied by
-        ``grad_scale`` (the trainer's clipping factor).
+        """Apply one update to every parameter, in place.
 
-        Nothing changes unless every new value is finite: an update that
-        would overflow raises FloatingPointError before touching the
-        parameters or the state.
+        One fused compiled loop per array, in the parameters' dtype, with
+        the GIL released.
+
+        Parameters
+        ----------
+        params : dict of numpy.ndarray
+            The arrays to update (a model's ``params``): float32 or
+            float64, C-contiguous and writeable.
+        grads : dict of numpy.ndarray
+            The gradients: the same keys, shapes and dtypes.
+        grad_scale : float, default 1.0
+            Multiplies the gradients first (the trainer's clipping).
+
+        Raises
+        ------
+        FloatingPointError
+            The update would make a parameter non-finite (a learning rate
+            far too large); nothing was changed, the step count included.
+        TypeError, ValueError
+            Mismatched keys, shapes or dtypes, or parameter names other
+            than those the state belongs to.
+
+        Examples
+        --------
+        >>> params = {"w": np.array([1.0, -2.0])}
+        >>> opt = crnn.optim.SGD(lr=0.5)
+        >>> opt.step(params, {"w": np.array([1.0, 1.0])})
+        >>> params["w"].tolist(), opt.steps
+        ([0.5, -2.5], 1)
         """
         grad_scale = _check_number(grad_scale, "grad_scale", minimum=0)
         names, param_list, grad_list = self._check_arrays(params, grads)
@@ -185,15 +225,34 @@ class Optimizer:
         self._step += 1
 
     def reset(self):
-        """Forget all state (moments, step count)."""
+        """Forget all state: buffers, moments and the step count."""
         self._names = None
         self._state = {}
         self._step = 0
 
     # --------------------------------------------------------------- state
     def state_dict(self):
-        """A flat dict: "type", the hyperparameters, "step", and a copy of
-        every state array as "<buffer>.<param>"."""
+        """The optimizer's settings and state, to save and resume.
+
+        Returns
+        -------
+        dict
+            ``"type"`` (the class name), the hyperparameters, ``"step"``,
+            and a copy of every state array as ``"<buffer>.<param>"``
+            (for example ``"exp_avg.W0"``).  ``numpy.savez`` can store it.
+
+        Examples
+        --------
+        >>> opt = crnn.optim.Adam(lr=0.01)
+        >>> opt.step({"w": np.ones(3)}, {"w": np.ones(3)})
+        >>> state = opt.state_dict()
+        >>> state["type"], state["step"], sorted(k for k in state if "." in k)
+        ('Adam', 1, ['exp_avg.w', 'exp_avg_sq.w'])
+        >>> again = crnn.optim.Adam()
+        >>> again.load_state_dict(state)
+        >>> again.lr, again.steps
+        (0.01, 1)
+        """
         state = {"type": type(self).__name__, "lr": self.lr,
                  "weight_decay": self.weight_decay}
         for name in self._hyper:
@@ -205,8 +264,23 @@ class Optimizer:
         return state
 
     def load_state_dict(self, state):
-        """Restore hyperparameters, step count and state arrays from a dict
-        made by ``state_dict`` (or read back by ``numpy.load``)."""
+        """Restore the settings and state that `state_dict` returned.
+
+        Parameters
+        ----------
+        state : mapping
+            A dict from `state_dict`, or the same read back by
+            ``numpy.load``.
+
+        Raises
+        ------
+        TypeError
+            `state` is not a mapping, or a state array is not float32 or
+            float64.
+        ValueError
+            The state is another optimizer's, an entry is missing or
+            unexpected, or a value is out of range, NaN or infinite.
+        """
         if not hasattr(state, "keys"):
             raise TypeError(f"state must be a dict, got {type(state).__name__}")
         state = {key: state[key] for key in state.keys()}
@@ -278,11 +352,32 @@ class Optimizer:
 
 
 class SGD(Optimizer):
-    """Stochastic gradient descent with optional momentum (torch.optim.SGD):
+    """Stochastic gradient descent, with optional momentum.
+
+    PyTorch's ``torch.optim.SGD``.  For a parameter p with gradient g::
 
         d = g + weight_decay·p
         b = d (first step), then momentum·b + (1 - dampening)·d
         p -= lr·(d + momentum·b) with nesterov, lr·b with momentum, else lr·d
+
+    Parameters
+    ----------
+    lr : float, default 1e-3
+        The learning rate.
+    momentum : float, default 0.0
+        The momentum factor.
+    nesterov : bool, default False
+        Nesterov momentum (needs a momentum above 0 and no dampening).
+    weight_decay : float, default 0.0
+        The L2 penalty added to the gradient.
+    dampening : float, default 0.0
+        Scales the new gradient in the momentum buffer by ``1 - dampening``.
+
+    Examples
+    --------
+    >>> opt = crnn.optim.SGD(lr=0.1, momentum=0.9, nesterov=True)
+    >>> opt
+    SGD(lr=0.1, momentum=0.9, dampening=0.0, nesterov=True, weight_decay=0.0)
     """
 
     _hyper = ("momentum", "dampening", "nesterov")
@@ -320,11 +415,25 @@ class SGD(Optimizer):
 
 
 class Adam(Optimizer):
-    """Adam (torch.optim.Adam, amsgrad=False), with t the step number:
+    """Adam.
+
+    PyTorch's ``torch.optim.Adam`` (without amsgrad).  With t the step
+    number::
 
         d = g + weight_decay·p
         m = β1·m + (1 - β1)·d          v = β2·v + (1 - β2)·d²
         p -= lr/(1 - β1^t) · m / (sqrt(v)/sqrt(1 - β2^t) + eps)
+
+    Parameters
+    ----------
+    lr : float, default 1e-3
+        The learning rate.
+    betas : tuple of float, default (0.9, 0.999)
+        β1 and β2, the decay rates of the two moments, each in [0, 1).
+    eps : float, default 1e-8
+        Added to the denominator.
+    weight_decay : float, default 0.0
+        The L2 penalty added to the gradient.
     """
 
     _hyper = ("betas", "eps")
@@ -357,12 +466,30 @@ class Adam(Optimizer):
 
 
 class RMSprop(Optimizer):
-    """RMSprop (torch.optim.RMSprop):
+    """RMSprop.
+
+    PyTorch's ``torch.optim.RMSprop``::
 
         d = g + weight_decay·p
         v = α·v + (1 - α)·d²
         a = sqrt(v - ḡ²) + eps with ḡ = α·ḡ + (1 - α)·d (centered), else sqrt(v) + eps
         p -= lr·b with b = momentum·b + d/a (momentum > 0), else lr·d/a
+
+    Parameters
+    ----------
+    lr : float, default 1e-2
+        The learning rate.
+    alpha : float, default 0.99
+        The decay rate of the squared-gradient average.
+    eps : float, default 1e-8
+        Added to the denominator.
+    weight_decay : float, default 0.0
+        The L2 penalty added to the gradient.
+    momentum : float, default 0.0
+        The momentum factor.
+    centered : bool, default False
+        Divide by the gradient's estimated variance rather than its mean
+        square.
     """
 
     _hyper = ("alpha", "eps", "momentum", "centered")
@@ -397,11 +524,26 @@ class RMSprop(Optimizer):
 
 
 class Adagrad(Optimizer):
-    """Adagrad (torch.optim.Adagrad), with t the step number:
+    """Adagrad.
+
+    PyTorch's ``torch.optim.Adagrad``.  With t the step number::
 
         d = g + weight_decay·p
         s = s + d²                     (s starts at initial_accumulator_value)
         p -= lr/(1 + (t - 1)·lr_decay) · d / (sqrt(s) + eps)
+
+    Parameters
+    ----------
+    lr : float, default 1e-2
+        The learning rate.
+    lr_decay : float, default 0.0
+        The learning rate's decay per step.
+    weight_decay : float, default 0.0
+        The L2 penalty added to the gradient.
+    initial_accumulator_value : float, default 0.0
+        The starting value of the sum of squares.
+    eps : float, default 1e-10
+        Added to the denominator.
     """
 
     _hyper = ("lr_decay", "eps", "initial_accumulator_value")
@@ -442,9 +584,35 @@ _BY_NAME = {
 
 
 def get(optimizer, lr=1e-3, weight_decay=0.0):
-    """An optimizer from a name ("sgd", "momentum" = SGD with momentum 0.9,
-    "adam", "rmsprop", "adagrad"; any case) with ``lr`` and ``weight_decay``,
-    or an Optimizer object, returned as is."""
+    """The optimizer that a name stands for, as `crnn.Trainer` builds it.
+
+    Parameters
+    ----------
+    optimizer : str or Optimizer
+        ``"sgd"``, ``"momentum"`` (SGD with momentum 0.9), ``"adam"``,
+        ``"rmsprop"`` or ``"adagrad"``, in any case; an `Optimizer` object
+        is returned as it is.
+    lr : float, default 1e-3
+        The learning rate of a named optimizer.
+    weight_decay : float, default 0.0
+        The L2 penalty of a named optimizer.
+
+    Returns
+    -------
+    Optimizer
+
+    Raises
+    ------
+    TypeError
+        `optimizer` is neither a string nor an optimizer.
+    ValueError
+        An unknown name.
+
+    Examples
+    --------
+    >>> crnn.optim.get("Momentum", lr=0.1)
+    SGD(lr=0.1, momentum=0.9, dampening=0.0, nesterov=False, weight_decay=0.0)
+    """
     if isinstance(optimizer, Optimizer):
         return optimizer
     if not isinstance(optimizer, str):

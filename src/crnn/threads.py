@@ -33,7 +33,26 @@ _VARIABLES = ("CRNN_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 def default_num_threads(environ=None):
-    """The thread count crnn starts with (see the module's docstring)."""
+    """The thread count crnn starts with.
+
+    Parameters
+    ----------
+    environ : mapping, optional
+        The environment to read; default ``os.environ``.
+
+    Returns
+    -------
+    int
+        The first of ``CRNN_NUM_THREADS``, ``OMP_NUM_THREADS`` (its first
+        entry) and ``OPENBLAS_NUM_THREADS`` that holds an integer >= 1, else
+        the number of CPUs this process may run on.
+
+    Examples
+    --------
+    >>> from crnn.threads import default_num_threads
+    >>> default_num_threads({"OMP_NUM_THREADS": "4,2", "OPENBLAS_NUM_THREADS": "8"})
+    4
+    """
     environ = os.environ if environ is None else environ
     for name in _VARIABLES:
         # OMP_NUM_THREADS may be a list per nesting level ("4,2"): the first

@@ -35,9 +35,19 @@ _HOOKS = ("on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end",
 class NonFiniteError(FloatingPointError):
     """Training met a NaN or infinite loss, gradient or update.
 
-    ``epoch`` and ``batch`` are 0-based (as in callbacks; the message counts
-    from 1); ``history`` is the History of the completed epochs.  The model
-    holds the weights from before the failing step.
+    `Trainer.fit` raises it before anything of the failing step is applied:
+    the model holds the weights from before that step.  It is a
+    `FloatingPointError`.
+
+    Attributes
+    ----------
+    epoch : int
+        The epoch of the failing step, counted from 0 as in callbacks (the
+        message counts from 1).
+    batch : int
+        The step within that epoch, counted from 0.
+    history : History
+        The completed epochs.
     """
 
     def __init__(self, message, epoch, batch, history):
@@ -48,17 +58,36 @@ class NonFiniteError(FloatingPointError):
 
 
 class History:
-    """What ``Trainer.fit`` returns.
+    """The record of one `Trainer.fit`, which returns it.
 
-    history       dict of per-epoch lists: "loss", "accuracy" (softmax),
-                  "val_loss" and "val_accuracy" (with validation data),
-                  "time" (seconds, validation included)
-    epoch         the 0-based indices of the recorded epochs
-    params        the fit settings (epochs, steps per epoch, batch_size, bptt)
-    best_epoch    with early stopping: the epoch whose weights the model holds
-    stopped_epoch the epoch after which training stopped early (early
-                  stopping or a callback), else None
-    interrupted   True when Ctrl-C ended fit
+    Attributes
+    ----------
+    history : dict of list
+        Per-epoch values: ``"loss"``, ``"accuracy"`` (softmax models),
+        ``"val_loss"`` and ``"val_accuracy"`` (with validation data) and
+        ``"time"`` (seconds, validation included).
+    epoch : list of int
+        The recorded epochs, counted from 0.
+    params : dict
+        The fit's settings (epochs, batch_size, bptt, samples).
+    best_epoch : int or None
+        With early stopping, the epoch whose weights the model holds.
+    stopped_epoch : int or None
+        The epoch after which training stopped early (early stopping or a
+        callback), else None.
+    interrupted : bool
+        True when Ctrl-C ended the fit.
+
+    Examples
+    --------
+    >>> model = crnn.RNN(3, 8, 2, seed=0)
+    >>> X = np.random.default_rng(0).normal(size=(6, 5, 3))
+    >>> y = np.random.default_rng(1).integers(0, 2, size=(6, 5))
+    >>> history = crnn.Trainer(model, seed=0).fit(X, y, epochs=2, verbose=0)
+    >>> history
+    History(epochs=2, keys=[loss, accuracy, time])
+    >>> history.epoch, history.interrupted
+    ([0, 1], False)
     """
 
     def __init__(self, params=None):
@@ -265,22 +294,69 @@ def _check_optional_int(value, name, minimum):
 class Trainer:
     """Trains a crnn model by mini-batch gradient descent.
 
-        trainer = crnn.Trainer(model, optimizer="adam", lr=1e-3, batch_size=32,
-                               clip_norm=None, weight_decay=0.0, seed=None)
+    Each step computes ``model.loss_and_grad`` on a batch, checks the loss
+    and gradients, clips them and hands them to an optimizer that updates
+    ``model.params`` in place.
 
-    optimizer     "sgd", "momentum" (SGD, momentum 0.9), "adam", "rmsprop",
-                  "adagrad" (built with ``lr`` and ``weight_decay``), or a
-                  ``crnn.optim`` object, which brings its own settings (then
-                  lr and weight_decay must be left at their defaults)
-    batch_size    sequences per step
-    clip_norm     rescale the gradients so their global L2 norm is at most
-                  this (torch.nn.utils.clip_grad_norm_), or None
-    weight_decay  L2 penalty added to the gradient (torch.optim's weight_decay)
-    seed          seeds the batch shuffling; None draws fresh entropy
+    Parameters
+    ----------
+    model : crnn.RNN, crnn.LSTM or crnn.GRU
+        The model to train, with an output layer (``"softmax"`` or
+        ``"linear"``).
+    optimizer : str or crnn.optim.Optimizer, default "adam"
+        ``"sgd"``, ``"momentum"`` (SGD with momentum 0.9), ``"adam"``,
+        ``"rmsprop"`` or ``"adagrad"`` (any case), built with `lr` and
+        `weight_decay`; or an optimizer object, which brings its own
+        settings (`lr` and `weight_decay` must then stay at their
+        defaults).
+    lr : float, default 1e-3
+        The learning rate of a named optimizer.
+    batch_size : int, default 32
+        Sequences per step (the last batch of an epoch may be smaller).
+    clip_norm : float, optional
+        When the global L2 norm of all gradients exceeds it, scale them
+        down to it (PyTorch's ``clip_grad_norm_``).
+    weight_decay : float, default 0.0
+        An L2 penalty added to the gradient of every parameter.
+    seed : int, optional
+        Seeds the shuffling of the batches; None draws fresh randomness.
 
-    Attributes: ``model``, ``optimizer`` (its ``lr`` may be changed from a
-    callback), ``history`` (of the last fit), ``stop_training`` (set it to
-    True from a callback to stop after the current step).
+    Attributes
+    ----------
+    model
+        The model being trained.
+    optimizer : crnn.optim.Optimizer
+        Its ``lr`` may be changed between steps (from a callback).
+    history : History or None
+        The last fit's record.
+    stop_training : bool
+        Set it to True from a callback to stop after the current step.
+
+    Raises
+    ------
+    TypeError
+        `model` is not a crnn model, or a wrongly typed argument.
+    ValueError
+        The model has no output layer, an unknown optimizer name, a
+        value out of range, or `lr` / `weight_decay` given with an
+        optimizer object.
+
+    See Also
+    --------
+    crnn.optim : the optimizers.
+
+    Examples
+    --------
+    >>> model = crnn.LSTM(4, 16, 3, seed=0)
+    >>> X = np.random.default_rng(0).normal(size=(32, 10, 4))
+    >>> y = (X[..., 0] > 0).astype(int) + (X[..., 1] > 0)   # classes 0, 1, 2
+    >>> trainer = crnn.Trainer(model, optimizer="adam", lr=1e-2, batch_size=8,
+    ...                        clip_norm=5.0, seed=0)
+    >>> history = trainer.fit(X, y, epochs=5, validation_data=(X, y), verbose=0)
+    >>> history.history["val_loss"][-1] < history.history["val_loss"][0]
+    True
+    >>> sorted(trainer.evaluate(X, y))
+    ['accuracy', 'loss']
     """
 
     #: Ragged data is bucketed by length within pools of this many batches
@@ -325,31 +401,77 @@ class Trainer:
     def fit(self, X, y, lengths=None, epochs=1, validation_data=None,
             shuffle=True, early_stopping=None, callbacks=(), verbose=1,
             bptt=None):
-        """Train for ``epochs`` passes over (X, y); return a History.
+        """Train for a number of passes over the data.
 
-        X, y, lengths   as for ``model.loss_and_grad``
-        validation_data (Xv, yv) or (Xv, yv, lengths_v), evaluated after
-                        every epoch
-        shuffle         reshuffle the sequences every epoch (seeded)
-        early_stopping  patience: stop when the monitored loss (val_loss, or
-                        loss without validation data) has not improved for
-                        this many epochs; the best epoch's weights are
-                        restored at the end
-        callbacks       objects with any of on_train_begin(logs),
-                        on_epoch_begin(epoch, logs), on_batch_end(batch, logs),
-                        on_epoch_end(epoch, logs), on_train_end(logs); a hook
-                        returning True (or setting trainer.stop_training)
-                        stops training
-        verbose         0 silent, 1 progress bar, 2 one line per epoch
-        bptt            truncated BPTT: cut sequences into chunks of this
-                        many steps, one update per chunk, the state carried
-                        across chunks without gradient (many-to-many,
-                        unidirectional models only)
+        Every epoch the sequences are shuffled (seeded) and cut into batches;
+        sequences of different lengths are bucketed by length so batches
+        carry little padding.  Each batch is one step: ``loss_and_grad``,
+        the NaN guard, clipping, the optimizer's update.
 
-        Ctrl-C stops training after the last completed step and returns the
-        History so far (``history.interrupted`` is True).  A NaN or infinite
-        loss, gradient or update raises NonFiniteError naming the epoch and
-        batch; the model keeps the weights from before that step.
+        Parameters
+        ----------
+        X, y, lengths
+            The data, as ``model.loss_and_grad`` takes it.  It is checked
+            once, before training starts.
+        epochs : int, default 1
+            Passes over the data.
+        validation_data : tuple, optional
+            ``(Xv, yv)`` or ``(Xv, yv, lengths_v)``, evaluated after every
+            epoch (``val_loss``, and ``val_accuracy`` for softmax models).
+        shuffle : bool, default True
+            Reshuffle the sequences every epoch.  False keeps their order
+            (sorted by length, stably, when the lengths differ).
+        early_stopping : int, optional
+            A patience: stop once the monitored loss (``val_loss``, or the
+            training loss without validation data) has not improved for
+            this many epochs.  The best epoch's weights are restored when
+            fit ends.
+        callbacks : object or sequence of objects, default ()
+            Objects with any of ``on_train_begin(logs)``,
+            ``on_epoch_begin(epoch, logs)``, ``on_batch_end(batch, logs)``,
+            ``on_epoch_end(epoch, logs)`` and ``on_train_end(logs)``.  A
+            hook that returns True (or sets ``trainer.stop_training``)
+            stops training.
+        verbose : {0, 1, 2}, default 1
+            1: a progress bar on stderr when it is a terminal, and a line
+            per epoch; 2: only the line per epoch; 0: nothing.
+        bptt : int, optional
+            Truncated back-propagation through time: cut the sequences into
+            chunks of this many steps, one update per chunk, the state
+            carried from chunk to chunk without a gradient.  Needs a
+            many-to-many, one-direction model.
+
+        Returns
+        -------
+        History
+            The per-epoch losses (and accuracies) and how training ended.
+
+        Raises
+        ------
+        crnn.trainer.NonFiniteError
+            A NaN or infinite loss, gradient or update; the model keeps the
+            weights from before that step, and the error's ``history`` the
+            completed epochs.
+        TypeError, ValueError
+            Bad data or arguments, before any training.
+
+        Notes
+        -----
+        Ctrl-C ends fit after the last completed step and returns the
+        History so far, with ``interrupted`` True; an update being written
+        when it arrives is completed first.  With the same seeds (model and
+        trainer), the same data and BLAS on one thread, two runs give
+        bit-identical weights.
+
+        Examples
+        --------
+        >>> model = crnn.GRU(input_size=6, hidden_size=16, seed=0)
+        >>> text = np.random.default_rng(0).integers(0, 6, size=(8, 41))
+        >>> X, y = text[:, :-1], text[:, 1:]          # next-token targets
+        >>> trainer = crnn.Trainer(model, lr=1e-2, batch_size=4, seed=0)
+        >>> history = trainer.fit(X, y, epochs=3, bptt=10, verbose=0)
+        >>> len(history.history["loss"]), history.params["bptt"]
+        (3, 10)
         """
         model = self.model
         epochs = _inputs.check_positive_int(epochs, "epochs")
@@ -560,12 +682,40 @@ class Trainer:
 
     # ============================================================ evaluate
     def evaluate(self, X, y, lengths=None, batch_size=None):
-        """Loss (and accuracy for softmax models) of the model on (X, y).
+        """The model's loss (and accuracy) on a data set, without training.
 
-        Returns {"loss": ..., "accuracy": ...} for softmax models and
-        {"loss": ...} for linear ones; the loss is the model's (the mean over
-        positions with a target of cross-entropy, or of ½‖o − y‖²).  Runs
-        forward only, in batches of ``batch_size`` (default: the trainer's).
+        Parameters
+        ----------
+        X, y, lengths
+            The data, as ``model.loss_and_grad`` takes it.
+        batch_size : int, optional
+            Sequences per forward pass; default: the trainer's.
+
+        Returns
+        -------
+        dict
+            ``{"loss": ..., "accuracy": ...}`` for softmax models,
+            ``{"loss": ...}`` for linear ones.  The loss is the model's:
+            the mean over positions with a target of the cross-entropy, or
+            of ½‖o − y‖² summed over the outputs; the accuracy is the
+            fraction of those positions whose most likely class is the
+            target.
+
+        Raises
+        ------
+        TypeError, ValueError
+            Bad data or `batch_size`.
+
+        Examples
+        --------
+        >>> model = crnn.RNN(3, 8, 2, seed=0)
+        >>> X = np.random.default_rng(0).normal(size=(6, 5, 3))
+        >>> y = np.random.default_rng(1).integers(0, 2, size=(6, 5))
+        >>> scores = crnn.Trainer(model).evaluate(X, y)
+        >>> bool(np.isclose(scores["loss"], model.loss_and_grad(X, y)[0]))
+        True
+        >>> 0 <= scores["accuracy"] <= 1
+        True
         """
         batch_size = (self.batch_size if batch_size is None
                       else _inputs.check_positive_int(batch_size, "batch_size"))

@@ -28,6 +28,16 @@ typedef struct crnn_cell_args {
 
 typedef void (*crnn_cell_kernel)(const crnn_cell_args *args);
 
+/* A cell's point-wise passes: the forward and backward kernels, and the
+ * gate passes between two products (cells with gated_blocks only). */
+enum crnn_cell_pass {
+    CRNN_FORWARD = 0,
+    CRNN_BACKWARD = 1,
+    CRNN_FORWARD_GATE = 2,
+    CRNN_BACKWARD_GATE = 3,
+    CRNN_CELL_PASSES = 4
+};
+
 /* One row per cell, in the order of _cells.pxd's CellKind:
  *   name, gate blocks G (weights have G*H rows), whether the state is a
  *   pair (h, C), whether h W^T stays apart from Z (separate_recurrent), whether
@@ -36,9 +46,9 @@ typedef void (*crnn_cell_kernel)(const crnn_cell_args *args);
  *   last gate blocks multiply the cell's keep instead of h(t-1) in the
  *   recurrent product (gated_blocks: 0, or 1 for the GRU that resets before
  *   the product; such a cell has a gate pass between its two products, and
- *   runs its products on BLAS), and the point-wise kernels, [0] float and
- *   [1] double: forward, backward, and the gate passes (NULL unless
- *   gated_blocks). */
+ *   runs its products on BLAS), and the point-wise kernels by pass
+ *   (crnn_cell_pass) and type ([0] float, [1] double; NULL for a pass the
+ *   cell does not have). */
 typedef struct crnn_cell_spec {
     const char *name;
     int gate_blocks;
@@ -47,10 +57,7 @@ typedef struct crnn_cell_spec {
     int recurrent_bias;
     int keeps;
     int gated_blocks;
-    crnn_cell_kernel forward[2];
-    crnn_cell_kernel backward[2];
-    crnn_cell_kernel forward_gate[2];
-    crnn_cell_kernel backward_gate[2];
+    crnn_cell_kernel kernels[CRNN_CELL_PASSES][2];
 } crnn_cell_spec;
 
 #endif

@@ -29,10 +29,13 @@ cdef extern from "_cell_table.h" nogil:
         int recurrent_bias      # a bias inside the recurrent product (bn)
         int keeps               # a (rows × H) buffer per step kept for BPTT
         int gated_blocks        # last blocks whose product takes keep, not h
-        CellKernel forward[2]   # [0] float, [1] double
-        CellKernel backward[2]
-        CellKernel forward_gate[2]   # between the two products (gated_blocks)
-        CellKernel backward_gate[2]
+        CellKernel kernels[4][2]  # [pass][0 float, 1 double], NULL: no such pass
+    # the passes (crnn_cell_pass)
+    enum:
+        CRNN_FORWARD
+        CRNN_BACKWARD
+        CRNN_FORWARD_GATE       # between the two products (gated_blocks)
+        CRNN_BACKWARD_GATE
 
 cpdef enum CellKind:
     CELL_RNN_TANH = 0
@@ -47,19 +50,7 @@ cdef const CellSpec *cell_spec(int kind) noexcept nogil
 cdef bint known_cell(int kind) noexcept nogil
 
 
-# The cell's point-wise kernel, from its table row; `gate`: the gate pass
-# between the two products of a cell with gated_blocks.
-cdef inline void run_cell(const CellSpec *cell, bint backward, bint single,
+# A point-wise pass of the cell (CRNN_FORWARD, ...), from its table row.
+cdef inline void run_cell(const CellSpec *cell, int cell_pass, bint single,
                           const CellArgs *args) noexcept nogil:
-    if backward:
-        cell.backward[0 if single else 1](args)
-    else:
-        cell.forward[0 if single else 1](args)
-
-
-cdef inline void run_gate(const CellSpec *cell, bint backward, bint single,
-                          const CellArgs *args) noexcept nogil:
-    if backward:
-        cell.backward_gate[0 if single else 1](args)
-    else:
-        cell.forward_gate[0 if single else 1](args)
+    cell.kernels[cell_pass][0 if single else 1](args)

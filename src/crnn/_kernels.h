@@ -51,23 +51,24 @@ static inline double crnn_sigmoid(double x) { return 1.0 / (1.0 + exp(-x)); }
  * those of crnn_cell_spec, _cell_table.h). */
 
 #define CRNN_KERNELS(name) {name##_f32, name##_f64}
-#define CRNN_NO_KERNELS {NULL, NULL}
 
 static const crnn_cell_spec crnn_cell_table[] = {
-    /* name, G, pair, separate, bias, keeps, gated, forward, backward,
-     * forward_gate, backward_gate */
-    {"rnn_tanh", 1, 0, 0, 0, 0, 0, CRNN_KERNELS(crnn_rnn_tanh_forward_cell),
-     CRNN_KERNELS(crnn_rnn_tanh_backward_cell), CRNN_NO_KERNELS, CRNN_NO_KERNELS},
-    {"rnn_relu", 1, 0, 0, 0, 0, 0, CRNN_KERNELS(crnn_rnn_relu_forward_cell),
-     CRNN_KERNELS(crnn_rnn_relu_backward_cell), CRNN_NO_KERNELS, CRNN_NO_KERNELS},
-    {"lstm", 4, 1, 0, 0, 0, 0, CRNN_KERNELS(crnn_lstm_forward_cell),
-     CRNN_KERNELS(crnn_lstm_backward_cell), CRNN_NO_KERNELS, CRNN_NO_KERNELS},
-    {"gru", 3, 0, 1, 1, 1, 0, CRNN_KERNELS(crnn_gru_forward_cell),
-     CRNN_KERNELS(crnn_gru_backward_cell), CRNN_NO_KERNELS, CRNN_NO_KERNELS},
+    /* name, G, pair, separate, bias, keeps, gated,
+     * {forward, backward, forward gate, backward gate} */
+    {"rnn_tanh", 1, 0, 0, 0, 0, 0,
+     {CRNN_KERNELS(crnn_rnn_tanh_forward_cell),
+      CRNN_KERNELS(crnn_rnn_tanh_backward_cell)}},
+    {"rnn_relu", 1, 0, 0, 0, 0, 0,
+     {CRNN_KERNELS(crnn_rnn_relu_forward_cell),
+      CRNN_KERNELS(crnn_rnn_relu_backward_cell)}},
+    {"lstm", 4, 1, 0, 0, 0, 0,
+     {CRNN_KERNELS(crnn_lstm_forward_cell), CRNN_KERNELS(crnn_lstm_backward_cell)}},
+    {"gru", 3, 0, 1, 1, 1, 0,
+     {CRNN_KERNELS(crnn_gru_forward_cell), CRNN_KERNELS(crnn_gru_backward_cell)}},
     {"gru_reset_before", 3, 0, 0, 0, 1, 1,
-     CRNN_KERNELS(crnn_gru_rb_forward_cell), CRNN_KERNELS(crnn_gru_rb_backward_cell),
-     CRNN_KERNELS(crnn_gru_rb_forward_gate_cell),
-     CRNN_KERNELS(crnn_gru_rb_backward_gate_cell)},
+     {CRNN_KERNELS(crnn_gru_rb_forward_cell), CRNN_KERNELS(crnn_gru_rb_backward_cell),
+      CRNN_KERNELS(crnn_gru_rb_forward_gate_cell),
+      CRNN_KERNELS(crnn_gru_rb_backward_gate_cell)}},
 };
 
 #define CRNN_CELL_COUNT ((int) (sizeof crnn_cell_table / sizeof crnn_cell_table[0]))

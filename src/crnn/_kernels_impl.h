@@ -362,28 +362,33 @@ static void SUFFIX(crnn_gru_backward_cell)(const crnn_cell_args *a)
                               (REAL *) a->drecurrent);
 }
 
-static void SUFFIX(crnn_gru_rb_forward_gate_cell)(const crnn_cell_args *a)
+/* The original GRU's two forward passes over the rows: the gate pass (r, z,
+ * keep = r * h_prev) between the products, then n and h. */
+static void SUFFIX(crnn_gru_rb_forward_passes)(const crnn_cell_args *a, int gate)
 {
     const ptrdiff_t H = a->hidden;
     for (ptrdiff_t r = 0; r < a->rows; r++) {
         REAL *g = (REAL *) a->gates + r * 3 * H + a->first;
         ptrdiff_t at = r * H + a->first;
-        SUFFIX(crnn_gru_rb_gate_row)(a->count, g, g + H,
-                                     (const REAL *) a->h_prev + at,
-                                     (REAL *) a->keep + at);
+        if (gate)
+            SUFFIX(crnn_gru_rb_gate_row)(a->count, g, g + H,
+                                         (const REAL *) a->h_prev + at,
+                                         (REAL *) a->keep + at);
+        else
+            SUFFIX(crnn_gru_rb_forward_row)(a->count, g + H, g + 2 * H,
+                                            (const REAL *) a->h_prev + at,
+                                            (REAL *) a->h + at);
     }
+}
+
+static void SUFFIX(crnn_gru_rb_forward_gate_cell)(const crnn_cell_args *a)
+{
+    SUFFIX(crnn_gru_rb_forward_passes)(a, 1);
 }
 
 static void SUFFIX(crnn_gru_rb_forward_cell)(const crnn_cell_args *a)
 {
-    const ptrdiff_t H = a->hidden;
-    for (ptrdiff_t r = 0; r < a->rows; r++) {
-        REAL *g = (REAL *) a->gates + r * 3 * H + a->first;
-        ptrdiff_t at = r * H + a->first;
-        SUFFIX(crnn_gru_rb_forward_row)(a->count, g + H, g + 2 * H,
-                                        (const REAL *) a->h_prev + at,
-                                        (REAL *) a->h + at);
-    }
+    SUFFIX(crnn_gru_rb_forward_passes)(a, 0);
 }
 
 static void SUFFIX(crnn_gru_rb_backward_cell)(const crnn_cell_args *a)

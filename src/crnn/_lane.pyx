@@ -24,7 +24,8 @@ stream above.
 from cython cimport floating
 from libc.string cimport memcpy, memset
 
-from ._cells cimport CellArgs, CellSpec, run_cell, run_gate
+from ._cells cimport (CRNN_BACKWARD, CRNN_BACKWARD_GATE, CRNN_FORWARD,
+                      CRNN_FORWARD_GATE, CellArgs, CellSpec, run_cell)
 from ._parallel cimport team_gemm
 from ._plan cimport (LanePlan, PATH_STEP_SUMS, chunk_steps, chunks_pay,
                      shared_gate_columns)
@@ -132,14 +133,14 @@ cdef void lane_recur(floating tag, const LanePlan *plan,
             run_step(&job)
         elif cell.gated_blocks:
             gated_products(tag, plan, args, W)
-            run_cell(cell, False, floating is float, args)
+            run_cell(cell, CRNN_FORWARD, floating is float, args)
         else:
             # R = H[t-1] @ W.T   (B_t × G·H) = (B_t × H)(G·H × H)ᵀ, into its
             # own buffer (separate) or added to Z[t] (Z[t] += R)
             team_gemm(False, True, live, GH, H, 1, hs + t * state, H, W, H,
                       0 if separate else 1,
                       recurrent if separate else <floating *> args.gates, GH)
-            run_cell(cell, False, floating is float, args)
+            run_cell(cell, CRNN_FORWARD, floating is float, args)
         # Finished sequences: h(t) = 0 (and C(t) = 0) keeps padding inert.
         memset(hs + (t + 1) * state + <Py_ssize_t> live * H, 0,
                (B - live) * H * sizeof(floating))
@@ -158,7 +159,7 @@ cdef void gated_products(floating tag, const LanePlan *plan, CellArgs *args,
     # Z[t][:, :G1] += H[t-1] @ W[:G1].T   (B_t × G1) += (B_t × H)(G1 × H)ᵀ
     team_gemm(False, True, live, G1, H, 1, <const floating *> args.h_prev, H,
               W, H, 1, z, GH)
-    run_gate(plan.cell, False, floating is float, args)
+    run_cell(plan.cell, CRNN_FORWARD_GATE, floating is float, args)
     # Z[t][:, G1:] += keep @ W[G1:].T   (B_t × (G·H-G1)) += (B_t × H)(G·H-G1 × H)ᵀ
     team_gemm(False, True, live, GH - G1, H, 1, <const floating *> args.keep, H,
               W + <Py_ssize_t> G1 * H, H, 1, z + G1, GH)
@@ -176,7 +177,7 @@ cdef void gated_back_products(floating tag, const LanePlan *plan,
     team_gemm(False, False, live, H, GH - G1, 1, dz + G1, GH,
               W + <Py_ssize_t> G1 * H, H, 0, scratch, H)
     args.recurrent = scratch
-    run_gate(plan.cell, True, floating is float, args)
+    run_cell(plan.cell, CRNN_BACKWARD_GATE, floating is float, args)
     # dH[t-1] += dZ[:, :G1] @ W[:G1]   (B_t × H) += (B_t × G1)(G1 × H)
     team_gemm(False, False, live, H, G1, 1, dz, GH, W, H, 1,
               <floating *> args.dh, H)
@@ -356,7 +357,7 @@ cdef void lane_backward(floating tag, const LanePlan *plan,
                 job.inputs = doutputs + t * B * K
             run_step(&job)
         else:
-            run_cell(plan.cell, True, floating is float, args)
+            run_cell(plan.cell, CRNN_BACKWARD, floating is float, args)
             if plan.cell.gated_blocks:
                 gated_back_products(tag, plan, args, <const floating *> weights.W,
                                     <floating *> states.recurrent)

@@ -278,12 +278,23 @@ cdef cnp.ndarray lane_input(floating tag, NetworkCall call, int lane, int d,
     return reversed_input
 
 
+cdef object state_slots(floating tag, NetworkCall call, str name, int lane,
+                        object initial):
+    """A lane's ((T+1), B, H) slots of h (or C): slot 0 the initial state
+    (zeros without one), slots 1.. filled by the lane."""
+    slots = call.ws.get(f"{name}{lane}", (call.T + 1, call.B, call.H), call.dtype)
+    if initial is None:
+        memset(data(slots), 0, <size_t> call.B * call.H * sizeof(floating))
+    else:
+        slots[0] = initial[lane]
+    return slots
+
+
 cdef void forward_lane(floating tag, NetworkCall call, int l, int d,
                        cnp.ndarray layer_input) except *:
     """The forward of lane (l, d); its buffers go to the call's lists."""
     cdef int lane = l * call.directions + d
     cdef int T = call.T, B = call.B, H = call.H
-    cdef size_t row_bytes = H * sizeof(floating)
     cdef LanePlan plan
     cdef LaneInputs inputs
     cdef LaneWeights weights
@@ -294,18 +305,8 @@ cdef void forward_lane(floating tag, NetworkCall call, int l, int d,
     tokens = x.ndim == 2
     call.plan(&plan, l, tokens)
     cdef int D = plan.inputs, GH = plan.gate_columns
-    hs = call.ws.get(f"hs{lane}", (T + 1, B, H), call.dtype)
-    if call.h0 is None:
-        memset(data(hs), 0, B * row_bytes)
-    else:
-        hs[0] = call.h0[lane]
-    cs = None
-    if call.with_c:
-        cs = call.ws.get(f"cs{lane}", (T + 1, B, H), call.dtype)
-        if call.c0 is None:
-            memset(data(cs), 0, B * row_bytes)
-        else:
-            cs[0] = call.c0[lane]
+    hs = state_slots(tag, call, "hs", lane, call.h0)
+    cs = state_slots(tag, call, "cs", lane, call.c0) if call.with_c else None
     U_T = None
     if tokens:
         U_T = call.ws.get(f"U_T{lane}", (D, GH), call.dtype)

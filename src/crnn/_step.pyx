@@ -17,7 +17,7 @@ from cython cimport floating
 from libc.string cimport memset
 
 from ._blas cimport packed_gemm, packed_gemm_pair, pack_panel_rows, panels_size
-from ._cells cimport CellArgs, CellSpec, run_cell
+from ._cells cimport CRNN_BACKWARD, CRNN_FORWARD, CellArgs, CellSpec, run_cell
 from ._parallel cimport team_parts, team_run
 from ._plan cimport LanePlan, PATH_PIECES
 
@@ -239,7 +239,8 @@ cdef void step_units(floating tag, const StepJob *job, int first,
         return
     args = job.args
     args.first, args.count = first, n
-    run_cell(job.cell, job.backward, floating is float, &args)
+    run_cell(job.cell, CRNN_BACKWARD if job.backward else CRNN_FORWARD,
+             floating is float, &args)
     if not job.backward:
         return
     if job.db != NULL:

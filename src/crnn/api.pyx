@@ -124,21 +124,19 @@ cdef void sequence_plan(LanePlan *plan, int cell, const crnn_sizes *sizes,
 
 # --------------------------------------------------------- sizes and names
 
+cdef const char *status_names[7]
+status_names[<int> CRNN_OK] = "CRNN_OK"
+status_names[<int> CRNN_ERROR_CELL] = "CRNN_ERROR_CELL"
+status_names[<int> CRNN_ERROR_SIZES] = "CRNN_ERROR_SIZES"
+status_names[<int> CRNN_ERROR_LENGTHS] = "CRNN_ERROR_LENGTHS"
+status_names[<int> CRNN_ERROR_NULL] = "CRNN_ERROR_NULL"
+status_names[<int> CRNN_ERROR_WORKSPACE] = "CRNN_ERROR_WORKSPACE"
+status_names[<int> CRNN_ERROR_WORKSPACE_SIZE] = "CRNN_ERROR_WORKSPACE_SIZE"
+
+
 cdef const char *crnn_status_name(int status) noexcept nogil:
-    if status == CRNN_OK:
-        return "CRNN_OK"
-    if status == CRNN_ERROR_CELL:
-        return "CRNN_ERROR_CELL"
-    if status == CRNN_ERROR_SIZES:
-        return "CRNN_ERROR_SIZES"
-    if status == CRNN_ERROR_LENGTHS:
-        return "CRNN_ERROR_LENGTHS"
-    if status == CRNN_ERROR_NULL:
-        return "CRNN_ERROR_NULL"
-    if status == CRNN_ERROR_WORKSPACE:
-        return "CRNN_ERROR_WORKSPACE"
-    if status == CRNN_ERROR_WORKSPACE_SIZE:
-        return "CRNN_ERROR_WORKSPACE_SIZE"
+    if 0 <= status <= CRNN_ERROR_WORKSPACE_SIZE:
+        return status_names[status]
     return "unknown status"
 
 

@@ -1,0 +1,61 @@
+"""Run under ``mpiexec -n k python mpi_worker.py OUTDIR JOB [ARGS...]`` by
+tests/test_distributed.py.  Every rank writes OUTDIR/<name>.rank<r>.npz.
+
+Jobs:
+  cases NAME...           the runs of distributed_cases.py
+  resume PATH EPOCHS      8 epochs straight vs 4 then resume_from (MPI)
+  fail RANK               rank RANK gets bad data in its share mid-epoch
+  raise-callback RANK     a callback raises on rank RANK only
+  mismatch RANK           rank RANK passes a different number of epochs
+  bad-resume PATH         resume_from a file of another model shape
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import numpy as np                      # noqa: E402
+from mpi4py import MPI                  # noqa: E402
+
+import crnn                             # noqa: E402
+import distributed_cases                # noqa: E402
+
+comm = MPI.COMM_WORLD
+rank = comm.rank
+out, job, args = sys.argv[1], sys.argv[2], sys.argv[3:]
+
+
+def write(name, arrays):
+    np.savez(os.path.join(out, f"{name}.rank{rank}.npz"), **arrays)
+
+
+def report_error(name, error):
+    with open(os.path.join(out, f"{name}.rank{rank}.err"), "w") as handle:
+        handle.write(f"{type(error).__name__}\n{error}")
+
+
+if job == "cases":
+    for name in args:
+        trainer, history = distributed_cases.CASES[name](comm, rank)
+        write(name, distributed_cases.summary(trainer, history))
+
+elif job == "resume":
+    path, = args
+    straight, history = distributed_cases.resume_case(comm, rank, epochs=8)
+    write("straight", distributed_cases.summary(straight, history))
+    first, _ = distributed_cases.resume_case(comm, rank, epochs=4, checkpoint=path)
+    comm.Barrier()
+    resumed, history = distributed_cases.resume_case(comm, rank, epochs=8,
+                                                     resume_from=path, model_seed=99)
+    write("resumed", distributed_cases.summary(resumed, history))
+
+elif job in ("fail", "raise-callback", "mismatch", "bad-resume"):
+    try:
+        distributed_cases.faulty(job, comm, rank, args)
+    except Exception as error:       # every rank must get here, none hang
+        report_error(job, error)
+    else:
+        report_error(job, RuntimeError("no error"))
+
+else:
+    raise SystemExit(f"unknown job {job}")

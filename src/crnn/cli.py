@@ -6,8 +6,15 @@
     crnn info MODEL         describe a saved model or checkpoint
 
 A model file written by ``crnn train`` is a crnn checkpoint (crnn.io): the
-model, the optimizer's state, the epoch and, in ``extra``, the vocabulary and
-the per-epoch bits per character.  ``crnn.load(path)`` reads its model.
+model, the optimizer's state, the epoch and, in ``extra``, the vocabulary,
+the per-epoch bits per character and the trainer's state, so that
+``crnn train --resume MODEL`` continues it.  ``crnn.load(path)`` reads its
+model.
+
+Under an MPI launcher (``mpiexec -n 4 crnn train ...``, ``srun``) the
+command finds the launcher's variables in its environment and trains
+data-parallel over ``mpi4py``'s COMM_WORLD with the same flags; only rank 0
+prints and writes files (docs/distributed.md).
 """
 import argparse
 import math
@@ -18,7 +25,7 @@ import time
 
 import numpy as np
 
-from . import LSTM, Trainer, __version__, io
+from . import LSTM, Trainer, __version__, distributed, io
 from .trainer import NonFiniteError
 
 DEFAULT_MODEL = "crnn-char-lstm.npz"
@@ -99,26 +106,27 @@ def as_rows(ids, row_length):
 
 class EpochReport:
     """Trainer callback: bits per character after every epoch, and a
-    checkpoint (model, optimizer state, epoch, vocabulary) each epoch."""
+    checkpoint (model, optimizer state, epoch, vocabulary, the trainer's
+    state) each epoch.  Under MPI only rank 0 writes and prints."""
 
-    def __init__(self, trainer, path, vocabulary, out):
+    def __init__(self, trainer, path, vocabulary, out, bits=None):
         self.trainer = trainer
         self.path = path
         self.vocabulary = vocabulary
         self.out = out
-        self.bits = {"train": [], "held_out": []}
+        self.bits = bits or {"train": [], "held_out": []}
 
     def on_epoch_end(self, epoch, logs):
         train = logs["loss"] / math.log(2)
         held_out = logs.get("val_loss", float("nan")) / math.log(2)
         self.bits["train"].append(train)
         self.bits["held_out"].append(held_out)
+        if self.trainer.rank != 0:
+            return
         try:
-            io.save_checkpoint(
-                self.path, self.trainer.model,
-                optimizer_state=self.trainer.optimizer.state_dict(), epoch=epoch + 1,
-                extra={"vocabulary": "".join(self.vocabulary),
-                       "bits_per_char": dict(self.bits)})
+            self.trainer.save_checkpoint(
+                self.path, extra={"vocabulary": "".join(self.vocabulary),
+                                  "bits_per_char": {k: list(v) for k, v in self.bits.items()}})
         except OSError as error:
             raise CommandError(f"cannot save {self.path} ({error.strerror or error})") from None
         print(f"epoch {epoch + 1}: {train:.3f} bits/char on training text, "
@@ -134,7 +142,81 @@ def check_destination(path):
         raise CommandError(f"--model {path}: no such folder {folder}")
 
 
+def mpi_world():
+    """mpi4py's COMM_WORLD when an MPI launcher started this process, else
+    None; a launcher of several processes without mpi4py is an error."""
+    size = distributed.launched_by_mpi()
+    if not size:
+        return None
+    try:
+        return distributed.world()
+    except ImportError as error:
+        if size > 1:
+            raise CommandError(f"started by an MPI launcher as one of {size} "
+                               f"processes, but {error}") from None
+        return None
+
+
 def command_train(args, out):
+    comm = mpi_world()
+    team = distributed.Team(comm) if comm is not None else None
+    rank = 0 if team is None else team.rank
+    if rank != 0:
+        out = open(os.devnull, "w")     # only rank 0 speaks
+    # Every rank prepares the same run from the same inputs; under MPI one
+    # collective then shares any error, so no rank waits for another that
+    # has already given up.
+    prepared, error = None, None
+    try:
+        prepared = prepare_training(args, out)
+    except Exception as caught:
+        if team is None:
+            raise
+        error = caught
+    if team is not None:
+        failed = team.allreduce(np.array([error is not None], dtype=np.float64))
+        if failed[0]:
+            team.raise_agreed(error, int(failed[0]))
+    text, source, vocabulary, ids, held_out, X, y, Xv, yv, model, bits, start = prepared
+
+    trainer = Trainer(model, optimizer="adam", lr=args.lr,
+                      batch_size=args.batch_size, clip_norm=5.0, seed=args.seed,
+                      comm=comm)
+    report = EpochReport(trainer, args.model, vocabulary, out, bits)
+    ranks = "" if team is None else f"; data-parallel over {team.size} MPI processes"
+    print(f"crnn {__version__}: a character-level LSTM ({model.num_layers} x "
+          f"{model.hidden_size} units, {len(vocabulary)} symbols) on {source}: "
+          f"{len(ids) - held_out:,} characters to train on, {held_out:,} held "
+          f"out; truncated BPTT every {args.seq_length} steps{ranks}", file=out)
+    if args.resume:
+        print(f"resuming {args.resume} after epoch {start} of {args.epochs}", file=out)
+    started = time.perf_counter()
+    try:
+        history = trainer.fit(X, y, epochs=args.epochs, validation_data=(Xv, yv),
+                              callbacks=[report], verbose=0 if args.quiet else 1,
+                              bptt=args.seq_length, resume_from=args.resume)
+    except NonFiniteError as error:
+        raise CommandError(f"training diverged: {error}; try a smaller --lr") from None
+    except ValueError as error:
+        if args.resume and "resume_from" in str(error):
+            raise CommandError(str(error)) from None
+        raise
+    print(f"trained {len(history.epoch) - start} epoch(s) in "
+          f"{time.perf_counter() - started:.0f} s", file=out)
+    if args.sample_length and rank == 0:
+        prime = text[:1]
+        tokens = model.sample(args.sample_length, prime=encode(prime, vocabulary),
+                              temperature=args.temperature, seed=args.seed)
+        print(f"a sample (temperature {args.temperature}):", file=out)
+        print(prime + "".join(vocabulary[t] for t in tokens), file=out)
+    return 0
+
+
+def prepare_training(args, out):
+    """The text, vocabulary, training rows and model of a `crnn train` run
+    (from --resume's checkpoint when given); CommandError on bad input."""
+    if args.model is None:
+        args.model = args.resume or DEFAULT_MODEL
     check_destination(args.model)
     if args.textfile is None:
         text = standard_library_text(args.max_chars)
@@ -143,6 +225,23 @@ def command_train(args, out):
         text = read_text(args.textfile)[:args.max_chars]
         source = args.textfile
     vocabulary = sorted(set(text))
+    bits, start, resumed = None, 0, None
+    if args.resume:
+        checkpoint, saved_vocabulary = load_char_model(args.resume)
+        if saved_vocabulary is None or checkpoint["epoch"] is None:
+            raise CommandError(f"--resume {args.resume}: not a checkpoint written "
+                               f"by crnn train")
+        extra_chars = sorted(set(text) - set(saved_vocabulary))
+        if extra_chars:
+            raise CommandError(
+                f"--resume {args.resume}: the text has characters that are not in "
+                f"the checkpoint's vocabulary: {extra_chars[:10]!r}")
+        vocabulary = list(saved_vocabulary)
+        resumed = checkpoint["model"]
+        start = checkpoint["epoch"]
+        saved_bits = checkpoint["extra"].get("bits_per_char")
+        if isinstance(saved_bits, dict):
+            bits = {key: list(saved_bits.get(key, [])) for key in ("train", "held_out")}
     if len(vocabulary) < 2:
         raise CommandError(f"{source}: the text needs at least two different "
                            f"characters, it has {len(vocabulary)}")
@@ -156,32 +255,13 @@ def command_train(args, out):
     row_length = args.seq_length * args.chunks
     X, y = as_rows(ids[:-held_out], min(row_length, len(ids) - held_out - 1))
     Xv, yv = as_rows(ids[-held_out:], args.seq_length)
-
-    model = LSTM(len(vocabulary), args.hidden, len(vocabulary),
-                 num_layers=args.layers, seed=args.seed)
-    trainer = Trainer(model, optimizer="adam", lr=args.lr,
-                      batch_size=args.batch_size, clip_norm=5.0, seed=args.seed)
-    report = EpochReport(trainer, args.model, vocabulary, out)
-    print(f"crnn {__version__}: a character-level LSTM ({args.layers} x "
-          f"{args.hidden} units, {len(vocabulary)} symbols) on {source}: "
-          f"{len(ids) - held_out:,} characters to train on, {held_out:,} held "
-          f"out; truncated BPTT every {args.seq_length} steps", file=out)
-    started = time.perf_counter()
-    try:
-        history = trainer.fit(X, y, epochs=args.epochs, validation_data=(Xv, yv),
-                              callbacks=[report], verbose=0 if args.quiet else 1,
-                              bptt=args.seq_length)
-    except NonFiniteError as error:
-        raise CommandError(f"training diverged: {error}; try a smaller --lr") from None
-    print(f"trained {len(history.epoch)} epoch(s) in "
-          f"{time.perf_counter() - started:.0f} s", file=out)
-    if args.sample_length:
-        prime = text[:1]
-        tokens = model.sample(args.sample_length, prime=encode(prime, vocabulary),
-                              temperature=args.temperature, seed=args.seed)
-        print(f"a sample (temperature {args.temperature}):", file=out)
-        print(prime + "".join(vocabulary[t] for t in tokens), file=out)
-    return 0
+    if resumed is not None:
+        model = LSTM(len(vocabulary), resumed.hidden_size, len(vocabulary),
+                     num_layers=resumed.num_layers, seed=args.seed)
+    else:
+        model = LSTM(len(vocabulary), args.hidden, len(vocabulary),
+                     num_layers=args.layers, seed=args.seed)
+    return text, source, vocabulary, ids, held_out, X, y, Xv, yv, model, bits, start
 
 
 # ------------------------------------------------------------------ sample / info
@@ -288,8 +368,14 @@ def build_parser():
     train.add_argument("textfile", nargs="?",
                        help="UTF-8 text to train on (default: the source of "
                             "Python's standard library, present on every machine)")
-    train.add_argument("--model", default=DEFAULT_MODEL,
-                       help=f"checkpoint to write each epoch (default: {DEFAULT_MODEL})")
+    train.add_argument("--model", default=None,
+                       help=f"checkpoint to write each epoch (default: the --resume "
+                            f"file, else {DEFAULT_MODEL})")
+    train.add_argument("--resume", metavar="MODEL", default=None,
+                       help="continue the run saved in this checkpoint (weights, "
+                            "optimizer, epoch, random stream) up to --epochs "
+                            "epochs in all; the hidden size and layers are the "
+                            "checkpoint's")
     train.add_argument("--hidden", type=positive_int, default=256,
                        help="hidden units per layer (default: 256)")
     train.add_argument("--layers", type=positive_int, default=1,
@@ -341,6 +427,14 @@ def build_parser():
     return parser
 
 
+def _world_rank():
+    try:
+        return int(os.environ.get("PMI_RANK", os.environ.get(
+            "OMPI_COMM_WORLD_RANK", os.environ.get("PMIX_RANK", "0"))))
+    except ValueError:
+        return 0
+
+
 def main(argv=None, out=None):
     out = sys.stdout if out is None else out
     parser = build_parser()
@@ -353,6 +447,16 @@ def main(argv=None, out=None):
     except CommandError as error:
         print(f"crnn {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except distributed.RankError as error:
+        # another MPI rank failed and printed its own error: say it once
+        if error.ranks and error.ranks[0] != 0 and _world_rank() == 0:
+            print(f"crnn {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except ImportError as error:
+        if distributed.INSTALL_HINT in str(error):
+            print(f"crnn {args.command}: error: {error}", file=sys.stderr)
+            return 2
+        raise
     except BrokenPipeError:
         # the reader went away (crnn sample MODEL | head): not an error of ours;
         # point stdout at /dev/null so that Python's exit flush stays quiet

@@ -203,3 +203,55 @@ def faulty(job, comm, rank, args):
         model = crnn.LSTM(3, 6, 4, seed=0)
         crnn.Trainer(model, batch_size=5, seed=0, comm=comm).fit(
             X, y, lengths, epochs=2, verbose=0, resume_from=args[0])
+
+
+class RecordingRows:
+    """An array-like (len() and fancy indexing, no __array__) that records
+    every row it was asked for: what the trainer reads lazily."""
+
+    def __init__(self, array):
+        self.array = array
+        self.read = []
+
+    def __len__(self):
+        return len(self.array)
+
+    def __getitem__(self, index):
+        rows = np.asarray(index)
+        assert rows.ndim == 1 and (np.diff(rows) > 0).all(), "rows must come sorted"
+        self.read.extend(rows.tolist())
+        return self.array[rows]
+
+
+def memmap_tokens(comm, rank):
+    """An LSTM on token ids held in np.memmap files (each rank its own copy
+    of the same data, as on separate machines), ragged, bptt, validation."""
+    import tempfile
+    rng = np.random.default_rng(24)
+    tokens = rng.integers(0, 6, size=(26, 12)).astype(np.uint8)
+    targets = rng.integers(0, 6, size=(26, 12)).astype(np.uint16)
+    lengths = rng.integers(2, 13, size=26)
+    folder = tempfile.mkdtemp()
+    X = np.memmap(f"{folder}/X.u8", dtype=np.uint8, mode="w+", shape=tokens.shape)
+    X[:] = tokens
+    y = np.memmap(f"{folder}/y.u16", dtype=np.uint16, mode="w+", shape=targets.shape)
+    y[:] = targets
+    model = crnn.LSTM(6, 8, 6, dtype="float64", seed=70 + rank)
+    trainer = crnn.Trainer(model, "adam", lr=0.02, batch_size=7, seed=25, comm=comm)
+    history = trainer.fit(X, y, lengths, epochs=3, bptt=5,
+                          validation_data=(X[20:], y[20:], lengths[20:]), verbose=0)
+    return trainer, history
+
+
+def touched_rows(comm, rank):
+    """Which rows each rank reads of an array-like data set."""
+    rng = np.random.default_rng(26)
+    X = RecordingRows(rng.normal(size=(40, 6, 3)))
+    y = RecordingRows(rng.integers(0, 4, size=(40, 6)))
+    model = crnn.RNN(3, 5, 4, dtype="float64", seed=0)
+    trainer = crnn.Trainer(model, batch_size=10, seed=27, comm=comm)
+    history = trainer.fit(X, y, rng.integers(1, 7, size=40), epochs=1, verbose=0)
+    return trainer, history, X.read
+
+
+CASES["memmap_tokens"] = memmap_tokens

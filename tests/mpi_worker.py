@@ -3,6 +3,7 @@ tests/test_distributed.py.  Every rank writes OUTDIR/<name>.rank<r>.npz.
 
 Jobs:
   cases NAME...           the runs of distributed_cases.py
+  touched                 the rows of an array-like each rank reads
   resume PATH EPOCHS      8 epochs straight vs 4 then resume_from (MPI)
   fail RANK               rank RANK gets bad data in its share mid-epoch
   raise-callback RANK     a callback raises on rank RANK only
@@ -48,6 +49,10 @@ elif job == "resume":
     resumed, history = distributed_cases.resume_case(comm, rank, epochs=8,
                                                      resume_from=path, model_seed=99)
     write("resumed", distributed_cases.summary(resumed, history))
+
+elif job == "touched":
+    _, _, rows = distributed_cases.touched_rows(comm, rank)
+    write("touched", {"rows": np.asarray(rows)})
 
 elif job in ("fail", "raise-callback", "mismatch", "bad-resume"):
     try:

@@ -140,6 +140,10 @@ class _Data:
     """
 
     def __init__(self, model, X, y, lengths, name):
+        if _is_lazy(X):
+            self._init_lazy(model, X, y, lengths, name)
+            return
+        self.lazy = False
         try:
             # The model's own checks, once for the whole set, so that every
             # error comes before any computation and reads like the model's.
@@ -180,6 +184,67 @@ class _Data:
         self.size = len(X)
         self.sequences = model.return_sequences
         self.ragged = bool(self.lengths.min() != self.lengths.max())
+        self.shape, self.y_shape, self.x_dtype = X.shape, self.y.shape, X.dtype
+
+    #: rows of a lazy data set checked with the model's own checks up front
+    SAMPLE = 8
+
+    def _init_lazy(self, model, X, y, lengths, name):
+        """An array-like data set (np.memmap, or anything with __len__ and
+        fancy indexing): nothing is read but the rows of each batch."""
+        self.lazy = True
+        self.model = model
+        where = f"{name}: " if name else ""
+        n = len(X)
+        if n == 0:
+            raise ValueError(f"{where}X must hold at least one sequence, got none")
+        try:
+            y_count = len(y)
+        except TypeError:
+            raise TypeError(f"{where}y must be an array-like with len() when X is "
+                            f"one, got {type(y).__name__}") from None
+        if y_count != n:
+            raise ValueError(f"{where}y holds {y_count} targets, X {n} sequences: "
+                             f"one each")
+        first = np.asarray(_fetch(X, np.arange(min(n, self.SAMPLE)), 0, None))
+        if first.ndim not in (2, 3):
+            raise ValueError(
+                f"{where}X must be (N, T, D) float features or (N, T) integer "
+                f"tokens, got rows of shape {first.shape[1:]}")
+        steps = first.shape[1]
+        self.X, self.y = X, y
+        self.size = n
+        self.sequences = model.return_sequences
+        if lengths is None:
+            self.lengths = np.full(n, steps, dtype=np.int64)
+        else:
+            self.lengths = np.asarray(lengths)
+            if self.lengths.shape != (n,) or self.lengths.dtype.kind not in "iu":
+                raise ValueError(f"{where}lengths must be (N,) = ({n},) integers, got "
+                                 f"shape {self.lengths.shape} of {self.lengths.dtype}")
+            if self.lengths.min() < 1 or self.lengths.max() > steps:
+                raise ValueError(f"{where}lengths must be between 1 and T = {steps}, "
+                                 f"got values from {self.lengths.min()} to "
+                                 f"{self.lengths.max()}")
+            self.lengths = self.lengths.astype(np.int64)
+        self.ragged = bool(self.lengths.min() != self.lengths.max())
+        sample = np.arange(min(n, self.SAMPLE))
+        ls = self.lengths[sample]
+        end = int(ls.max())
+        ys = np.asarray(_fetch(y, sample, 0, end) if self.sequences
+                        else _fetch(y, sample, None, None))
+        Xs, ys = self._layout(first[:, :end], ys, ls)
+        try:
+            # the model's own checks, on the first rows (the others are
+            # checked batch by batch, by loss_and_grad)
+            batch = _inputs.prepare_batch(Xs, ls, model.input_size, model.dtype)
+            _inputs.prepare_targets(ys, batch, model.output, model.output_size,
+                                    model.return_sequences, model.dtype)
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"{where}{error}") from None
+        self.shape = (n,) + first.shape[1:]
+        self.y_shape = (n,) + np.asarray(ys).shape[1:]
+        self.x_dtype = first.dtype
 
     def take(self, rows, start=0, stop=None):
         """(X, y, lengths) of sequences `rows`, steps [start, stop), cut to
@@ -188,9 +253,65 @@ class _Data:
         if stop is not None:
             lengths = np.minimum(lengths, stop - start)
         end = start + int(lengths.max())
+        if self.lazy:
+            return self._take_lazy(rows, start, end, lengths)
         X = self.X[rows, start:end]
         y = self.y[rows, start:end] if self.sequences else self.y[rows]
         return X, y, lengths
+
+    def _take_lazy(self, rows, start, end, lengths):
+        """Read rows `rows` (in increasing order, then put back in the asked
+        order), steps [start, end), and lay them out as _Data does."""
+        order = np.argsort(rows, kind="stable")
+        back = np.empty_like(order)
+        back[order] = np.arange(len(order))
+        ascending = np.asarray(rows)[order]
+        X = np.asarray(_fetch(self.X, ascending, start, end))[back]
+        if self.sequences:
+            y = np.asarray(_fetch(self.y, ascending, start, end))[back]
+        else:
+            y = np.asarray(_fetch(self.y, ascending, None, None))[back]
+        X, y = self._layout(X, y, lengths)
+        return X, y, lengths
+
+    def _layout(self, X, y, lengths):
+        """Rows read from a lazy data set, as the eager path lays them out."""
+        model = self.model
+        if X.dtype.kind == "f" or X.ndim == 3:
+            X = X.astype(model.dtype, copy=False)
+        if model.output == "linear":
+            expected_ndim = 3 if self.sequences else 2
+            if y.ndim == expected_ndim - 1:
+                y = y[..., None]
+        if self.sequences and self.ragged:
+            mask = np.arange(y.shape[1]) < lengths[:, None]
+            y = np.where(mask.reshape(mask.shape + (1,) * (y.ndim - 2)), y, 0)
+        y = (y.astype(np.int64) if model.output == "softmax"
+             else y.astype(model.dtype, copy=False))
+        return X, y
+
+
+def _is_lazy(X):
+    """Data the trainer reads batch by batch instead of all at once: an
+    np.memmap, or an array-like (len() and fancy indexing) that numpy would
+    have to copy whole."""
+    if isinstance(X, np.memmap):
+        return True
+    if isinstance(X, (np.ndarray, list, tuple)):
+        return False
+    return (hasattr(X, "__len__") and hasattr(X, "__getitem__")
+            and not hasattr(X, "__array__") and not hasattr(X, "__array_interface__"))
+
+
+def _fetch(array, rows, start, end):
+    """array[rows, start:end] (rows increasing), for numpy arrays and for
+    array-likes that only take one index at a time."""
+    if isinstance(array, np.ndarray):
+        if start is None:
+            return array[rows]
+        return array[rows, start:end]
+    block = array[rows]
+    return block if start is None else np.asarray(block)[:, start:end]
 
 
 class _Progress:
@@ -603,7 +724,7 @@ class Trainer:
     def _fingerprint(self, s):
         """(name, value, how to show it) of what every rank must agree on."""
         model, data = self.model, s["data"]
-        shape = data.X.shape
+        shape = data.shape
         validation = s["validation"]
         optimizer = self.optimizer.state_dict()
         settings = {key: value for key, value in optimizer.items()
@@ -613,9 +734,9 @@ class Trainer:
             ("the number of sequences N", data.size, "value"),
             ("the number of steps T", shape[1], "value"),
             ("the features D", shape[2] if len(shape) == 3 else 0, "value"),
-            ("dtype of X", zlib.crc32(str(data.X.dtype).encode()), "hash"),
+            ("dtype of X", zlib.crc32(str(data.x_dtype).encode()), "hash"),
             ("the total of lengths", int(data.lengths.sum()), "value"),
-            ("shape of y", zlib.crc32(str(data.y.shape).encode()), "hash"),
+            ("shape of y", zlib.crc32(str(data.y_shape).encode()), "hash"),
             ("the validation sequences", -1 if validation is None else validation.size,
              "value"),
             ("the validation positions", -1 if validation is None
@@ -976,7 +1097,7 @@ class Trainer:
         model, team = self.model, self._team
         params = model.params
         names = list(params)
-        send, recv, offsets = self._buffers(params, data.X.shape[1])
+        send, recv, offsets = self._buffers(params, data.shape[1])
         n = offsets[-1]
         error = self._pending_error
         self._pending_error = None

@@ -79,3 +79,112 @@ def test_under_mpi_each_rank_reads_only_its_share(tmp_path):
     assert shares[0] | shares[1] == set(range(40))
     assert all(len(r) == 8 + len(s) for r, s in zip(reads, shares))
     assert all(10 <= len(s) <= 30 for s in shares)
+
+
+# ------------------------------------------------------------ crnn train on a corpus
+
+from crnn import cli, corpus                 # noqa: E402
+from crnn import io as crnn_io               # noqa: E402
+
+FAST = ["--hidden", "16", "--seq-length", "8", "--chunks", "2", "--batch-size", "6",
+        "--quiet", "--sample-length", "20", "--epochs", "2"]
+
+
+def write_corpus(folder):
+    """Three files in a nested folder (sorted order: a.txt, b/c.txt, b/d.md),
+    with multi-byte characters; returns their concatenated text."""
+    texts = {"a.txt": "héllo wörld, the quick brown fox. " * 40,
+             "b/c.txt": "λx. x + 1 — jumps over the lazy dog\n" * 30,
+             "b/d.md": "# notes: 3 × 4 = 12 ✓\n" * 25}
+    for name, text in texts.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text, encoding="utf-8")
+    (folder / ".hidden").write_text("skipped \0")
+    return "".join(texts[name] for name in sorted(texts))
+
+
+def test_a_folder_trains_like_the_same_text_in_one_file(tmp_path):
+    text = write_corpus(tmp_path / "corpus")
+    (tmp_path / "all.txt").write_text(text, encoding="utf-8")
+    cache = tmp_path / "cache"
+    previous = crnn.get_num_threads()
+    crnn.set_num_threads(1)
+    try:
+        for source, model in ((["all.txt"], "one.npz"), (["corpus"], "folder.npz")):
+            argv = ["train", *[str(tmp_path / s) for s in source], *FAST,
+                    "--cache", str(cache), "--model", str(tmp_path / model)]
+            assert cli.main(argv, out=open(os.devnull, "w")) == 0
+    finally:
+        crnn.set_num_threads(previous)
+    one, folder = (crnn_io.load_checkpoint(str(tmp_path / m)) for m in ("one.npz", "folder.npz"))
+    assert folder["extra"]["vocabulary"] == "".join(sorted(set(text)))
+    for name, value in one["model"].params.items():
+        np.testing.assert_array_equal(folder["model"].params[name], value, err_msg=name)
+    # the cache: one file of uint8 ids, one per character
+    tokens = list(cache.glob("*.tokens"))
+    assert len(tokens) == 1 and tokens[0].stat().st_size == len(text)
+
+
+def test_the_cache_is_reused_and_rebuilt_when_a_file_changes(tmp_path):
+    text = write_corpus(tmp_path / "corpus")
+    ids, vocabulary, files = corpus.token_cache([tmp_path / "corpus"], tmp_path / "c")
+    assert isinstance(ids, np.memmap) and ids.dtype == np.uint8 and not ids.flags.writeable
+    assert [os.path.relpath(f, tmp_path / "corpus") for f in files] == \
+        ["a.txt", os.path.join("b", "c.txt"), os.path.join("b", "d.md")]
+    assert "".join(vocabulary[i] for i in ids) == text
+    built = next((tmp_path / "c").glob("*.tokens")).stat().st_mtime_ns
+    again, _, _ = corpus.token_cache([tmp_path / "corpus"], tmp_path / "c")
+    assert next((tmp_path / "c").glob("*.tokens")).stat().st_mtime_ns == built
+    with open(tmp_path / "corpus" / "a.txt", "a", encoding="utf-8") as handle:
+        handle.write("more")
+    changed, _, _ = corpus.token_cache([tmp_path / "corpus"], tmp_path / "c")
+    assert len(changed) == len(again) + 4
+    assert len(list((tmp_path / "c").glob("*.tokens"))) == 2
+    limited, _, _ = corpus.token_cache([tmp_path / "corpus"], tmp_path / "c", max_chars=100)
+    assert len(limited) == 100
+
+
+def test_multibyte_characters_across_read_boundaries(tmp_path, monkeypatch):
+    text = "aé€𝄞" * 50 + "".join(chr(0x400 + i) for i in range(300))
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "x.txt").write_text(text, encoding="utf-8")
+    monkeypatch.setattr(corpus, "CHUNK_BYTES", 7)       # every boundary splits one
+    ids, vocabulary, _ = corpus.token_cache([tmp_path / "t"], tmp_path / "c")
+    assert ids.dtype == np.uint16 and len(vocabulary) == len(set(text)) > 256
+    assert "".join(vocabulary[i] for i in ids) == text
+
+
+def test_bad_corpora_are_refused_naming_the_file(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "mixed").mkdir()
+    (tmp_path / "mixed" / "a.txt").write_text("fine text " * 50)
+    (tmp_path / "mixed" / "b.bin").write_bytes(b"abc\0\1\2" * 10)
+    (tmp_path / "latin").mkdir()
+    (tmp_path / "latin" / "l.txt").write_bytes("café ".encode("latin-1") * 30)
+    for folder, fragment in (("empty", "a folder with no text files"),
+                             ("mixed", "b.bin: looks like a binary file"),
+                             ("latin", "l.txt: is not UTF-8 text")):
+        status = cli.main(["train", str(tmp_path / folder), str(tmp_path / "mixed" / "a.txt"),
+                           "--cache", str(tmp_path / "c"), "--model",
+                           str(tmp_path / "m.npz")], out=open(os.devnull, "w"))
+        err = capsys.readouterr().err
+        assert status == 2 and fragment in err and "Traceback" not in err, err
+    assert not (tmp_path / "m.npz").exists()
+    with pytest.raises(corpus.CorpusError, match="missing: no such file or folder"):
+        corpus.token_cache([tmp_path / "missing"], tmp_path / "c")
+
+
+def test_mpiexec_trains_on_a_folder(tmp_path):
+    pytest.importorskip("mpi4py", reason='needs mpi4py: pip install "crnn[mpi]"')
+    import subprocess
+    from test_distributed import environment, mpiexec
+    write_corpus(tmp_path / "corpus")
+    done = subprocess.run(
+        [mpiexec(), "-n", "2", os.path.join(os.path.dirname(sys.executable), "crnn"),
+         "train", str(tmp_path / "corpus"), *FAST, "--cache", str(tmp_path / "c"),
+         "--model", str(tmp_path / "m.npz")],
+        capture_output=True, text=True, timeout=240, env=environment())
+    assert done.returncode == 0, done.stderr
+    assert "3 text files" in done.stdout and "over 2 MPI processes" in done.stdout
+    assert len(list((tmp_path / "c").glob("*.tokens"))) == 1      # built once, by rank 0
+    assert crnn_io.load_checkpoint(str(tmp_path / "m.npz"))["epoch"] == 2

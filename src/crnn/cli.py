@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from . import LSTM, Trainer, __version__, distributed, io
+from . import LSTM, Trainer, __version__, corpus, distributed, io
 from .trainer import NonFiniteError
 
 DEFAULT_MODEL = "crnn-char-lstm.npz"
@@ -166,6 +166,17 @@ def command_train(args, out):
     # Every rank prepares the same run from the same inputs; under MPI one
     # collective then shares any error, so no rank waits for another that
     # has already given up.
+    if team is not None and team.size > 1:
+        # rank 0 builds the token cache of a corpus; the others then open it
+        error = None
+        if rank == 0:
+            try:
+                corpus_ids(args)
+            except Exception as caught:
+                error = caught
+        failed = team.allreduce(np.array([error is not None], dtype=np.float64))
+        if failed[0]:
+            team.raise_agreed(error, int(failed[0]))
     prepared, error = None, None
     try:
         prepared = prepare_training(args, out)
@@ -177,7 +188,7 @@ def command_train(args, out):
         failed = team.allreduce(np.array([error is not None], dtype=np.float64))
         if failed[0]:
             team.raise_agreed(error, int(failed[0]))
-    text, source, vocabulary, ids, held_out, X, y, Xv, yv, model, bits, start = prepared
+    prime, source, vocabulary, ids, held_out, X, y, Xv, yv, model, bits, start = prepared
 
     trainer = Trainer(model, optimizer="adam", lr=args.lr,
                       batch_size=args.batch_size, clip_norm=5.0, seed=args.seed,
@@ -204,7 +215,6 @@ def command_train(args, out):
     print(f"trained {len(history.epoch) - start} epoch(s) in "
           f"{time.perf_counter() - started:.0f} s", file=out)
     if args.sample_length and rank == 0:
-        prime = text[:1]
         tokens = model.sample(args.sample_length, prime=encode(prime, vocabulary),
                               temperature=args.temperature, seed=args.seed)
         print(f"a sample (temperature {args.temperature}):", file=out)
@@ -218,24 +228,38 @@ def prepare_training(args, out):
     if args.model is None:
         args.model = args.resume or DEFAULT_MODEL
     check_destination(args.model)
-    if args.textfile is None:
-        text = standard_library_text(args.max_chars)
-        source = "the Python standard library's source"
+    limit = args.max_chars or None
+    cached = corpus_ids(args)
+    if cached is not None:
+        ids, vocabulary, source = cached
+        prime = vocabulary[int(ids[0])]
+        symbols = set(vocabulary)
     else:
-        text = read_text(args.textfile)[:args.max_chars]
-        source = args.textfile
-    vocabulary = sorted(set(text))
+        if not args.textfile:
+            text = standard_library_text(limit or sys.maxsize)
+            source = "the Python standard library's source"
+        else:
+            text = read_text(args.textfile[0])[:limit]
+            source = args.textfile[0]
+        vocabulary = sorted(set(text))
+        prime = text[:1]
+        symbols = set(text)
     bits, start, resumed = None, 0, None
     if args.resume:
         checkpoint, saved_vocabulary = load_char_model(args.resume)
         if saved_vocabulary is None or checkpoint["epoch"] is None:
             raise CommandError(f"--resume {args.resume}: not a checkpoint written "
                                f"by crnn train")
-        extra_chars = sorted(set(text) - set(saved_vocabulary))
+        extra_chars = sorted(symbols - set(saved_vocabulary))
         if extra_chars:
             raise CommandError(
                 f"--resume {args.resume}: the text has characters that are not in "
                 f"the checkpoint's vocabulary: {extra_chars[:10]!r}")
+        if cached is not None and list(saved_vocabulary) != vocabulary:
+            raise CommandError(
+                f"--resume {args.resume}: the corpus's vocabulary "
+                f"({len(vocabulary)} symbols) is not the checkpoint's "
+                f"({len(saved_vocabulary)}); resume on the same corpus")
         vocabulary = list(saved_vocabulary)
         resumed = checkpoint["model"]
         start = checkpoint["epoch"]
@@ -245,7 +269,8 @@ def prepare_training(args, out):
     if len(vocabulary) < 2:
         raise CommandError(f"{source}: the text needs at least two different "
                            f"characters, it has {len(vocabulary)}")
-    ids = encode(text, vocabulary)
+    if cached is None:
+        ids = encode(text, vocabulary)
     held_out = max(int(len(ids) * args.validation), args.seq_length + 1)
     if len(ids) - held_out < 2 * (args.seq_length + 1):
         raise CommandError(
@@ -261,7 +286,31 @@ def prepare_training(args, out):
     else:
         model = LSTM(len(vocabulary), args.hidden, len(vocabulary),
                      num_layers=args.layers, seed=args.seed)
-    return text, source, vocabulary, ids, held_out, X, y, Xv, yv, model, bits, start
+    return prime, source, vocabulary, ids, held_out, X, y, Xv, yv, model, bits, start
+
+
+def default_cache():
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"),
+                                                            ".cache")
+    return os.path.join(root, "crnn", "tokens")
+
+
+def corpus_ids(args):
+    """For several text files or a folder: (token ids as a read-only
+    np.memmap, vocabulary, description), from the token cache (built on
+    first use); None for a single file or the default corpus."""
+    paths = args.textfile
+    if not paths or (len(paths) == 1 and not os.path.isdir(paths[0])):
+        return None
+    try:
+        ids, vocabulary, files = corpus.token_cache(paths, args.cache or default_cache(),
+                                                    args.max_chars or None)
+    except corpus.CorpusError as error:
+        raise CommandError(str(error)) from None
+    except OSError as error:
+        raise CommandError(f"{error.filename or ''}: cannot read or cache it "
+                           f"({error.strerror or error})") from None
+    return ids, vocabulary, f"{len(files)} text files ({', '.join(paths)})"
 
 
 # ------------------------------------------------------------------ sample / info
@@ -365,9 +414,16 @@ def build_parser():
         description="Train a character-level LSTM language model by truncated "
                     "BPTT, report bits per character on held-out text after "
                     "every epoch, save a checkpoint each epoch, and print a sample.")
-    train.add_argument("textfile", nargs="?",
-                       help="UTF-8 text to train on (default: the source of "
-                            "Python's standard library, present on every machine)")
+    train.add_argument("textfile", nargs="*", metavar="TEXT",
+                       help="UTF-8 text to train on: one file (read into memory), "
+                            "or several files or folders of text files (read "
+                            "in two streaming passes into a memory-mapped token "
+                            "cache, for corpora larger than memory); default: "
+                            "the source of Python's standard library, present "
+                            "on every machine")
+    train.add_argument("--cache", metavar="FOLDER", default=None,
+                       help="folder of the token cache of a corpus of several "
+                            "files or folders (default: ~/.cache/crnn/tokens)")
     train.add_argument("--model", default=None,
                        help=f"checkpoint to write each epoch (default: the --resume "
                             f"file, else {DEFAULT_MODEL})")
@@ -393,8 +449,9 @@ def build_parser():
                        help="Adam learning rate (default: 0.003)")
     train.add_argument("--validation", type=fraction, default=0.05,
                        help="fraction of the text held out (default: 0.05)")
-    train.add_argument("--max-chars", type=positive_int, default=500_000,
-                       help="use at most this many characters (default: 500000)")
+    train.add_argument("--max-chars", type=non_negative_int, default=500_000,
+                       help="use at most this many characters, 0 for all of them "
+                            "(default: 500000)")
     train.add_argument("--sample-length", type=non_negative_int, default=400,
                        help="characters to sample after training, 0 for none (default: 400)")
     train.add_argument("--temperature", type=positive_float, default=0.7,

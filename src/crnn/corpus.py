@@ -129,20 +129,27 @@ def _read_meta(meta_path, data_path):
 
 
 def _build(files, max_chars, meta_path, data_path):
-    # pass 1: the vocabulary
-    seen = np.zeros(0, dtype=np.uint32)
+    # pass 1: the vocabulary (a count per code point: linear time)
+    present = np.zeros(0, dtype=bool)
     left = max_chars
     for path in files:
         for text in _chunks(path, left):
-            seen = np.union1d(seen, np.unique(_codes(text)))
+            counts = np.bincount(_codes(text))
+            if len(counts) > len(present):
+                present = np.concatenate([present, np.zeros(len(counts) - len(present),
+                                                             dtype=bool)])
+            present[:len(counts)] |= counts > 0
             if left is not None:
                 left -= len(text)
         if left is not None and left <= 0:
             break
+    seen = np.flatnonzero(present)
     if len(seen) > 65536:
         raise CorpusError(f"the corpus has {len(seen)} different characters; the "
                           f"token cache holds at most 65536")
     dtype = np.uint8 if len(seen) <= 256 else np.uint16
+    table = np.zeros(len(present), dtype=dtype)      # code point -> id
+    table[seen] = np.arange(len(seen), dtype=dtype)
     # pass 2: every character's id, written once (plain writes, so that the
     # pages never count against this process's memory)
     temporary = f"{data_path}.{secrets.token_hex(4)}.tmp"
@@ -152,7 +159,7 @@ def _build(files, max_chars, meta_path, data_path):
         with open(temporary, "wb") as out:
             for path in files:
                 for text in _chunks(path, left):
-                    ids = np.searchsorted(seen, _codes(text)).astype(dtype)
+                    ids = table[_codes(text)]
                     out.write(ids.tobytes())
                     count += len(ids)
                     if left is not None:

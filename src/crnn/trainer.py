@@ -474,6 +474,9 @@ class Trainer:
         self._collectives_left = False
         self._pending_error = None
         self._pending_stop = False
+        # seconds in (and calls of) the steps' Allreduce in the last fit,
+        # waiting for the slowest rank included (benchmarks/bench_scaling.py)
+        self.allreduce_seconds, self.allreduce_calls = 0.0, 0
         self.comm = None if comm is None else distributed.check_comm(comm)
         self._team = None if comm is None else distributed.Team(comm)
         self.rank = 0 if comm is None else self._team.rank
@@ -598,6 +601,7 @@ class Trainer:
         self.stop_training = False
         self._pending_error = None
         self._pending_stop = False
+        self.allreduce_seconds, self.allreduce_calls = 0.0, 0
         progress = _Progress(s["verbose"] if self.rank == 0 else 0, epochs)
         history = History({"epochs": epochs, "batch_size": self.batch_size,
                            "bptt": s["bptt"], "samples": data.size})
@@ -1131,7 +1135,10 @@ class Trainer:
             loss, count, hits = 0.0, 0, 0
         send[n:] = (loss, count, hits, self.rank == 0 and self._pending_stop,
                     error is not None)
+        began = time.perf_counter()
         team.allreduce(send, recv)
+        self.allreduce_seconds += time.perf_counter() - began
+        self.allreduce_calls += 1
         if recv[n + 4]:
             team.raise_agreed(error, int(recv[n + 4]))
         if recv[n + 3]:

@@ -188,3 +188,50 @@ def test_mpiexec_trains_on_a_folder(tmp_path):
     assert "3 text files" in done.stdout and "over 2 MPI processes" in done.stdout
     assert len(list((tmp_path / "c").glob("*.tokens"))) == 1      # built once, by rank 0
     assert crnn_io.load_checkpoint(str(tmp_path / "m.npz"))["epoch"] == 2
+
+
+# ------------------------------------------------------------ the pieces
+
+from crnn import distributed               # noqa: E402
+
+
+def test_shares_are_contiguous_and_balanced_by_positions():
+    assert distributed.split([10, 1, 1, 1, 1, 10], 2) == [0, 3, 6]
+    assert distributed.split([5], 3) == [0, 0, 1, 1]           # empty shares are fine
+    assert distributed.split([3, 3, 3, 3], 4) == [0, 1, 2, 3, 4]
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        weights = rng.integers(1, 50, size=rng.integers(1, 40))
+        parts = int(rng.integers(1, 6))
+        bounds = distributed.split(weights, parts)
+        assert bounds[0] == 0 and bounds[-1] == len(weights) and len(bounds) == parts + 1
+        assert all(a <= b for a, b in zip(bounds, bounds[1:]))
+        shares = [weights[a:b].sum() for a, b in zip(bounds, bounds[1:])]
+        # no share is more than one sequence away from the ideal
+        assert max(shares) <= weights.sum() / parts + weights.max()
+
+
+def test_the_launcher_is_found_in_the_environment():
+    assert distributed.launched_by_mpi({}) == 0
+    assert distributed.launched_by_mpi({"PMI_RANK": "1", "PMI_SIZE": "4"}) == 4
+    assert distributed.launched_by_mpi({"OMPI_COMM_WORLD_RANK": "0",
+                                        "OMPI_COMM_WORLD_SIZE": "3"}) == 3
+    assert distributed.launched_by_mpi({"PMIX_RANK": "0", "PMIX_SIZE": "2"}) == 2
+    assert distributed.launched_by_mpi({"SLURM_PROCID": "0"}) == 0   # srun without MPI
+
+
+def test_a_comm_that_is_not_one_is_refused():
+    model = crnn.RNN(2, 3, 2, seed=0)
+
+    class Half:
+        rank, size = 0, 2
+
+        def Allreduce(self, send, recv):
+            pass
+
+    with pytest.raises(TypeError, match="got Half, which has no Bcast"):
+        crnn.Trainer(model, comm=Half())
+    Half.Bcast = lambda self, buffer, root=0: None
+    Half.rank = 2
+    with pytest.raises(TypeError, match=r"0 <= rank < size, got rank=2, size=2"):
+        crnn.Trainer(model, comm=Half())

@@ -15,7 +15,9 @@ with global batch 64, and the char model of ``crnn train`` (a 1 x 256 LSTM
 over 98 symbols, batch 32, truncated BPTT every 64 steps).  Each row also
 gives the time per step spent in the step's Allreduce (as the trainer
 counts it: waiting for the slowest rank included) and, measured apart after
-a barrier, the time of one Allreduce of the same buffer alone.  The goal of
+a barrier, the time of one Allreduce of the same buffer alone.  "cpu ms"
+is rank 0's processor time per step (all its threads): on a machine shared
+with other work it shows how the work was split, apart from waiting.  The goal of
 the issue: 2 ranks x 1 thread at >= 1.7x the throughput of 1 rank x 1
 thread.
 
@@ -74,17 +76,19 @@ def worker(config, steps, warmup):
 
     class Clock:
         def on_batch_end(self, batch, logs):
-            marks.append((time.perf_counter(), trainer.allreduce_seconds))
+            marks.append((time.perf_counter(), trainer.allreduce_seconds,
+                          time.process_time()))
 
     trainer.fit(X, y, epochs=1, shuffle=False, verbose=0, bptt=bptt,
                 callbacks=[Clock()])
-    (t0, a0), (t1, a1) = marks[warmup - 1], marks[-1]
+    (t0, a0, c0), (t1, a1, c1) = marks[warmup - 1], marks[-1]
     measured = len(marks) - warmup
     step = (t1 - t0) / measured
     result = {"config": config, "ranks": 1 if comm is None else comm.size,
               "threads": crnn.get_num_threads(), "step_s": step,
               "sequences_per_s": B / step * (1 if bptt is None else 1 / chunks),
               "allreduce_per_step_s": (a1 - a0) / measured,
+              "cpu_per_step_s": (c1 - c0) / measured,
               "parameters": int(sum(p.size for p in model.params.values()))}
     if comm is not None:
         buffer = np.zeros(result["parameters"] + 5, dtype=np.float32)
@@ -126,11 +130,12 @@ def scaling(args):
         base = rows[1, 1]["sequences_per_s"]
         print(f"\n{config}: {rows[1, 1]['parameters']:,} parameters, "
               f"{4 * rows[1, 1]['parameters'] / 1e6:.2f} MB of float32 gradients per step")
-        print(f"{'layout':<18}{'step ms':>10}{'seq/s':>10}{'ratio':>8}"
+        print(f"{'layout':<18}{'step ms':>10}{'cpu ms':>9}{'seq/s':>10}{'ratio':>8}"
               f"{'allreduce ms/step':>20}{'allreduce alone ms':>20}")
         for (ranks, threads), row in rows.items():
             alone = row.get("allreduce_alone_s")
             print(f"{f'{ranks} rank x {threads} thr':<18}{row['step_s'] * 1e3:>10.1f}"
+                  f"{row['cpu_per_step_s'] * 1e3:>9.1f}"
                   f"{row['sequences_per_s']:>10.1f}{row['sequences_per_s'] / base:>8.2f}"
                   f"{row['allreduce_per_step_s'] * 1e3:>20.2f}"
                   f"{'' if alone is None else f'{alone * 1e3:.2f}':>20}")

@@ -4,6 +4,7 @@ tests/test_distributed.py.  Every rank writes OUTDIR/<name>.rank<r>.npz.
 Jobs:
   cases NAME...           the runs of distributed_cases.py
   touched                 the rows of an array-like each rank reads
+  verbose [all]           fit(verbose=2): rank 0 prints, or every rank
   resume PATH EPOCHS      8 epochs straight vs 4 then resume_from (MPI)
   fail RANK               rank RANK gets bad data in its share mid-epoch
   raise-callback RANK     a callback raises on rank RANK only
@@ -49,6 +50,14 @@ elif job == "resume":
     resumed, history = distributed_cases.resume_case(comm, rank, epochs=8,
                                                      resume_from=path, model_seed=99)
     write("resumed", distributed_cases.summary(resumed, history))
+
+elif job == "verbose":
+    model = crnn.RNN(3, 4, 2, seed=0)
+    trainer = crnn.Trainer(model, batch_size=4, seed=0, comm=comm)
+    if args == ["all"]:
+        trainer.verbose_ranks = range(comm.size)
+    X = np.random.default_rng(0).normal(size=(12, 5, 3))
+    trainer.fit(X, np.zeros((12, 5), dtype=int), epochs=2, verbose=2)
 
 elif job == "touched":
     _, _, rows = distributed_cases.touched_rows(comm, rank)

@@ -196,3 +196,10 @@ def test_resume_under_mpi_equals_training_straight(tmp_path):
         resumed = dict(np.load(tmp_path / f"resumed.rank{rank}.npz"))
         assert_same_run(resumed, straight, 1e-12, 1e-12)
     assert straight["optimizer/step"] > 20
+
+
+def test_only_rank_0_prints_unless_asked(tmp_path):
+    quiet = launch(3, tmp_path, "verbose")
+    assert quiet.stderr.count("Epoch 1/2") == 1 and quiet.stderr.count("Epoch 2/2") == 1
+    loud = launch(3, tmp_path, "verbose", "all")
+    assert loud.stderr.count("Epoch 1/2") == 3 and loud.stderr.count("Epoch 2/2") == 3

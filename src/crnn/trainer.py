@@ -439,6 +439,11 @@ class Trainer:
     #: yet change composition from epoch to epoch.
     bucket_pool = 100
 
+    #: With a communicator: the ranks whose fit prints (progress bar, epoch
+    #: lines, notes); the others are silent.  Set it on an instance, e.g.
+    #: ``trainer.verbose_ranks = range(trainer.size)`` to hear every rank.
+    verbose_ranks = (0,)
+
     def __init__(self, model, optimizer="adam", lr=1e-3, batch_size=32,
                  clip_norm=None, weight_decay=0.0, seed=None, comm=None):
         if not (hasattr(model, "loss_and_grad") and hasattr(model, "params")
@@ -602,7 +607,8 @@ class Trainer:
         self._pending_error = None
         self._pending_stop = False
         self.allreduce_seconds, self.allreduce_calls = 0.0, 0
-        progress = _Progress(s["verbose"] if self.rank == 0 else 0, epochs)
+        progress = _Progress(s["verbose"] if self.rank in self.verbose_ranks else 0,
+                             epochs)
         history = History({"epochs": epochs, "batch_size": self.batch_size,
                            "bptt": s["bptt"], "samples": data.size})
         monitor = "val_loss" if validation is not None else "loss"

@@ -173,6 +173,20 @@ class _FailingLSTM(crnn.LSTM):
         return super().loss_and_grad(*args, **kwargs)
 
 
+class _InfAt(crnn.RNN):
+    """Feeds a huge input (1e200) to its 8th loss_and_grad on rank 1."""
+
+    calls = 0
+    rank = -1
+
+    def loss_and_grad(self, X, *args, **kwargs):
+        type(self).calls += 1
+        if self.rank == 1 and type(self).calls == 8:
+            X = np.array(X, copy=True)
+            X[0, 0, :] = 1e200
+        return super().loss_and_grad(X, *args, **kwargs)
+
+
 class _RaiseAtBatch:
     def __init__(self, raise_here):
         self.raise_here = raise_here
@@ -199,6 +213,16 @@ def faulty(job, comm, rank, args):
         model = crnn.LSTM(3, 6, 4, seed=0)
         crnn.Trainer(model, batch_size=5, seed=0, comm=comm).fit(
             X, y, lengths, epochs=3 if rank == int(args[0]) else 2, verbose=0)
+    elif job == "nan":
+        # rank 1's share holds a huge input at the 4th step of epoch 2: its
+        # loss overflows to infinity
+        X = np.random.default_rng(0).normal(size=(20, 6, 3))
+        y = np.random.default_rng(1).normal(size=(20, 6, 2))
+        model = _InfAt(3, 5, 2, output="linear", nonlinearity="relu",
+                       dtype="float64", seed=0)
+        model.rank = rank
+        crnn.Trainer(model, "sgd", lr=0.1, batch_size=5, seed=0, comm=comm).fit(
+            X, y, epochs=3, verbose=0)
     elif job == "bad-resume":
         model = crnn.LSTM(3, 6, 4, seed=0)
         crnn.Trainer(model, batch_size=5, seed=0, comm=comm).fit(

@@ -10,6 +10,7 @@ Jobs:
   raise-callback RANK     a callback raises on rank RANK only
   mismatch RANK           rank RANK passes a different number of epochs
   bad-resume PATH         resume_from a file of another model shape
+  nan                     an infinite input in rank 1's share mid-epoch
 """
 import os
 import sys
@@ -63,7 +64,7 @@ elif job == "touched":
     _, _, rows = distributed_cases.touched_rows(comm, rank)
     write("touched", {"rows": np.asarray(rows)})
 
-elif job in ("fail", "raise-callback", "mismatch", "bad-resume"):
+elif job in ("fail", "raise-callback", "mismatch", "bad-resume", "nan"):
     try:
         distributed_cases.faulty(job, comm, rank, args)
     except Exception as error:       # every rank must get here, none hang

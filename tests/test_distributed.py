@@ -157,6 +157,16 @@ def test_a_callback_error_on_one_rank_is_raised_on_all(tmp_path):
                for _, message in errors)
 
 
+def test_a_nan_on_one_rank_stops_every_rank_at_the_same_step(tmp_path):
+    launch(2, tmp_path, "nan")
+    errors = read_errors(tmp_path, "nan", 2)
+    assert errors[0] == errors[1]          # same type, same epoch and batch
+    kind, message = errors[0]
+    assert kind == "NonFiniteError"
+    assert "at epoch 2 of 3, batch 4 of 4" in message
+    assert "keeps the weights from before this batch" in message
+
+
 def test_different_arguments_are_refused_before_training(tmp_path):
     launch(3, tmp_path, "mismatch", "2")
     errors = read_errors(tmp_path, "mismatch", 3)

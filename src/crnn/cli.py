@@ -6,14 +6,22 @@
     crnn info MODEL         describe a saved model or checkpoint
 
 A model file written by ``crnn train`` is a crnn checkpoint (crnn.io): the
-model, the optimizer's state, the epoch and, in ``extra``, the vocabulary and
-the per-epoch bits per character.  ``crnn.load(path)`` reads its model.
+model, the optimizer's state, the epoch and, in ``extra``, the vocabulary,
+the per-epoch bits per character and the trainer's state, so that
+``crnn train --resume MODEL`` continues it.  ``crnn.load(path)`` reads its
+model.
 
 ``crnn train`` never writes over a file it did not create: an existing
-``--model`` file is refused unless ``--force`` is given.  Ctrl-C saves the
-weights the run has reached and exits with status 130.  Every loss it shows
-is in bits per character.  Exit status: 0 done, 2 a usage or input error,
-130 interrupted.
+``--model`` file is refused unless ``--force`` is given (or it is the
+``--resume`` file, which the run continues).  Ctrl-C saves the weights the
+run has reached and exits with status 130.  Every loss it shows is in bits
+per character.  Exit status: 0 done, 2 a usage or input error, 130
+interrupted.
+
+Under an MPI launcher (``mpiexec -n 4 crnn train ...``, ``srun``) the
+command finds the launcher's variables in its environment and trains
+data-parallel over ``mpi4py``'s COMM_WORLD with the same flags; only rank 0
+prints and writes files (docs/distributed.md).
 """
 import argparse
 import math
@@ -24,7 +32,7 @@ import time
 
 import numpy as np
 
-from . import LSTM, Trainer, __version__, io
+from . import LSTM, Trainer, __version__, corpus, distributed, io
 from .trainer import NonFiniteError
 
 DEFAULT_MODEL = "crnn-char-lstm.npz"
@@ -116,36 +124,43 @@ def bits(nats):
 
 class EpochReport:
     """Trainer callback: bits per character after every epoch, and a
-    checkpoint (model, optimizer state, epoch, vocabulary) each epoch.
+    checkpoint (model, optimizer state, epoch, vocabulary, the trainer's
+    state) each epoch.  Under MPI only rank 0 writes and prints.
 
     With `progress` (a terminal), a line on stderr during each epoch shows
     the steps done and the running training loss, in bits per character
     like everything else the command prints."""
 
-    def __init__(self, trainer, path, vocabulary, out, epochs=None,
+    def __init__(self, trainer, path, vocabulary, out, bits=None, epochs=None,
                  steps_per_epoch=None, progress=None):
         self.trainer = trainer
         self.path = path
         self.vocabulary = vocabulary
         self.out = out
-        self.bits = {"train": [], "held_out": []}
+        self.bits = bits or {"train": [], "held_out": []}
         self.epochs = epochs
         self.steps_per_epoch = steps_per_epoch
         self.progress = progress
         self.epoch = 0
         self.loss_sum = self.positions = 0.0
 
-    def save(self, epoch, interrupted=False):
-        """Write the checkpoint: the model as it is now, `epoch` epochs done."""
+    def save(self, epoch=None):
+        """Rank 0 writes the checkpoint: at the end of an epoch (`epoch`
+        None) the trainer's, which --resume continues; else, after Ctrl-C,
+        the model as it is now with `epoch` epochs done."""
+        if self.trainer.rank != 0:
+            return
         extra = {"vocabulary": "".join(self.vocabulary),
-                 "bits_per_char": dict(self.bits)}
-        if interrupted:
-            extra["interrupted"] = True
+                 "bits_per_char": {k: list(v) for k, v in self.bits.items()}}
         try:
-            io.save_checkpoint(
-                self.path, self.trainer.model,
-                optimizer_state=self.trainer.optimizer.state_dict(), epoch=epoch,
-                extra=extra)
+            if epoch is None:
+                self.trainer.save_checkpoint(self.path, extra=extra)
+            else:
+                extra["interrupted"] = True
+                io.save_checkpoint(
+                    self.path, self.trainer.model,
+                    optimizer_state=self.trainer.optimizer.state_dict(),
+                    epoch=epoch, extra=extra)
         except OSError as error:
             raise CommandError(f"cannot save {self.path} ({error.strerror or error})") from None
 
@@ -172,7 +187,7 @@ class EpochReport:
         held_out = bits(logs.get("val_loss", float("nan")))
         self.bits["train"].append(train)
         self.bits["held_out"].append(held_out)
-        self.save(epoch + 1)
+        self.save()
         self.positions = 0.0
         print(f"epoch {epoch + 1}: {train:.3f} bits/char on training text, "
               f"{held_out:.3f} on held-out text; saved {self.path}", file=self.out,
@@ -204,19 +219,154 @@ def duration(seconds):
     return f"{seconds:.0f} s"
 
 
+def mpi_world():
+    """mpi4py's COMM_WORLD when an MPI launcher started this process, else
+    None; a launcher of several processes without mpi4py is an error."""
+    size = distributed.launched_by_mpi()
+    if not size:
+        return None
+    try:
+        return distributed.world()
+    except ImportError as error:
+        if size > 1:
+            raise CommandError(f"started by an MPI launcher as one of {size} "
+                               f"processes, but {error}") from None
+        return None
+
+
 def command_train(args, out):
-    check_destination(args.model, args.force)
-    if args.textfile is None:
-        text = standard_library_text(args.max_chars)
-        source = "the Python standard library's source"
+    comm = mpi_world()
+    team = distributed.Team(comm) if comm is not None else None
+    rank = 0 if team is None else team.rank
+    if rank != 0:
+        out = open(os.devnull, "w")     # only rank 0 speaks
+    # Every rank prepares the same run from the same inputs; under MPI one
+    # collective then shares any error, so no rank waits for another that
+    # has already given up.
+    if team is not None and team.size > 1:
+        # rank 0 builds the token cache of a corpus; the others then open it
+        error = None
+        if rank == 0:
+            try:
+                corpus_ids(args)
+            except Exception as caught:
+                error = caught
+        failed = team.allreduce(np.array([error is not None], dtype=np.float64))
+        if failed[0]:
+            team.raise_agreed(error, int(failed[0]))
+    prepared, error = None, None
+    try:
+        prepared = prepare_training(args, out)
+    except Exception as caught:
+        if team is None:
+            raise
+        error = caught
+    if team is not None:
+        failed = team.allreduce(np.array([error is not None], dtype=np.float64))
+        if failed[0]:
+            team.raise_agreed(error, int(failed[0]))
+    prime, source, vocabulary, ids, held_out, X, y, Xv, yv, model, bits, start = prepared
+
+    trainer = Trainer(model, optimizer="adam", lr=args.lr,
+                      batch_size=args.batch_size, clip_norm=5.0, seed=args.seed,
+                      comm=comm)
+    steps_per_epoch = -(-len(X) // args.batch_size) * -(-X.shape[1] // args.seq_length)
+    progress = None if args.quiet or rank != 0 or not sys.stderr.isatty() else sys.stderr
+    report = EpochReport(trainer, args.model, vocabulary, out, bits, args.epochs,
+                         steps_per_epoch, progress)
+    ranks = "" if team is None else f"; data-parallel over {team.size} MPI processes"
+    print(f"crnn {__version__}: a character-level LSTM ({model.num_layers} x "
+          f"{model.hidden_size} units, {len(vocabulary)} symbols) on {source}: "
+          f"{len(ids) - held_out:,} characters to train on, {held_out:,} held "
+          f"out; truncated BPTT every {args.seq_length} steps{ranks}", file=out,
+          flush=True)
+    if args.resume:
+        print(f"resuming {args.resume} after epoch {start} of {args.epochs}",
+              file=out, flush=True)
+    started = time.perf_counter()
+    try:
+        # verbose=0: the trainer's own lines show the loss in nats; the
+        # report shows progress in bits per character, as the rest.
+        history = trainer.fit(X, y, epochs=args.epochs, validation_data=(Xv, yv),
+                              callbacks=[report], verbose=0,
+                              bptt=args.seq_length, resume_from=args.resume)
+    except NonFiniteError as error:
+        raise CommandError(f"training diverged: {error}; try a smaller --lr") from None
+    except ValueError as error:
+        if args.resume and "resume_from" in str(error):
+            raise CommandError(str(error)) from None
+        raise
+    if history.interrupted:
+        # The checkpoint of the last epoch is behind the weights in memory:
+        # save those, then stop as an interrupted command does.
+        report.clear_progress()
+        report.save(len(history.epoch))
+        print(f"interrupted after {trainer.optimizer.steps} update(s) "
+              f"({len(history.epoch)} complete epoch(s)); saved the weights "
+              f"reached in {args.model}", file=out, flush=True)
+        return INTERRUPTED
+    print(f"trained {len(history.epoch) - start} epoch(s) in "
+          f"{duration(time.perf_counter() - started)}", file=out)
+    if args.sample_length and rank == 0:
+        tokens = model.sample(args.sample_length, prime=encode(prime, vocabulary),
+                              temperature=args.temperature, seed=args.seed)
+        print(f"a sample (temperature {args.temperature}):", file=out)
+        print(prime + "".join(vocabulary[t] for t in tokens), file=out)
+    return 0
+
+
+def prepare_training(args, out):
+    """The text, vocabulary, training rows and model of a `crnn train` run
+    (from --resume's checkpoint when given); CommandError on bad input."""
+    if args.model is None:
+        args.model = args.resume or DEFAULT_MODEL
+    # the --resume file is the run's own: it continues there
+    check_destination(args.model, args.force or (
+        args.resume is not None
+        and os.path.abspath(args.model) == os.path.abspath(args.resume)))
+    limit = args.max_chars or None
+    cached = corpus_ids(args)
+    if cached is not None:
+        ids, vocabulary, source = cached
+        prime = vocabulary[int(ids[0])]
+        symbols = set(vocabulary)
     else:
-        text = read_text(args.textfile)[:args.max_chars]
-        source = args.textfile
-    vocabulary = sorted(set(text))
+        if not args.textfile:
+            text = standard_library_text(limit or sys.maxsize)
+            source = "the Python standard library's source"
+        else:
+            text = read_text(args.textfile[0])[:limit]
+            source = args.textfile[0]
+        vocabulary = sorted(set(text))
+        prime = text[:1]
+        symbols = set(text)
+    bits, start, resumed = None, 0, None
+    if args.resume:
+        checkpoint, saved_vocabulary = load_char_model(args.resume)
+        if saved_vocabulary is None or checkpoint["epoch"] is None:
+            raise CommandError(f"--resume {args.resume}: not a checkpoint written "
+                               f"by crnn train")
+        extra_chars = sorted(symbols - set(saved_vocabulary))
+        if extra_chars:
+            raise CommandError(
+                f"--resume {args.resume}: the text has characters that are not in "
+                f"the checkpoint's vocabulary: {extra_chars[:10]!r}")
+        if cached is not None and list(saved_vocabulary) != vocabulary:
+            raise CommandError(
+                f"--resume {args.resume}: the corpus's vocabulary "
+                f"({len(vocabulary)} symbols) is not the checkpoint's "
+                f"({len(saved_vocabulary)}); resume on the same corpus")
+        vocabulary = list(saved_vocabulary)
+        resumed = checkpoint["model"]
+        start = checkpoint["epoch"]
+        saved_bits = checkpoint["extra"].get("bits_per_char")
+        if isinstance(saved_bits, dict):
+            bits = {key: list(saved_bits.get(key, [])) for key in ("train", "held_out")}
     if len(vocabulary) < 2:
         raise CommandError(f"{source}: the text needs at least two different "
                            f"characters, it has {len(vocabulary)}")
-    ids = encode(text, vocabulary)
+    if cached is None:
+        ids = encode(text, vocabulary)
     held_out = max(int(len(ids) * args.validation), args.seq_length + 1)
     if len(ids) - held_out < 2 * (args.seq_length + 1):
         raise CommandError(
@@ -226,45 +376,37 @@ def command_train(args, out):
     row_length = args.seq_length * args.chunks
     X, y = as_rows(ids[:-held_out], min(row_length, len(ids) - held_out - 1))
     Xv, yv = as_rows(ids[-held_out:], args.seq_length)
+    if resumed is not None:
+        model = LSTM(len(vocabulary), resumed.hidden_size, len(vocabulary),
+                     num_layers=resumed.num_layers, seed=args.seed)
+    else:
+        model = LSTM(len(vocabulary), args.hidden, len(vocabulary),
+                     num_layers=args.layers, seed=args.seed)
+    return prime, source, vocabulary, ids, held_out, X, y, Xv, yv, model, bits, start
 
-    model = LSTM(len(vocabulary), args.hidden, len(vocabulary),
-                 num_layers=args.layers, seed=args.seed)
-    trainer = Trainer(model, optimizer="adam", lr=args.lr,
-                      batch_size=args.batch_size, clip_norm=5.0, seed=args.seed)
-    steps_per_epoch = -(-len(X) // args.batch_size) * -(-X.shape[1] // args.seq_length)
-    progress = None if args.quiet or not sys.stderr.isatty() else sys.stderr
-    report = EpochReport(trainer, args.model, vocabulary, out, args.epochs,
-                         steps_per_epoch, progress)
-    print(f"crnn {__version__}: a character-level LSTM ({args.layers} x "
-          f"{args.hidden} units, {len(vocabulary)} symbols) on {source}: "
-          f"{len(ids) - held_out:,} characters to train on, {held_out:,} held "
-          f"out; truncated BPTT every {args.seq_length} steps", file=out, flush=True)
-    started = time.perf_counter()
+
+def default_cache():
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"),
+                                                            ".cache")
+    return os.path.join(root, "crnn", "tokens")
+
+
+def corpus_ids(args):
+    """For several text files or a folder: (token ids as a read-only
+    np.memmap, vocabulary, description), from the token cache (built on
+    first use); None for a single file or the default corpus."""
+    paths = args.textfile
+    if not paths or (len(paths) == 1 and not os.path.isdir(paths[0])):
+        return None
     try:
-        # verbose=0: the trainer's own lines show the loss in nats; the
-        # report shows progress in bits per character, as the rest.
-        history = trainer.fit(X, y, epochs=args.epochs, validation_data=(Xv, yv),
-                              callbacks=[report], verbose=0, bptt=args.seq_length)
-    except NonFiniteError as error:
-        raise CommandError(f"training diverged: {error}; try a smaller --lr") from None
-    if history.interrupted:
-        # The checkpoint of the last epoch is behind the weights in memory:
-        # save those, then stop as an interrupted command does.
-        report.clear_progress()
-        report.save(len(history.epoch), interrupted=True)
-        print(f"interrupted after {trainer.optimizer.steps} update(s) "
-              f"({len(history.epoch)} complete epoch(s)); saved the weights "
-              f"reached in {args.model}", file=out, flush=True)
-        return INTERRUPTED
-    print(f"trained {len(history.epoch)} epoch(s) in "
-          f"{duration(time.perf_counter() - started)}", file=out)
-    if args.sample_length:
-        prime = text[:1]
-        tokens = model.sample(args.sample_length, prime=encode(prime, vocabulary),
-                              temperature=args.temperature, seed=args.seed)
-        print(f"a sample (temperature {args.temperature}):", file=out)
-        print(prime + "".join(vocabulary[t] for t in tokens), file=out)
-    return 0
+        ids, vocabulary, files = corpus.token_cache(paths, args.cache or default_cache(),
+                                                    args.max_chars or None)
+    except corpus.CorpusError as error:
+        raise CommandError(str(error)) from None
+    except OSError as error:
+        raise CommandError(f"{error.filename or ''}: cannot read or cache it "
+                           f"({error.strerror or error})") from None
+    return ids, vocabulary, f"{len(files)} text files ({', '.join(paths)})"
 
 
 # ------------------------------------------------------------------ sample / info
@@ -391,14 +533,27 @@ def build_parser():
                     "BPTT, report bits per character on held-out text after "
                     "every epoch, save a checkpoint each epoch, and print a sample. "
                     "Ctrl-C saves the weights reached and exits with status 130.")
-    train.add_argument("textfile", nargs="?",
-                       help="UTF-8 text to train on (default: the source of "
-                            "Python's standard library, present on every machine)")
-    train.add_argument("--model", default=DEFAULT_MODEL,
-                       help=f"checkpoint to write each epoch (default: {DEFAULT_MODEL}); "
-                            f"an existing file is refused without --force")
+    train.add_argument("textfile", nargs="*", metavar="TEXT",
+                       help="UTF-8 text to train on: one file (read into memory), "
+                            "or several files or folders of text files (read "
+                            "in two streaming passes into a memory-mapped token "
+                            "cache, for corpora larger than memory); default: "
+                            "the source of Python's standard library, present "
+                            "on every machine")
+    train.add_argument("--cache", metavar="FOLDER", default=None,
+                       help="folder of the token cache of a corpus of several "
+                            "files or folders (default: ~/.cache/crnn/tokens)")
+    train.add_argument("--model", default=None,
+                       help=f"checkpoint to write each epoch (default: the --resume "
+                            f"file, else {DEFAULT_MODEL}); an existing file "
+                            f"other than the --resume one is refused without --force")
     train.add_argument("--force", action="store_true",
                        help="replace an existing --model file")
+    train.add_argument("--resume", metavar="MODEL", default=None,
+                       help="continue the run saved in this checkpoint (weights, "
+                            "optimizer, epoch, random stream) up to --epochs "
+                            "epochs in all; the hidden size and layers are the "
+                            "checkpoint's")
     train.add_argument("--hidden", type=positive_int, default=256,
                        help="hidden units per layer (default: 256)")
     train.add_argument("--layers", type=positive_int, default=1,
@@ -416,8 +571,9 @@ def build_parser():
                        help="Adam learning rate (default: 0.003)")
     train.add_argument("--validation", type=fraction, default=0.05,
                        help="fraction of the text held out (default: 0.05)")
-    train.add_argument("--max-chars", type=positive_int, default=500_000,
-                       help="use at most this many characters (default: 500000)")
+    train.add_argument("--max-chars", type=non_negative_int, default=500_000,
+                       help="use at most this many characters, 0 for all of them "
+                            "(default: 500000)")
     train.add_argument("--sample-length", type=non_negative_int, default=400,
                        help="characters to sample after training, 0 for none (default: 400)")
     train.add_argument("--temperature", type=positive_float, default=0.7,
@@ -453,6 +609,14 @@ def build_parser():
     return parser
 
 
+def _world_rank():
+    try:
+        return int(os.environ.get("PMI_RANK", os.environ.get(
+            "OMPI_COMM_WORLD_RANK", os.environ.get("PMIX_RANK", "0"))))
+    except ValueError:
+        return 0
+
+
 def main(argv=None, out=None):
     out = sys.stdout if out is None else out
     parser = build_parser()
@@ -471,6 +635,16 @@ def main(argv=None, out=None):
         # to save; a checkpoint written before stays as it was.
         print(f"crnn {args.command}: interrupted", file=sys.stderr)
         return INTERRUPTED
+    except distributed.RankError as error:
+        # another MPI rank failed and printed its own error: say it once
+        if error.ranks and error.ranks[0] != 0 and _world_rank() == 0:
+            print(f"crnn {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except ImportError as error:
+        if distributed.INSTALL_HINT in str(error):
+            print(f"crnn {args.command}: error: {error}", file=sys.stderr)
+            return 2
+        raise
     except BrokenPipeError:
         # the reader went away (crnn sample MODEL | head): not an error of ours;
         # point stdout at /dev/null so that Python's exit flush stays quiet

@@ -16,15 +16,19 @@ Guarantees, each tested in tests/test_trainer.py:
 - with the same seeds (model and trainer) and one BLAS thread, two runs give
   bit-identical weights.
 """
+import copy
+import json
 import math
+import os
 import signal
 import sys
 import threading
 import time
+import zlib
 
 import numpy as np
 
-from . import _inputs, _optim, optim
+from . import _inputs, _optim, distributed, io, optim
 
 __all__ = ["Trainer", "History", "NonFiniteError"]
 
@@ -165,6 +169,10 @@ class _Data:
     """
 
     def __init__(self, model, X, y, lengths, name):
+        if _is_lazy(X):
+            self._init_lazy(model, X, y, lengths, name)
+            return
+        self.lazy = False
         try:
             # The model's own checks, once for the whole set, so that every
             # error comes before any computation and reads like the model's.
@@ -205,6 +213,67 @@ class _Data:
         self.size = len(X)
         self.sequences = model.return_sequences
         self.ragged = bool(self.lengths.min() != self.lengths.max())
+        self.shape, self.y_shape, self.x_dtype = X.shape, self.y.shape, X.dtype
+
+    #: rows of a lazy data set checked with the model's own checks up front
+    SAMPLE = 8
+
+    def _init_lazy(self, model, X, y, lengths, name):
+        """An array-like data set (np.memmap, or anything with __len__ and
+        fancy indexing): nothing is read but the rows of each batch."""
+        self.lazy = True
+        self.model = model
+        where = f"{name}: " if name else ""
+        n = len(X)
+        if n == 0:
+            raise ValueError(f"{where}X must hold at least one sequence, got none")
+        try:
+            y_count = len(y)
+        except TypeError:
+            raise TypeError(f"{where}y must be an array-like with len() when X is "
+                            f"one, got {type(y).__name__}") from None
+        if y_count != n:
+            raise ValueError(f"{where}y holds {y_count} targets, X {n} sequences: "
+                             f"one each")
+        first = np.asarray(_fetch(X, np.arange(min(n, self.SAMPLE)), 0, None))
+        if first.ndim not in (2, 3):
+            raise ValueError(
+                f"{where}X must be (N, T, D) float features or (N, T) integer "
+                f"tokens, got rows of shape {first.shape[1:]}")
+        steps = first.shape[1]
+        self.X, self.y = X, y
+        self.size = n
+        self.sequences = model.return_sequences
+        if lengths is None:
+            self.lengths = np.full(n, steps, dtype=np.int64)
+        else:
+            self.lengths = np.asarray(lengths)
+            if self.lengths.shape != (n,) or self.lengths.dtype.kind not in "iu":
+                raise ValueError(f"{where}lengths must be (N,) = ({n},) integers, got "
+                                 f"shape {self.lengths.shape} of {self.lengths.dtype}")
+            if self.lengths.min() < 1 or self.lengths.max() > steps:
+                raise ValueError(f"{where}lengths must be between 1 and T = {steps}, "
+                                 f"got values from {self.lengths.min()} to "
+                                 f"{self.lengths.max()}")
+            self.lengths = self.lengths.astype(np.int64)
+        self.ragged = bool(self.lengths.min() != self.lengths.max())
+        sample = np.arange(min(n, self.SAMPLE))
+        ls = self.lengths[sample]
+        end = int(ls.max())
+        ys = np.asarray(_fetch(y, sample, 0, end) if self.sequences
+                        else _fetch(y, sample, None, None))
+        Xs, ys = self._layout(first[:, :end], ys, ls)
+        try:
+            # the model's own checks, on the first rows (the others are
+            # checked batch by batch, by loss_and_grad)
+            batch = _inputs.prepare_batch(Xs, ls, model.input_size, model.dtype)
+            _inputs.prepare_targets(ys, batch, model.output, model.output_size,
+                                    model.return_sequences, model.dtype)
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"{where}{error}") from None
+        self.shape = (n,) + first.shape[1:]
+        self.y_shape = (n,) + np.asarray(ys).shape[1:]
+        self.x_dtype = first.dtype
 
     def take(self, rows, start=0, stop=None):
         """(X, y, lengths) of sequences `rows`, steps [start, stop), cut to
@@ -213,9 +282,65 @@ class _Data:
         if stop is not None:
             lengths = np.minimum(lengths, stop - start)
         end = start + int(lengths.max())
+        if self.lazy:
+            return self._take_lazy(rows, start, end, lengths)
         X = self.X[rows, start:end]
         y = self.y[rows, start:end] if self.sequences else self.y[rows]
         return X, y, lengths
+
+    def _take_lazy(self, rows, start, end, lengths):
+        """Read rows `rows` (in increasing order, then put back in the asked
+        order), steps [start, end), and lay them out as _Data does."""
+        order = np.argsort(rows, kind="stable")
+        back = np.empty_like(order)
+        back[order] = np.arange(len(order))
+        ascending = np.asarray(rows)[order]
+        X = np.asarray(_fetch(self.X, ascending, start, end))[back]
+        if self.sequences:
+            y = np.asarray(_fetch(self.y, ascending, start, end))[back]
+        else:
+            y = np.asarray(_fetch(self.y, ascending, None, None))[back]
+        X, y = self._layout(X, y, lengths)
+        return X, y, lengths
+
+    def _layout(self, X, y, lengths):
+        """Rows read from a lazy data set, as the eager path lays them out."""
+        model = self.model
+        if X.dtype.kind == "f" or X.ndim == 3:
+            X = X.astype(model.dtype, copy=False)
+        if model.output == "linear":
+            expected_ndim = 3 if self.sequences else 2
+            if y.ndim == expected_ndim - 1:
+                y = y[..., None]
+        if self.sequences and self.ragged:
+            mask = np.arange(y.shape[1]) < lengths[:, None]
+            y = np.where(mask.reshape(mask.shape + (1,) * (y.ndim - 2)), y, 0)
+        y = (y.astype(np.int64) if model.output == "softmax"
+             else y.astype(model.dtype, copy=False))
+        return X, y
+
+
+def _is_lazy(X):
+    """Data the trainer reads batch by batch instead of all at once: an
+    np.memmap, or an array-like (len() and fancy indexing) that numpy would
+    have to copy whole."""
+    if isinstance(X, np.memmap):
+        return True
+    if isinstance(X, (np.ndarray, list, tuple)):
+        return False
+    return (hasattr(X, "__len__") and hasattr(X, "__getitem__")
+            and not hasattr(X, "__array__") and not hasattr(X, "__array_interface__"))
+
+
+def _fetch(array, rows, start, end):
+    """array[rows, start:end] (rows increasing), for numpy arrays and for
+    array-likes that only take one index at a time."""
+    if isinstance(array, np.ndarray):
+        if start is None:
+            return array[rows]
+        return array[rows, start:end]
+    block = array[rows]
+    return block if start is None else np.asarray(block)[:, start:end]
 
 
 class _Progress:
@@ -285,6 +410,26 @@ def _clock(seconds):
             else f"{rest // 60}:{rest % 60:02d}")
 
 
+def _number(value):
+    value = float(value)
+    return str(int(value)) if value.is_integer() else f"{value:g}"
+
+
+def _json_array(value):
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.integer):
+        return int(value)
+    raise TypeError(f"cannot store {type(value).__name__} in a checkpoint")
+
+
+def _shape_config(model):
+    """A model's kind and constructor arguments, its seed left out."""
+    kind, config = io.model_config(model)
+    config.pop("seed", None)
+    return kind, sorted(config.items())
+
+
 def _check_optional_int(value, name, minimum):
     if value is None:
         return None
@@ -320,6 +465,11 @@ class Trainer:
         An L2 penalty added to the gradient of every parameter.
     seed : int, optional
         Seeds the shuffling of the batches; None draws fresh randomness.
+    comm : mpi4py communicator, optional
+        For synchronous data-parallel training (``MPI.COMM_WORLD`` or any
+        sub-communicator): every rank runs the same script, `batch_size` is
+        the global batch, and the result is that of one process (see
+        docs/distributed.md).  None trains in this process alone.
 
     Attributes
     ----------
@@ -331,6 +481,9 @@ class Trainer:
         The last fit's record.
     stop_training : bool
         Set it to True from a callback to stop after the current step.
+    comm, rank, size
+        The communicator, this process's rank and the number of ranks (None,
+        0 and 1 without a communicator).
 
     Raises
     ------
@@ -364,8 +517,13 @@ class Trainer:
     #: yet change composition from epoch to epoch.
     bucket_pool = 100
 
+    #: With a communicator: the ranks whose fit prints (progress bar, epoch
+    #: lines, notes); the others are silent.  Set it on an instance, e.g.
+    #: ``trainer.verbose_ranks = range(trainer.size)`` to hear every rank.
+    verbose_ranks = (0,)
+
     def __init__(self, model, optimizer="adam", lr=1e-3, batch_size=32,
-                 clip_norm=None, weight_decay=0.0, seed=None):
+                 clip_norm=None, weight_decay=0.0, seed=None, comm=None):
         if not (hasattr(model, "loss_and_grad") and hasattr(model, "params")
                 and hasattr(model, "return_sequences")):
             raise TypeError(
@@ -396,11 +554,21 @@ class Trainer:
         self.stop_training = False
         self.history = None
         self._guard = _InterruptGuard()
+        self._collectives_left = False
+        self._pending_error = None
+        self._pending_stop = False
+        # seconds in (and calls of) the steps' Allreduce in the last fit,
+        # waiting for the slowest rank included (benchmarks/bench_scaling.py)
+        self.allreduce_seconds, self.allreduce_calls = 0.0, 0
+        self.comm = None if comm is None else distributed.check_comm(comm)
+        self._team = None if comm is None else distributed.Team(comm)
+        self.rank = 0 if comm is None else self._team.rank
+        self.size = 1 if comm is None else self._team.size
 
     # ============================================================ fit
     def fit(self, X, y, lengths=None, epochs=1, validation_data=None,
             shuffle=True, early_stopping=None, callbacks=(), verbose=1,
-            bptt=None):
+            bptt=None, checkpoint=None, resume_from=None):
         """Train for a number of passes over the data.
 
         Every epoch the sequences are shuffled (seeded) and cut into batches;
@@ -440,6 +608,14 @@ class Trainer:
             chunks of this many steps, one update per chunk, the state
             carried from chunk to chunk without a gradient.  Needs a
             many-to-many, one-direction model.
+        checkpoint : str or os.PathLike, optional
+            After every epoch, write a checkpoint there (``save_checkpoint``)
+            that `resume_from` continues.
+        resume_from : str or os.PathLike, optional
+            A checkpoint written by `checkpoint` or ``save_checkpoint``:
+            continue from it (weights, optimizer state, epoch counter, the
+            trainer's random stream, History, early-stopping state) up to
+            `epochs` epochs in all.
 
         Returns
         -------
@@ -461,7 +637,9 @@ class Trainer:
         History so far, with ``interrupted`` True; an update being written
         when it arrives is completed first.  With the same seeds (model and
         trainer), the same data and BLAS on one thread, two runs give
-        bit-identical weights.
+        bit-identical weights.  With ``comm`` (see the class), every rank
+        calls fit with the same arguments; the result is that of one
+        process (docs/distributed.md).
 
         Examples
         --------
@@ -473,6 +651,40 @@ class Trainer:
         >>> len(history.history["loss"]), history.params["bptt"]
         (3, 10)
         """
+        arguments = dict(X=X, y=y, lengths=lengths, epochs=epochs,
+                         validation_data=validation_data, shuffle=shuffle,
+                         early_stopping=early_stopping, callbacks=callbacks,
+                         verbose=verbose, bptt=bptt, checkpoint=checkpoint,
+                         resume_from=resume_from)
+        team = self._team
+        if team is None:
+            return self._run(self._setup(**arguments))
+        # Every rank checks its own arguments; one collective then compares
+        # a fingerprint of them and shares any error, so that all ranks
+        # raise together, before any other communication.
+        setup, error = None, None
+        try:
+            setup = self._setup(**arguments)
+        except Exception as caught:       # shared with the other ranks below
+            error = caught
+        self._agree_on_setup(setup, error)
+        self._collectives_left = True
+        try:
+            return self._run(setup)
+        except BaseException as caught:
+            if self._collectives_left and team.size > 1 and \
+                    not getattr(caught, "_crnn_agreed", False):
+                # an error the other ranks cannot hear of (Ctrl-C, an error
+                # outside the agreed points): end the job, never a hang
+                team.abort(caught)
+            raise
+        finally:
+            self._collectives_left = False
+
+    def _setup(self, X, y, lengths, epochs, validation_data, shuffle,
+               early_stopping, callbacks, verbose, bptt, checkpoint, resume_from):
+        """Check fit's arguments (and read `resume_from`); raises on the
+        first problem, before anything changes."""
         model = self.model
         epochs = _inputs.check_positive_int(epochs, "epochs")
         if not isinstance(shuffle, (bool, np.bool_)):
@@ -494,58 +706,113 @@ class Trainer:
                 "bptt needs a unidirectional model: the backward direction of "
                 "a bidirectional model cannot carry its state from one chunk "
                 "to the next; train it with bptt=None")
+        for name, value in (("checkpoint", checkpoint), ("resume_from", resume_from)):
+            if value is not None and not isinstance(value, (str, os.PathLike)):
+                raise TypeError(f"{name} must be a path (str or os.PathLike) or "
+                                f"None, got {type(value).__name__}")
         data = _Data(model, X, y, lengths, "")
         validation = self._check_validation(validation_data)
+        setup = dict(data=data, validation=validation, epochs=epochs,
+                     shuffle=bool(shuffle), patience=patience, verbose=verbose,
+                     callbacks=callbacks, bptt=bptt, checkpoint=checkpoint,
+                     resume_from=resume_from, state=None)
+        # Only rank 0 reads the checkpoint (the other ranks get its contents
+        # from rank 0's broadcast, so the file need not be on their disks).
+        if resume_from is not None and self.rank == 0:
+            setup["state"] = self._read_resume(resume_from)
+        return setup
 
+    def _run(self, s):
+        model = self.model
+        team = self._team
+        epochs, patience, callbacks = s["epochs"], s["patience"], s["callbacks"]
+        data, validation = s["data"], s["validation"]
         self.stop_training = False
-        progress = _Progress(verbose, epochs)
+        self._pending_error = None
+        self._pending_stop = False
+        self.allreduce_seconds, self.allreduce_calls = 0.0, 0
+        progress = _Progress(s["verbose"] if self.rank in self.verbose_ranks else 0,
+                             epochs)
         history = History({"epochs": epochs, "batch_size": self.batch_size,
-                           "bptt": bptt, "samples": data.size})
-        self.history = history
+                           "bptt": s["bptt"], "samples": data.size})
         monitor = "val_loss" if validation is not None else "loss"
-        best_loss, best_params, waited = math.inf, None, 0
+        state = {"epoch": 0, "best_loss": math.inf, "waited": 0,
+                 "best_params": None, "stopped": False}
+        if s["state"] is not None:                   # resume_from (rank 0)
+            state = self._apply_resume(s["state"], history)
+        if team is not None:
+            state = self._share_rank0_state(state, history)
+        self.history = history
+        self._fit_state = state
+        self._fit_state["history"] = history
+        self._fit_state["monitor"] = monitor
+        if s["state"] is not None or state["epoch"]:
+            progress.note(f"Resuming after epoch {state['epoch']}")
 
-        self._guard.install()
+        single = team is None
+        if single:
+            self._guard.install()
         try:
-            stop = self._call(callbacks, "on_train_begin", {})
-            for epoch in range(epochs):
+            stop = self._call_agreed(callbacks, "on_train_begin", {})
+            if state["stopped"]:
+                stop = True        # the checkpointed run had already stopped
+            for epoch in range(state["epoch"], epochs):
                 if stop or self.stop_training:
                     break
-                stop = self._call(callbacks, "on_epoch_begin", epoch, {})
+                stop = self._call_agreed(callbacks, "on_epoch_begin", epoch, {})
                 if stop or self.stop_training:
                     break
                 started = time.perf_counter()
-                logs, stop, done, sequences = self._train_epoch(
-                    data, epoch, epochs, shuffle, bptt, callbacks, progress, history)
-                if validation is not None:
-                    scores = self._evaluate(validation, self.batch_size)
-                    logs.update({f"val_{key}": value for key, value in scores.items()})
-                logs["time"] = time.perf_counter() - started
+                train_epoch = self._train_epoch if single else self._train_epoch_team
+                logs, stop, done, sequences = train_epoch(
+                    data, epoch, epochs, s["shuffle"], s["bptt"], callbacks,
+                    progress, history)
+                if single:
+                    if validation is not None:
+                        scores = self._evaluate(validation, self.batch_size)
+                        logs.update({f"val_{key}": value for key, value in scores.items()})
+                    logs["time"] = time.perf_counter() - started
+                else:
+                    scores, logs["time"], stop_now = self._team_epoch_end(
+                        validation, started)
+                    stop = stop or stop_now
+                    if scores is not None:
+                        logs.update({f"val_{key}": value for key, value in scores.items()})
                 history._record(epoch, logs)
                 progress.end_epoch(done, sequences, logs)
 
                 if patience is not None:
-                    if logs[monitor] < best_loss:
-                        best_loss, waited = logs[monitor], 0
-                        best_params = {k: v.copy() for k, v in model.params.items()}
+                    if logs[monitor] < state["best_loss"]:
+                        state["best_loss"], state["waited"] = logs[monitor], 0
+                        state["best_params"] = {k: v.copy() for k, v in model.params.items()}
                         history.best_epoch = epoch
                     else:
-                        waited += 1
-                        if waited >= patience:
+                        state["waited"] += 1
+                        if state["waited"] >= patience:
                             progress.note(
                                 f"Early stopping: {monitor} has not improved for "
-                                f"{waited} epoch(s) since epoch {history.best_epoch + 1}")
+                                f"{state['waited']} epoch(s) since epoch "
+                                f"{history.best_epoch + 1}")
                             stop = True
-                stop = self._call(callbacks, "on_epoch_end", epoch, dict(logs)) or stop
+                state["epoch"] = epoch + 1
+                state["stopped"] = bool(stop) and epoch < epochs - 1
+                if s["checkpoint"] is not None:
+                    self._guarded(self.save_checkpoint, s["checkpoint"])
+                stop = self._call_agreed(callbacks, "on_epoch_end", epoch, dict(logs)) or stop
                 if (stop or self.stop_training) and epoch < epochs - 1:
                     history.stopped_epoch = epoch
-            if best_params is not None and history.best_epoch != history.epoch[-1]:
+            self._collectives_left = False
+            best_params = state["best_params"]
+            if best_params is not None and history.epoch and \
+                    history.best_epoch != history.epoch[-1]:
                 with self._guard:
                     model.set_params(best_params)
                 progress.note(f"Restored the weights of epoch {history.best_epoch + 1} "
-                              f"({monitor} {best_loss:.4f})")
+                              f"({monitor} {state['best_loss']:.4f})")
             self._call(callbacks, "on_train_end", {})
         except KeyboardInterrupt:
+            if not single:
+                raise                    # under MPI: the job ends (see fit)
             history.interrupted = True
             progress.note("Interrupted: the model holds the weights after the "
                           "last completed step")
@@ -553,8 +820,206 @@ class Trainer:
             progress.note(f"Stopped: {error}")
             raise
         finally:
-            self._guard.uninstall()
+            if single:
+                self._guard.uninstall()
         return history
+
+    # ------------------------------------------------------------ agreement
+    def _guarded(self, function, *args):
+        """Run `function`; alone, raise its error; in a team, keep the error
+        for the next collective, where every rank learns of it."""
+        if self._team is None:
+            return function(*args)
+        if self._pending_error is not None:
+            return None
+        try:
+            return function(*args)
+        except Exception as error:
+            self._pending_error = error
+            return None
+
+    def _call_agreed(self, callbacks, hook, *args):
+        """Run a hook of every callback; True when training must stop.  In a
+        team, rank 0's answer (its callbacks' or its stop_training) is
+        every rank's, and an error on any rank is raised on all."""
+        if self._team is None:
+            return self._call(callbacks, hook, *args)
+        stop = self._guarded(self._call, callbacks, hook, *args)
+        stop = bool(stop or self.stop_training) if self.rank == 0 else False
+        error = self._pending_error
+        self._pending_error = None
+        flags = np.array([stop, error is not None], dtype=np.float64)
+        flags = self._team.allreduce(flags)
+        if flags[1]:
+            self._team.raise_agreed(error, int(flags[1]))
+        self.stop_training = bool(flags[0])
+        return self.stop_training
+
+    def _fingerprint(self, s):
+        """(name, value, how to show it) of what every rank must agree on."""
+        model, data = self.model, s["data"]
+        shape = data.shape
+        validation = s["validation"]
+        optimizer = self.optimizer.state_dict()
+        settings = {key: value for key, value in optimizer.items()
+                    if key == "type" or not (key == "step" or "." in key)}
+        model_config = repr(_shape_config(model))   # rank-dependent seeds are fine
+        return [
+            ("the number of sequences N", data.size, "value"),
+            ("the number of steps T", shape[1], "value"),
+            ("the features D", shape[2] if len(shape) == 3 else 0, "value"),
+            ("dtype of X", zlib.crc32(str(data.x_dtype).encode()), "hash"),
+            ("the total of lengths", int(data.lengths.sum()), "value"),
+            ("shape of y", zlib.crc32(str(data.y_shape).encode()), "hash"),
+            ("the validation sequences", -1 if validation is None else validation.size,
+             "value"),
+            ("the validation positions", -1 if validation is None
+             else int(validation.lengths.sum()), "value"),
+            ("batch_size", self.batch_size, "value"),
+            ("epochs", s["epochs"], "value"),
+            ("bptt", s["bptt"] or 0, "value"),
+            ("shuffle", int(s["shuffle"]), "value"),
+            ("early_stopping", -1 if s["patience"] is None else s["patience"], "value"),
+            ("clip_norm", -1.0 if self.clip_norm is None else self.clip_norm, "value"),
+            ("model configuration", zlib.crc32(model_config.encode()), "hash"),
+            ("optimizer or optimizer settings", zlib.crc32(repr(sorted(
+                (k, str(v)) for k, v in settings.items())).encode()), "hash"),
+            ("resume_from (given or not)", int(s["resume_from"] is not None), "value"),
+        ]
+
+    def _agree_on_setup(self, setup, error):
+        """The collective at the start of fit: one all-gather of every
+        rank's error flag and fingerprint; raises the same error on all."""
+        team = self._team
+        fields = None
+        if setup is not None:
+            try:
+                fields = self._fingerprint(setup)
+            except Exception as caught:
+                error = caught
+        width = 1 + self._FINGERPRINT_WIDTH
+        row = np.zeros(width)
+        if error is not None:
+            row[0] = 1
+        else:
+            row[1:] = [value for _, value, _ in fields]
+        table = team.gather_rows(row)
+        failed = int(table[:, 0].sum())
+        if failed:
+            team.raise_agreed(error, failed)
+        for rank in range(1, team.size):
+            for column, (name, _, how) in enumerate(fields, start=1):
+                mine, first = table[rank, column], table[0, column]
+                if mine != first:
+                    given = (f"a different {name} from rank 0's" if how == "hash" else
+                             f"{name} = {_number(mine)}, rank 0 {_number(first)}")
+                    raise distributed.mark_agreed(ValueError(
+                        f"rank {rank} of {team.size} was given {given}: every "
+                        f"rank must call fit with the same data and arguments "
+                        f"(found at the start of fit, on every rank; nothing "
+                        f"was trained)"))
+
+    _FINGERPRINT_WIDTH = 17
+
+    def _share_rank0_state(self, state, history):
+        """Rank 0's weights, optimizer state, random stream and progress on
+        every rank (one broadcast)."""
+        team = self._team
+        payload = None
+        if self.rank == 0:
+            payload = {"params": {k: v.copy() for k, v in self.model.params.items()},
+                       "optimizer": self.optimizer.state_dict(),
+                       "rng": self._rng.bit_generator.state,
+                       "state": state,
+                       "history": (history.history, history.epoch, history.best_epoch,
+                                   history.stopped_epoch)}
+        payload = team.broadcast_object(payload)
+        if self.rank != 0:
+            def apply():
+                self.optimizer.load_state_dict(payload["optimizer"])
+                with self._guard:
+                    self.model.set_params(payload["params"])
+                self._rng.bit_generator.state = payload["rng"]
+                (history.history, history.epoch, history.best_epoch,
+                 history.stopped_epoch) = payload["history"]
+            self._guarded(apply)
+            state = payload["state"]
+        return state
+
+    # ------------------------------------------------------------ checkpoints
+    def save_checkpoint(self, path, extra=None):
+        """Write a checkpoint that ``fit(..., resume_from=path)`` continues
+        exactly: the model, the optimizer's state, the number of completed
+        epochs, and in ``extra["trainer"]`` the trainer's random stream,
+        History and early-stopping state (besides your own `extra`, a dict).
+        Meant for the end of an epoch (``on_epoch_end``, or
+        ``fit(checkpoint=path)``, which calls it).  In a team only rank 0
+        writes; the others return at once.  Returns True when it wrote."""
+        if extra is not None and not isinstance(extra, dict):
+            raise TypeError(f"extra must be a dict or None, got {type(extra).__name__}")
+        if self.rank != 0:
+            return False
+        state = getattr(self, "_fit_state", None)
+        if state is None:
+            raise RuntimeError("save_checkpoint needs a fit in progress or done: "
+                               "it records the trainer's progress through fit")
+        history = state["history"]
+        trainer = {
+            "format": 1,
+            "rng": json.dumps(self._rng.bit_generator.state, default=_json_array),
+            "history": {key: list(values) for key, values in history.history.items()},
+            "history_epoch": list(history.epoch),
+            "best_epoch": history.best_epoch,
+            "stopped_epoch": history.stopped_epoch,
+            "best_loss": float(state["best_loss"]),
+            "waited": int(state["waited"]),
+            "best_params": state["best_params"],
+            "stopped": bool(state["stopped"]),
+            "batch_size": self.batch_size,
+        }
+        contents = dict(extra or {})
+        contents["trainer"] = trainer
+        io.save_checkpoint(path, self.model, optimizer_state=self.optimizer.state_dict(),
+                           epoch=int(state["epoch"]), extra=contents)
+        return True
+
+    def _read_resume(self, path):
+        """The contents of checkpoint `path`, checked against this trainer's
+        model and optimizer; nothing is applied yet."""
+        checkpoint = io.load_checkpoint(path)
+        saved, ours = checkpoint["model"], self.model
+        if _shape_config(saved) != _shape_config(ours):
+            raise ValueError(
+                f"resume_from {os.fspath(path)!r} holds {saved!r}, the trainer's "
+                f"model is {ours!r}: resume with a model of the same shape")
+        extra = checkpoint["extra"]
+        trainer = extra.get("trainer") if isinstance(extra, dict) else None
+        if not isinstance(trainer, dict) or trainer.get("format") != 1 or \
+                checkpoint["epoch"] is None or checkpoint["optimizer_state"] is None:
+            raise ValueError(
+                f"resume_from {os.fspath(path)!r} is a crnn file without the "
+                f"trainer's state; resume needs a checkpoint written by "
+                f"fit(checkpoint=...) or Trainer.save_checkpoint")
+        # the optimizer's own checks, on a scratch copy: nothing changes yet
+        trial = copy.deepcopy(self.optimizer)
+        trial.load_state_dict(checkpoint["optimizer_state"])
+        return {"checkpoint": checkpoint, "trainer": trainer, "optimizer": trial}
+
+    def _apply_resume(self, resume, history):
+        checkpoint, trainer = resume["checkpoint"], resume["trainer"]
+        self.optimizer.load_state_dict(resume["optimizer"].state_dict())
+        with self._guard:
+            self.model.set_params(checkpoint["model"].params)
+        self._rng.bit_generator.state = json.loads(trainer["rng"])
+        history.history = {key: list(values) for key, values in trainer["history"].items()}
+        history.epoch = list(trainer["history_epoch"])
+        history.best_epoch = trainer["best_epoch"]
+        history.stopped_epoch = trainer["stopped_epoch"]
+        best_params = trainer["best_params"]
+        return {"epoch": int(checkpoint["epoch"]), "best_loss": float(trainer["best_loss"]),
+                "waited": int(trainer["waited"]),
+                "best_params": None if best_params is None else dict(best_params),
+                "stopped": bool(trainer["stopped"])}
 
     def _train_epoch(self, data, epoch, epochs, shuffle, bptt, callbacks,
                      progress, history):
@@ -680,6 +1145,202 @@ class Trainer:
             batches = [batches[i] for i in self._rng.permutation(len(batches))]
         return batches
 
+    # ============================================================ team
+    def _buffers(self, params, steps):
+        """The flat send and receive buffers of a team step: every gradient
+        (in the order of ``params``), then loss, positions, correct
+        predictions, rank 0's stop request and the error count."""
+        sizes = [p.size for p in params.values()]
+        total = sum(sizes)
+        dtype = np.dtype(self.model.dtype)
+        if dtype == np.float32 and self.batch_size * max(steps, 1) > 2 ** 24:
+            dtype = np.dtype(np.float64)   # counts must stay exact
+        key = (tuple(params), tuple(sizes), dtype, self._team.size)
+        if getattr(self, "_team_buffers", (None,))[0] != key:
+            send = np.zeros(total + 5, dtype=dtype)
+            recv = np.zeros(total + 5, dtype=dtype)
+            offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+            self._team_buffers = (key, send, recv, offsets)
+        return self._team_buffers[1:]
+
+    def _train_epoch_team(self, data, epoch, epochs, shuffle, bptt, callbacks,
+                          progress, history):
+        """_train_epoch for a team: the same batches on every rank, each rank
+        computing its own share of every batch (see docs/distributed.md)."""
+        team = self._team
+        softmax = self.model.output == "softmax"
+        batches = self._plan(data.lengths, shuffle)
+        if bptt is None:
+            total = len(batches)
+        else:
+            total = sum(-(-int(data.lengths[rows].max()) // bptt) for rows in batches)
+        progress.begin_epoch(epoch, total)
+        loss_sum, positions, correct = 0.0, 0, 0
+        done, sequences = 0, 0
+        stop = False
+        for rows in batches:
+            bounds = distributed.split(data.lengths[rows], team.size)
+            mine = rows[bounds[team.rank]:bounds[team.rank + 1]]
+            longest = int(data.lengths[rows].max())
+            chunks = [(0, None)] if bptt is None else [
+                (start, start + bptt) for start in range(0, longest, bptt)]
+            state, alive = None, None
+            for start, stop_step in chunks:
+                live = mine if start == 0 else mine[data.lengths[mine] > start]
+                if state is not None and len(live) < len(alive):
+                    keep = np.isin(alive, live)
+                    state = (tuple(s[:, keep] for s in state)
+                             if isinstance(state, tuple) else state[:, keep])
+                everyone = int(np.count_nonzero(data.lengths[rows] > start))
+                last_chunk = stop_step is None or stop_step >= longest
+                result = self._team_step(data, live, start, stop_step, state,
+                                         not last_chunk, softmax, epoch, epochs,
+                                         done, total, history)
+                if result is None:      # rank 0 asked to stop after the last step
+                    stop = True
+                    break
+                loss, count, hits, state, norm = result
+                alive = live
+                loss_sum += loss * count
+                positions += count
+                correct += hits
+                done += 1
+                sequences += everyone if start == 0 else 0
+                batch_logs = {"loss": loss, "size": everyone, "positions": count,
+                              "grad_norm": norm}
+                if bptt is not None:
+                    batch_logs["chunk"] = start // bptt
+                progress.update(done, loss_sum / positions, sequences)
+                asked = self._guarded(self._call, callbacks, "on_batch_end", done - 1,
+                                      batch_logs)
+                if self.rank == 0 and (asked or self.stop_training):
+                    self._pending_stop = True     # told to all in the next collective
+            if stop:
+                break
+        logs = {"loss": loss_sum / positions if positions else math.nan}
+        if softmax:
+            logs["accuracy"] = correct / positions if positions else math.nan
+        return logs, stop, done, sequences
+
+    def _team_step(self, data, live, start, stop_step, state, need_state,
+                   softmax, epoch, epochs, batch, total, history):
+        """One update from the team's shares of a batch: local sums, one
+        Allreduce, then the same checked update on every rank.  Returns
+        (loss, positions, correct, state, norm), or None when rank 0 asked
+        to stop (nothing is applied)."""
+        model, team = self.model, self._team
+        params = model.params
+        names = list(params)
+        send, recv, offsets = self._buffers(params, data.shape[1])
+        n = offsets[-1]
+        error = self._pending_error
+        self._pending_error = None
+        final_state = None
+        loss, count, hits = 0.0, 0, 0
+        if error is None and len(live):
+            try:
+                X, y, lengths = data.take(live, start, stop_step)
+                result = model.loss_and_grad(X, y, lengths, initial_state=state,
+                                             reduction="sum", return_state=need_state,
+                                             return_outputs=softmax)
+                loss, grads = result[0], result[1]
+                extras = list(result[2:])
+                final_state = extras.pop(0) if need_state else None
+                if set(grads) != set(names):
+                    raise ValueError(
+                        f"loss_and_grad returned gradients for {sorted(grads)}, "
+                        f"the model's parameters are {sorted(names)}")
+                for i, name in enumerate(names):
+                    send[offsets[i]:offsets[i + 1]] = np.ravel(grads[name])
+                count = int(lengths.sum()) if model.return_sequences else len(lengths)
+                if softmax:
+                    hit = extras[0].argmax(axis=-1) == y
+                    if model.return_sequences:
+                        hit &= np.arange(y.shape[1]) < lengths[:, None]
+                    hits = int(hit.sum())
+            except Exception as caught:
+                error = caught
+        if error is not None or not len(live):
+            send[:n] = 0
+            loss, count, hits = 0.0, 0, 0
+        send[n:] = (loss, count, hits, self.rank == 0 and self._pending_stop,
+                    error is not None)
+        began = time.perf_counter()
+        team.allreduce(send, recv)
+        self.allreduce_seconds += time.perf_counter() - began
+        self.allreduce_calls += 1
+        if recv[n + 4]:
+            team.raise_agreed(error, int(recv[n + 4]))
+        if recv[n + 3]:
+            self._pending_stop = False
+            return None
+        count = int(round(float(recv[n + 1])))
+        loss = float(recv[n]) / count
+        hits = int(round(float(recv[n + 2])))
+        where = f"at epoch {epoch + 1} of {epochs}, batch {batch + 1} of {total}"
+        keeps = ("; training stopped and the model keeps the weights from before "
+                 "this batch")
+        if not math.isfinite(loss):
+            raise distributed.mark_agreed(NonFiniteError(
+                f"the loss is {loss} {where}{keeps}", epoch, batch, history))
+        flat = recv[:n]
+        np.multiply(flat, 1.0 / count, out=flat)
+        grad_list = [np.ascontiguousarray(flat[offsets[i]:offsets[i + 1]].reshape(
+            params[name].shape), dtype=params[name].dtype)
+            for i, name in enumerate(names)]
+        squares = _optim.sum_squares(grad_list)
+        total_squares = float(squares.sum())
+        if not math.isfinite(total_squares):
+            bad = [name for name, g in zip(names, grad_list) if not np.isfinite(g).all()]
+            what = (f"the gradient of {bad} contains NaN or infinity" if bad else
+                    "the gradient norm overflows")
+            raise distributed.mark_agreed(NonFiniteError(
+                f"{what} {where}{keeps}", epoch, batch, history))
+        norm = math.sqrt(total_squares)
+        scale = 1.0
+        if self.clip_norm is not None:
+            coefficient = self.clip_norm / (norm + 1e-6)
+            if coefficient < 1.0:
+                scale = coefficient
+        try:
+            with self._guard:
+                self.optimizer.step(params, dict(zip(names, grad_list)), grad_scale=scale)
+        except FloatingPointError as caught:
+            raise distributed.mark_agreed(NonFiniteError(
+                f"{caught} {where}{keeps}", epoch, batch, history)) from None
+        return loss, count, hits, final_state, norm
+
+    def _team_epoch_end(self, validation, started):
+        """The collective that ends a team's epoch: validation split across
+        the ranks and summed, rank 0's epoch time and stop request.
+        Returns (scores or None, time, stop)."""
+        team = self._team
+        sums = (0.0, 0, 0)
+        if validation is not None:
+            order = np.argsort(validation.lengths, kind="stable")
+            bounds = distributed.split(validation.lengths[order], team.size)
+            mine = order[bounds[team.rank]:bounds[team.rank + 1]]
+            result = self._guarded(self._evaluate_rows, validation, mine, self.batch_size)
+            if result is not None:
+                sums = result
+        error = self._pending_error
+        self._pending_error = None
+        if error is not None:
+            sums = (0.0, 0, 0)
+        elapsed = time.perf_counter() - started if self.rank == 0 else 0.0
+        vector = np.array(list(sums) + [elapsed, self.rank == 0 and (
+            self._pending_stop or self.stop_training), error is not None],
+            dtype=np.float64)
+        total = team.allreduce(vector)
+        if total[5]:
+            team.raise_agreed(error, int(total[5]))
+        self._pending_stop = False
+        scores = None
+        if validation is not None:
+            scores = self._scores(float(total[0]), int(round(total[1])),
+                                  int(round(total[2])))
+        return scores, float(total[3]), bool(total[4])
+
     # ============================================================ evaluate
     def evaluate(self, X, y, lengths=None, batch_size=None):
         """The model's loss (and accuracy) on a data set, without training.
@@ -722,10 +1383,15 @@ class Trainer:
         return self._evaluate(_Data(self.model, X, y, lengths, ""), batch_size)
 
     def _evaluate(self, data, batch_size):
-        model = self.model
         order = np.argsort(data.lengths, kind="stable")
+        return self._scores(*self._evaluate_rows(data, order, batch_size))
+
+    def _evaluate_rows(self, data, order, batch_size):
+        """(loss sum, positions, correct) over sequences `order`, forward
+        only, in batches of `batch_size`."""
+        model = self.model
         loss_sum, positions, correct = 0.0, 0, 0
-        for begin in range(0, data.size, batch_size):
+        for begin in range(0, len(order), batch_size):
             rows = order[begin:begin + batch_size]
             X, y, lengths = data.take(rows)
             outputs = model.forward(X, lengths)
@@ -747,8 +1413,11 @@ class Trainer:
                 squared = 0.5 * np.sum(difference * difference, axis=-1)
                 loss_sum += float(squared[mask].sum())
             positions += int(mask.sum())
+        return loss_sum, positions, correct
+
+    def _scores(self, loss_sum, positions, correct):
         scores = {"loss": loss_sum / positions}
-        if model.output == "softmax":
+        if self.model.output == "softmax":
             scores["accuracy"] = correct / positions
         return scores
 
@@ -796,5 +1465,6 @@ class Trainer:
         return stop
 
     def __repr__(self):
+        team = "" if self._team is None else f", rank={self.rank} of {self.size}"
         return (f"Trainer({self.model!r}, optimizer={self.optimizer!r}, "
-                f"batch_size={self.batch_size}, clip_norm={self.clip_norm})")
+                f"batch_size={self.batch_size}, clip_norm={self.clip_norm}{team})")

@@ -948,13 +948,34 @@ class Trainer:
 
     # ------------------------------------------------------------ checkpoints
     def save_checkpoint(self, path, extra=None):
-        """Write a checkpoint that ``fit(..., resume_from=path)`` continues
-        exactly: the model, the optimizer's state, the number of completed
+        """Write a checkpoint that ``fit(..., resume_from=path)`` continues.
+
+        It holds the model, the optimizer's state, the number of completed
         epochs, and in ``extra["trainer"]`` the trainer's random stream,
-        History and early-stopping state (besides your own `extra`, a dict).
-        Meant for the end of an epoch (``on_epoch_end``, or
-        ``fit(checkpoint=path)``, which calls it).  In a team only rank 0
-        writes; the others return at once.  Returns True when it wrote."""
+        History and early-stopping state, so that the resumed run is the
+        run that would have gone on.  Meant for the end of an epoch
+        (``on_epoch_end``, or ``fit(checkpoint=path)``, which calls it).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file, written atomically.
+        extra : dict, optional
+            Your own JSON-serialisable data, kept beside the trainer's.
+
+        Returns
+        -------
+        bool
+            True when this process wrote the file: with ``comm`` only rank
+            0 writes, and the others return False at once.
+
+        Raises
+        ------
+        TypeError
+            `extra` is not a dict.
+        RuntimeError
+            No fit has started: there is no progress to record.
+        """
         if extra is not None and not isinstance(extra, dict):
             raise TypeError(f"extra must be a dict or None, got {type(extra).__name__}")
         if self.rank != 0:

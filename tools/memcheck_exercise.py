@@ -38,7 +38,10 @@ def exercise(crnn_dir):
         sys.exit(f"crnn was imported from {where}, not {crnn_dir}")
     rng = np.random.default_rng(0)
     D, H, K = 3, 4, 3
-    classes = [crnn.RNN, crnn.LSTM, crnn.GRU]
+    def original_gru(*args, **kwargs):
+        return crnn.GRU(*args, reset_after=False, **kwargs)
+
+    classes = [crnn.RNN, crnn.LSTM, crnn.GRU, original_gru]
     for cls, layers, bidirectional, output, sequences, dtype, tokens in itertools.product(
             classes, (1, 2), (False, True), ("softmax", "linear", None), (True, False),
             ("float32", "float64"), (False, True)):

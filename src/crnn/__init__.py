@@ -12,11 +12,26 @@ __all__ = ["GRU", "LSTM", "RNN", "__version__", "from_torch", "load", "optim",
 
 
 def get_include():
-    """The folder of crnn's C header, ``crnn.h``, for a C or C++ extension's
-    ``include_dirs`` (``#include <crnn.h>``, then ``crnn_import()``).
+    """The folder of crnn's C header, for building extensions on crnn.
 
-    A Cython extension's ``cimport crnn.api`` finds ``crnn/api.pxd`` on
-    ``sys.path`` by itself; passing this folder too does no harm."""
+    A C or C++ extension adds it to ``include_dirs``, does
+    ``#include <crnn.h>`` and calls ``crnn_import()`` once in its module's
+    init function; it then calls crnn's engine (``crnn_forward_f64``, ...)
+    through a table of function pointers, with nothing to link against.  A
+    Cython extension's ``cimport crnn.api`` finds ``crnn/api.pxd`` on
+    ``sys.path`` by itself; passing this folder too does no harm.
+
+    Returns
+    -------
+    str
+        The absolute path of the folder that holds ``crnn.h``.
+
+    Examples
+    --------
+    >>> import os
+    >>> os.path.isfile(os.path.join(crnn.get_include(), "crnn.h"))
+    True
+    """
     import os
     return os.path.join(os.path.dirname(os.path.abspath(__file__)), "include")
 

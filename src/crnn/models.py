@@ -1123,4 +1123,6 @@ class GRU(RecurrentModel):
                 else CellKind.CELL_GRU_RESET_BEFORE)
 
     def __repr__(self):
-        return super().__repr__()[:-1] + f", reset_after={self.reset_after})"
+        # the default (PyTorch's GRU) is not spelled out
+        base = super().__repr__()
+        return base if self.reset_after else base[:-1] + ", reset_after=False)"

@@ -76,6 +76,8 @@ LONG_SIGNATURES = {
     ("_blas.pyx", "packed_gemm_pair"), ("_parallel.pyx", "team_gemm"),
     ("api.pyx", "sequence_forward"), ("api.pyx", "sequence_backward"),
     ("api.pyx", "cell_step"),
+    # Trainer.fit: its keyword arguments are the public API (docs/training.md)
+    ("trainer.py", "fit"),
 } | {("api.pyx", f"crnn_{operation}_{suffix}")
      for operation in ("forward", "backward", "step") for suffix in ("f32", "f64")}
 

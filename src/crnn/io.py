@@ -20,19 +20,19 @@ Safety rules, kept here and nowhere else:
   newer format, arrays that do not match the header) is a ``ValueError``
   naming the file and the problem.  A missing file stays FileNotFoundError.
 """
-import errno
 import inspect
 import json
 import math
 import numbers
 import os
-import secrets
 import struct
 import zipfile
 import zlib
 
 import numpy as np
 
+from . import _registry
+from ._files import atomic_write
 from ._version import __version__
 
 FORMAT_NAME = "crnn"
@@ -45,20 +45,10 @@ __all__ = ["FORMAT_VERSION", "load", "load_checkpoint", "save", "save_checkpoint
 
 
 # ---------------------------------------------------------------- model kinds
-def _model_classes():
-    from .models import GRU, LSTM, RNN
-    return {"RNN": RNN, "LSTM": LSTM, "GRU": GRU}
-
-
 def _model_kind(model):
-    """The crnn class a model is saved as (the nearest one in its MRO)."""
-    classes = _model_classes()
-    for cls in type(model).__mro__:
-        if classes.get(cls.__name__) is cls:
-            return cls.__name__
-    raise TypeError(
-        f"can only save crnn.RNN, crnn.LSTM or crnn.GRU models, got "
-        f"{type(model).__name__}")
+    """The crnn class a model is saved as (the nearest one in its MRO),
+    from the table of model kinds."""
+    return _registry.kind_of(model).class_name
 
 
 def _json_value(value, name):
@@ -83,7 +73,7 @@ def model_config(model):
     """Every constructor argument of `model`, as JSON values, read from the
     attributes the constructor stores them in."""
     kind = _model_kind(model)
-    signature = inspect.signature(_model_classes()[kind].__init__)
+    signature = inspect.signature(_registry.model_class(kind).__init__)
     config = {}
     for name, parameter in signature.parameters.items():
         if name == "self" or parameter.kind in (parameter.VAR_POSITIONAL,
@@ -98,51 +88,6 @@ def model_config(model):
 
 
 # ---------------------------------------------------------------- writing
-def _atomic_write(path, write):
-    """Call ``write(file)`` on a new temporary file beside `path`, then move
-    it over `path`.  On any exception (KeyboardInterrupt included) the
-    temporary file is removed and `path` is untouched."""
-    path = os.fspath(path)
-    folder, name = os.path.split(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(errno.ENOENT, "cannot save: no such folder", folder)
-    temporary = os.path.join(folder, f".{name}.{secrets.token_hex(6)}.tmp")
-    # os.open with mode 0o666 lets the umask decide the permissions, as a
-    # plain open() of the destination would (tempfile would force 0o600).
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    descriptor = os.open(temporary, flags, 0o666)
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise
-    _fsync_folder(folder)
-
-
-def _fsync_folder(folder):
-    # Makes the rename itself durable on POSIX; not possible (nor needed)
-    # on Windows.
-    if os.name != "posix":
-        return
-    try:
-        descriptor = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
-
-
 def _encode_header(header):
     text = json.dumps(header, sort_keys=True, allow_nan=True)
     return np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
@@ -170,7 +115,7 @@ def _write(path, model, contents):
         header["checkpoint"] = trees
         arrays.update(state_arrays)
     arrays[_HEADER_KEY] = _encode_header(header)
-    _atomic_write(path, lambda file: np.savez(file, **arrays))
+    atomic_write(path, lambda file: np.savez(file, **arrays))
 
 
 def save(model, path):
@@ -346,12 +291,12 @@ def _read_header(archive):
 
 
 def _build_model(header, archive):
-    classes = _model_classes()
     kind = header["kind"]
-    if kind not in classes:
+    cls = _registry.model_class(kind)
+    if cls is None:
+        known = sorted({row.class_name for row in _registry.KINDS})
         raise _Corrupt(f"it holds a model of unknown kind {kind!r} "
-                       f"(this crnn knows {sorted(classes)})")
-    cls = classes[kind]
+                       f"(this crnn knows {known})")
     config = header["config"]
     accepted = {name for name in inspect.signature(cls.__init__).parameters
                 if name != "self"}

@@ -10,7 +10,7 @@ import threading
 
 import numpy as np
 
-from . import _inputs
+from . import _inputs, _registry, interop, io
 from ._cells import CellKind
 from ._sequence import OutputKind, Workspace, run
 from ._stream import Stream
@@ -19,19 +19,6 @@ from .threads import single_threaded_blas
 _OUTPUT_KINDS = {"softmax": OutputKind.OUTPUT_SOFTMAX,
                  "linear": OutputKind.OUTPUT_LINEAR,
                  None: OutputKind.OUTPUT_NONE}
-_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-def _check_dtype(dtype):
-    if dtype is None:
-        raise TypeError("dtype must be 'float32' or 'float64', got None")
-    try:
-        dtype = np.dtype(dtype)
-    except TypeError:
-        raise TypeError(f"dtype must be 'float32' or 'float64', got {dtype!r}") from None
-    if dtype not in _DTYPES:
-        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype}")
-    return dtype
 
 
 class RecurrentModel:
@@ -75,7 +62,7 @@ class RecurrentModel:
             raise TypeError(
                 f"return_sequences must be True or False, got {return_sequences!r}")
         self.return_sequences = bool(return_sequences)
-        self.dtype = _check_dtype(dtype)
+        self.dtype = _inputs.check_dtype(dtype)
         if seed is not None and (isinstance(seed, (bool, np.bool_))
                                  or not isinstance(seed, (int, np.integer))):
             raise TypeError(f"seed must be an int or None, got {seed!r}")
@@ -391,19 +378,16 @@ class RecurrentModel:
     def save(self, path):
         """Write the model to `path` (one .npz file, atomically); ``crnn.load``
         reads it back.  See crnn.io."""
-        from . import io
         io.save(self, path)
 
     def to_torch(self):
         """``(module, linear)``: the equal torch.nn.RNN/LSTM/GRU and Linear
         head (None without an output layer).  See crnn.interop.to_torch."""
-        from . import interop
         return interop.to_torch(self)
 
     def to_onnx(self, path, **options):
         """Write the model as an ONNX graph (needs the onnx package).  See
         crnn.interop.to_onnx for the graph's inputs and `options`."""
-        from . import interop
         interop.to_onnx(self, path, **options)
 
     # ------------------------------------------------------------ copying
@@ -426,6 +410,7 @@ class RecurrentModel:
                 f"return_sequences={self.return_sequences}, dtype='{self.dtype}')")
 
 
+@_registry.register
 class RNN(RecurrentModel):
     """The source document's vanilla RNN: h(t) = tanh(U x(t) + W h(t-1) + b),
     o(t) = V h(t) + c, trained by BPTT.  ``nonlinearity`` is "tanh" or "relu".
@@ -451,6 +436,7 @@ class RNN(RecurrentModel):
                 else CellKind.CELL_RNN_TANH)
 
 
+@_registry.register
 class LSTM(RecurrentModel):
     """The source document's LSTM: gates i, f, a (candidate), o in one
     (4H × ·) matrix each for U and W (PyTorch's i, f, g, o order),
@@ -464,6 +450,7 @@ class LSTM(RecurrentModel):
         return CellKind.CELL_LSTM
 
 
+@_registry.register
 class GRU(RecurrentModel):
     """PyTorch's GRU: gates r, z, n in one (3H × ·) matrix each for U and W,
     n = tanh(U_n x + b_n + r ⊙ (W_n h + bn)), h = (1 - z) ⊙ n + z ⊙ h_prev.

@@ -10,7 +10,7 @@ import threading
 
 import numpy as np
 
-from . import _inputs, _registry, interop, io
+from . import _inputs, _registry, _state, interop, io
 from ._cells import CellKind
 from ._sequence import OutputKind, Workspace, run
 from ._stream import Stream
@@ -183,6 +183,31 @@ class RecurrentModel:
             return dh0, batch.unsort_rows(result["dc0"])
         return dh0
 
+    # ------------------------------------------------------------ read-only settings
+    def __setattr__(self, name, value):
+        # Sizes and settings are set once, by the constructor (or by
+        # __setstate__): the arrays and the compiled code rely on them.
+        if name in self.__dict__ and name in _state.settings_names(type(self)):
+            raise AttributeError(_state.read_only_message(self, name, value))
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name):
+        if name in _state.settings_names(type(self)):
+            raise AttributeError(f"{type(self).__name__}.{name} cannot be deleted: "
+                                 f"a model's sizes and settings are fixed when it is built")
+        object.__delattr__(self, name)
+
+    def _check_door(self, lanes, V, c):
+        """The guard before compiled code: (lanes, V, c) to hand over, the
+        checked views of a _state.Door.  Per call it compares the lane list,
+        V and c by identity and the settings by value (O(1)); on any change
+        a new Door checks every array against the settings again."""
+        door = self.__dict__.get("_door")
+        if (door is None or door.lanes is not lanes or door.V is not V or door.c is not c
+                or _state.door_settings_of(self) != door.settings):
+            door = self.__dict__["_door"] = _state.Door(self, lanes, V, c)
+        return door.views
+
     # ------------------------------------------------------------ driver
     def _lane_keys(self):
         """Parameter names of every lane, in the driver's order."""
@@ -214,6 +239,7 @@ class RecurrentModel:
 
     def _run(self, batch, h0, c0, targets=None, scale=1.0, need_grad=False):
         _, lanes, width = self._driver_layout()
+        lanes, V, c = self._check_door(lanes, self._params.get("V"), self._params.get("c"))
         # The driver's buffers are (T·B × width) and BLAS takes 32-bit sizes
         # (prepare_batch checked this before copying anything; kept here as
         # the last word before the kernels).
@@ -222,8 +248,7 @@ class RecurrentModel:
         work = batch.steps * batch.size * width * self.hidden_size
         with self._lock, single_threaded_blas(work):
             result = run(self._workspace, self._cell_kind(), self.hidden_size,
-                         self.num_layers, self.directions, lanes,
-                         self._params.get("V"), self._params.get("c"),
+                         self.num_layers, self.directions, lanes, V, c,
                          batch.inputs, batch.lengths, h0, c0,
                          _OUTPUT_KINDS[self.output], self.return_sequences,
                          targets, scale, need_grad)
@@ -327,8 +352,10 @@ class RecurrentModel:
                 f"batch_size must be at most {_inputs.INT32_MAX // (2 * self._buffer_width())} "
                 f"for this model (its buffers would exceed the 32-bit sizes "
                 f"BLAS takes), got {batch_size}")
-        return Stream(int(self._cell_kind()), self.hidden_size, self._lanes(),
-                      self._params.get("V"), self._params.get("c"),
+        # the Door's checked views: the stream holds them, and nothing else does
+        lanes, V, c = _state.Door(self, self._lanes(), self._params.get("V"),
+                                  self._params.get("c")).views
+        return Stream(int(self._cell_kind()), self.hidden_size, lanes, V, c,
                       int(_OUTPUT_KINDS[self.output]), batch_size, self.dtype)
 
     def sample(self, n, prime=None, temperature=1.0, seed=None):
@@ -396,12 +423,17 @@ class RecurrentModel:
         del state["_workspace"], state["_lock"]
         # the copy's lanes must be its own arrays: _driver_layout rebuilds them
         state.pop("_driver_cache", None)
+        state.pop("_door", None)
         return state
 
     def __setstate__(self, state):
-        self.__dict__.update(state)
-        self._workspace = Workspace()
-        self._lock = threading.Lock()
+        """Restore a pickled state after checking it as ``crnn.load`` checks
+        a file: every setting, and every parameter's shape, dtype and layout
+        (_state.check_state).  ValueError or TypeError on anything
+        inconsistent; crnn.load builds models this way too."""
+        self.__dict__.update(_state.check_state(type(self), state))
+        self.__dict__["_workspace"] = Workspace()
+        self.__dict__["_lock"] = threading.Lock()
 
     def __repr__(self):
         return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, "

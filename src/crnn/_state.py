@@ -76,14 +76,17 @@ def _filled(cls, source, what):
     return settings
 
 
-def check_settings(cls, source, what="the state"):
+def check_settings(cls, source, what="the state", available=None):
     """(settings, parameter shapes) for a model of class `cls` with the
     settings in the dict `source`, checked as the constructor checks them.
 
     Sizes must be positive ints and no parameter may exceed BLAS's 32-bit
     sizes; the other settings are checked by building a one-unit model of
     the same class (a few dozen numbers), so every rule of the constructor
-    applies.  Nothing of the size the settings claim is allocated."""
+    applies.  With `available` (the number of parameter arrays a file or
+    state really holds), settings that imply more arrays are refused before
+    the shapes are listed.  Nothing of the size the settings claim is
+    allocated."""
     if not isinstance(source, dict):
         raise TypeError(f"{what} must be a dict, got {type(source).__name__}")
     settings = _filled(cls, source, what)
@@ -102,6 +105,12 @@ def check_settings(cls, source, what="the state"):
     for name in settings_names(cls):
         if name not in _SIZES and name != "output_size":
             settings[name] = getattr(probe, name)     # as the constructor stores it
+    layer_arrays = sum(map(len, probe._lane_keys()))    # the one-layer probe's
+    implied = settings["num_layers"] * layer_arrays + len(probe.params) - layer_arrays
+    if available is not None and implied > available:
+        raise ValueError(
+            f"{what} imply {implied} parameters (num_layers="
+            f"{settings['num_layers']}), it holds {available}")
     shell = object.__new__(cls)
     shell.__dict__.update(settings)
     shapes = shell._param_shapes()
@@ -151,8 +160,13 @@ def check_state(cls, state):
     settings (check_settings) and its ``_params`` (check_params).  Returns
     the state to put in the model's ``__dict__``, settings normalised,
     without the entries the model rebuilds."""
-    settings, shapes = check_settings(cls, state, "the pickled state")
+    if not isinstance(state, dict):
+        raise TypeError(f"the pickled state must be a dict, got {type(state).__name__}")
     params = state.get("_params")
+    if not isinstance(params, dict):
+        raise TypeError(f"the pickled state's '_params' must be a dict, got "
+                        f"{type(params).__name__}")
+    settings, shapes = check_settings(cls, state, "the pickled state", len(params))
     check_params(params, shapes, settings["dtype"])
     restored = {key: value for key, value in state.items() if key not in _TRANSIENT}
     restored.update(settings)
@@ -174,7 +188,8 @@ class Door:
     settings, every array the model would hand over (check_array: shape,
     dtype, contiguity, alignment; and the lanes' count), then keeps its own
     views of them, ``views = (lanes, V, c)``: those are what compiled code
-    gets.  Nothing else holds these views, so no later change to the
+    gets.  ``Door(model)`` checks the model's ``_params`` first and takes
+    the lanes from them (a stream's door).  Nothing else holds these views, so no later change to the
     model's arrays made through Python (``.shape`` or ``.dtype`` set in
     place, a ``_params`` entry or the lane cache replaced) can give
     compiled code a layout that was not checked; writes into the arrays'
@@ -186,11 +201,15 @@ class Door:
 
     __slots__ = ("lanes", "V", "c", "settings", "views")
 
-    def __init__(self, model, lanes, V, c):
+    def __init__(self, model, lanes=None, V=None, c=None):
         settings, shapes = check_settings(type(model), _settings_dict(model), "the model")
         if tuple(settings[name] for name in DOOR_SETTINGS) != door_settings_of(model):
             raise ValueError("the model's settings are not in the form its constructor "
                              "stores them")
+        if lanes is None:
+            params = model.__dict__.get("_params")
+            check_params(params, shapes, settings["dtype"])
+            lanes, V, c = model._lanes(), params.get("V"), params.get("c")
         keys = model._lane_keys()
         if not isinstance(lanes, list) or len(lanes) != len(keys):
             raise ValueError(

@@ -284,7 +284,7 @@ def _read_header(archive):
     return header
 
 
-def _model_settings(header):
+def _model_settings(header, archive):
     """(class, settings, parameter shapes) of the header's model, checked;
     nothing of the sizes they claim is allocated."""
     kind = header["kind"]
@@ -303,7 +303,8 @@ def _model_settings(header):
             f"({__version__}) does not know; it was written by crnn "
             f"{header.get('crnn_version', '?')}")
     try:
-        settings, shapes = _state.check_settings(cls, config, "its settings")
+        stored = sum(key.startswith(_PARAM_PREFIX) for key in archive.files)
+        settings, shapes = _state.check_settings(cls, config, "its settings", stored)
     except (TypeError, ValueError) as error:
         raise _Corrupt(f"its model settings are invalid ({error})") from None
     if str(settings["dtype"]) != header["dtype"]:
@@ -338,7 +339,7 @@ def _check_param_headers(header, archive, shapes, dtype):
 
 
 def _build_model(header, archive):
-    cls, settings, shapes = _model_settings(header)
+    cls, settings, shapes = _model_settings(header, archive)
     _check_param_headers(header, archive, shapes, settings["dtype"])
     # Only now that every array's header has been checked: read them, and
     # build the model around them (a saved model whose weights went NaN

@@ -353,8 +353,7 @@ class RecurrentModel:
                 f"for this model (its buffers would exceed the 32-bit sizes "
                 f"BLAS takes), got {batch_size}")
         # the Door's checked views: the stream holds them, and nothing else does
-        lanes, V, c = _state.Door(self, self._lanes(), self._params.get("V"),
-                                  self._params.get("c")).views
+        lanes, V, c = _state.Door(self).views
         return Stream(int(self._cell_kind()), self.hidden_size, lanes, V, c,
                       int(_OUTPUT_KINDS[self.output]), batch_size, self.dtype)
 

@@ -101,7 +101,10 @@ class Archive:
     def _open_member(self, key):
         if key not in self._members:
             raise Corrupt(f"its header lists an array {key!r} that is missing")
-        return self._zip.open(self._members[key])
+        try:
+            return self._zip.open(self._members[key])
+        except READ_ERRORS as error:     # a damaged local header
+            raise Corrupt(f"its array {key!r} is truncated or corrupt ({error})") from None
 
     def _header(self, key, member):
         """(shape, dtype, fortran_order) from the member's .npy header,

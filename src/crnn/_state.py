@@ -89,7 +89,19 @@ def check_settings(cls, source, what="the state", available=None):
     allocated."""
     if not isinstance(source, dict):
         raise TypeError(f"{what} must be a dict, got {type(source).__name__}")
-    settings = _filled(cls, source, what)
+    settings = _checked_sizes(_filled(cls, source, what), what)
+    probe = registered_class(cls)(**{
+        **settings, **dict.fromkeys(_SIZES, 1),
+        "output_size": None if settings["output_size"] is None else 1})
+    for name in settings_names(cls):
+        if name not in _SIZES and name != "output_size":
+            settings[name] = getattr(probe, name)     # as the constructor stores it
+    if available is not None:
+        _check_count(probe, settings["num_layers"], available, what)
+    return settings, _shapes(cls, settings)
+
+
+def _checked_sizes(settings, what):
     for name in _SIZES:
         settings[name] = _inputs.check_positive_int(settings[name], name)
     output_size = settings.get("output_size")
@@ -99,18 +111,22 @@ def check_settings(cls, source, what="the state", available=None):
         raise ValueError(
             f"{what} has output={settings.get('output')!r} and output_size="
             f"{output_size!r}; output_size is None exactly when output is None")
-    probe = registered_class(cls)(**{
-        **settings, **dict.fromkeys(_SIZES, 1),
-        "output_size": None if output_size is None else 1})
-    for name in settings_names(cls):
-        if name not in _SIZES and name != "output_size":
-            settings[name] = getattr(probe, name)     # as the constructor stores it
-    layer_arrays = sum(map(len, probe._lane_keys()))    # the one-layer probe's
-    implied = settings["num_layers"] * layer_arrays + len(probe.params) - layer_arrays
-    if available is not None and implied > available:
-        raise ValueError(
-            f"{what} imply {implied} parameters (num_layers="
-            f"{settings['num_layers']}), it holds {available}")
+    return settings
+
+
+def _check_count(probe, num_layers, available, what):
+    """Refuse `num_layers` implying more parameter arrays than `available`
+    (from the one-layer `probe`'s count: nothing is listed per layer)."""
+    layer_arrays = sum(map(len, probe._lane_keys()))
+    implied = num_layers * layer_arrays + len(probe.params) - layer_arrays
+    if implied > available:
+        raise ValueError(f"{what} imply {implied} parameters (num_layers="
+                         f"{num_layers}), it holds {available}")
+
+
+def _shapes(cls, settings):
+    """The model's own _param_shapes for `settings` (on an empty instance),
+    each within BLAS's 32-bit sizes."""
     shell = object.__new__(cls)
     shell.__dict__.update(settings)
     shapes = shell._param_shapes()
@@ -119,7 +135,7 @@ def check_settings(cls, source, what="the state", available=None):
             raise ValueError(
                 f"parameter {name} would have shape {shape}, more elements "
                 f"than the 32-bit sizes BLAS takes ({_inputs.INT32_MAX})")
-    return settings, shapes
+    return shapes
 
 
 # ---------------------------------------------------------------- arrays

@@ -11,3 +11,13 @@ import sys
 _TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 if _TESTS_DIR not in sys.path:
     sys.path.insert(0, _TESTS_DIR)
+
+import pytest  # noqa: E402
+
+from reference import CELLS  # noqa: E402
+
+
+@pytest.fixture(params=CELLS)
+def cell(request):
+    """Each cell in turn: "rnn" (crnn.RNN), "lstm" (crnn.LSTM), "gru" (crnn.GRU)."""
+    return request.param

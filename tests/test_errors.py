@@ -1,8 +1,13 @@
-"""Bad input raises ValueError/TypeError naming what was expected and given.
+"""Bad input raises ValueError/TypeError naming what was expected and given,
+for every cell (the ``cell`` fixture of conftest.py: RNN, LSTM, GRU).
 
 Messages are checked loosely: the numbers (or names) of both the expected and
 the given value must appear somewhere in the message. After any refused call
-the model's parameters are exactly what they were.
+the model's parameters are exactly what they were.  The shared input checks
+(X, lengths, y, initial_state, constructor, atomicity) run on every cell;
+then what only one cell has: the LSTM's (h0, c0) pair (not a pair, wrong
+length, wrong or mismatched shapes, non-finite or non-real c0), a GRU given
+a pair, the RNN's nonlinearity.
 """
 
 import re
@@ -11,9 +16,23 @@ import numpy as np
 import pytest
 
 import crnn
-from cases import D, H, K, N, T
+from cases import D, H, K, MODEL_CLASSES, N, T
+from reference import gate_blocks
 
 ERR = (ValueError, TypeError)
+
+
+def make(cell, dtype="float64", output_size=K, **kw):
+    """A crnn model of `cell` with the tests' sizes."""
+    return getattr(crnn, MODEL_CLASSES[cell])(D, H, output_size, dtype=dtype, seed=0, **kw)
+
+
+def state_of(cell, h0, c0_shape=None):
+    """`h0` as `cell`'s initial state: for an LSTM the pair (h0, c0), c0 zeros
+    of the right shape (`c0_shape`, default h0's)."""
+    if cell != "lstm":
+        return h0
+    return h0, np.zeros(h0.shape if c0_shape is None else c0_shape)
 
 
 def shape_forms(shape):
@@ -58,8 +77,8 @@ def dtype(request):
 
 
 @pytest.fixture
-def model(dtype):
-    return crnn.RNN(D, H, K, dtype=dtype, seed=0)
+def model(cell, dtype):
+    return make(cell, dtype)
 
 
 @pytest.fixture
@@ -341,8 +360,8 @@ def test_labels_missing(model, data):
     raise_msg(lambda: model.loss_and_grad(X, None))
 
 
-def test_many_to_one_labels(dtype):
-    model = crnn.RNN(D, H, K, return_sequences=False, dtype=dtype, seed=0)
+def test_many_to_one_labels(cell, dtype):
+    model = make(cell, dtype, return_sequences=False)
     X = np.zeros((N, T, D))
     msg = raise_msg(lambda: model.loss_and_grad(X, np.zeros((N, T), dtype=np.int64)))
     assert_mentions(msg, (N, T))
@@ -352,9 +371,8 @@ def test_many_to_one_labels(dtype):
 
 
 @pytest.mark.parametrize("return_sequences", [True, False])
-def test_linear_targets_wrong_k(dtype, return_sequences):
-    model = crnn.RNN(D, H, K, output="linear", return_sequences=return_sequences, dtype=dtype,
-                     seed=0)
+def test_linear_targets_wrong_k(cell, dtype, return_sequences):
+    model = make(cell, dtype, output="linear", return_sequences=return_sequences)
     X = np.zeros((N, T, D))
     shape = (N, T, K + 1) if return_sequences else (N, K + 1)
     msg = raise_msg(lambda: model.loss_and_grad(X, np.zeros(shape)), ValueError)
@@ -366,8 +384,8 @@ def test_linear_targets_wrong_k(dtype, return_sequences):
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
-def test_linear_targets_non_finite(dtype, bad):
-    model = crnn.RNN(D, H, K, output="linear", dtype=dtype, seed=0)
+def test_linear_targets_non_finite(cell, dtype, bad):
+    model = make(cell, dtype, output="linear")
     X = np.zeros((N, T, D))
     y = np.zeros((N, T, K))
     y[1, 1, 1] = bad
@@ -375,8 +393,8 @@ def test_linear_targets_non_finite(dtype, bad):
     assert_mentions(msg, ["nan", "inf", "finite"])
 
 
-def test_linear_targets_complex(dtype):
-    model = crnn.RNN(D, H, K, output="linear", dtype=dtype, seed=0)
+def test_linear_targets_complex(cell, dtype):
+    model = make(cell, dtype, output="linear")
     X = np.zeros((N, T, D))
     raise_msg(lambda: model.loss_and_grad(X, np.zeros((N, T, K), dtype=complex)))
 
@@ -391,36 +409,37 @@ def test_y_length_mismatch_in_list(model):
 
 @pytest.mark.parametrize("shape", [(2, N, H), (1, N + 1, H), (1, N, H + 1), (N, H),
                                    (1, 1, N, H)])
-def test_initial_state_wrong_shape(model, data, shape):
+def test_initial_state_wrong_shape(cell, model, data, shape):
     X, y = data
-    h0 = np.zeros(shape)
+    h0 = state_of(cell, np.zeros(shape), (1, N, H))
     for fn in all_entry_points(model, X, y, initial_state=h0)[:2]:
         msg = raise_msg(fn, ValueError)
         assert_mentions(msg, shape, (1, N, H))
 
 
-def test_initial_state_wrong_shape_deep_bidirectional(dtype):
-    model = crnn.RNN(D, H, K, num_layers=2, bidirectional=True, dtype=dtype, seed=0)
+def test_initial_state_wrong_shape_deep_bidirectional(cell, dtype):
+    model = make(cell, dtype, num_layers=2, bidirectional=True)
     X = np.zeros((N, T, D))
-    msg = raise_msg(lambda: model.forward(X, initial_state=np.zeros((2, N, H))), ValueError)
+    h0 = state_of(cell, np.zeros((2, N, H)), (4, N, H))
+    msg = raise_msg(lambda: model.forward(X, initial_state=h0), ValueError)
     assert_mentions(msg, (2, N, H), (4, N, H))
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_initial_state_non_finite(model, data, bad):
+def test_initial_state_non_finite(cell, model, data, bad):
     X, y = data
     h0 = np.zeros((1, N, H))
     h0[0, 1, 2] = bad
-    for fn in all_entry_points(model, X, y, initial_state=h0)[:2]:
+    for fn in all_entry_points(model, X, y, initial_state=state_of(cell, h0))[:2]:
         msg = raise_msg(fn, ValueError)
         assert_mentions(msg, ["nan", "inf", "finite"])
 
 
 @pytest.mark.parametrize("bad_dtype", [np.complex128, bool, object])
-def test_initial_state_bad_dtype(model, data, bad_dtype):
+def test_initial_state_bad_dtype(cell, model, data, bad_dtype):
     X, y = data
     h0 = np.zeros((1, N, H), dtype=bad_dtype)
-    raise_msg(lambda: model.forward(X, initial_state=h0))
+    raise_msg(lambda: model.forward(X, initial_state=state_of(cell, h0, (1, N, H))))
 
 
 # ------------------------------------------------------------------ other arguments
@@ -431,10 +450,50 @@ def test_bad_reduction(model, data):
     assert_mentions(msg, "max", "mean", "sum")
 
 
-def test_predict_proba_refused_for_linear(dtype):
-    model = crnn.RNN(D, H, K, output="linear", dtype=dtype, seed=0)
+def test_predict_proba_refused_for_linear(cell, dtype):
+    model = make(cell, dtype, output="linear")
     with pytest.raises((ValueError, TypeError, AttributeError, NotImplementedError)):
         model.predict_proba(np.zeros((N, T, D)))
+
+
+# ------------------------------------------------------------------ shared checks on deeper models
+
+@pytest.mark.parametrize("bad_d", [D + 1, 1])
+def test_x_wrong_feature_count_deep(cell, dtype, bad_d):
+    model = make(cell, dtype, num_layers=2)
+    X = np.zeros((N, T, bad_d))
+    for fn in (lambda: model.forward(X), lambda: model.predict(X),
+               lambda: model.loss_and_grad(X, np.zeros((N, T), dtype=np.int64))):
+        msg = raise_msg(fn, ValueError)
+        assert_number(msg, bad_d)
+        assert_number(msg, D)
+
+
+@pytest.mark.parametrize("bad_token", [D, -1])
+def test_token_out_of_range_bidirectional(cell, dtype, bad_token):
+    model = make(cell, dtype, bidirectional=True)
+    X = np.zeros((N, T), dtype=np.int64)
+    X[1, 2] = bad_token
+    msg = raise_msg(lambda: model.forward(X), ValueError)
+    assert_mentions(msg, bad_token)
+
+
+def test_label_out_of_range_and_lengths(cell, dtype, data):
+    model = make(cell, dtype)
+    X, y = data
+    y = y.copy()
+    y[0, 1] = K
+    msg = raise_msg(lambda: model.loss_and_grad(X, y), ValueError)
+    assert_number(msg, K)
+    msg = raise_msg(lambda: model.forward(X, lengths=np.array([5, T + 1, 3])), ValueError)
+    assert_number(msg, T + 1)
+
+
+def test_loss_needs_an_output_layer(cell, dtype, data):
+    model = make(cell, dtype, output_size=None, output=None)
+    X, y = data
+    msg = raise_msg(lambda: model.loss_and_grad(X, y), ValueError)
+    assert_mentions(msg, "output")
 
 
 # ------------------------------------------------------------------ constructor
@@ -446,8 +505,6 @@ def test_predict_proba_refused_for_linear(dtype):
     ((-1, H, K), {}, ["input_size", -1]),
     ((D, H, 0), {}, ["output_size", 0]),
     ((D, H, K), {"num_layers": 0}, ["num_layers", 0]),
-    ((D, H, K), {"nonlinearity": "sigmoid"}, ["sigmoid", "tanh", "relu"]),
-    ((D, H, K), {"nonlinearity": "TANH "}, ["TANH", "tanh"]),
     ((D, H, K), {"output": "sigmoid"}, ["sigmoid", "softmax", "linear"]),
     ((D, H, K), {"output": None}, ["output_size"]),
     ((D, H, K), {"dtype": "float16"}, ["float16", "float32", "float64"]),
@@ -455,12 +512,31 @@ def test_predict_proba_refused_for_linear(dtype):
     ((D, H, K), {"dtype": np.int64}, ["int64", "float32", "float64"]),
     ((D, H, K), {"dtype": "complex128"}, ["complex128", "float32"]),
 ])
-def test_bad_constructor_args(args, kwargs, needles):
+def test_bad_constructor_args(cell, args, kwargs, needles):
+    with pytest.raises(ValueError) as exc:
+        getattr(crnn, MODEL_CLASSES[cell])(*args, **kwargs)
+    msg = str(exc.value)
+    for nd in needles:
+        assert_mentions(msg, nd)
+
+
+@pytest.mark.parametrize("args,kwargs,needles", [
+    ((D, H, K), {"nonlinearity": "sigmoid"}, ["sigmoid", "tanh", "relu"]),
+    ((D, H, K), {"nonlinearity": "TANH "}, ["TANH", "tanh"]),
+])
+def test_bad_rnn_nonlinearity(args, kwargs, needles):
     with pytest.raises(ValueError) as exc:
         crnn.RNN(*args, **kwargs)
     msg = str(exc.value)
     for nd in needles:
         assert_mentions(msg, nd)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_no_nonlinearity_option(cell):
+    """LSTM and GRU have API.md's signature: no nonlinearity argument."""
+    with pytest.raises(TypeError):
+        getattr(crnn, MODEL_CLASSES[cell])(D, H, K, nonlinearity="relu")
 
 
 @pytest.mark.parametrize("args,kwargs", [
@@ -470,43 +546,59 @@ def test_bad_constructor_args(args, kwargs, needles):
     ((D, H, 3.5), {}),
     ((D, H, K), {"num_layers": 1.5}),
     ((D, None, K), {}),
+    ((D, H, K), {"bidirectional": "yes"}),
+    ((D, H, K), {"return_sequences": 1}),
 ])
-def test_constructor_non_integer_sizes(args, kwargs):
+def test_constructor_non_integer_sizes(cell, args, kwargs):
     with pytest.raises(ERR):
-        crnn.RNN(*args, **kwargs)
+        getattr(crnn, MODEL_CLASSES[cell])(*args, **kwargs)
 
 
-def test_constructor_accepts_numpy_integers():
-    model = crnn.RNN(np.int64(D), np.int32(H), np.int16(K), num_layers=np.int64(2),
-                     dtype="float64", seed=np.int64(1))
-    assert model.params["U0"].shape == (H, D)
+def test_constructor_accepts_numpy_integers(cell):
+    model = getattr(crnn, MODEL_CLASSES[cell])(
+        np.int64(D), np.int32(H), np.int16(K), num_layers=np.int64(2),
+        dtype="float64", seed=np.int64(1))
+    assert model.params["U0"].shape == (gate_blocks(cell) * H, D)
 
 
 # ------------------------------------------------------------------ atomicity
 
-def test_failed_calls_leave_params_unchanged(dtype):
-    model = crnn.RNN(D, H, K, num_layers=2, bidirectional=True, dtype=dtype, seed=0)
+def test_failed_calls_leave_params_unchanged(cell, dtype):
+    model = make(cell, dtype, num_layers=2, bidirectional=True)
     rng = np.random.default_rng(0)
     X = rng.normal(size=(N, T, D))
     y = rng.integers(0, K, size=(N, T))
+    zeros = np.zeros((4, N, H))
+    state = state_of(cell, zeros)
     good_loss, good_grads = model.loss_and_grad(X, y)
     good_Y = model.forward(X)
+    good_state_loss, good_state_grads = model.loss_and_grad(X, y, initial_state=state)
+    good_state_Y = model.forward(X, initial_state=state)
     snap = snapshot(model)
     X_nan = X.copy()
     X_nan[2, 4, 0] = np.nan
     y_bad = y.copy()
     y_bad[2, 4] = K
+    c_nan = zeros.copy()
+    c_nan[3, 1, 1] = np.nan
+    bad_state = (zeros, c_nan) if cell == "lstm" else c_nan
+    bias_key = "bn1_reverse" if cell == "gru" else "b1_reverse"
     bad_calls = [
         lambda: model.loss_and_grad(X, y_bad),
         lambda: model.loss_and_grad(X_nan, y),
         lambda: model.loss_and_grad(X, y, lengths=np.array([5, 0, 1])),
-        lambda: model.loss_and_grad(X, y, initial_state=np.zeros((1, N, H))),
+        lambda: model.loss_and_grad(X, y, initial_state=state_of(cell, np.zeros((1, N, H)))),
+        lambda: model.loss_and_grad(X, y, initial_state=bad_state),
+        lambda: model.loss_and_grad(X, y, initial_state=(zeros, np.zeros((4, N, H + 1)))),
         lambda: model.loss_and_grad(np.zeros((N, T, D + 1)), y),
         lambda: model.forward(X, lengths=np.array([9, 1, 1])),
         lambda: model.forward(X_nan),
+        lambda: model.forward(X, initial_state=bad_state),
         lambda: model.predict(np.zeros((N, T), dtype=np.int64) - 1),
         lambda: model.set_params({**snap, "W0": np.zeros((H, H + 1), dtype=dtype)}),
+        lambda: model.set_params({**snap, bias_key: np.zeros(H + 1, dtype=dtype)}),
         lambda: model.set_params({k: v for k, v in snap.items() if k != "c"}),
+        lambda: model.set_params({k: v for k, v in snap.items() if k != "W0"}),
     ]
     for fn in bad_calls:
         with pytest.raises(ERR):
@@ -518,16 +610,21 @@ def test_failed_calls_leave_params_unchanged(dtype):
     for k in grads:
         np.testing.assert_array_equal(grads[k], good_grads[k])
     np.testing.assert_array_equal(model.forward(X), good_Y)
+    loss, grads = model.loss_and_grad(X, y, initial_state=state)
+    assert loss == good_state_loss
+    for k in grads:
+        np.testing.assert_array_equal(grads[k], good_state_grads[k])
+    np.testing.assert_array_equal(model.forward(X, initial_state=state), good_state_Y)
 
 
-def test_unhashable_output_argument():
-    msg = raise_msg(lambda: crnn.RNN(D, H, K, output=["softmax"]))
+def test_unhashable_output_argument(cell):
+    msg = raise_msg(lambda: getattr(crnn, MODEL_CLASSES[cell])(D, H, K, output=["softmax"]))
     assert_mentions(msg, "output")
 
 
-def test_negative_seed_is_accepted_or_named():
+def test_negative_seed_is_accepted_or_named(cell):
     try:
-        crnn.RNN(D, H, K, seed=-1)
+        getattr(crnn, MODEL_CLASSES[cell])(D, H, K, seed=-1)
     except ERR as exc:
         assert_mentions(str(exc), "seed", -1)
 
@@ -538,3 +635,147 @@ def test_lengths_odd_values(model, data, bad):
     if bad is None:
         bad = np.array([None, 1, 2])
     raise_msg(lambda: model.forward(X, lengths=bad))
+
+
+# ------------------------------------------------------------------ the LSTM's (h0, c0)
+
+def lstm(dtype, **kw):
+    return make("lstm", dtype, **kw)
+
+
+def entry_points(model, X, y, **kw):
+    """forward and loss_and_grad (the two that take initial_state)."""
+    return [lambda: model.forward(X, **kw), lambda: model.loss_and_grad(X, y, **kw)]
+
+
+def test_lstm_initial_state_single_array(dtype, data):
+    """One array is not a pair, even one of shape (2, L, N, H)."""
+    model = lstm(dtype)
+    X, y = data
+    for bad in (np.zeros((1, N, H)), np.zeros((2, 1, N, H))):
+        for fn in entry_points(model, X, y, initial_state=bad):
+            msg = raise_msg(fn)
+            assert_mentions(msg, "pair", ["(h0, c0)", "h0, c0"], "ndarray")
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_lstm_initial_state_wrong_number_of_parts(dtype, data, count):
+    model = lstm(dtype)
+    X, y = data
+    bad = tuple(np.zeros((1, N, H)) for _ in range(count))
+    for fn in entry_points(model, X, y, initial_state=bad):
+        msg = raise_msg(fn)
+        assert_mentions(msg, "pair", ["(h0, c0)", "h0, c0"])
+
+
+@pytest.mark.parametrize("bad", ["h0", 3.0, {"h0": 0, "c0": 0}])
+def test_lstm_initial_state_not_a_sequence(dtype, data, bad):
+    model = lstm(dtype)
+    X, _ = data
+    raise_msg(lambda: model.forward(X, initial_state=bad))
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_lstm_initial_state_part_is_none(dtype, data, which):
+    model = lstm(dtype)
+    X, _ = data
+    state = [np.zeros((1, N, H)), np.zeros((1, N, H))]
+    state[which] = None
+    msg = raise_msg(lambda: model.forward(X, initial_state=tuple(state)))
+    assert_mentions(msg, ("h0", "c0")[which])
+
+
+@pytest.mark.parametrize("shape", [(2, N, H), (1, N + 1, H), (1, N, H + 1), (N, H),
+                                   (1, 1, N, H)])
+def test_lstm_c0_wrong_shape(dtype, data, shape):
+    model = lstm(dtype)
+    X, y = data
+    state = (np.zeros((1, N, H)), np.zeros(shape))
+    for fn in entry_points(model, X, y, initial_state=state):
+        msg = raise_msg(fn, ValueError)
+        assert_mentions(msg, "c0", shape, (1, N, H))
+
+
+@pytest.mark.parametrize("shape", [(2, N, H), (1, N, H + 1)])
+def test_lstm_h0_wrong_shape(dtype, data, shape):
+    model = lstm(dtype)
+    X, y = data
+    state = (np.zeros(shape), np.zeros((1, N, H)))
+    for fn in entry_points(model, X, y, initial_state=state):
+        msg = raise_msg(fn, ValueError)
+        assert_mentions(msg, "h0", shape, (1, N, H))
+
+
+def test_lstm_swapped_shapes_deep_bidirectional(dtype):
+    model = lstm(dtype, num_layers=2, bidirectional=True)
+    X = np.zeros((N, T, D))
+    good = np.zeros((4, N, H))
+    msg = raise_msg(lambda: model.forward(X, initial_state=(good, np.zeros((2, N, H)))),
+                    ValueError)
+    assert_mentions(msg, "c0", (2, N, H), (4, N, H))
+    msg = raise_msg(lambda: model.forward(X, initial_state=(np.zeros((4, N + 1, H)), good)),
+                    ValueError)
+    assert_mentions(msg, "h0", (4, N + 1, H), (4, N, H))
+
+
+@pytest.mark.parametrize("which", [0, 1])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_lstm_state_non_finite(dtype, data, which, bad):
+    model = lstm(dtype)
+    X, y = data
+    parts = [np.zeros((1, N, H)), np.zeros((1, N, H))]
+    parts[which][0, 1, 2] = bad
+    for fn in entry_points(model, X, y, initial_state=tuple(parts)):
+        msg = raise_msg(fn, ValueError)
+        assert_mentions(msg, ("h0", "c0")[which], ["nan", "inf", "finite"])
+
+
+@pytest.mark.parametrize("bad_dtype", [np.complex128, bool, object])
+def test_lstm_c0_bad_dtype(dtype, data, bad_dtype):
+    model = lstm(dtype)
+    X, y = data
+    state = (np.zeros((1, N, H)), np.zeros((1, N, H), dtype=bad_dtype))
+    msg = raise_msg(lambda: model.forward(X, initial_state=state))
+    assert_mentions(msg, "c0")
+
+
+def test_lstm_state_of_other_real_dtypes_is_cast(data):
+    """float32 / int (h0, c0) are real arrays and accepted by a float64 model."""
+    model = lstm("float64")
+    X, _ = data
+    h0 = np.full((1, N, H), 0.5)
+    c0 = np.full((1, N, H), -1.0)
+    expected = model.forward(X, initial_state=(h0, c0))
+    got = model.forward(X, initial_state=(h0.astype(np.float32), c0.astype(np.int32)))
+    np.testing.assert_array_equal(got, expected)
+
+
+# ------------------------------------------------------------------ one-array states
+
+@pytest.mark.parametrize("cell", ["rnn", "gru"])
+def test_initial_state_pair_is_refused(cell, dtype, data):
+    model = make(cell, dtype)
+    X, y = data
+    pair = (np.zeros((1, N, H)), np.zeros((1, N, H)))
+    for fn in entry_points(model, X, y, initial_state=pair):
+        msg = raise_msg(fn)
+        assert_mentions(msg, (1, N, H))
+
+
+@pytest.mark.parametrize("shape", [(2, N, H), (1, N + 1, H), (1, N, 3 * H), (N, H)])
+def test_gru_initial_state_wrong_shape(dtype, data, shape):
+    model = make("gru", dtype)
+    X, y = data
+    for fn in entry_points(model, X, y, initial_state=np.zeros(shape)):
+        msg = raise_msg(fn, ValueError)
+        assert_mentions(msg, shape, (1, N, H))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_gru_initial_state_non_finite(dtype, data, bad):
+    model = make("gru", dtype)
+    X, y = data
+    h0 = np.zeros((1, N, H))
+    h0[0, 2, 5] = bad
+    msg = raise_msg(lambda: model.forward(X, initial_state=h0), ValueError)
+    assert_mentions(msg, ["nan", "inf", "finite"])

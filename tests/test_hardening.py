@@ -1,4 +1,4 @@
-"""Hardening (issue 9) beyond test_errors.py / test_gated_errors.py / test_stream.py:
+"""Hardening (issue 9) beyond test_errors.py / test_stream.py:
 
 - sizes whose products overflow BLAS's 32-bit integers, refused from the
   shapes alone (broadcast arrays: huge shapes, no memory) and, with a tiny

@@ -390,3 +390,50 @@ def test_empty_and_single_element_arrays():
     optim.Adagrad(lr=1.0, eps=0.0).step(params, grads)   # s = 0.25: p = 2 - 0.5/0.5
     assert params["a"].shape == (0,)
     assert math.isclose(float(params["b"][0]), 1.0, rel_tol=1e-15)
+
+
+# ------------------------------------------------------------ states of other shapes (issue 21)
+def _adam_state():
+    adam = optim.Adam()
+    adam.step(make_params(np.float64), make_grads(np.float64, 1)[0])
+    return adam.state_dict()
+
+
+def test_load_state_dict_refuses_one_parameter_of_two_shapes():
+    state = _adam_state()
+    state["exp_avg_sq.W0"] = np.zeros((6, 5))
+    target = optim.Adam(lr=0.5)
+    with pytest.raises(ValueError, match=r"\(6, 5\).*\(6, 6\)|\(6, 6\).*\(6, 5\)"):
+        target.load_state_dict(state, params=make_params(np.float64))
+    assert target.lr == 0.5 and target.steps == 0       # nothing was loaded
+
+
+@pytest.mark.parametrize("change,needle", [
+    ({"W0": np.zeros((6, 5))}, "(6, 5)"),
+    ({"missing": None}, "lacks"),
+])
+def test_load_state_dict_checks_against_params(change, needle):
+    params = make_params(np.float64)
+    if "missing" in change:
+        del params["V"]
+    else:
+        params.update(change)
+    target = optim.Adam()
+    with pytest.raises(ValueError) as error:
+        target.load_state_dict(_adam_state(), params=params)
+    assert needle in str(error.value)
+    target.load_state_dict(_adam_state(), params=make_params(np.float64))
+    assert target.steps == 1
+
+
+def test_a_loaded_state_of_other_shapes_is_refused_before_any_update():
+    state = {key: (np.zeros((2, 2)) if key.endswith(".W0") else value)
+             for key, value in _adam_state().items()}
+    target = optim.Adam()
+    target.load_state_dict(state)
+    params = make_params(np.float64)
+    before = {k: v.copy() for k, v in params.items()}
+    with pytest.raises(ValueError, match=r"\(2, 2\)"):
+        target.step(params, make_grads(np.float64, 1)[0])
+    for name, value in before.items():
+        np.testing.assert_array_equal(params[name], value)

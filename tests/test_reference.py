@@ -6,7 +6,7 @@ many-to-many/many-to-one, equal/ragged lengths, float/token inputs, 1-2
 layers, 1-2 directions, with and without an initial state ((h0, c0) for the
 LSTM). Every output, final state, loss, gradient and initial-state gradient
 is compared with reference.py (itself checked against PyTorch and finite
-differences in test_reference_selfcheck.py and test_gated_selfcheck.py).
+differences in test_reference_selfcheck.py).
 """
 
 import numpy as np

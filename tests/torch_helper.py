@@ -1,7 +1,7 @@
 """The same models computed by PyTorch (nn.RNN / nn.LSTM / nn.GRU + nn.Linear + loss).
 
-Used to check both the numpy reference (test_reference_selfcheck.py,
-test_gated_selfcheck.py) and crnn (test_torch_parity.py). Weights come from a
+Used to check both the numpy reference (test_reference_selfcheck.py, every
+cell) and crnn (test_torch_parity.py). Weights come from a
 crnn-style params dict:
 weight_ih_l{l}{_reverse} = U{l}{_reverse}, weight_hh = W, bias_ih = b,
 Linear.weight = V, Linear.bias = c, and bias_hh = 0 (RNN, LSTM: MODEL.md's

@@ -81,6 +81,23 @@ def _aligned(array):
     return array if array.flags.aligned else array.copy()
 
 
+# The float types a model computes in.
+DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def check_dtype(dtype):
+    """`dtype` as a numpy dtype, float32 or float64 (a model's dtype)."""
+    if dtype is None:
+        raise TypeError("dtype must be 'float32' or 'float64', got None")
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be 'float32' or 'float64', got {dtype!r}") from None
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype}")
+    return dtype
+
+
 def check_positive_int(value, name, minimum=1):
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {value!r}")

@@ -15,11 +15,11 @@ import numbers
 
 import numpy as np
 
+from . import _inputs, _registry
+from ._files import atomic_write
 from ._version import __version__
 
 __all__ = ["from_torch", "to_onnx", "to_torch"]
-
-_KINDS = ("RNN", "LSTM", "GRU")
 
 
 def _import_torch(caller):
@@ -32,25 +32,17 @@ def _import_torch(caller):
     return torch
 
 
-def _model_kind(model):
-    from .models import GRU, LSTM, RNN
-    for cls in (RNN, LSTM, GRU):
-        if isinstance(model, cls):
-            return cls.__name__
-    raise TypeError(f"expected a crnn.RNN, crnn.LSTM or crnn.GRU model, "
-                    f"got {type(model).__name__}")
-
-
 def _suffixes(bidirectional):
     return ("", "_reverse") if bidirectional else ("",)
 
 
 # ---------------------------------------------------------------- PyTorch
 def _torch_kind(torch, module):
+    """The row of the model table for `module`'s torch.nn class."""
     # LSTM and GRU are not subclasses of nn.RNN; all three of RNNBase.
-    for kind in ("LSTM", "GRU", "RNN"):
-        if isinstance(module, getattr(torch.nn, kind)):
-            return kind
+    for row in _registry.KINDS:
+        if row.torch and isinstance(module, getattr(torch.nn, row.torch)):
+            return row
     raise TypeError(
         f"from_torch expects a torch.nn.RNN, torch.nn.LSTM or torch.nn.GRU module, "
         f"got {type(module).__module__}.{type(module).__name__}"
@@ -104,9 +96,8 @@ def from_torch(module, linear=None, output="softmax", *, return_sequences=True):
     crnn.models.RecurrentModel.to_torch : the other way.
     """
     torch = _import_torch("crnn.from_torch")
-    from . import models
-
-    kind = _torch_kind(torch, module)
+    row = _torch_kind(torch, module)
+    kind = row.torch
     proj_size = getattr(module, "proj_size", 0)
     if proj_size:
         raise ValueError(
@@ -155,7 +146,7 @@ def from_torch(module, linear=None, output="softmax", *, return_sequences=True):
                    output=output, return_sequences=return_sequences, dtype=dtype)
     if kind == "RNN":
         options["nonlinearity"] = module.nonlinearity
-    model = getattr(models, kind)(
+    model = _registry.model_class(row.class_name)(
         module.input_size, hidden,
         None if linear is None else linear.out_features, **options)
 
@@ -171,8 +162,8 @@ def from_torch(module, linear=None, output="softmax", *, return_sequences=True):
                 b_hh = _numpy(getattr(module, "bias_hh" + torch_suffix))
             else:
                 b_ih = b_hh = np.zeros(gates * hidden, dtype=dtype)
-            if kind == "GRU":
-                # r, z: b_ih + b_hh; n: b_in alone, b_hn stays inside r ⊙ (·)
+            if row.recurrent_bias:
+                # GRU: r, z: b_ih + b_hh; n: b_in alone, b_hn stays inside r ⊙ (·)
                 params[f"b{layer}{suffix}"] = np.concatenate(
                     [b_ih[:2 * hidden] + b_hh[:2 * hidden], b_ih[2 * hidden:]])
                 params[f"bn{layer}{suffix}"] = b_hh[2 * hidden:].copy()
@@ -212,15 +203,20 @@ def to_torch(model):
     ------
     ImportError
         PyTorch is not installed.
+    ValueError
+        The model has no PyTorch counterpart (``GRU(reset_after=False)``:
+        PyTorch's GRU resets after the recurrent product).
     """
+    row = _registry.kind_of(model)
+    if row.torch is None:
+        raise ValueError(f"cannot convert a crnn {row.name} to PyTorch: {row.no_torch}")
     torch = _import_torch("to_torch")
-    kind = _model_kind(model)
     torch_dtype = {"float32": torch.float32, "float64": torch.float64}[str(model.dtype)]
     options = dict(num_layers=model.num_layers, bias=True, batch_first=True,
                    bidirectional=model.bidirectional, dtype=torch_dtype)
-    if kind == "RNN":
+    if row.torch == "RNN":
         options["nonlinearity"] = model.nonlinearity
-    module = getattr(torch.nn, kind)(model.input_size, model.hidden_size, **options)
+    module = getattr(torch.nn, row.torch)(model.input_size, model.hidden_size, **options)
     params = model.params
     H = model.hidden_size
 
@@ -236,7 +232,7 @@ def to_torch(model):
                 copy(getattr(module, "bias_ih" + torch_suffix), params[f"b{layer}{suffix}"])
                 b_hh = getattr(module, "bias_hh" + torch_suffix)
                 b_hh.zero_()
-                if kind == "GRU":
+                if row.recurrent_bias:     # GRU: b_hh's n block is bn
                     copy(b_hh[2 * H:], params[f"bn{layer}{suffix}"])
         linear = None
         if model.output is not None:
@@ -248,10 +244,7 @@ def to_torch(model):
 
 
 # ---------------------------------------------------------------- ONNX
-# ONNX orders the gate blocks differently from crnn (= PyTorch):
-#   LSTM  crnn i, f, a, o   ONNX i, o, f, c (c = crnn's candidate a)
-#   GRU   crnn r, z, n      ONNX z, r, h
-_ONNX_BLOCKS = {"RNN": [0], "LSTM": [0, 3, 1, 2], "GRU": [1, 0, 2]}
+# The gate blocks' order in ONNX is the table's onnx_gates (crnn._registry).
 _MIN_OPSET = 13   # Softmax on one axis, Unsqueeze with axes as an input
 
 
@@ -259,20 +252,21 @@ def _reorder(array, blocks, hidden):
     return np.concatenate([array[g * hidden:(g + 1) * hidden] for g in blocks])
 
 
-def _onnx_weights(model, kind, layer, dtype):
+def _onnx_weights(model, row, layer, dtype):
     """ONNX's W (dirs, G·H, D), R (dirs, G·H, H), B (dirs, 2·G·H) of a layer:
     input weights, recurrent weights, then [Wb, Rb] biases, gates reordered.
-    Wb is crnn's b; Rb is 0 but for a GRU's h block, which is bn (ONNX's
-    linear_before_reset=1 GRU is PyTorch's: h̃ = tanh(W x + Wb + r ⊙ (R h + Rb)))."""
+    Wb is crnn's b; Rb is 0 but, for a kind with a recurrent bias, its last
+    (h) block, which is bn (ONNX's linear_before_reset=1 GRU is PyTorch's:
+    h̃ = tanh(W x + Wb + r ⊙ (R h + Rb)))."""
     params, H = model.params, model.hidden_size
-    blocks = _ONNX_BLOCKS[kind]
+    blocks = row.onnx_gates
     Ws, Rs, Bs = [], [], []
     for suffix in _suffixes(model.bidirectional):
         Ws.append(_reorder(params[f"U{layer}{suffix}"], blocks, H))
         Rs.append(_reorder(params[f"W{layer}{suffix}"], blocks, H))
         recurrent_bias = np.zeros(len(blocks) * H, dtype=model.dtype)
-        if kind == "GRU":
-            recurrent_bias[2 * H:] = params[f"bn{layer}{suffix}"]
+        if row.recurrent_bias:
+            recurrent_bias[-H:] = params[f"bn{layer}{suffix}"]
         Bs.append(np.concatenate([_reorder(params[f"b{layer}{suffix}"], blocks, H),
                                   recurrent_bias]))
     return [np.ascontiguousarray(np.stack(arrays), dtype=dtype)
@@ -325,10 +319,8 @@ def to_onnx(model, path, *, lengths=True, tokens=False, dtype=None, opset=17):
     except ImportError:
         raise ImportError("to_onnx needs the onnx package, which is not installed "
                           "(crnn itself does not depend on it): pip install onnx") from None
-    from .models import _check_dtype
-
-    kind = _model_kind(model)
-    dtype = model.dtype if dtype is None else _check_dtype(dtype)
+    row = _registry.kind_of(model)
+    dtype = model.dtype if dtype is None else _inputs.check_dtype(dtype)
     for flag, name in ((lengths, "lengths"), (tokens, "tokens")):
         if not isinstance(flag, (bool, np.bool_)):
             raise TypeError(f"{name} must be True or False, got {flag!r}")
@@ -374,14 +366,13 @@ def to_onnx(model, path, *, lengths=True, tokens=False, dtype=None, opset=17):
     x = node("Transpose", [features], perm=[1, 0, 2])
     attributes = {"hidden_size": H,
                   "direction": "bidirectional" if dirs == 2 else "forward"}
-    if kind == "RNN":
+    attributes.update(row.onnx_attributes)
+    if row.onnx_op == "RNN":
         activation = "Relu" if model.nonlinearity == "relu" else "Tanh"
         attributes["activations"] = [activation] * dirs
-    elif kind == "GRU":
-        attributes["linear_before_reset"] = 1
     merge = constant(np.array([0, 0, -1], np.int64), "merge_directions")
     for layer in range(model.num_layers):
-        W, R, B = _onnx_weights(model, kind, layer, dtype)
+        W, R, B = _onnx_weights(model, row, layer, dtype)
         op_inputs = [x, constant(W, f"W{layer}"), constant(R, f"R{layer}"),
                      constant(B, f"B{layer}")]
         if lengths:
@@ -390,7 +381,7 @@ def to_onnx(model, path, *, lengths=True, tokens=False, dtype=None, opset=17):
         # only the outputs used: Y (T, dirs, N, H) feeds the next layer or
         # the per-position outputs, Y_h (dirs, N, H) a many-to-one output
         use_Y_h = top and not model.return_sequences
-        Y, Y_h = node(kind, op_inputs,
+        Y, Y_h = node(row.onnx_op, op_inputs,
                       ["" if use_Y_h else f"Y{layer}", f"Y_h{layer}" if use_Y_h else ""],
                       **attributes)
         if top:
@@ -430,20 +421,19 @@ def to_onnx(model, path, *, lengths=True, tokens=False, dtype=None, opset=17):
     width = model.output_size if model.output is not None else H * dirs
     shape = ["N", "T", width] if model.return_sequences else ["N", width]
     graph = helper.make_graph(
-        nodes, f"crnn_{kind}", inputs,
+        nodes, f"crnn_{row.class_name}", inputs,
         [helper.make_tensor_value_info("Y", float_type, shape)], initializers)
     opsets = [helper.make_opsetid("", int(opset))]
     proto = helper.make_model(
         graph, opset_imports=opsets, producer_name="crnn",
         producer_version=__version__,
         ir_version=helper.find_min_ir_version_for(opsets),
-        doc_string=f"crnn {kind} exported by crnn {__version__}: {model!r}")
+        doc_string=f"crnn {row.class_name} exported by crnn {__version__}: {model!r}")
     helper.set_model_props(proto, {
-        "crnn.kind": kind, "crnn.output": str(model.output),
+        "crnn.kind": row.class_name, "crnn.output": str(model.output),
         "crnn.return_sequences": str(model.return_sequences),
         "crnn.inputs": "tokens" if tokens else "features"})
     onnx.checker.check_model(proto, full_check=True)
 
-    from .io import _atomic_write
     serialized = proto.SerializeToString()
-    _atomic_write(path, lambda file: file.write(serialized))
+    atomic_write(path, lambda file: file.write(serialized))

@@ -9,30 +9,31 @@ A checkpoint is a model file whose header also describes an optimizer state,
 an epoch and free-form extra data, so ``crnn.load`` reads a checkpoint's model
 too.
 
-Safety rules, kept here and nowhere else:
+Safety rules:
 
-- Writes go to a temporary file in the destination's folder, are flushed to
-  disk and then ``os.replace``-d over the destination: an interrupted save
-  leaves the old file (or no file) at ``path``, never half of a new one, and
+- Writes are atomic (crnn._files.atomic_write): an interrupted save leaves
+  the old file (or no file) at ``path``, never half of a new one, and
   removes its temporary file.
-- Reading never unpickles (``np.load(..., allow_pickle=False)``).  Every
-  problem with the file's contents (truncated, corrupt, not a crnn file, a
-  newer format, arrays that do not match the header) is a ``ValueError``
-  naming the file and the problem.  A missing file stays FileNotFoundError.
+- Reading never unpickles, and checks before it allocates: the archive's
+  members and every array's .npy header (crnn._archive), then the header's
+  settings and the parameter shapes they imply (crnn._state), and only then
+  reads the arrays and builds the model around them, without random
+  initialisation.  Refusing a file costs time and memory in proportion to
+  its real contents, never to what its header claims.  Every problem with
+  the file's contents (truncated, corrupt, hostile, not a crnn file, a newer
+  format, arrays that do not match the header) is a ``ValueError`` naming
+  the file and the problem.  A missing file stays FileNotFoundError.
 """
-import errno
 import inspect
 import json
 import math
 import numbers
 import os
-import secrets
-import struct
-import zipfile
-import zlib
 
 import numpy as np
 
+from . import _archive, _registry, _state
+from ._files import atomic_write
 from ._version import __version__
 
 FORMAT_NAME = "crnn"
@@ -45,20 +46,10 @@ __all__ = ["FORMAT_VERSION", "load", "load_checkpoint", "save", "save_checkpoint
 
 
 # ---------------------------------------------------------------- model kinds
-def _model_classes():
-    from .models import GRU, LSTM, RNN
-    return {"RNN": RNN, "LSTM": LSTM, "GRU": GRU}
-
-
 def _model_kind(model):
-    """The crnn class a model is saved as (the nearest one in its MRO)."""
-    classes = _model_classes()
-    for cls in type(model).__mro__:
-        if classes.get(cls.__name__) is cls:
-            return cls.__name__
-    raise TypeError(
-        f"can only save crnn.RNN, crnn.LSTM or crnn.GRU models, got "
-        f"{type(model).__name__}")
+    """The crnn class a model is saved as (the nearest one in its MRO),
+    from the table of model kinds."""
+    return _registry.kind_of(model).class_name
 
 
 def _json_value(value, name):
@@ -83,7 +74,7 @@ def model_config(model):
     """Every constructor argument of `model`, as JSON values, read from the
     attributes the constructor stores them in."""
     kind = _model_kind(model)
-    signature = inspect.signature(_model_classes()[kind].__init__)
+    signature = inspect.signature(_registry.model_class(kind).__init__)
     config = {}
     for name, parameter in signature.parameters.items():
         if name == "self" or parameter.kind in (parameter.VAR_POSITIONAL,
@@ -98,51 +89,6 @@ def model_config(model):
 
 
 # ---------------------------------------------------------------- writing
-def _atomic_write(path, write):
-    """Call ``write(file)`` on a new temporary file beside `path`, then move
-    it over `path`.  On any exception (KeyboardInterrupt included) the
-    temporary file is removed and `path` is untouched."""
-    path = os.fspath(path)
-    folder, name = os.path.split(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(errno.ENOENT, "cannot save: no such folder", folder)
-    temporary = os.path.join(folder, f".{name}.{secrets.token_hex(6)}.tmp")
-    # os.open with mode 0o666 lets the umask decide the permissions, as a
-    # plain open() of the destination would (tempfile would force 0o600).
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    descriptor = os.open(temporary, flags, 0o666)
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise
-    _fsync_folder(folder)
-
-
-def _fsync_folder(folder):
-    # Makes the rename itself durable on POSIX; not possible (nor needed)
-    # on Windows.
-    if os.name != "posix":
-        return
-    try:
-        descriptor = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
-
-
 def _encode_header(header):
     text = json.dumps(header, sort_keys=True, allow_nan=True)
     return np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
@@ -170,7 +116,7 @@ def _write(path, model, contents):
         header["checkpoint"] = trees
         arrays.update(state_arrays)
     arrays[_HEADER_KEY] = _encode_header(header)
-    _atomic_write(path, lambda file: np.savez(file, **arrays))
+    atomic_write(path, lambda file: np.savez(file, **arrays))
 
 
 def save(model, path):
@@ -334,48 +280,41 @@ def save_checkpoint(path, model, optimizer_state=None, epoch=None, extra=None):
 
 
 # ---------------------------------------------------------------- reading
-class _Corrupt(Exception):
-    """A problem with a file's contents; turned into a ValueError naming
-    the file by _open."""
-
-
-# What np.load, zipfile and zlib raise on files that are not what they claim
-# (RuntimeError: an encrypted member; NotImplementedError: an unknown
-# compression method).
-_READ_ERRORS = (ValueError, zipfile.BadZipFile, zipfile.LargeZipFile, EOFError,
-                KeyError, UnicodeDecodeError, OSError, zlib.error, struct.error,
-                RuntimeError, NotImplementedError)
+# A file is checked before anything of the size it claims is allocated:
+# the archive's members and every array's .npy header (_archive), the
+# header's settings and the parameter shapes they imply (_state), and only
+# then are the arrays read and the model built from them, without random
+# initialisation (through the checks of RecurrentModel.__setstate__).
+_Corrupt = _archive.Corrupt
+MAX_HEADER_BYTES = 8 << 20     # the JSON header; a checkpoint's is a few KB
 
 
 def _read_array(archive, key):
     if key not in archive.files:
         raise _Corrupt(f"its header lists an array {key!r} that is missing")
+    return archive.read(key)
+
+
+def _parse_json(raw):
     try:
-        return archive[key]
-    except ValueError as error:
-        if "pickle" in str(error).lower() or "object arrays" in str(error).lower():
-            raise _Corrupt(
-                f"its array {key!r} holds pickled Python objects, which crnn "
-                f"never loads") from None
-        raise _Corrupt(f"its array {key!r} cannot be read ({error})") from None
-    except _READ_ERRORS as error:
-        if isinstance(error, (FileNotFoundError, PermissionError, IsADirectoryError)):
-            raise
-        raise _Corrupt(
-            f"its array {key!r} is truncated or corrupt ({error})") from None
+        return json.loads(raw.tobytes().decode("utf-8"))
+    except RecursionError:
+        raise _Corrupt("its header is not valid JSON (nested too deeply)") from None
+    except (UnicodeDecodeError, ValueError) as error:
+        raise _Corrupt(f"its header is not valid JSON ({error})") from None
 
 
 def _read_header(archive):
     if _HEADER_KEY not in archive.files:
         raise _Corrupt("it is an .npz archive but not a crnn file (no "
                        f"{_HEADER_KEY!r} entry)")
-    raw = _read_array(archive, _HEADER_KEY)
-    if raw.dtype != np.uint8 or raw.ndim != 1:
+    shape, dtype = archive.describe(_HEADER_KEY)
+    if dtype != np.uint8 or len(shape) != 1:
         raise _Corrupt("its header is not UTF-8 JSON bytes")
-    try:
-        header = json.loads(raw.tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as error:
-        raise _Corrupt(f"its header is not valid JSON ({error})") from None
+    if shape[0] > MAX_HEADER_BYTES:
+        raise _Corrupt(f"its header is {shape[0]} bytes, more than the "
+                       f"{MAX_HEADER_BYTES} a crnn header may have")
+    header = _parse_json(_read_array(archive, _HEADER_KEY))
     if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
         raise _Corrupt("its header does not describe a crnn file")
     version = header.get("format_version")
@@ -393,13 +332,15 @@ def _read_header(archive):
     return header
 
 
-def _build_model(header, archive):
-    classes = _model_classes()
+def _model_settings(header, archive):
+    """(class, settings, parameter shapes) of the header's model, checked;
+    nothing of the sizes they claim is allocated."""
     kind = header["kind"]
-    if kind not in classes:
+    cls = _registry.model_class(kind)
+    if cls is None:
+        known = sorted({row.class_name for row in _registry.KINDS})
         raise _Corrupt(f"it holds a model of unknown kind {kind!r} "
-                       f"(this crnn knows {sorted(classes)})")
-    cls = classes[kind]
+                       f"(this crnn knows {known})")
     config = header["config"]
     accepted = {name for name in inspect.signature(cls.__init__).parameters
                 if name != "self"}
@@ -410,64 +351,77 @@ def _build_model(header, archive):
             f"({__version__}) does not know; it was written by crnn "
             f"{header.get('crnn_version', '?')}")
     try:
-        model = cls(**config)
+        stored = sum(key.startswith(_PARAM_PREFIX) for key in archive.files)
+        settings, shapes = _state.check_settings(cls, config, "its settings", stored)
     except (TypeError, ValueError) as error:
         raise _Corrupt(f"its model settings are invalid ({error})") from None
-    if str(model.dtype) != header["dtype"]:
+    if str(settings["dtype"]) != header["dtype"]:
         raise _Corrupt(f"its dtype {header['dtype']!r} does not match its "
-                       f"settings' dtype {str(model.dtype)!r}")
+                       f"settings' dtype {str(settings['dtype'])!r}")
+    return cls, settings, shapes
 
-    params = model.params
+
+def _check_param_headers(header, archive, shapes, dtype):
+    """Every parameter's listing in the header and .npy header in the
+    archive against the shapes the settings imply, before reading any."""
+    kind = header["kind"]
     stored = {key[len(_PARAM_PREFIX):] for key in archive.files
               if key.startswith(_PARAM_PREFIX)}
     listed = set(header["params"])
-    if stored != set(params) or listed != set(params):
+    if stored != set(shapes) or listed != set(shapes):
         raise _Corrupt(
             f"its parameters {sorted(stored)} are not those of its {kind} "
-            f"settings, {sorted(params)}")
-    values = {}
-    for name, target in params.items():
-        value = _read_array(archive, _PARAM_PREFIX + name)
+            f"settings, {sorted(shapes)}")
+    for name, shape in shapes.items():
+        if header["params"][name] != list(shape):
+            raise _Corrupt(f"its parameter {name!r} does not match the header's "
+                           f"shape {header['params'][name]!r}")
+        found, found_dtype = archive.describe(_PARAM_PREFIX + name)
         # kind and size, not dtype equality: an archive written on a machine
         # of the other byte order holds the same numbers
-        if (value.shape != target.shape or value.dtype.kind != "f"
-                or value.dtype.itemsize != target.dtype.itemsize):
+        if (found != shape or found_dtype.kind != "f"
+                or found_dtype.itemsize != dtype.itemsize):
             raise _Corrupt(
-                f"its parameter {name!r} is {value.dtype} of shape {value.shape}, "
-                f"expected {target.dtype} of shape {target.shape}")
-        if list(value.shape) != header["params"][name]:
-            raise _Corrupt(f"its parameter {name!r} does not match the header's "
-                           f"shape {header['params'][name]}")
-        values[name] = value
-    # Only now that every array has been read and checked: fill the model
-    # (written into ``params`` directly, so a saved model whose weights went
-    # NaN loads as it was).
-    for name, value in values.items():
-        params[name][...] = value
+                f"its parameter {name!r} is {found_dtype} of shape {found}, "
+                f"expected {dtype} of shape {shape}")
+
+
+def _build_model(header, archive):
+    cls, settings, shapes = _model_settings(header, archive)
+    _check_param_headers(header, archive, shapes, settings["dtype"])
+    # Only now that every array's header has been checked: read them, and
+    # build the model around them (a saved model whose weights went NaN
+    # loads as it was).
+    params = {name: np.ascontiguousarray(_read_array(archive, _PARAM_PREFIX + name),
+                                         dtype=settings["dtype"])
+              for name in shapes}
+    model = cls.__new__(cls)
+    try:
+        model.__setstate__({**settings, "_params": params})
+    except (TypeError, ValueError) as error:
+        raise _Corrupt(f"its model cannot be restored ({error})") from None
     return model
 
 
 def _open(path, read):
-    """Open `path` as an .npz without pickles and call ``read(archive)``,
-    turning every problem with the contents into one ValueError."""
+    """Open `path` as an .npz, check its members (_archive.Archive) and
+    call ``read(archive)``, turning every problem with the contents into one
+    ValueError."""
     shown = os.fspath(path)
     try:
         with open(shown, "rb") as file:
-            # np.load on a non-archive falls back to "a pickle?", which
-            # allow_pickle=False refuses; check the zip magic first for a
-            # clearer message.
+            # Check the zip magic first for a clearer message.
             magic = file.read(4)
             if magic != b"PK\x03\x04":
                 kind = ("empty" if not magic else
                         "a single .npy array, not an .npz archive"
                         if magic == b"\x93NUM" else "not an .npz archive")
                 raise _Corrupt(f"it is {kind}")
-            file.seek(0)
             try:
-                archive = np.load(file, allow_pickle=False)
+                archive = _archive.Archive(file)
             except (FileNotFoundError, PermissionError, IsADirectoryError):
                 raise
-            except _READ_ERRORS as error:
+            except _archive.READ_ERRORS as error:
                 raise _Corrupt(f"it is truncated or corrupt ({error})") from None
             with archive:
                 return read(archive)

@@ -10,7 +10,7 @@ import threading
 
 import numpy as np
 
-from . import _inputs
+from . import _inputs, _registry, _state, interop, io
 from ._cells import CellKind
 from ._loss import OutputKind
 from ._network import Workspace, run
@@ -20,19 +20,6 @@ from .threads import single_threaded_blas
 _OUTPUT_KINDS = {"softmax": OutputKind.OUTPUT_SOFTMAX,
                  "linear": OutputKind.OUTPUT_LINEAR,
                  None: OutputKind.OUTPUT_NONE}
-_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-def _check_dtype(dtype):
-    if dtype is None:
-        raise TypeError("dtype must be 'float32' or 'float64', got None")
-    try:
-        dtype = np.dtype(dtype)
-    except TypeError:
-        raise TypeError(f"dtype must be 'float32' or 'float64', got {dtype!r}") from None
-    if dtype not in _DTYPES:
-        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype}")
-    return dtype
 
 
 class RecurrentModel:
@@ -100,7 +87,7 @@ class RecurrentModel:
             raise TypeError(
                 f"return_sequences must be True or False, got {return_sequences!r}")
         self.return_sequences = bool(return_sequences)
-        self.dtype = _check_dtype(dtype)
+        self.dtype = _inputs.check_dtype(dtype)
         if seed is not None and (isinstance(seed, (bool, np.bool_))
                                  or not isinstance(seed, (int, np.integer))):
             raise TypeError(f"seed must be an int or None, got {seed!r}")
@@ -285,6 +272,31 @@ class RecurrentModel:
             return dh0, batch.unsort_rows(result["dc0"])
         return dh0
 
+    # ------------------------------------------------------------ read-only settings
+    def __setattr__(self, name, value):
+        # Sizes and settings are set once, by the constructor (or by
+        # __setstate__): the arrays and the compiled code rely on them.
+        if name in self.__dict__ and name in _state.settings_names(type(self)):
+            raise AttributeError(_state.read_only_message(self, name, value))
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name):
+        if name in _state.settings_names(type(self)):
+            raise AttributeError(f"{type(self).__name__}.{name} cannot be deleted: "
+                                 f"a model's sizes and settings are fixed when it is built")
+        object.__delattr__(self, name)
+
+    def _check_door(self, lanes, V, c):
+        """The guard before compiled code: (lanes, V, c) to hand over, the
+        checked views of a _state.Door.  Per call it compares the lane list,
+        V and c by identity and the settings by value (O(1)); on any change
+        a new Door checks every array against the settings again."""
+        door = self.__dict__.get("_door")
+        if (door is None or door.lanes is not lanes or door.V is not V or door.c is not c
+                or _state.door_settings_of(self) != door.settings):
+            door = self.__dict__["_door"] = _state.Door(self, lanes, V, c)
+        return door.views
+
     # ------------------------------------------------------------ driver
     def _lane_keys(self):
         """Parameter names of every lane, in the driver's order."""
@@ -322,7 +334,8 @@ class RecurrentModel:
         return layout
 
     def _run(self, batch, h0, c0, targets=None, scale=1.0, need_grad=False):
-        _, _, width, network = self._driver_layout()
+        _, lanes, width, network = self._driver_layout()
+        lanes, V, c = self._check_door(lanes, self._params.get("V"), self._params.get("c"))
         # The driver's buffers are (T·B × width) and BLAS takes 32-bit sizes
         # (prepare_batch checked this before copying anything; kept here as
         # the last word before the kernels).
@@ -330,8 +343,9 @@ class RecurrentModel:
         # multiply-adds of one recurrent product per step, the call's bulk
         work = batch.steps * batch.size * width * self.hidden_size
         with self._lock, single_threaded_blas(work):
-            result = run(self._workspace, network, batch.inputs, batch.lengths,
-                         (h0, c0), targets, scale, need_grad)
+            result = run(self._workspace, network[:4] + (lanes, V, c) + network[7:],
+                         batch.inputs, batch.lengths, (h0, c0), targets, scale,
+                         need_grad)
             # outputs is a view of the workspace: copy it out under the lock
             outputs = result["outputs"]
             result["outputs"] = (batch.unsort(outputs) if self.return_sequences
@@ -645,8 +659,9 @@ class RecurrentModel:
                 f"batch_size must be at most {_inputs.INT32_MAX // (2 * self._buffer_width())} "
                 f"for this model (its buffers would exceed the 32-bit sizes "
                 f"BLAS takes), got {batch_size}")
-        return Stream(int(self._cell_kind()), self.hidden_size, self._lanes(),
-                      self._params.get("V"), self._params.get("c"),
+        # the Door's checked views: the stream holds them, and nothing else does
+        lanes, V, c = _state.Door(self).views
+        return Stream(int(self._cell_kind()), self.hidden_size, lanes, V, c,
                       int(_OUTPUT_KINDS[self.output]), batch_size, self.dtype)
 
     def sample(self, n, prime=None, temperature=1.0, seed=None):
@@ -763,7 +778,6 @@ class RecurrentModel:
         >>> all(np.array_equal(loaded.params[k], model.params[k]) for k in model.params)
         True
         """
-        from . import io
         io.save(self, path)
 
     def to_torch(self):
@@ -783,12 +797,13 @@ class RecurrentModel:
         ------
         ImportError
             PyTorch is not installed.
+        ValueError
+            PyTorch has no such network (``GRU(reset_after=False)``).
 
         See Also
         --------
         crnn.from_torch : the other way.
         """
-        from . import interop
         return interop.to_torch(self)
 
     def to_onnx(self, path, **options):
@@ -809,7 +824,6 @@ class RecurrentModel:
         ImportError
             The onnx package is not installed.
         """
-        from . import interop
         interop.to_onnx(self, path, **options)
 
     # ------------------------------------------------------------ copying
@@ -818,12 +832,17 @@ class RecurrentModel:
         del state["_workspace"], state["_lock"]
         # the copy's lanes must be its own arrays: _driver_layout rebuilds them
         state.pop("_driver_cache", None)
+        state.pop("_door", None)
         return state
 
     def __setstate__(self, state):
-        self.__dict__.update(state)
-        self._workspace = Workspace()
-        self._lock = threading.Lock()
+        """Restore a pickled state after checking it as ``crnn.load`` checks
+        a file: every setting, and every parameter's shape, dtype and layout
+        (_state.check_state).  ValueError or TypeError on anything
+        inconsistent; crnn.load builds models this way too."""
+        self.__dict__.update(_state.check_state(type(self), state))
+        self.__dict__["_workspace"] = Workspace()
+        self.__dict__["_lock"] = threading.Lock()
 
     def __repr__(self):
         return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, "
@@ -832,6 +851,7 @@ class RecurrentModel:
                 f"return_sequences={self.return_sequences}, dtype='{self.dtype}')")
 
 
+@_registry.register
 class RNN(RecurrentModel):
     """A vanilla (Elman) recurrent network, with an optional output layer.
 
@@ -930,6 +950,7 @@ class RNN(RecurrentModel):
                 else CellKind.CELL_RNN_TANH)
 
 
+@_registry.register
 class LSTM(RecurrentModel):
     """A long short-term memory network, with an optional output layer.
 
@@ -1017,6 +1038,7 @@ class LSTM(RecurrentModel):
         return CellKind.CELL_LSTM
 
 
+@_registry.register
 class GRU(RecurrentModel):
     """A gated recurrent unit network, with an optional output layer.
 

@@ -54,6 +54,32 @@ def _scalar(value):
     return value
 
 
+def _check_state_shapes(buffers, params):
+    """With `params`: one shape per parameter across the buffers, the
+    parameter's own (without, ``step`` checks them before any update)."""
+    if params is None:
+        return
+    if not isinstance(params, dict):
+        raise TypeError(f"params must be a dict of arrays or None, got {type(params).__name__}")
+    shapes = {}
+    for buffer, arrays in buffers.items():
+        for name, array in arrays.items():
+            first = shapes.setdefault(name, (buffer, array.shape))
+            if first[1] != array.shape:
+                raise ValueError(
+                    f"state[{buffer + '.' + name!r}] has shape {array.shape}, "
+                    f"state[{first[0] + '.' + name!r}] {first[1]}: one parameter's "
+                    f"state arrays must have one shape")
+    for name, (buffer, shape) in shapes.items():
+        if name not in params:
+            raise ValueError(f"state has arrays for {name!r}, which params lacks "
+                             f"(params has {sorted(params)})")
+        expected = np.shape(params[name])
+        if shape != expected:
+            raise ValueError(f"state[{buffer + '.' + name!r}] has shape {shape}, "
+                             f"the parameter {name!r} has shape {expected}")
+
+
 class Optimizer:
     """The base class of crnn's optimizers.
 
@@ -263,7 +289,7 @@ class Optimizer:
                 state[f"{buffer}.{name}"] = array.copy()
         return state
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state, params=None):
         """Restore the settings and state that `state_dict` returned.
 
         Parameters
@@ -271,15 +297,21 @@ class Optimizer:
         state : mapping
             A dict from `state_dict`, or the same read back by
             ``numpy.load``.
+        params : dict of numpy.ndarray, optional
+            The arrays the optimizer will update (``model.params``): with
+            them the state arrays are checked now, one shape per parameter,
+            that parameter's; without them, at the first `step`, before any
+            update.
 
         Raises
         ------
         TypeError
-            `state` is not a mapping, or a state array is not float32 or
-            float64.
+            `state` is not a mapping, a state array is not float32 or
+            float64, or `params` is not a dict.
         ValueError
             The state is another optimizer's, an entry is missing or
-            unexpected, or a value is out of range, NaN or infinite.
+            unexpected, a value is out of range, NaN or infinite, or (with
+            `params`) a state array's shape is not its parameter's.
         """
         if not hasattr(state, "keys"):
             raise TypeError(f"state must be a dict, got {type(state).__name__}")
@@ -319,6 +351,7 @@ class Optimizer:
                 raise ValueError(
                     f"state arrays must cover the same parameters; {buffer!r} has "
                     f"{sorted(arrays)}, others {sorted(names)}")
+        _check_state_shapes(buffers, params)
         step = _scalar(state["step"])
         if isinstance(step, (bool, np.bool_)) or not isinstance(step, numbers.Integral) \
                 or step < 0:

@@ -391,14 +391,20 @@ static void SUFFIX(crnn_gru_rb_forward_cell)(const crnn_cell_args *a)
     SUFFIX(crnn_gru_rb_forward_passes)(a, 0);
 }
 
-static void SUFFIX(crnn_gru_rb_backward_cell)(const crnn_cell_args *a)
+/* Its two backward passes over the rows: dZ_n, dZ_z and the direct dh,
+ * then (with d(r h) in `recurrent`) the gate pass: dZ_r, dh += d(r h) * r. */
+static void SUFFIX(crnn_gru_rb_backward_passes)(const crnn_cell_args *a, int gate)
 {
     const ptrdiff_t H = a->hidden;
     for (ptrdiff_t r = 0; r < a->rows; r++) {
         const REAL *g = (const REAL *) a->gates + r * 3 * H + a->first;
         REAL *dg = (REAL *) a->dgates + r * 3 * H + a->first;
         ptrdiff_t at = r * H + a->first;
-        if (a->dh_outputs != NULL)
+        if (gate)
+            SUFFIX(crnn_gru_rb_backward_gate_row)(
+                a->count, g, (const REAL *) a->h_prev + at,
+                (const REAL *) a->recurrent + at, (REAL *) a->dh + at, dg);
+        else if (a->dh_outputs != NULL)
             SUFFIX(crnn_gru_rb_backward_row)(
                 a->count, 1, g + H, g + 2 * H, (const REAL *) a->h_prev + at,
                 (const REAL *) a->dh_outputs + at, (REAL *) a->dh + at,
@@ -410,15 +416,12 @@ static void SUFFIX(crnn_gru_rb_backward_cell)(const crnn_cell_args *a)
     }
 }
 
+static void SUFFIX(crnn_gru_rb_backward_cell)(const crnn_cell_args *a)
+{
+    SUFFIX(crnn_gru_rb_backward_passes)(a, 0);
+}
+
 static void SUFFIX(crnn_gru_rb_backward_gate_cell)(const crnn_cell_args *a)
 {
-    const ptrdiff_t H = a->hidden;
-    for (ptrdiff_t r = 0; r < a->rows; r++) {
-        const REAL *g = (const REAL *) a->gates + r * 3 * H + a->first;
-        REAL *dg = (REAL *) a->dgates + r * 3 * H + a->first;
-        ptrdiff_t at = r * H + a->first;
-        SUFFIX(crnn_gru_rb_backward_gate_row)(
-            a->count, g, (const REAL *) a->h_prev + at,
-            (const REAL *) a->recurrent + at, (REAL *) a->dh + at, dg);
-    }
+    SUFFIX(crnn_gru_rb_backward_passes)(a, 1);
 }

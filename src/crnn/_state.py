@@ -171,6 +171,22 @@ def check_params(params, shapes, dtype):
         check_array(params[name], name, shape, dtype)
 
 
+def _own_layout(params, dtype):
+    """The arrays of a pickled state in the layout the kernels read: one of
+    the right dtype that arrived unaligned, read-only or strided (pickle
+    protocol 5's out-of-band buffers, as Dask and multiprocessing send
+    them; shared memory) becomes a copy of its own.  Shapes and dtypes are
+    still checked as they came (check_params)."""
+    owned = {}
+    for name, array in params.items():
+        if (type(array) is np.ndarray and array.dtype == dtype
+                and not (array.flags.c_contiguous and array.flags.aligned
+                         and array.flags.writeable)):
+            array = np.array(array, order="C")
+        owned[name] = array
+    return owned
+
+
 def check_state(cls, state):
     """A pickled (or loaded) state of a model of class `cls`, checked: its
     settings (check_settings) and its ``_params`` (check_params).  Returns
@@ -183,6 +199,7 @@ def check_state(cls, state):
         raise TypeError(f"the pickled state's '_params' must be a dict, got "
                         f"{type(params).__name__}")
     settings, shapes = check_settings(cls, state, "the pickled state", len(params))
+    params = _own_layout(params, settings["dtype"])
     check_params(params, shapes, settings["dtype"])
     restored = {key: value for key, value in state.items() if key not in _TRANSIENT}
     restored.update(settings)

@@ -116,10 +116,15 @@ cdef Layout step_layout(const LanePlan *plan) noexcept nogil:
     return L
 
 
-cdef void sequence_plan(LanePlan *plan, int cell, const crnn_sizes *sizes,
-                        bint training) noexcept nogil:
+cdef bint sequence_plan(LanePlan *plan, Layout *L, int cell,
+                        const crnn_sizes *sizes, bint backward,
+                        Py_ssize_t lwork) noexcept nogil:
+    """A sequence call's plan and workspace layout; False when `lwork` is
+    short of what the call (a forward, or a backward) needs."""
     plan_lane(plan, cell, sizes.steps, sizes.batch, sizes.inputs, sizes.hidden,
-              False, training)
+              False, True)
+    L[0] = sequence_layout(plan)
+    return lwork >= (L.total if backward else L.forward_end)
 
 
 # --------------------------------------------------------- sizes and names
@@ -147,10 +152,10 @@ cdef int crnn_gate_blocks(int cell) noexcept nogil:
 cdef Py_ssize_t crnn_sequence_workspace_size(int cell, const crnn_sizes *sizes,
                                              bint backward) noexcept nogil:
     cdef LanePlan plan
+    cdef Layout L
     if check_sizes(cell, sizes, True) != CRNN_OK:
         return -1
-    sequence_plan(&plan, cell, sizes, backward)
-    cdef Layout L = sequence_layout(&plan)
+    sequence_plan(&plan, &L, cell, sizes, backward, 0)
     return L.total if backward else L.forward_end
 
 
@@ -212,9 +217,8 @@ cdef int sequence_forward(int cell, const crnn_sizes *sizes, const int *lengths,
             or work == NULL or (spec.recurrent_bias and bn == NULL)):
         return CRNN_ERROR_NULL
     cdef LanePlan plan
-    sequence_plan(&plan, cell, sizes, True)
-    cdef Layout L = sequence_layout(&plan)
-    if lwork < L.forward_end:
+    cdef Layout L
+    if not sequence_plan(&plan, &L, cell, sizes, False, lwork):
         return CRNN_ERROR_WORKSPACE_SIZE
     cdef int T = sizes.steps, B = sizes.batch, H = sizes.hidden
     cdef Py_ssize_t state = <Py_ssize_t> B * H, r, last
@@ -272,9 +276,8 @@ cdef int sequence_backward(int cell, const crnn_sizes *sizes,
             or (spec.recurrent_bias and dbn == NULL)):
         return CRNN_ERROR_NULL
     cdef LanePlan plan
-    sequence_plan(&plan, cell, sizes, True)
-    cdef Layout L = sequence_layout(&plan)
-    if lwork < L.total:
+    cdef Layout L
+    if not sequence_plan(&plan, &L, cell, sizes, True, lwork):
         return CRNN_ERROR_WORKSPACE_SIZE
     cdef int T = sizes.steps, B = sizes.batch, H = sizes.hidden, t
     cdef Py_ssize_t state = <Py_ssize_t> B * H

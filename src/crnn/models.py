@@ -1,866 +1,29 @@
-"""The models users build: crnn.RNN (and, on the same base, later cells).
+"""The models users build: crnn.RNN, crnn.LSTM and crnn.GRU.
 
-A model owns its parameter arrays (``model.params``) and a workspace for the
-driver.  Every public method validates its arguments (``_inputs``), calls the
-engine once (``_network.run``) and turns the engine's time-major,
-length-sorted results back into the user's batch order.
+Each is a RecurrentModel (``_model``) with its cell: the gate blocks, the
+state, the cell's kind in the engine's table, and its own constructor
+arguments.  ``_registry`` learns each class here (io and interop read it).
 """
-import numbers
-import threading
-
 import numpy as np
 
-from . import _inputs, _registry, _state, interop, io
+from . import _registry
 from ._cells import CellKind
-from ._loss import OutputKind
-from ._network import Workspace, run
-from ._stream import Stream
-from .threads import single_threaded_blas
+from ._model import RecurrentModel
 
-_OUTPUT_KINDS = {"softmax": OutputKind.OUTPUT_SOFTMAX,
-                 "linear": OutputKind.OUTPUT_LINEAR,
-                 None: OutputKind.OUTPUT_NONE}
+__all__ = ["RecurrentModel", "RNN", "LSTM", "GRU"]
 
 
-class RecurrentModel:
-    """The base class of `crnn.RNN`, `crnn.LSTM` and `crnn.GRU`.
+def _model_doc(intro, examples, setting="", setting_after_bidirectional=False):
+    """A model class's docstring: its `intro`, the constructor's parameters
+    every model shares (with the class's own `setting` among them) and its
+    `examples` (all indented as inside a class)."""
+    middle = setting if setting_after_bidirectional else ""
+    end = "" if setting_after_bidirectional else setting
+    return (intro + _SHARED_PARAMETERS[0] + middle + _SHARED_PARAMETERS[1] + end
+            + "\n" + _SHARED_ATTRIBUTES + examples)
 
-    It holds everything the three models share: the parameter arrays, the
-    argument checks, and the methods that run the compiled driver
-    (`forward`, `loss_and_grad`, `predict`, `predict_proba`, `stream`,
-    `sample`, `save`, `to_torch`, `to_onnx`).  Build one of the subclasses;
-    their docstrings describe the constructor's parameters.
 
-    Notes
-    -----
-    For implementers of a new cell: subclasses set ``_gate_blocks`` (G, the
-    weight matrices have G·H rows), ``_cell_state`` (the state is a pair
-    (h, c)), ``_recurrent_bias`` (a ``bn{l}`` bias inside the recurrent
-    product) and ``_cell_kind()``.
-    """
-
-    _gate_blocks = 1
-    _cell_state = False
-    _recurrent_bias = False
-    # (parameter keys, lanes, buffer width): see _driver_layout
-    _driver_cache = None
-
-    def __init__(self, input_size, hidden_size, output_size=None, *,
-                 num_layers=1, bidirectional=False, output="softmax",
-                 return_sequences=True, dtype="float32", seed=None):
-        """Build a model with freshly initialised weights.
-
-        The parameters are described in the docstring of the class
-        (`crnn.RNN`, `crnn.LSTM` or `crnn.GRU`).
-
-        Raises
-        ------
-        TypeError
-            A size that is not an integer, a flag that is not a bool, a
-            `dtype` that is not a dtype, a `seed` that is not an int.
-        ValueError
-            A size below 1, an unknown `output`, an `output_size` given with
-            ``output=None``, a dtype other than float32 and float64, a
-            negative seed, or parameters too large for BLAS's 32-bit sizes.
-        """
-        self.input_size = _inputs.check_positive_int(input_size, "input_size")
-        self.hidden_size = _inputs.check_positive_int(hidden_size, "hidden_size")
-        self.num_layers = _inputs.check_positive_int(num_layers, "num_layers")
-        if not isinstance(bidirectional, (bool, np.bool_)):
-            raise TypeError(f"bidirectional must be True or False, got {bidirectional!r}")
-        self.bidirectional = bool(bidirectional)
-        if not (output is None or isinstance(output, str)) or output not in _OUTPUT_KINDS:
-            raise ValueError(
-                f"output must be 'softmax', 'linear' or None, got {output!r}")
-        self.output = output
-        if output is None:
-            if output_size is not None:
-                raise ValueError(
-                    f"output_size must be None when output is None, got {output_size!r}")
-        elif output_size is None:
-            # A model whose outputs live in its input space (next-token
-            # prediction, the source document's model) needs no output_size.
-            output_size = self.input_size
-        self.output_size = (None if output_size is None else
-                            _inputs.check_positive_int(output_size, "output_size"))
-        if not isinstance(return_sequences, (bool, np.bool_)):
-            raise TypeError(
-                f"return_sequences must be True or False, got {return_sequences!r}")
-        self.return_sequences = bool(return_sequences)
-        self.dtype = _inputs.check_dtype(dtype)
-        if seed is not None and (isinstance(seed, (bool, np.bool_))
-                                 or not isinstance(seed, (int, np.integer))):
-            raise TypeError(f"seed must be an int or None, got {seed!r}")
-        if seed is not None and seed < 0:
-            raise ValueError(f"seed must be >= 0 (numpy's rule), got {seed}")
-        self.seed = seed
-        for name, shape in self._param_shapes().items():
-            if int(np.prod(shape)) > _inputs.INT32_MAX:
-                raise ValueError(
-                    f"parameter {name} would have shape {shape}, more elements "
-                    f"than the 32-bit sizes BLAS takes ({_inputs.INT32_MAX})")
-        self._params = self._initial_params(np.random.default_rng(seed))
-        self._workspace = Workspace()
-        self._lock = threading.Lock()
-
-    # ------------------------------------------------------------ structure
-    @property
-    def directions(self):
-        """The number of directions of every layer: 2 when the model is
-        bidirectional, else 1.
-
-        The hidden state that a layer passes up, and that the output layer
-        reads, has ``hidden_size * directions`` entries; initial and final
-        states have ``num_layers * directions`` rows.
-
-        Examples
-        --------
-        >>> crnn.LSTM(4, 8).directions
-        1
-        >>> crnn.LSTM(4, 8, bidirectional=True).directions
-        2
-        """
-        return 2 if self.bidirectional else 1
-
-    def _lane_names(self):
-        """(layer, suffix) of every lane, layer-major, direction-minor."""
-        suffixes = ("", "_reverse")[:self.directions]
-        return [(layer, suffix) for layer in range(self.num_layers)
-                for suffix in suffixes]
-
-    def _param_shapes(self):
-        """Every parameter's name and shape, in initialisation order."""
-        G, H = self._gate_blocks, self.hidden_size
-        shapes = {}
-        for layer, suffix in self._lane_names():
-            inputs = self.input_size if layer == 0 else H * self.directions
-            shapes[f"U{layer}{suffix}"] = (G * H, inputs)
-            shapes[f"W{layer}{suffix}"] = (G * H, H)
-            shapes[f"b{layer}{suffix}"] = (G * H,)
-            if self._recurrent_bias:
-                shapes[f"bn{layer}{suffix}"] = (H,)
-        if self.output is not None:
-            shapes["V"] = (self.output_size, H * self.directions)
-            shapes["c"] = (self.output_size,)
-        return shapes
-
-    def _initial_params(self, rng):
-        # Uniform(-1/√H, 1/√H) for every weight and bias (PyTorch's rule),
-        # drawn in float64 so models of either dtype from one seed agree.
-        bound = 1.0 / np.sqrt(self.hidden_size)
-        return {name: rng.uniform(-bound, bound, size=shape).astype(self.dtype)
-                for name, shape in self._param_shapes().items()}
-
-    # ------------------------------------------------------------ parameters
-    @property
-    def params(self):
-        """The model's parameter arrays, by name.
-
-        Returns a new dict on every access.  Its values are views of the
-        model's own C-contiguous arrays, in the model's dtype: writing into
-        one (``model.params["W0"][...] = 0``, or an optimizer's in-place
-        update) changes the model, while rebinding a key of the dict, or
-        setting a view's ``shape`` or ``dtype``, does not.
-
-        The keys, with H = `hidden_size`, G the gate blocks (1 for the RNN,
-        4 for the LSTM, 3 for the GRU) and l the layer:
-
-        - ``U{l}`` ``(G*H, D_l)``: input weights (D_0 = `input_size`, above
-          it ``H * directions``);
-        - ``W{l}`` ``(G*H, H)``: recurrent weights;
-        - ``b{l}`` ``(G*H,)``: biases, one per gate;
-        - ``bn{l}`` ``(H,)``: the GRU's recurrent bias of its candidate
-          (PyTorch's ``b_hn``; only with ``reset_after=True``);
-        - the same with a ``_reverse`` suffix for a backward direction;
-        - ``V`` ``(K, H * directions)`` and ``c`` ``(K,)``: the output
-          layer, absent with ``output=None``.
-
-        Examples
-        --------
-        >>> model = crnn.RNN(3, 5, 2, seed=0)
-        >>> {name: array.shape for name, array in model.params.items()}
-        {'U0': (5, 3), 'W0': (5, 5), 'b0': (5,), 'V': (2, 5), 'c': (2,)}
-        """
-        return {name: array.view() for name, array in self._params.items()}
-
-    def set_params(self, params):
-        """Copy new values into every parameter array.
-
-        Every array is checked before any is copied, so a refused call
-        changes nothing; the copy is made under the model's lock, so a
-        `forward` running in another thread sees the old weights or the
-        new ones, never a mix.
-
-        Parameters
-        ----------
-        params : dict of array_like
-            Exactly the keys of ``model.params``, each with its shape.  Any real
-            dtype is accepted and cast to the model's.
-
-        Raises
-        ------
-        TypeError
-            `params` is not a dict, or an entry is not real numbers.
-        ValueError
-            A key is missing or unexpected, an array has the wrong shape,
-            or a value is NaN or infinite (after the cast to the model's
-            dtype).
-
-        Examples
-        --------
-        >>> model = crnn.RNN(3, 5, 2, seed=0)
-        >>> zeros = {name: np.zeros(a.shape) for name, a in model.params.items()}
-        >>> model.set_params(zeros)
-        >>> float(np.abs(model.params["W0"]).sum())
-        0.0
-        """
-        if not isinstance(params, dict):
-            raise TypeError(f"params must be a dict, got {type(params).__name__}")
-        shapes = self._param_shapes()
-        missing = sorted(set(shapes) - set(params))
-        extra = sorted(set(params) - set(shapes))
-        if missing or extra:
-            raise ValueError(
-                f"params must have exactly the keys {sorted(shapes)}; "
-                f"missing {missing}, unexpected {extra}")
-        checked = {}
-        for name, shape in shapes.items():
-            value = np.asarray(params[name])
-            if value.dtype.kind not in "iuf":
-                raise TypeError(
-                    f"params[{name!r}] must be a real array, got dtype {value.dtype}")
-            if value.shape != shape:
-                raise ValueError(
-                    f"params[{name!r}] must have shape {shape}, got {value.shape}")
-            with np.errstate(over="ignore"):    # too big for float32: inf, refused below
-                value = value.astype(self.dtype, copy=False)
-            if not np.isfinite(value).all():
-                raise ValueError(f"params[{name!r}] contains NaN or infinity")
-            checked[name] = value
-        with self._lock:    # all or nothing for a concurrent forward
-            for name, value in checked.items():
-                self._params[name][...] = value
-
-    # ------------------------------------------------------------ state
-    def _state_shape(self, n):
-        return (self.num_layers * self.directions, n, self.hidden_size)
-
-    def _prepare_state(self, initial_state, batch):
-        """Sorted (h0, c0); c0 is None for cells without a cell state."""
-        if initial_state is None:
-            return None, None
-        shape = self._state_shape(batch.size)
-        if not self._cell_state:
-            return _inputs.prepare_state(initial_state, "initial_state", shape,
-                                         batch, self.dtype), None
-        if not isinstance(initial_state, (tuple, list)) or len(initial_state) != 2:
-            raise TypeError(
-                f"initial_state of an {type(self).__name__} must be a pair "
-                f"(h0, c0), got {type(initial_state).__name__}")
-        return tuple(_inputs.prepare_state(state, name, shape, batch, self.dtype)
-                     for state, name in zip(initial_state, ("h0", "c0")))
-
-    def _final_state(self, result, batch):
-        h_n = batch.unsort_rows(result["h_n"])
-        if self._cell_state:
-            return h_n, batch.unsort_rows(result["c_n"])
-        return h_n
-
-    def _state_grad(self, result, batch):
-        dh0 = batch.unsort_rows(result["dh0"])
-        if self._cell_state:
-            return dh0, batch.unsort_rows(result["dc0"])
-        return dh0
-
-    # ------------------------------------------------------------ read-only settings
-    def __setattr__(self, name, value):
-        # Sizes and settings are set once, by the constructor (or by
-        # __setstate__): the arrays and the compiled code rely on them.
-        if name in self.__dict__ and name in _state.settings_names(type(self)):
-            raise AttributeError(_state.read_only_message(self, name, value))
-        object.__setattr__(self, name, value)
-
-    def __delattr__(self, name):
-        if name in _state.settings_names(type(self)):
-            raise AttributeError(f"{type(self).__name__}.{name} cannot be deleted: "
-                                 f"a model's sizes and settings are fixed when it is built")
-        object.__delattr__(self, name)
-
-    def _check_door(self, lanes, V, c):
-        """The guard before compiled code: (lanes, V, c) to hand over, the
-        checked views of a _state.Door.  Per call it compares the lane list,
-        V and c by identity and the settings by value (O(1)); on any change
-        a new Door checks every array against the settings again."""
-        door = self.__dict__.get("_door")
-        if (door is None or door.lanes is not lanes or door.V is not V or door.c is not c
-                or _state.door_settings_of(self) != door.settings):
-            door = self.__dict__["_door"] = _state.Door(self, lanes, V, c)
-        return door.views
-
-    # ------------------------------------------------------------ driver
-    def _lane_keys(self):
-        """Parameter names of every lane, in the driver's order."""
-        kinds = ("U", "W", "b", "bn") if self._recurrent_bias else ("U", "W", "b")
-        return [[f"{kind}{layer}{suffix}" for kind in kinds]
-                for layer, suffix in self._lane_names()]
-
-    def _lanes(self):
-        return [tuple(self._params[key] for key in keys) for keys in self._lane_keys()]
-
-    def _buffer_width(self):
-        """The widest row of the driver's (T·B × width) buffers."""
-        return max(self._gate_blocks * self.hidden_size, self.input_size,
-                   self.hidden_size * self.directions, self.output_size or 0)
-
-    def _driver_layout(self):
-        """(keys, lanes, buffer width, network): every lane's parameter keys
-        in one list (the order of the engine's "grads"), _lanes(),
-        _buffer_width() and the network tuple _network.run takes, built on a
-        model's first call and reused: they
-        depend on the model's structure alone, and the parameter arrays keep
-        their identity (set_params copies into them).  Rebuilding them cost
-        a small call (T=50, B=1) about 5% of its instructions.  Copies and
-        pickles build their own (__getstate__ leaves this out)."""
-        layout = self._driver_cache
-        if layout is None:
-            keys = [key for lane_keys in self._lane_keys() for key in lane_keys]
-            lanes = self._lanes()
-            network = (self._cell_kind(), self.hidden_size, self.num_layers,
-                       self.directions, lanes, self._params.get("V"),
-                       self._params.get("c"), _OUTPUT_KINDS[self.output],
-                       self.return_sequences)
-            layout = self._driver_cache = (keys, lanes, self._buffer_width(),
-                                           network)
-        return layout
-
-    def _run(self, batch, h0, c0, targets=None, scale=1.0, need_grad=False):
-        _, lanes, width, network = self._driver_layout()
-        lanes, V, c = self._check_door(lanes, self._params.get("V"), self._params.get("c"))
-        # The driver's buffers are (T·B × width) and BLAS takes 32-bit sizes
-        # (prepare_batch checked this before copying anything; kept here as
-        # the last word before the kernels).
-        _inputs.check_buffers(batch.steps, batch.size, width)
-        # multiply-adds of one recurrent product per step, the call's bulk
-        work = batch.steps * batch.size * width * self.hidden_size
-        with self._lock, single_threaded_blas(work):
-            result = run(self._workspace, network[:4] + (lanes, V, c) + network[7:],
-                         batch.inputs, batch.lengths, (h0, c0), targets, scale,
-                         need_grad)
-            # outputs is a view of the workspace: copy it out under the lock
-            outputs = result["outputs"]
-            result["outputs"] = (batch.unsort(outputs) if self.return_sequences
-                                 else batch.unsort_rows(outputs))
-        return result
-
-    # ------------------------------------------------------------ public API
-    def forward(self, X, lengths=None, initial_state=None, return_state=False):
-        """Run the model over a batch of sequences.
-
-        Parameters
-        ----------
-        X : array_like or list of array_like
-            Float features ``(N, T, D)``; integer token ids ``(N, T)`` in
-            ``[0, input_size)``, each meaning a one-hot vector; or a list
-            of N arrays ``(T_i, D)`` or ``(T_i,)`` of different lengths.
-            Any real dtype and memory layout; cast to the model's dtype.
-        lengths : array_like of int, optional
-            ``(N,)``, each in ``[1, T]``: sequence i is
-            ``X[i, :lengths[i]]`` and the rest of its row is padding, which
-            is never read.  Default: every sequence has T steps.  Must be
-            None when `X` is a list.
-        initial_state : array_like or pair of array_like, optional
-            ``h0`` (RNN, GRU) or ``(h0, c0)`` (LSTM), each
-            ``(num_layers * directions, N, hidden_size)``, PyTorch's
-            layout.  Default: zeros.
-        return_state : bool, default False
-            Also return the final state.
-
-        Returns
-        -------
-        Y : numpy.ndarray
-            ``(N, T, K)`` with ``return_sequences=True``, where the rows
-            past a sequence's length are zero; ``(N, K)`` without.  It holds
-            class probabilities (``output="softmax"``), values
-            (``"linear"``) or the top layer's hidden states (None; then
-            K = ``hidden_size * directions``), in the model's dtype.
-        state : numpy.ndarray or tuple of numpy.ndarray
-            Only with `return_state`: each sequence's state after its own
-            last step, shaped like `initial_state`.
-
-        Raises
-        ------
-        TypeError, ValueError
-            Bad input (see the Errors page): wrong shapes or dtypes, NaN or
-            infinity, token ids or lengths out of range.
-
-        Examples
-        --------
-        >>> model = crnn.LSTM(input_size=4, hidden_size=8, output_size=3, seed=0)
-        >>> X = np.random.default_rng(0).normal(size=(2, 5, 4))
-        >>> Y = model.forward(X, lengths=[5, 2])
-        >>> Y.shape, bool(np.allclose(Y[0].sum(axis=-1), 1.0))
-        ((2, 5, 3), True)
-        >>> float(np.abs(Y[1, 2:]).max())        # past the length of 2
-        0.0
-        >>> Y, (h, c) = model.forward(X, return_state=True)
-        >>> h.shape
-        (1, 2, 8)
-        """
-        batch = _inputs.prepare_batch(X, lengths, self.input_size, self.dtype,
-                                      self._driver_layout()[2])
-        h0, c0 = self._prepare_state(initial_state, batch)
-        result = self._run(batch, h0, c0)
-        if return_state:
-            return result["outputs"], self._final_state(result, batch)
-        return result["outputs"]
-
-    def loss_and_grad(self, X, y, lengths=None, initial_state=None, *,
-                      reduction="mean", return_state_grad=False,
-                      return_state=False, return_outputs=False):
-        """The loss on a batch and its gradient for every parameter.
-
-        One forward pass and back-propagation through time.
-
-        Parameters
-        ----------
-        X : array_like or list of array_like
-            Float features ``(N, T, D)``; integer token ids ``(N, T)`` in
-            ``[0, input_size)``, each meaning a one-hot vector; or a list
-            of N arrays ``(T_i, D)`` or ``(T_i,)`` of different lengths.
-            Any real dtype and memory layout; cast to the model's dtype.
-        lengths : array_like of int, optional
-            ``(N,)``, each in ``[1, T]``: sequence i is
-            ``X[i, :lengths[i]]`` and the rest of its row is padding, which
-            is never read.  Default: every sequence has T steps.  Must be
-            None when `X` is a list.
-        y : array_like or list of array_like
-            Targets.  Softmax models: integer class ids ``(N, T)`` (or a
-            list of ``(T_i,)``) with ``return_sequences=True``, ``(N,)``
-            without.  Linear models: floats ``(N, T, K)`` / ``(N, K)``; a
-            trailing K = 1 may be left out.  Ignored at padded positions.
-        initial_state : array_like or pair of array_like, optional
-            ``h0`` (RNN, GRU) or ``(h0, c0)`` (LSTM), each
-            ``(num_layers * directions, N, hidden_size)``, PyTorch's
-            layout.  Default: zeros.
-        reduction : {"mean", "sum"}, default "mean"
-            ``"mean"``: the mean over every position that has a target
-            (padding excluded).  ``"sum"``: their sum.
-        return_state_grad : bool, default False
-            Also return the gradient with respect to the initial state
-            (for zeros when `initial_state` is None), shaped like it.
-        return_state, return_outputs : bool, default False
-            Also return the final state and the outputs, as `forward`
-            gives them (the trainer's truncated BPTT and running accuracy
-            use them).
-
-        Returns
-        -------
-        loss : float
-            Cross-entropy (softmax) or ½‖o − y‖² summed over the K outputs
-            (linear) per position, reduced by `reduction`.
-        grads : dict of numpy.ndarray
-            The gradient of `loss`, with exactly the keys, shapes and dtype
-            of `params`.
-        extras
-            After `grads`, in this order and only when asked for: the
-            state gradient, the final state, the outputs.
-
-        Raises
-        ------
-        ValueError
-            The model has no output layer (``output=None``), an unknown
-            `reduction`, or bad input.
-        TypeError
-            Bad input types.
-
-        Examples
-        --------
-        >>> model = crnn.GRU(input_size=4, hidden_size=8, output_size=3, seed=0)
-        >>> rng = np.random.default_rng(0)
-        >>> X, y = rng.normal(size=(2, 5, 4)), rng.integers(0, 3, size=(2, 5))
-        >>> loss, grads = model.loss_and_grad(X, y)
-        >>> loss > 0, sorted(grads) == sorted(model.params)
-        (True, True)
-        >>> total, _ = model.loss_and_grad(X, y, reduction="sum")
-        >>> bool(np.isclose(total, 10 * loss))          # 10 positions
-        True
-        """
-        if self.output is None:
-            raise ValueError(
-                "loss_and_grad needs an output layer; this model has output=None")
-        if reduction not in ("mean", "sum"):
-            raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
-        keys, _, width, _ = self._driver_layout()
-        batch = _inputs.prepare_batch(X, lengths, self.input_size, self.dtype, width)
-        targets = _inputs.prepare_targets(y, batch, self.output, self.output_size,
-                                          self.return_sequences, self.dtype)
-        h0, c0 = self._prepare_state(initial_state, batch)
-        if not self.return_sequences:
-            count = batch.size
-        elif batch.full:        # every length is T: no need to sum them
-            count = batch.size * batch.steps
-        else:
-            count = int(batch.lengths.sum())
-        scale = 1.0 / count if reduction == "mean" else 1.0
-        result = self._run(batch, h0, c0, targets, scale, need_grad=True)
-        grads = dict(zip(keys, result["grads"]))
-        grads["V"] = result["dV"]
-        grads["c"] = result["dc"]
-        loss = float(result["loss"]) * scale
-        extras = ()
-        if return_state_grad:
-            extras += (self._state_grad(result, batch),)
-        if return_state:
-            extras += (self._final_state(result, batch),)
-        if return_outputs:
-            extras += (result["outputs"],)
-        return (loss, grads) + extras
-
-    def predict(self, X, lengths=None):
-        """Predicted classes (softmax models) or values (linear models).
-
-        Parameters
-        ----------
-        X : array_like or list of array_like
-            Float features ``(N, T, D)``; integer token ids ``(N, T)`` in
-            ``[0, input_size)``, each meaning a one-hot vector; or a list
-            of N arrays ``(T_i, D)`` or ``(T_i,)`` of different lengths.
-            Any real dtype and memory layout; cast to the model's dtype.
-        lengths : array_like of int, optional
-            ``(N,)``, each in ``[1, T]``: sequence i is
-            ``X[i, :lengths[i]]`` and the rest of its row is padding, which
-            is never read.  Default: every sequence has T steps.  Must be
-            None when `X` is a list.
-
-        Returns
-        -------
-        numpy.ndarray
-            Softmax models: the most likely class id of every position,
-            ``(N, T)`` (``-1`` at padded positions) or ``(N,)``, as int64.
-            Linear models: the outputs, as `forward` gives them.
-
-        Raises
-        ------
-        ValueError
-            The model has no output layer, or bad input.
-        TypeError
-            Bad input types.
-
-        Examples
-        --------
-        >>> model = crnn.RNN(input_size=6, hidden_size=8, output_size=3, seed=0)
-        >>> tokens = np.array([[0, 5, 2, 1], [3, 3, 0, 0]])
-        >>> labels = model.predict(tokens, lengths=[4, 2])
-        >>> labels.shape, labels[1, 2:].tolist()
-        ((2, 4), [-1, -1])
-        """
-        if self.output is None:
-            raise ValueError("predict needs an output layer; this model has output=None")
-        outputs = self.forward(X, lengths)
-        if self.output == "linear":
-            return outputs
-        labels = outputs.argmax(axis=-1)
-        if self.return_sequences:
-            labels[outputs.sum(axis=-1) == 0] = -1   # padding: all-zero rows
-        return labels
-
-    def predict_proba(self, X, lengths=None):
-        """Class probabilities of a softmax model (what `forward` returns).
-
-        Parameters
-        ----------
-        X : array_like or list of array_like
-            Float features ``(N, T, D)``; integer token ids ``(N, T)`` in
-            ``[0, input_size)``, each meaning a one-hot vector; or a list
-            of N arrays ``(T_i, D)`` or ``(T_i,)`` of different lengths.
-            Any real dtype and memory layout; cast to the model's dtype.
-        lengths : array_like of int, optional
-            ``(N,)``, each in ``[1, T]``: sequence i is
-            ``X[i, :lengths[i]]`` and the rest of its row is padding, which
-            is never read.  Default: every sequence has T steps.  Must be
-            None when `X` is a list.
-
-        Returns
-        -------
-        numpy.ndarray
-            ``(N, T, K)`` or ``(N, K)`` probabilities, zero at padded
-            positions.
-
-        Raises
-        ------
-        ValueError
-            The model's output is not ``"softmax"``, or bad input.
-
-        Examples
-        --------
-        >>> model = crnn.LSTM(4, 8, 3, return_sequences=False, seed=0)
-        >>> p = model.predict_proba(np.ones((2, 6, 4)))
-        >>> p.shape, bool(np.allclose(p.sum(axis=1), 1))
-        ((2, 3), True)
-        """
-        if self.output != "softmax":
-            raise ValueError(
-                f"predict_proba needs output='softmax', this model has output={self.output!r}")
-        return self.forward(X, lengths)
-
-    # ------------------------------------------------------------ streaming
-    def stream(self, batch_size=1):
-        """A stream that runs the model one time step at a time.
-
-        The stream carries the state from one ``step`` to the next, for
-        online inference and generation.  It reads the model's own
-        parameter arrays, so in-place updates to the model are seen by the
-        next step.  Fed a sequence step by step, it gives what `forward`
-        gives for the whole sequence, to a few units in the last place.
-
-        Parameters
-        ----------
-        batch_size : int, default 1
-            The number of sequences stepped together.
-
-        Returns
-        -------
-        crnn._stream.Stream
-            ``stream.step(x, out=None)`` takes one step: for
-            ``batch_size=1`` a feature vector ``(D,)`` or one token id,
-            returning ``(K,)``; otherwise ``(B, D)`` features or ``(B,)``
-            token ids, returning ``(B, K)``.  ``stream.state`` reads or sets
-            the state (``(num_layers, B, H)``, a pair for the LSTM), and
-            ``stream.reset()`` zeroes it.
-
-        Raises
-        ------
-        ValueError
-            The model is bidirectional (its backward direction needs the
-            whole sequence), or `batch_size` is below 1 or too large.
-        TypeError
-            `batch_size` is not an integer.
-
-        Examples
-        --------
-        >>> model = crnn.LSTM(input_size=4, hidden_size=8, output_size=3, seed=0)
-        >>> X = np.random.default_rng(0).normal(size=(1, 6, 4))
-        >>> stream = model.stream()
-        >>> outputs = [stream.step(X[0, t]) for t in range(6)]
-        >>> bool(np.allclose(outputs, model.forward(X)[0], atol=1e-5))
-        True
-        >>> stream.reset()
-        >>> float(np.abs(stream.state[0]).max())
-        0.0
-        """
-        if self.bidirectional:
-            raise ValueError(
-                "a bidirectional model cannot stream: its backward direction "
-                "needs the whole sequence; use forward()")
-        batch_size = _inputs.check_positive_int(batch_size, "batch_size")
-        # The stream's buffers are (batch_size × width), passed to BLAS as 32-bit sizes.
-        if 2 * batch_size * self._buffer_width() > _inputs.INT32_MAX:
-            raise ValueError(
-                f"batch_size must be at most {_inputs.INT32_MAX // (2 * self._buffer_width())} "
-                f"for this model (its buffers would exceed the 32-bit sizes "
-                f"BLAS takes), got {batch_size}")
-        # the Door's checked views: the stream holds them, and nothing else does
-        lanes, V, c = _state.Door(self).views
-        return Stream(int(self._cell_kind()), self.hidden_size, lanes, V, c,
-                      int(_OUTPUT_KINDS[self.output]), batch_size, self.dtype)
-
-    def sample(self, n, prime=None, temperature=1.0, seed=None):
-        """Generate a sequence of tokens from a token model.
-
-        The model must predict its own vocabulary (``output="softmax"``
-        and ``output_size == input_size``).  It reads `prime` first, then
-        draws each token from its predicted distribution and feeds it back
-        as the next input.
-
-        Parameters
-        ----------
-        n : int
-            The number of tokens to draw (0 gives an empty array).
-        prime : sequence of int, optional
-            Token ids to read before drawing.  Without it, the first token
-            is drawn uniformly from the vocabulary.
-        temperature : float, default 1.0
-            Divides the log-probabilities: below 1 sharpens the
-            distribution (towards the most likely token), above 1 flattens
-            it.
-        seed : int, optional
-            Seeds the draws; None draws fresh randomness.
-
-        Returns
-        -------
-        numpy.ndarray
-            ``(n,)`` int64 token ids (`prime` not included).
-
-        Raises
-        ------
-        ValueError
-            Not a token model, a negative `n`, a `temperature` that is not
-            a finite number above 0, a negative seed, or a `prime` that is
-            not a non-empty 1-D sequence of valid token ids.
-        TypeError
-            `n` or `seed` is not an integer.
-
-        Examples
-        --------
-        >>> model = crnn.LSTM(input_size=5, hidden_size=8, seed=0)
-        >>> tokens = model.sample(10, prime=[0, 1], temperature=0.5, seed=0)
-        >>> tokens.shape, bool(((0 <= tokens) & (tokens < 5)).all())
-        ((10,), True)
-        >>> bool((model.sample(10, seed=3) == model.sample(10, seed=3)).all())
-        True
-        """
-        if self.output != "softmax" or self.output_size != self.input_size:
-            raise ValueError(
-                "sample needs a token model: output='softmax' with output_size "
-                f"== input_size, this model has output={self.output!r}, "
-                f"output_size={self.output_size}, input_size={self.input_size}")
-        n = _inputs.check_positive_int(n, "n", minimum=0)
-        if isinstance(temperature, (bool, np.bool_)) or not isinstance(temperature, numbers.Real) \
-                or not np.isfinite(temperature) or temperature <= 0:
-            raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
-        if seed is not None and (isinstance(seed, (bool, np.bool_))
-                                 or not isinstance(seed, numbers.Integral)):
-            raise TypeError(f"seed must be an int or None, got {seed!r}")
-        if seed is not None and seed < 0:
-            raise ValueError(f"seed must be >= 0 (numpy's rule), got {seed}")
-        rng = np.random.default_rng(seed)
-        stream = self.stream(1)
-        probabilities = np.full(self.output_size, 1.0 / self.output_size)
-        if prime is not None:
-            prime = np.asarray(prime)
-            if prime.ndim != 1 or prime.dtype.kind not in "iu" or prime.size == 0:
-                raise ValueError(
-                    f"prime must be a non-empty 1-D sequence of token ids, got "
-                    f"shape {prime.shape} and dtype {prime.dtype}")
-            for token in prime:
-                probabilities = stream.step(int(token))
-        tokens = np.empty(n, dtype=np.int64)
-        out = np.empty(self.output_size, self.dtype)
-        for i in range(n):
-            p = np.asarray(probabilities, dtype=np.float64)
-            if temperature != 1.0:
-                logits = np.log(np.maximum(p, 1e-300)) / temperature
-                p = np.exp(logits - logits.max())
-            token = int(rng.choice(p.size, p=p / p.sum()))
-            tokens[i] = token
-            if i + 1 < n:
-                probabilities = stream.step(token, out=out)
-        return tokens
-
-    # ------------------------------------------------------------ files and interop
-    def save(self, path):
-        """Write the model to a file; `crnn.load` reads it back.
-
-        The file is a numpy ``.npz`` archive of the parameters and a JSON
-        header with the model's settings.  It is written to a temporary
-        file that replaces `path` only once it is complete, so an
-        interrupted save leaves the previous file.
-
-        Parameters
-        ----------
-        path : str or os.PathLike
-            The file to write, exactly (no suffix is added).
-
-        Raises
-        ------
-        OSError
-            The file cannot be written.
-
-        Examples
-        --------
-        >>> import os, tempfile
-        >>> model = crnn.GRU(4, 8, 3, seed=0)
-        >>> path = os.path.join(tempfile.mkdtemp(), "gru.npz")
-        >>> model.save(path)
-        >>> loaded = crnn.load(path)
-        >>> loaded
-        GRU(4, 8, 3, num_layers=1, bidirectional=False, output='softmax', return_sequences=True, dtype='float32')
-        >>> all(np.array_equal(loaded.params[k], model.params[k]) for k in model.params)
-        True
-        """
-        io.save(self, path)
-
-    def to_torch(self):
-        """The same network as PyTorch modules (needs PyTorch).
-
-        Returns
-        -------
-        module : torch.nn.RNN, torch.nn.LSTM or torch.nn.GRU
-            With ``batch_first=True``, in the model's dtype; the bias goes
-            into ``b_ih`` and ``b_hh`` is zero (the GRU's ``bn`` into the
-            candidate's block of ``b_hh``).
-        linear : torch.nn.Linear or None
-            The output layer, giving logits (apply a softmax yourself);
-            None without an output layer.
-
-        Raises
-        ------
-        ImportError
-            PyTorch is not installed.
-        ValueError
-            PyTorch has no such network (``GRU(reset_after=False)``).
-
-        See Also
-        --------
-        crnn.from_torch : the other way.
-        """
-        return interop.to_torch(self)
-
-    def to_onnx(self, path, **options):
-        """Write the model as an ONNX graph (needs the ``onnx`` package).
-
-        Parameters
-        ----------
-        path : str or os.PathLike
-            The ``.onnx`` file to write.
-        **options
-            ``lengths=True`` (a ``lengths`` input; False: every sequence
-            is T long), ``tokens=False`` (True: the input is int64 token
-            ids), ``dtype=None`` (the graph's float type; default the
-            model's), ``opset=17``.  See `crnn.interop.to_onnx`.
-
-        Raises
-        ------
-        ImportError
-            The onnx package is not installed.
-        """
-        interop.to_onnx(self, path, **options)
-
-    # ------------------------------------------------------------ copying
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        del state["_workspace"], state["_lock"]
-        # the copy's lanes must be its own arrays: _driver_layout rebuilds them
-        state.pop("_driver_cache", None)
-        state.pop("_door", None)
-        return state
-
-    def __setstate__(self, state):
-        """Restore a pickled state after checking it as ``crnn.load`` checks
-        a file: every setting, and every parameter's shape, dtype and layout
-        (_state.check_state).  ValueError or TypeError on anything
-        inconsistent; crnn.load builds models this way too."""
-        self.__dict__.update(_state.check_state(type(self), state))
-        self.__dict__["_workspace"] = Workspace()
-        self.__dict__["_lock"] = threading.Lock()
-
-    def __repr__(self):
-        return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, "
-                f"{self.output_size}, num_layers={self.num_layers}, "
-                f"bidirectional={self.bidirectional}, output={self.output!r}, "
-                f"return_sequences={self.return_sequences}, dtype='{self.dtype}')")
-
-
-@_registry.register
-class RNN(RecurrentModel):
-    """A vanilla (Elman) recurrent network, with an optional output layer.
-
-    At every time step, each layer computes
-    ``h(t) = tanh(U x(t) + W h(t-1) + b)`` (or a rectifier with
-    ``nonlinearity="relu"``), and the output layer ``o(t) = V h(t) + c``.
-    Forward passes, back-propagation through time and streaming run in
-    compiled code; the methods are described on `RecurrentModel`.
-
+_SHARED_PARAMETERS = ("""\
     Parameters
     ----------
     input_size : int
@@ -879,8 +42,8 @@ class RNN(RecurrentModel):
         Give every layer a second direction that reads each sequence
         backwards (within its own length); the two hidden states are
         concatenated, so a layer passes up ``2 * hidden_size`` values.
-    nonlinearity : {"tanh", "relu"}, default "tanh"
-        The activation of the hidden state.
+""",
+    """\
     output : {"softmax", "linear", None}, default "softmax"
         The output layer o = V h + c and its loss.  ``"softmax"``: class
         probabilities, trained by cross-entropy.  ``"linear"``: real
@@ -900,7 +63,8 @@ class RNN(RecurrentModel):
         rule, drawn with ``numpy.random.default_rng(seed)``): the same seed
         gives the same weights, in either dtype.  None draws fresh
         randomness.
-
+""")
+_SHARED_ATTRIBUTES = """\
     Attributes
     ----------
     params : dict of numpy.ndarray
@@ -917,6 +81,22 @@ class RNN(RecurrentModel):
     crnn.Trainer : trains a model.
     crnn.load : reads a model that `save` wrote.
 
+"""
+
+
+@_registry.register
+class RNN(RecurrentModel):
+    __doc__ = _model_doc(
+        """A vanilla (Elman) recurrent network, with an optional output layer.
+
+    At every time step, each layer computes
+    ``h(t) = tanh(U x(t) + W h(t-1) + b)`` (or a rectifier with
+    ``nonlinearity="relu"``), and the output layer ``o(t) = V h(t) + c``.
+    Forward passes, back-propagation through time and streaming run in
+    compiled code; the methods are described on `RecurrentModel`.
+
+""",
+        """\
     Examples
     --------
     A many-to-one regressor over sequences of 3 features:
@@ -928,7 +108,11 @@ class RNN(RecurrentModel):
     >>> loss, grads = model.loss_and_grad(X, np.zeros(5))
     >>> sorted(grads)
     ['U0', 'V', 'W0', 'b0', 'c']
-    """
+""",
+        """\
+    nonlinearity : {"tanh", "relu"}, default "tanh"
+        The activation of the hidden state.
+""", setting_after_bidirectional=True)
 
     _gate_blocks = 1
 
@@ -952,7 +136,8 @@ class RNN(RecurrentModel):
 
 @_registry.register
 class LSTM(RecurrentModel):
-    """A long short-term memory network, with an optional output layer.
+    __doc__ = _model_doc(
+        """A long short-term memory network, with an optional output layer.
 
     Each layer has four gates, stacked in one ``(4H, ·)`` matrix for U and
     one for W in PyTorch's order: input i, forget f, candidate a (PyTorch's
@@ -962,60 +147,8 @@ class LSTM(RecurrentModel):
     ``(num_layers * directions, N, hidden_size)``.  The methods are
     described on `RecurrentModel`.
 
-    Parameters
-    ----------
-    input_size : int
-        D, the features of each time step; for token inputs, the size of
-        the vocabulary.
-    hidden_size : int
-        H, the units of every layer's hidden state.
-    output_size : int, optional
-        K, the outputs of the output layer.  Left at None with an output
-        layer, it is `input_size` (a next-token model over its own
-        vocabulary).  Must be None when ``output=None``.
-    num_layers : int, default 1
-        Stacked layers; each layer above the first reads the hidden states
-        of the layer below.
-    bidirectional : bool, default False
-        Give every layer a second direction that reads each sequence
-        backwards (within its own length); the two hidden states are
-        concatenated, so a layer passes up ``2 * hidden_size`` values.
-    output : {"softmax", "linear", None}, default "softmax"
-        The output layer o = V h + c and its loss.  ``"softmax"``: class
-        probabilities, trained by cross-entropy.  ``"linear"``: real
-        values, trained by squared error ½‖o − y‖².  None: no output layer;
-        the outputs are the top layer's hidden states and there is no loss.
-    return_sequences : bool, default True
-        True: an output, and a target, at every time step (many-to-many).
-        False: one per sequence (many-to-one), from the top layer's state at
-        the sequence's last real step; with `bidirectional`, concatenated
-        with the backward direction's final state (at step 0), as PyTorch's
-        ``h_n``.
-    dtype : {"float32", "float64"} or numpy.dtype, default "float32"
-        The dtype of the parameters, of the arithmetic and of every result.
-        Inputs of any real dtype are cast to it.
-    seed : int, optional
-        Seeds the initial weights (uniform on (−1/√H, 1/√H), PyTorch's
-        rule, drawn with ``numpy.random.default_rng(seed)``): the same seed
-        gives the same weights, in either dtype.  None draws fresh
-        randomness.
-
-    Attributes
-    ----------
-    params : dict of numpy.ndarray
-        The parameter arrays (see `RecurrentModel.params`).
-    directions : int
-        2 when bidirectional, else 1.
-    input_size, hidden_size, output_size, num_layers, bidirectional, output, return_sequences, seed
-        The constructor's arguments (`output_size` filled in).
-    dtype : numpy.dtype
-        float32 or float64.
-
-    See Also
-    --------
-    crnn.Trainer : trains a model.
-    crnn.load : reads a model that `save` wrote.
-
+""",
+        """\
     Examples
     --------
     A next-character model over a vocabulary of 10 symbols (token inputs,
@@ -1029,7 +162,7 @@ class LSTM(RecurrentModel):
     >>> loss, grads = model.loss_and_grad(tokens[:, :-1], tokens[:, 1:])
     >>> grads["W0"].shape
     (128, 32)
-    """
+""")
 
     _gate_blocks = 4
     _cell_state = True
@@ -1040,7 +173,8 @@ class LSTM(RecurrentModel):
 
 @_registry.register
 class GRU(RecurrentModel):
-    """A gated recurrent unit network, with an optional output layer.
+    __doc__ = _model_doc(
+        """A gated recurrent unit network, with an optional output layer.
 
     Each layer has a reset gate r, an update gate z and a candidate n,
     stacked in one ``(3H, ·)`` matrix for U and one for W in PyTorch's
@@ -1053,64 +187,8 @@ class GRU(RecurrentModel):
     without ``bn``; PyTorch has no such GRU, so ``to_torch`` refuses it.
     The methods are described on `RecurrentModel`.
 
-    Parameters
-    ----------
-    input_size : int
-        D, the features of each time step; for token inputs, the size of
-        the vocabulary.
-    hidden_size : int
-        H, the units of every layer's hidden state.
-    output_size : int, optional
-        K, the outputs of the output layer.  Left at None with an output
-        layer, it is `input_size` (a next-token model over its own
-        vocabulary).  Must be None when ``output=None``.
-    num_layers : int, default 1
-        Stacked layers; each layer above the first reads the hidden states
-        of the layer below.
-    bidirectional : bool, default False
-        Give every layer a second direction that reads each sequence
-        backwards (within its own length); the two hidden states are
-        concatenated, so a layer passes up ``2 * hidden_size`` values.
-    output : {"softmax", "linear", None}, default "softmax"
-        The output layer o = V h + c and its loss.  ``"softmax"``: class
-        probabilities, trained by cross-entropy.  ``"linear"``: real
-        values, trained by squared error ½‖o − y‖².  None: no output layer;
-        the outputs are the top layer's hidden states and there is no loss.
-    return_sequences : bool, default True
-        True: an output, and a target, at every time step (many-to-many).
-        False: one per sequence (many-to-one), from the top layer's state at
-        the sequence's last real step; with `bidirectional`, concatenated
-        with the backward direction's final state (at step 0), as PyTorch's
-        ``h_n``.
-    dtype : {"float32", "float64"} or numpy.dtype, default "float32"
-        The dtype of the parameters, of the arithmetic and of every result.
-        Inputs of any real dtype are cast to it.
-    seed : int, optional
-        Seeds the initial weights (uniform on (−1/√H, 1/√H), PyTorch's
-        rule, drawn with ``numpy.random.default_rng(seed)``): the same seed
-        gives the same weights, in either dtype.  None draws fresh
-        randomness.
-    reset_after : bool, default True
-        Where the reset gate acts: on the recurrent product (True, PyTorch
-        and ONNX ``linear_before_reset=1``) or on the previous state before
-        it (False).
-
-    Attributes
-    ----------
-    params : dict of numpy.ndarray
-        The parameter arrays (see `RecurrentModel.params`).
-    directions : int
-        2 when bidirectional, else 1.
-    input_size, hidden_size, output_size, num_layers, bidirectional, output, return_sequences, seed
-        The constructor's arguments (`output_size` filled in).
-    dtype : numpy.dtype
-        float32 or float64.
-
-    See Also
-    --------
-    crnn.Trainer : trains a model.
-    crnn.load : reads a model that `save` wrote.
-
+""",
+        """\
     Examples
     --------
     >>> model = crnn.GRU(input_size=4, hidden_size=8, output_size=2, seed=0)
@@ -1118,7 +196,14 @@ class GRU(RecurrentModel):
     ['U0', 'V', 'W0', 'b0', 'bn0', 'c']
     >>> model.forward(np.zeros((3, 7, 4))).shape
     (3, 7, 2)
-    """
+""",
+        """\
+    reset_after : bool, default True
+        Where the reset gate acts: on the recurrent product (True, PyTorch
+        and ONNX ``linear_before_reset=1``) or on the previous state before
+        it (False).
+
+""")
 
     _gate_blocks = 3
     reset_after = True      # (models pickled before reset_after existed)

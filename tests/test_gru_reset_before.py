@@ -231,3 +231,41 @@ def test_matches_onnx_runtime_gru_with_linear_before_reset_0():
     mask = np.arange(T)[None, :, None] < lengths[:, None, None]
     np.testing.assert_allclose(out, np.where(mask, expected, 0), rtol=1e-4, atol=2e-5)
     np.testing.assert_allclose(h_n, Y_h, rtol=1e-4, atol=2e-5)
+
+
+def test_save_load_and_pickle_keep_the_variant(tmp_path):
+    import pickle
+    model = make(layers=2, bidirectional=True, output="softmax", seed=4)
+    X, lengths, _ = data(seed=5)
+    expected = model.forward(X, lengths)
+    path = tmp_path / "gru.npz"
+    model.save(path)
+    for loaded in (crnn.load(path), pickle.loads(pickle.dumps(model))):
+        assert isinstance(loaded, crnn.GRU) and loaded.reset_after is False
+        assert not any(name.startswith("bn") for name in loaded.params)
+        np.testing.assert_array_equal(loaded.forward(X, lengths), expected)
+    # a reset-after file of the same sizes is not this model
+    other = crnn.GRU(D, H, K, num_layers=2, bidirectional=True, dtype="float64", seed=4)
+    other.save(path)
+    assert crnn.load(path).reset_after is True
+
+
+def test_pytorch_has_no_such_gru():
+    with pytest.raises(ValueError, match="PyTorch has no GRU with reset_after=False"):
+        make().to_torch()
+
+
+@pytest.mark.parametrize("sequences", [True, False])
+def test_to_onnx_runs_in_onnx_runtime(tmp_path, sequences):
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    model = crnn.GRU(D, H, K, num_layers=2, bidirectional=True, reset_after=False,
+                     output="softmax", return_sequences=sequences,
+                     dtype="float32", seed=6)
+    X, lengths, _ = data(seed=7)
+    X = X.astype(np.float32)
+    path = tmp_path / "gru.onnx"
+    model.to_onnx(path)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {"X": X, "lengths": lengths.astype(np.int64)})
+    np.testing.assert_allclose(got, model.forward(X, lengths), rtol=1e-4, atol=2e-5)

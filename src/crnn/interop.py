@@ -330,41 +330,87 @@ def to_onnx(model, path, *, lengths=True, tokens=False, dtype=None, opset=17):
         raise ValueError(f"opset must be an integer in [{_MIN_OPSET}, {newest}] "
                          f"(this onnx package's newest), got {opset!r}")
     float_type = TensorProto.FLOAT if dtype == np.float32 else TensorProto.DOUBLE
-    H, D, dirs = model.hidden_size, model.input_size, model.directions
+    graph = _OnnxGraph(helper, numpy_helper)
+    inputs, features = _onnx_inputs(graph, model, TensorProto, float_type,
+                                    lengths, tokens, dtype)
+    h = _onnx_layers(graph, model, row, features,
+                     TensorProto.INT32 if lengths else None, dtype)
+    out = _onnx_head(graph, model, h, dtype)
+    if model.return_sequences and lengths:
+        out = _onnx_mask(graph, out, features, float_type)
+    graph.nodes[-1].output[0] = "Y"    # the last node always computes `out`
 
-    nodes, initializers = [], []
-    counter = iter(range(1 << 30))
+    width = model.output_size if model.output is not None else model.hidden_size * model.directions
+    shape = ["N", "T", width] if model.return_sequences else ["N", width]
+    onnx_graph = helper.make_graph(
+        graph.nodes, f"crnn_{row.class_name}", inputs,
+        [helper.make_tensor_value_info("Y", float_type, shape)], graph.initializers)
+    opsets = [helper.make_opsetid("", int(opset))]
+    proto = helper.make_model(
+        onnx_graph, opset_imports=opsets, producer_name="crnn",
+        producer_version=__version__,
+        ir_version=helper.find_min_ir_version_for(opsets),
+        doc_string=f"crnn {row.class_name} exported by crnn {__version__}: {model!r}")
+    helper.set_model_props(proto, {
+        "crnn.kind": row.class_name, "crnn.output": str(model.output),
+        "crnn.return_sequences": str(model.return_sequences),
+        "crnn.inputs": "tokens" if tokens else "features"})
+    onnx.checker.check_model(proto, full_check=True)
 
-    def constant(array, name):
-        name = f"{name}_{next(counter)}"
-        initializers.append(numpy_helper.from_array(np.asarray(array), name))
+    serialized = proto.SerializeToString()
+    atomic_write(path, lambda file: file.write(serialized))
+
+
+class _OnnxGraph:
+    """The nodes and initializers of an ONNX graph being built, with
+    unique names."""
+
+    def __init__(self, helper, numpy_helper):
+        self.helper, self.numpy_helper = helper, numpy_helper
+        self.nodes, self.initializers = [], []
+        self.counter = iter(range(1 << 30))
+
+    def constant(self, array, name):
+        name = f"{name}_{next(self.counter)}"
+        self.initializers.append(self.numpy_helper.from_array(np.asarray(array), name))
         return name
 
-    def node(op, inputs, outputs=1, **attributes):
-        step = next(counter)
+    def node(self, op, inputs, outputs=1, **attributes):
+        step = next(self.counter)
         if isinstance(outputs, int):
             outputs = [f"{op.lower()}_{step}_{i}" for i in range(outputs)]
-        nodes.append(helper.make_node(op, inputs, outputs, name=f"{op}_{step}",
-                                      **attributes))
+        self.nodes.append(self.helper.make_node(op, inputs, outputs,
+                                                name=f"{op}_{step}", **attributes))
         return outputs[0] if len(outputs) == 1 else outputs
 
-    inputs = []
+
+def _onnx_inputs(graph, model, TensorProto, float_type, lengths, tokens, dtype):
+    """The graph's inputs (X, and lengths) and the features (N, T, D)."""
+    helper, D = graph.helper, model.input_size
     if tokens:
-        inputs.append(helper.make_tensor_value_info("X", TensorProto.INT64, ["N", "T"]))
-        features = node("OneHot", ["X", constant(np.array([D], np.int64), "depth"),
-                                   constant(np.array([0, 1], dtype), "on_off")],
-                        axis=-1)
+        inputs = [helper.make_tensor_value_info("X", TensorProto.INT64, ["N", "T"])]
+        features = graph.node("OneHot", ["X", graph.constant(np.array([D], np.int64), "depth"),
+                                         graph.constant(np.array([0, 1], dtype), "on_off")],
+                              axis=-1)
     else:
-        inputs.append(helper.make_tensor_value_info("X", float_type, ["N", "T", D]))
+        inputs = [helper.make_tensor_value_info("X", float_type, ["N", "T", D])]
         features = "X"
-    sequence_lens = ""
     if lengths:
         inputs.append(helper.make_tensor_value_info("lengths", TensorProto.INT64, ["N"]))
-        sequence_lens = node("Cast", ["lengths"], to=TensorProto.INT32)
+    return inputs, features
 
+
+def _onnx_layers(graph, model, row, features, lengths_type, dtype):
+    """The recurrent layers, one ONNX RNN/LSTM/GRU node each, reading the
+    `lengths` input cast to `lengths_type` (None: no lengths); returns the
+    top layer's h, (N, T, dirs·H) or (N, dirs·H) for many-to-one."""
+    node, constant = graph.node, graph.constant
+    dirs = model.directions
+    lengths = lengths_type is not None
+    sequence_lens = node("Cast", ["lengths"], to=lengths_type) if lengths else ""
     # the operators' layout=0: time-major (T, N, ·)
     x = node("Transpose", [features], perm=[1, 0, 2])
-    attributes = {"hidden_size": H,
+    attributes = {"hidden_size": model.hidden_size,
                   "direction": "bidirectional" if dirs == 2 else "forward"}
     attributes.update(row.onnx_attributes)
     if row.onnx_op == "RNN":
@@ -388,52 +434,37 @@ def to_onnx(model, path, *, lengths=True, tokens=False, dtype=None, opset=17):
             break
         # Y (T, dirs, N, H) -> (T, N, dirs·H): the next layer's input
         x = node("Reshape", [node("Transpose", [Y], perm=[0, 2, 1, 3]), merge])
-
     if model.return_sequences:
         # Y (T, dirs, N, H) -> (N, T, dirs·H), [forward h, backward h]
-        h = node("Reshape", [node("Transpose", [Y], perm=[2, 0, 1, 3]), merge])
-    else:
-        # Y_h (dirs, N, H): each sequence's final state -> (N, dirs·H)
-        h = node("Reshape", [node("Transpose", [Y_h], perm=[1, 0, 2]),
-                             constant(np.array([0, -1], np.int64), "flatten")])
-    out = h
-    if model.output is not None:
-        params = model.params
-        V_T = np.ascontiguousarray(params["V"].T, dtype=dtype)     # (dirs·H, K)
-        out = node("MatMul", [out, constant(V_T, "V_T")])
-        out = node("Add", [out, constant(params["c"].astype(dtype), "c")])
-        if model.output == "softmax":
-            out = node("Softmax", [out], axis=-1)
-    if model.return_sequences and lengths:
-        # crnn's rows past a sequence's length are 0: mask[n, t] = t < lengths[n]
-        steps = node("Gather", [node("Shape", [features]),
-                                constant(np.array(1, np.int64), "time_axis")], axis=0)
-        positions = node("Range", [constant(np.array(0, np.int64), "zero"), steps,
-                                   constant(np.array(1, np.int64), "one")])
-        real = node("Less", [
-            node("Unsqueeze", [positions, constant(np.array([0], np.int64), "axes")]),
-            node("Unsqueeze", ["lengths", constant(np.array([1], np.int64), "axes")])])
-        mask = node("Unsqueeze", [node("Cast", [real], to=float_type),
-                                  constant(np.array([2], np.int64), "axes")])
-        out = node("Mul", [out, mask])
-    nodes[-1].output[0] = "Y"    # the last node always computes `out`
+        return node("Reshape", [node("Transpose", [Y], perm=[2, 0, 1, 3]), merge])
+    # Y_h (dirs, N, H): each sequence's final state -> (N, dirs·H)
+    return node("Reshape", [node("Transpose", [Y_h], perm=[1, 0, 2]),
+                            constant(np.array([0, -1], np.int64), "flatten")])
 
-    width = model.output_size if model.output is not None else H * dirs
-    shape = ["N", "T", width] if model.return_sequences else ["N", width]
-    graph = helper.make_graph(
-        nodes, f"crnn_{row.class_name}", inputs,
-        [helper.make_tensor_value_info("Y", float_type, shape)], initializers)
-    opsets = [helper.make_opsetid("", int(opset))]
-    proto = helper.make_model(
-        graph, opset_imports=opsets, producer_name="crnn",
-        producer_version=__version__,
-        ir_version=helper.find_min_ir_version_for(opsets),
-        doc_string=f"crnn {row.class_name} exported by crnn {__version__}: {model!r}")
-    helper.set_model_props(proto, {
-        "crnn.kind": row.class_name, "crnn.output": str(model.output),
-        "crnn.return_sequences": str(model.return_sequences),
-        "crnn.inputs": "tokens" if tokens else "features"})
-    onnx.checker.check_model(proto, full_check=True)
 
-    serialized = proto.SerializeToString()
-    atomic_write(path, lambda file: file.write(serialized))
+def _onnx_head(graph, model, h, dtype):
+    """The output layer on h: V, c and the softmax (none without one)."""
+    if model.output is None:
+        return h
+    params = model.params
+    V_T = np.ascontiguousarray(params["V"].T, dtype=dtype)     # (dirs·H, K)
+    out = graph.node("MatMul", [h, graph.constant(V_T, "V_T")])
+    out = graph.node("Add", [out, graph.constant(params["c"].astype(dtype), "c")])
+    if model.output == "softmax":
+        out = graph.node("Softmax", [out], axis=-1)
+    return out
+
+
+def _onnx_mask(graph, out, features, float_type):
+    """crnn's rows past a sequence's length are 0: out · (t < lengths[n])."""
+    node, constant = graph.node, graph.constant
+    steps = node("Gather", [node("Shape", [features]),
+                            constant(np.array(1, np.int64), "time_axis")], axis=0)
+    positions = node("Range", [constant(np.array(0, np.int64), "zero"), steps,
+                               constant(np.array(1, np.int64), "one")])
+    real = node("Less", [
+        node("Unsqueeze", [positions, constant(np.array([0], np.int64), "axes")]),
+        node("Unsqueeze", ["lengths", constant(np.array([1], np.int64), "axes")])])
+    mask = node("Unsqueeze", [node("Cast", [real], to=float_type),
+                              constant(np.array([2], np.int64), "axes")])
+    return node("Mul", [out, mask])

@@ -20,14 +20,13 @@ from .threads import single_threaded_blas
 
 # The parameters every computing method documents alike, filled into their
 # docstrings by _documented (as pandas and matplotlib share theirs).
-_SHARED_DOCS = {"X": """\
+_SHARED_DOCS = {"inputs": """\
 X : array_like or list of array_like
             Float features ``(N, T, D)``; integer token ids ``(N, T)`` in
             ``[0, input_size)``, each meaning a one-hot vector; or a list
             of N arrays ``(T_i, D)`` or ``(T_i,)`` of different lengths.
-            Any real dtype and memory layout; cast to the model's dtype.""",
-                "lengths": """\
-lengths : array_like of int, optional
+            Any real dtype and memory layout; cast to the model's dtype.
+        lengths : array_like of int, optional
             ``(N,)``, each in ``[1, T]``: sequence i is
             ``X[i, :lengths[i]]`` and the rest of its row is padding, which
             is never read.  Default: every sequence has T steps.  Must be
@@ -38,7 +37,6 @@ def _documented(method):
     """`method` with the shared parameter entries filled into its docstring."""
     method.__doc__ = method.__doc__ % _SHARED_DOCS
     return method
-
 
 
 class RecurrentModel(ModelServices):
@@ -374,8 +372,7 @@ class RecurrentModel(ModelServices):
 
         Parameters
         ----------
-        %(X)s
-        %(lengths)s
+        %(inputs)s
         initial_state : array_like or pair of array_like, optional
             ``h0`` (RNN, GRU) or ``(h0, c0)`` (LSTM), each
             ``(num_layers * directions, N, hidden_size)``, PyTorch's
@@ -432,8 +429,7 @@ class RecurrentModel(ModelServices):
 
         Parameters
         ----------
-        %(X)s
-        %(lengths)s
+        %(inputs)s
         y : array_like or list of array_like
             Targets.  Softmax models: integer class ids ``(N, T)`` (or a
             list of ``(T_i,)``) with ``return_sequences=True``, ``(N,)``
@@ -523,8 +519,7 @@ class RecurrentModel(ModelServices):
 
         Parameters
         ----------
-        %(X)s
-        %(lengths)s
+        %(inputs)s
 
         Returns
         -------
@@ -564,14 +559,12 @@ class RecurrentModel(ModelServices):
 
         Parameters
         ----------
-        %(X)s
-        %(lengths)s
+        %(inputs)s
 
         Returns
         -------
-        numpy.ndarray
-            ``(N, T, K)`` or ``(N, K)`` probabilities, zero at padded
-            positions.
+        probabilities : numpy.ndarray
+            ``(N, T, K)`` or ``(N, K)``, zero at padded positions.
 
         Raises
         ------

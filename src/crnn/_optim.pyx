@@ -92,6 +92,14 @@ cdef Hyper read_hyper(dict values) except *:
 # is new - new == 0, false exactly for NaN and ±inf; an integer AND keeps
 # the dry pass vectorisable (a float sum would fix the order of additions).
 
+cdef inline int settle(bint apply, floating *param, floating new) noexcept nogil:
+    """param := new when applying (1); in a dry pass, whether new is finite."""
+    if apply:
+        param[0] = new
+        return 1
+    return new - new == 0
+
+
 cdef bint sgd_kernel(Py_ssize_t n,
                      floating *param,            # IN/OUT p
                      const floating *grad,       # IN g
@@ -105,7 +113,7 @@ cdef bint sgd_kernel(Py_ssize_t n,
     cdef floating grad_scale = <floating> h.grad_scale
     cdef bint nesterov = h.nesterov, first = h.first, apply = h.apply
     cdef Py_ssize_t i
-    cdef floating d, b, new
+    cdef floating d, b
     cdef int finite = 1
     for i in range(n):
         d = grad_scale * grad[i] + weight_decay * param[i]
@@ -114,11 +122,7 @@ cdef bint sgd_kernel(Py_ssize_t n,
             d = d + momentum * b if nesterov else b
             if apply:
                 buffer[i] = b
-        new = param[i] - lr * d
-        if apply:
-            param[i] = new
-        else:
-            finite &= new - new == 0
+        finite &= settle(apply, &param[i], param[i] - lr * d)
     return finite
 
 
@@ -138,20 +142,17 @@ cdef bint adam_kernel(Py_ssize_t n,
     cdef floating grad_scale = <floating> h.grad_scale
     cdef bint apply = h.apply
     cdef Py_ssize_t i
-    cdef floating d, m, v, denom, new
+    cdef floating d, m, v, denom
     cdef int finite = 1
     for i in range(n):
         d = grad_scale * grad[i] + weight_decay * param[i]
         m = lerp(exp_avg[i], d, beta1_c)
         v = beta2 * exp_avg_sq[i] + beta2_c * d * d
         denom = sqrt_(v) / correction2_sqrt + eps
-        new = param[i] + (-step_size) * m / denom
         if apply:
             exp_avg[i] = m
             exp_avg_sq[i] = v
-            param[i] = new
-        else:
-            finite &= new - new == 0
+        finite &= settle(apply, &param[i], param[i] + (-step_size) * m / denom)
     return finite
 
 
@@ -192,9 +193,7 @@ cdef bint rmsprop_kernel(Py_ssize_t n,
             new = param[i] + (-lr) * d / avg
         if apply:
             square_avg[i] = v
-            param[i] = new
-        else:
-            finite &= new - new == 0
+        finite &= settle(apply, &param[i], new)
     return finite
 
 
@@ -209,17 +208,14 @@ cdef bint adagrad_kernel(Py_ssize_t n,
     cdef floating grad_scale = <floating> h.grad_scale
     cdef bint apply = h.apply
     cdef Py_ssize_t i
-    cdef floating d, s, new
+    cdef floating d, s
     cdef int finite = 1
     for i in range(n):
         d = grad_scale * grad[i] + weight_decay * param[i]
         s = state_sum[i] + d * d
-        new = param[i] + (-clr) * d / (sqrt_(s) + eps)
         if apply:
             state_sum[i] = s
-            param[i] = new
-        else:
-            finite &= new - new == 0
+        finite &= settle(apply, &param[i], param[i] + (-clr) * d / (sqrt_(s) + eps))
     return finite
 
 

@@ -59,6 +59,14 @@ cdef int check_sizes(int cell, const crnn_sizes *sizes, bint sequence) noexcept 
     return CRNN_OK
 
 
+cdef const CellSpec *checked_cell(int cell, const crnn_sizes *sizes,
+                                  bint sequence, int *status) noexcept nogil:
+    """The cell's table row once check_sizes passes; else NULL, the refusal
+    in `status`."""
+    status[0] = check_sizes(cell, sizes, sequence)
+    return cell_spec(cell) if status[0] == CRNN_OK else NULL
+
+
 cdef inline Py_ssize_t panel_room(Py_ssize_t k, Py_ssize_t n) noexcept nogil:
     """Elements that panels of a (k × n) matrix need in either type: columns
     rounded up to 16 (64 bytes of float; double's 8 divide it)."""
@@ -209,10 +217,10 @@ cdef int sequence_forward(int cell, const crnn_sizes *sizes, const int *lengths,
                           const floating *c0, floating *hs, floating *h_n,
                           floating *c_n, floating *work,
                           Py_ssize_t lwork) noexcept nogil:
-    cdef int status = check_sizes(cell, sizes, True)
-    if status != CRNN_OK:
+    cdef int status
+    cdef const CellSpec *spec = checked_cell(cell, sizes, True, &status)
+    if spec == NULL:
         return status
-    cdef const CellSpec *spec = cell_spec(cell)
     if (x == NULL or U == NULL or W == NULL or b == NULL or hs == NULL
             or work == NULL or (spec.recurrent_bias and bn == NULL)):
         return CRNN_ERROR_NULL
@@ -267,10 +275,10 @@ cdef int sequence_backward(int cell, const crnn_sizes *sizes,
                            floating *db, floating *dbn, floating *dx,
                            floating *dh0, floating *dc0,
                            floating *work, Py_ssize_t lwork) noexcept nogil:
-    cdef int status = check_sizes(cell, sizes, True)
-    if status != CRNN_OK:
+    cdef int status
+    cdef const CellSpec *spec = checked_cell(cell, sizes, True, &status)
+    if spec == NULL:
         return status
-    cdef const CellSpec *spec = cell_spec(cell)
     if (x == NULL or W == NULL or hs == NULL or dU == NULL or dW == NULL
             or db == NULL or work == NULL or (dx != NULL and U == NULL)
             or (spec.recurrent_bias and dbn == NULL)):
@@ -329,10 +337,10 @@ cdef int cell_step(int cell, const crnn_sizes *sizes, const floating *x,
                    const floating *U, const floating *W, const floating *b,
                    const floating *bn, floating *h, floating *c,
                    floating *work, Py_ssize_t lwork) noexcept nogil:
-    cdef int status = check_sizes(cell, sizes, False)
-    if status != CRNN_OK:
+    cdef int status
+    cdef const CellSpec *spec = checked_cell(cell, sizes, False, &status)
+    if spec == NULL:
         return status
-    cdef const CellSpec *spec = cell_spec(cell)
     if (x == NULL or U == NULL or W == NULL or b == NULL or h == NULL
             or work == NULL or (spec.recurrent_bias and bn == NULL)
             or (spec.pair_state and c == NULL)):

@@ -482,43 +482,45 @@ def command_info(args, out):
 # as it is ("argument --hidden: expected an integer >= 1, got 'abc'"); a
 # ValueError would be shown with the function's name instead.
 
-def _number(text, kind, expected):
-    try:
-        return kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+def option_type(kind, expected, accept):
+    """An argparse type: `kind` of the text, kept where `accept` holds;
+    else ArgumentTypeError "expected <expected>, got <text>"."""
+    def convert(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
+        return value
+    convert.__name__ = expected
+    return convert
 
 
-def positive_int(text):
-    expected = "an integer >= 1"
-    value = _number(text, int, expected)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
-    return value
+positive_int = option_type(int, "an integer >= 1", lambda value: value >= 1)
+non_negative_int = option_type(int, "an integer >= 0", lambda value: value >= 0)
+positive_float = option_type(float, "a number > 0",
+                             lambda value: value > 0 and math.isfinite(value))
+fraction = option_type(float, "a fraction in (0, 1)", lambda value: 0 < value < 1)
 
-
-def non_negative_int(text):
-    expected = "an integer >= 0"
-    value = _number(text, int, expected)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
-    return value
-
-
-def positive_float(text):
-    expected = "a number > 0"
-    value = _number(text, float, expected)
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
-    return value
-
-
-def fraction(text):
-    expected = "a fraction in (0, 1)"
-    value = _number(text, float, expected)
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
-    return value
+# crnn train's numeric options: flag, type, default, what it is
+TRAIN_OPTIONS = [
+    ("--hidden", positive_int, 256, "hidden units per layer"),
+    ("--layers", positive_int, 1, "stacked LSTM layers"),
+    ("--epochs", positive_int, 4, "passes over the training text"),
+    ("--seq-length", positive_int, 64, "truncated-BPTT length: steps per update"),
+    ("--chunks", positive_int, 16, "each training row holds this many seq-length "
+                                   "chunks, the state carried across them"),
+    ("--batch-size", positive_int, 32, "rows per update"),
+    ("--lr", positive_float, 3e-3, "Adam learning rate"),
+    ("--validation", fraction, 0.05, "fraction of the text held out"),
+    ("--max-chars", non_negative_int, 500_000,
+     "use at most this many characters, 0 for all of them"),
+    ("--sample-length", non_negative_int, 400,
+     "characters to sample after training, 0 for none"),
+    ("--temperature", positive_float, 0.7, "sampling temperature"),
+    ("--seed", non_negative_int, 0, "random seed, an integer >= 0"),
+]
 
 
 def build_parser():
@@ -554,32 +556,9 @@ def build_parser():
                             "optimizer, epoch, random stream) up to --epochs "
                             "epochs in all; the hidden size and layers are the "
                             "checkpoint's")
-    train.add_argument("--hidden", type=positive_int, default=256,
-                       help="hidden units per layer (default: 256)")
-    train.add_argument("--layers", type=positive_int, default=1,
-                       help="stacked LSTM layers (default: 1)")
-    train.add_argument("--epochs", type=positive_int, default=4,
-                       help="passes over the training text (default: 4)")
-    train.add_argument("--seq-length", type=positive_int, default=64,
-                       help="truncated-BPTT length: steps per update (default: 64)")
-    train.add_argument("--chunks", type=positive_int, default=16,
-                       help="each training row holds this many seq-length chunks, "
-                            "the state carried across them (default: 16)")
-    train.add_argument("--batch-size", type=positive_int, default=32,
-                       help="rows per update (default: 32)")
-    train.add_argument("--lr", type=positive_float, default=3e-3,
-                       help="Adam learning rate (default: 0.003)")
-    train.add_argument("--validation", type=fraction, default=0.05,
-                       help="fraction of the text held out (default: 0.05)")
-    train.add_argument("--max-chars", type=non_negative_int, default=500_000,
-                       help="use at most this many characters, 0 for all of them "
-                            "(default: 500000)")
-    train.add_argument("--sample-length", type=non_negative_int, default=400,
-                       help="characters to sample after training, 0 for none (default: 400)")
-    train.add_argument("--temperature", type=positive_float, default=0.7,
-                       help="sampling temperature (default: 0.7)")
-    train.add_argument("--seed", type=non_negative_int, default=0,
-                       help="random seed, an integer >= 0 (default: 0)")
+    for flag, kind, default, text in TRAIN_OPTIONS:
+        train.add_argument(flag, type=kind, default=default,
+                           help=f"{text} (default: {default:g})")
     train.add_argument("--quiet", action="store_true",
                        help="no progress line on a terminal's stderr")
     train.set_defaults(run=command_train)

@@ -471,7 +471,7 @@ def load_checkpoint(path):
     Parameters
     ----------
     path : str or os.PathLike
-        The file.
+        The checkpoint to read, as `save_checkpoint` wrote it.
 
     Returns
     -------

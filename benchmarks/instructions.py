@@ -8,7 +8,7 @@ under ``valgrind --tool=callgrind`` and compares the instructions per repetition
 the same key (machine, Python, numpy, scipy, OpenBLAS version and core)::
 
     python benchmarks/instructions.py              # compare; exit 1 on growth
-    python benchmarks/instructions.py --record     # write this key's counts
+    python benchmarks/instructions.py --record "why"   # write this key's counts
     python benchmarks/instructions.py --tolerance 5 --json now.json
 
 Workloads (seeded inputs; each model is built and called twice before
@@ -263,10 +263,14 @@ def load_records():
         return json.load(handle).get("records", {})
 
 
-def write_record(key, info, counts, details):
+def write_record(key, info, counts, details, reason):
     records = load_records()
+    previous = records.get(key)
     records[key] = {
         "recorded": datetime.date.today().isoformat(),
+        "reason": reason,
+        "previous": ({"recorded": previous["recorded"], "counts": previous["counts"]}
+                     if previous else None),
         "python": info["python"],
         "numpy": info["numpy"],
         "scipy": info["scipy"],
@@ -362,8 +366,10 @@ def main():
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--record", action="store_true",
-                        help="write this key's counts to instructions.json")
+    parser.add_argument("--record", metavar="REASON",
+                        help="write this key's counts to instructions.json, "
+                             "with why they changed (kept beside them, with "
+                             "the counts they replace)")
     parser.add_argument("--tolerance", type=float, default=2.0,
                         help="percent growth that fails (default 2)")
     parser.add_argument("--json", metavar="PATH",
@@ -398,7 +404,7 @@ def main():
             json.dump({"key": key, "info": info, "counts": counts,
                        "windows": details}, handle, indent=1)
     if args.record:
-        write_record(key, info, counts, details)
+        write_record(key, info, counts, details, args.record)
         print_table(compare({}, counts, args.tolerance)[0], args.tolerance)
         print(f"recorded {len(counts)} counts for {key} in {RECORD_PATH}")
         return 0

@@ -12,7 +12,7 @@ import timeit
 import numpy as np
 
 import crnn
-from crnn.models import RecurrentModel
+from crnn._model import RecurrentModel
 
 rng = np.random.default_rng(0)
 X = rng.normal(size=(1, 50, 16)).astype(np.float32)
@@ -29,7 +29,8 @@ for cls in (crnn.RNN, crnn.LSTM, crnn.GRU):
     for _ in range(15):
         RecurrentModel._check_door = real
         with_guard.append(min(timeit.repeat(lambda: model.loss_and_grad(X, y), number=200, repeat=3)) / 200)
-        RecurrentModel._check_door = lambda self, lanes, V, c: (lanes, V, c)
+        # no guard: the network tuple the last checked call left
+        RecurrentModel._check_door = lambda self, lanes, V, c: self.__dict__["_door_network"]
         without.append(min(timeit.repeat(lambda: model.loss_and_grad(X, y), number=200, repeat=3)) / 200)
     RecurrentModel._check_door = real
     call = statistics.median(with_guard)

@@ -304,15 +304,21 @@ class RecurrentModel(ModelServices):
         object.__delattr__(self, name)
 
     def _check_door(self, lanes, V, c):
-        """The guard before compiled code: (lanes, V, c) to hand over, the
-        checked views of a _state.Door.  Per call it compares the lane list,
-        V and c by identity and the settings by value (O(1)); on any change
-        a new Door checks every array against the settings again."""
+        """The guard before compiled code: the network tuple ``run`` takes,
+        holding the checked views of a _state.Door.  Per call it compares
+        the lane list, V and c by identity and the settings by value (O(1));
+        on any change a new Door checks every array against the settings
+        again, and the tuple is built anew from its views."""
         door = self.__dict__.get("_door")
         if (door is None or door.lanes is not lanes or door.V is not V or door.c is not c
                 or _state.door_settings_of(self) != door.settings):
             door = self.__dict__["_door"] = _state.Door(self, lanes, V, c)
-        return door.views
+            lanes, V, c = door.views
+            self.__dict__["_door_network"] = (
+                self._cell_kind(), self.hidden_size, self.num_layers,
+                self.directions, lanes, V, c, OUTPUT_KINDS[self.output],
+                self.return_sequences)
+        return self.__dict__["_door_network"]
 
     # ------------------------------------------------------------ driver
     def _lane_keys(self):
@@ -345,11 +351,8 @@ class RecurrentModel(ModelServices):
 
     def _run(self, batch, h0, c0, targets=None, scale=1.0, need_grad=False):
         _, lanes, width = self._driver_layout()
-        lanes, V, c = self._check_door(lanes, self._params.get("V"), self._params.get("c"))
-        # the door has checked the settings the engine's sizes come from
-        network = (self._cell_kind(), self.hidden_size, self.num_layers,
-                   self.directions, lanes, V, c, OUTPUT_KINDS[self.output],
-                   self.return_sequences)
+        params = self._params
+        network = self._check_door(lanes, params.get("V"), params.get("c"))
         # The driver's buffers are (T·B × width) and BLAS takes 32-bit sizes
         # (prepare_batch checked this before copying anything; kept here as
         # the last word before the kernels).
@@ -590,6 +593,7 @@ class RecurrentModel(ModelServices):
         # the copy's lanes must be its own arrays: _driver_layout rebuilds them
         state.pop("_driver_cache", None)
         state.pop("_door", None)
+        state.pop("_door_network", None)
         return state
 
     def __setstate__(self, state):

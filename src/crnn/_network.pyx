@@ -152,9 +152,9 @@ cdef class NetworkCall:
     cdef object dh0, dc0, zeros
     cdef cnp.npy_intp state_dims[3]
 
-    def __init__(self, Workspace ws, int kind, int H, int num_layers,
-                 int directions, list lanes, cnp.ndarray inputs,
-                 cnp.ndarray lengths):
+    cdef void setup(self, Workspace ws, int kind, int H, int num_layers,
+                    int directions, list lanes, cnp.ndarray inputs,
+                    cnp.ndarray lengths) except *:
         cdef int t, b
         self.ws, self.kind, self.H = ws, kind, H
         self.num_layers, self.directions = num_layers, directions
@@ -242,8 +242,10 @@ def run(Workspace ws, tuple network, cnp.ndarray inputs, cnp.ndarray lengths,
      return_sequences) = network
     if need_grad and output_kind == OUTPUT_NONE:
         raise ValueError("a model without an output layer has no loss")
-    cdef NetworkCall call = NetworkCall(ws, kind, hidden, num_layers,
-                                        directions, lanes, inputs, lengths)
+    # __new__ and a C-level set-up: no Python-level argument parsing, which
+    # a small call would notice
+    cdef NetworkCall call = NetworkCall.__new__(NetworkCall)
+    call.setup(ws, kind, hidden, num_layers, directions, lanes, inputs, lengths)
     call.V, call.c = V, c
     call.h0, call.c0 = state
     call.output_kind, call.return_sequences = output_kind, return_sequences

@@ -27,7 +27,7 @@ __all__ = ["Door", "check_params", "check_settings", "check_state",
 # probe model that checks the other settings.
 _SIZES = ("input_size", "hidden_size", "num_layers")
 # Entries of a model's __dict__ that are rebuilt, never restored.
-_TRANSIENT = ("_workspace", "_lock", "_driver_cache", "_door")
+_TRANSIENT = ("_workspace", "_lock", "_driver_cache", "_door", "_door_network")
 
 
 # ---------------------------------------------------------------- settings

@@ -20,22 +20,28 @@ from .threads import single_threaded_blas
 
 # The parameters every computing method documents alike, filled into their
 # docstrings by _documented (as pandas and matplotlib share theirs).
-_SHARED_DOCS = {"inputs": """\
+_SHARED_INPUTS = """\
 X : array_like or list of array_like
-            Float features ``(N, T, D)``; integer token ids ``(N, T)`` in
-            ``[0, input_size)``, each meaning a one-hot vector; or a list
-            of N arrays ``(T_i, D)`` or ``(T_i,)`` of different lengths.
-            Any real dtype and memory layout; cast to the model's dtype.
-        lengths : array_like of int, optional
-            ``(N,)``, each in ``[1, T]``: sequence i is
-            ``X[i, :lengths[i]]`` and the rest of its row is padding, which
-            is never read.  Default: every sequence has T steps.  Must be
-            None when `X` is a list."""}
+    Float features ``(N, T, D)``; integer token ids ``(N, T)`` in
+    ``[0, input_size)``, each meaning a one-hot vector; or a list
+    of N arrays ``(T_i, D)`` or ``(T_i,)`` of different lengths.
+    Any real dtype and memory layout; cast to the model's dtype.
+lengths : array_like of int, optional
+    ``(N,)``, each in ``[1, T]``: sequence i is
+    ``X[i, :lengths[i]]`` and the rest of its row is padding, which
+    is never read.  Default: every sequence has T steps.  Must be
+    None when `X` is a list."""
 
 
 def _documented(method):
-    """`method` with the shared parameter entries filled into its docstring."""
-    method.__doc__ = method.__doc__ % _SHARED_DOCS
+    """`method` with the shared parameter entries in place of the line
+    ``%(inputs)s`` of its docstring, at that line's indentation (which
+    Python 3.13 strips from docstrings, and older Pythons keep)."""
+    lines = method.__doc__.split("\n")
+    at = next(i for i, line in enumerate(lines) if line.strip() == "%(inputs)s")
+    indent = lines[at][:len(lines[at]) - len(lines[at].lstrip())]
+    lines[at:at + 1] = [indent + line for line in _SHARED_INPUTS.split("\n")]
+    method.__doc__ = "\n".join(lines)
     return method
 
 

@@ -351,6 +351,9 @@ class RecurrentModel(ModelServices):
         pickles build their own (__getstate__ leaves this out)."""
         layout = self._driver_cache
         if layout is None:
+            # the state its lanes are read from, checked first: a missing or
+            # misshapen parameter is a ValueError here, not a KeyError
+            _state.Door(self)
             keys = [key for lane_keys in self._lane_keys() for key in lane_keys]
             layout = self._driver_cache = (keys, self._lanes(), self._buffer_width())
         return layout

@@ -59,12 +59,18 @@ cdef int check_sizes(int cell, const crnn_sizes *sizes, bint sequence) noexcept 
     return CRNN_OK
 
 
-cdef const CellSpec *checked_cell(int cell, const crnn_sizes *sizes,
-                                  bint sequence, int *status) noexcept nogil:
-    """The cell's table row once check_sizes passes; else NULL, the refusal
-    in `status`."""
-    status[0] = check_sizes(cell, sizes, sequence)
-    return cell_spec(cell) if status[0] == CRNN_OK else NULL
+cdef int check_call(int cell, const crnn_sizes *sizes, bint sequence,
+                    bint missing, bint no_bn, bint no_c) noexcept nogil:
+    """CRNN_OK, or the call's first refusal: the cell, the sizes (check_sizes),
+    then a required pointer: `missing` (the ones every cell needs), bn for a
+    cell with a recurrent bias, c for a pair-state cell."""
+    cdef int status = check_sizes(cell, sizes, sequence)
+    if status != CRNN_OK:
+        return status
+    cdef const CellSpec *spec = cell_spec(cell)
+    if missing or (spec.recurrent_bias and no_bn) or (spec.pair_state and no_c):
+        return CRNN_ERROR_NULL
+    return CRNN_OK
 
 
 cdef inline Py_ssize_t panel_room(Py_ssize_t k, Py_ssize_t n) noexcept nogil:
@@ -217,13 +223,12 @@ cdef int sequence_forward(int cell, const crnn_sizes *sizes, const int *lengths,
                           const floating *c0, floating *hs, floating *h_n,
                           floating *c_n, floating *work,
                           Py_ssize_t lwork) noexcept nogil:
-    cdef int status
-    cdef const CellSpec *spec = checked_cell(cell, sizes, True, &status)
-    if spec == NULL:
+    cdef int status = check_call(
+        cell, sizes, True, x == NULL or U == NULL or W == NULL or b == NULL
+        or hs == NULL or work == NULL, bn == NULL, False)
+    if status != CRNN_OK:
         return status
-    if (x == NULL or U == NULL or W == NULL or b == NULL or hs == NULL
-            or work == NULL or (spec.recurrent_bias and bn == NULL)):
-        return CRNN_ERROR_NULL
+    cdef const CellSpec *spec = cell_spec(cell)
     cdef LanePlan plan
     cdef Layout L
     if not sequence_plan(&plan, &L, cell, sizes, False, lwork):
@@ -275,14 +280,13 @@ cdef int sequence_backward(int cell, const crnn_sizes *sizes,
                            floating *db, floating *dbn, floating *dx,
                            floating *dh0, floating *dc0,
                            floating *work, Py_ssize_t lwork) noexcept nogil:
-    cdef int status
-    cdef const CellSpec *spec = checked_cell(cell, sizes, True, &status)
-    if spec == NULL:
+    cdef int status = check_call(
+        cell, sizes, True, x == NULL or W == NULL or hs == NULL or dU == NULL
+        or dW == NULL or db == NULL or work == NULL or (dx != NULL and U == NULL),
+        dbn == NULL, False)
+    if status != CRNN_OK:
         return status
-    if (x == NULL or W == NULL or hs == NULL or dU == NULL or dW == NULL
-            or db == NULL or work == NULL or (dx != NULL and U == NULL)
-            or (spec.recurrent_bias and dbn == NULL)):
-        return CRNN_ERROR_NULL
+    cdef const CellSpec *spec = cell_spec(cell)
     cdef LanePlan plan
     cdef Layout L
     if not sequence_plan(&plan, &L, cell, sizes, True, lwork):
@@ -337,14 +341,12 @@ cdef int cell_step(int cell, const crnn_sizes *sizes, const floating *x,
                    const floating *U, const floating *W, const floating *b,
                    const floating *bn, floating *h, floating *c,
                    floating *work, Py_ssize_t lwork) noexcept nogil:
-    cdef int status
-    cdef const CellSpec *spec = checked_cell(cell, sizes, False, &status)
-    if spec == NULL:
+    cdef int status = check_call(
+        cell, sizes, False, x == NULL or U == NULL or W == NULL or b == NULL
+        or h == NULL or work == NULL, bn == NULL, c == NULL)
+    if status != CRNN_OK:
         return status
-    if (x == NULL or U == NULL or W == NULL or b == NULL or h == NULL
-            or work == NULL or (spec.recurrent_bias and bn == NULL)
-            or (spec.pair_state and c == NULL)):
-        return CRNN_ERROR_NULL
+    cdef const CellSpec *spec = cell_spec(cell)
     cdef LanePlan plan
     plan_lane(&plan, cell, 1, sizes.batch, sizes.inputs, sizes.hidden, False, True)
     cdef Layout L = step_layout(&plan)

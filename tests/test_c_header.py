@@ -1,4 +1,4 @@
-"""crnn's C header (crnn/include/crnn.h), used as a plain C extension uses
+"""crnn's C header (crnn/crnn.h), used as a plain C extension uses
 it: examples/downstream_c, built against the installed crnn, runs an LSTM
 layer forward and backward through the capsule table.  Its results are
 checked against crnn's Python API (the forward) and central finite

@@ -128,7 +128,7 @@ build_sdist() {
     local unpacked required
     unpacked=$(echo "$scratch"/unpacked/crnn-*)
     for required in src/crnn/api.pxd src/crnn/api.pyx tests/test_capi.py \
-                    src/crnn/include/crnn.h tests/test_c_header.py \
+                    src/crnn/crnn.h tests/test_c_header.py \
                     examples/downstream/crnn_downstream.pyx \
                     examples/downstream_c/crnn_downstream_c.c; do
         if [ ! -e "$unpacked/$required" ]; then

@@ -12,28 +12,33 @@ __all__ = ["GRU", "LSTM", "RNN", "__version__", "from_torch", "load", "optim",
 
 
 def get_include():
-    """The folder of crnn's C header, for building extensions on crnn.
+    """The folder of crnn's C header and Cython declarations, for building
+    extensions on crnn.
 
-    A C or C++ extension adds it to ``include_dirs``, does
-    ``#include <crnn.h>`` and calls ``crnn_import()`` once in its module's
-    init function; it then calls crnn's engine (``crnn_forward_f64``, ...)
-    through a table of function pointers, with nothing to link against.  A
-    Cython extension's ``cimport crnn.api`` finds ``crnn/api.pxd`` on
-    ``sys.path`` by itself; passing this folder too does no harm.
+    It holds ``crnn.h`` and ``api.pxd`` (it is the ``crnn`` package's own
+    folder, not all of site-packages).  A C or C++ extension adds it to
+    ``include_dirs``, does ``#include <crnn.h>`` and calls ``crnn_import()``
+    once in its module's init function; it then calls crnn's engine
+    (``crnn_forward_f64``, ...) through a table of function pointers, with
+    nothing to link against.  A Cython extension's ``cimport crnn.api``
+    finds ``crnn/api.pxd`` on ``sys.path`` by itself; passing this folder
+    too does no harm.
 
     Returns
     -------
     str
-        The absolute path of the folder that holds ``crnn.h``.
+        The absolute path of the folder that holds ``crnn.h`` and
+        ``api.pxd``.
 
     Examples
     --------
     >>> import os
-    >>> os.path.isfile(os.path.join(crnn.get_include(), "crnn.h"))
-    True
+    >>> sorted(name for name in os.listdir(crnn.get_include())
+    ...        if name in ("crnn.h", "api.pxd"))
+    ['api.pxd', 'crnn.h']
     """
     import os
-    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "include")
+    return os.path.dirname(os.path.abspath(__file__))
 
 
 __all__.append("get_include")

@@ -12,7 +12,7 @@
  * then call crnn_forward_f64(...) and the rest as declared below, from any
  * thread, without the GIL.  The contract -- shapes, layout, the workspace
  * and its length lwork, the status codes -- is written at the top of
- * crnn/api.pxd (beside this folder) and in docs/capi.md.
+ * api.pxd (in the same folder) and in docs/capi.md.
  *
  * Each translation unit that includes this header gets its own copy of the
  * table pointer (static): call crnn_import() in each one that calls crnn.

@@ -452,3 +452,23 @@ def rnn_reference(params, X, y=None, lengths=None, initial_state=None, *, cell="
                   **kwargs):
     """The vanilla RNN (cell="rnn" unless told otherwise): see :func:`reference`."""
     return reference(params, X, y, lengths, initial_state, cell=cell, **kwargs)
+
+
+def central_differences(loss, array, indices=None, step=1e-6):
+    """(loss() with array[i] + step  -  loss() with array[i] - step) / 2·step
+    for each index i of `array` (every entry when `indices` is None; then
+    shaped like `array`), perturbing `array` in place and restoring it
+    exactly."""
+    every = indices is None
+    if every:
+        indices = list(np.ndindex(array.shape))
+    numeric = np.empty(len(indices))
+    for j, i in enumerate(indices):
+        saved = array[i]
+        array[i] = saved + step
+        up = loss()
+        array[i] = saved - step
+        down = loss()
+        array[i] = saved
+        numeric[j] = (up - down) / (2 * step)
+    return numeric.reshape(array.shape) if every else numeric

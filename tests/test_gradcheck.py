@@ -28,6 +28,7 @@ import pytest
 
 import crnn
 from cases import Case, make_batch, make_model, random_params, zero_state
+from reference import central_differences
 
 STEP = 1e-6
 RTOL = 1e-6
@@ -109,15 +110,7 @@ def test_parameter_gradients(case, reduction):
     for k in sorted(params):
         p = model.params[k]          # the model's own array: writing perturbs the model
         idx = entries(p.shape, rng)
-        numeric = np.empty(len(idx))
-        for j, i in enumerate(idx):
-            orig = p[i]
-            p[i] = orig + STEP
-            lp = loss()
-            p[i] = orig - STEP
-            lm = loss()
-            p[i] = orig
-            numeric[j] = (lp - lm) / (2 * STEP)
+        numeric = central_differences(loss, p, idx, STEP)
         analytic = np.array([grads[k][i] for i in idx])
         check(analytic, numeric, k)
     # the perturbations were undone exactly

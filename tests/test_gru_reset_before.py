@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import crnn
+from reference import central_differences
 
 N, T, D, H, K = 3, 5, 4, 6, 3
 
@@ -110,20 +111,6 @@ def test_forward_matches_the_numpy_reference(layers, bidirectional):
     assert not np.allclose(other.forward(X, lengths, initial_state=h0), out)
 
 
-def numeric_gradient(f, array, eps=1e-6):
-    grad = np.zeros_like(array)
-    flat, out = array.reshape(-1), grad.reshape(-1)
-    for i in range(flat.size):
-        saved = flat[i]
-        flat[i] = saved + eps
-        up = f()
-        flat[i] = saved - eps
-        down = f()
-        flat[i] = saved
-        out[i] = (up - down) / (2 * eps)
-    return grad
-
-
 @pytest.mark.parametrize("output,sequences", [("softmax", True), ("linear", False)])
 @pytest.mark.parametrize("layers,bidirectional", [(1, False), (2, True)])
 def test_gradients_match_finite_differences(layers, bidirectional, output,
@@ -145,9 +132,9 @@ def test_gradients_match_finite_differences(layers, bidirectional, output,
         return model.loss_and_grad(X, y, lengths, initial_state=h0)[0]
 
     for name, array in model.params.items():
-        np.testing.assert_allclose(grads[name], numeric_gradient(f, array),
+        np.testing.assert_allclose(grads[name], central_differences(f, array),
                                    rtol=1e-6, atol=1e-8, err_msg=name)
-    np.testing.assert_allclose(dh0, numeric_gradient(f, h0), rtol=1e-6,
+    np.testing.assert_allclose(dh0, central_differences(f, h0), rtol=1e-6,
                                atol=1e-8)
 
 

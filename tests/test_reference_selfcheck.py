@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from cases import D, H, N, Case, case_matrix, make_batch, random_params, zero_state
-from reference import CELLS, reference, to_padded
+from reference import CELLS, central_differences, reference, to_padded
 
 
 def _close(a, b, tol=1e-12, what=""):
@@ -133,19 +133,6 @@ def _with_part(case, s, j, value):
     return tuple(parts)
 
 
-def _central_difference(loss_at, array, indices):
-    num = np.empty(len(indices))
-    for j, i in enumerate(indices):
-        saved = array[i]
-        array[i] = saved + FD_STEP
-        lp = loss_at()
-        array[i] = saved - FD_STEP
-        lm = loss_at()
-        array[i] = saved
-        num[j] = (lp - lm) / (2 * FD_STEP)
-    return num
-
-
 def _param_indices(rng, shape, entries):
     if entries is FD_ALL:
         return list(np.ndindex(shape))
@@ -179,7 +166,7 @@ def _fd_check(case, reduction, entries):
 
     for k in params:
         idx = _param_indices(rng, params[k].shape, entries)
-        num = _central_difference(loss_at, params[k], idx)
+        num = central_differences(loss_at, params[k], idx, FD_STEP)
         ana = np.array([ref.grads[k][i] for i in idx])
         assert np.linalg.norm(ana) > 1e-6, k
         assert _rel(ana, num) < 1e-6, (k, _rel(ana, num))
@@ -189,7 +176,7 @@ def _fd_check(case, reduction, entries):
         part = part.copy()
         state[0] = _with_part(case, h0, j, part)
         idx = _state_indices(rng, part.shape, entries)
-        num = _central_difference(loss_at, part, idx)
+        num = central_differences(loss_at, part, idx, FD_STEP)
         ana = np.array([dpart[i] for i in idx])
         assert np.linalg.norm(ana) > 1e-6, ("state", j)
         assert _rel(ana, num) < 1e-6, (("h0", "c0")[j], _rel(ana, num))

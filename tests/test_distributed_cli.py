@@ -53,24 +53,28 @@ def params(path):
     return crnn.load(str(path)).params
 
 
+def train_here(textfile, *arguments, out=None):
+    """``crnn train TEXTFILE FAST... ARGUMENTS`` in this process with crnn at
+    one thread (as each MPI rank runs); its exit status."""
+    previous = crnn.get_num_threads()
+    crnn.set_num_threads(1)
+    try:
+        with open(os.devnull, "w") as devnull:
+            return cli.main(["train", str(textfile), *FAST, *map(str, arguments)],
+                            out=out or devnull)
+    finally:
+        crnn.set_num_threads(previous)
+
+
 # ------------------------------------------------------------ resume, alone
 
 def test_resume_continues_exactly_where_the_checkpoint_stopped(textfile, tmp_path):
     straight, part = tmp_path / "straight.npz", tmp_path / "part.npz"
-    previous = crnn.get_num_threads()
-    crnn.set_num_threads(1)
-    try:
-        assert cli.main(["train", str(textfile), *FAST, "--epochs", "4",
-                         "--model", str(straight)], out=open(os.devnull, "w")) == 0
-        assert cli.main(["train", str(textfile), *FAST, "--epochs", "2",
-                         "--model", str(part)], out=open(os.devnull, "w")) == 0
-        assert crnn_io.load_checkpoint(str(part))["epoch"] == 2
-        out = open(tmp_path / "log.txt", "w")
-        assert cli.main(["train", str(textfile), *FAST, "--epochs", "4",
-                         "--resume", str(part)], out=out) == 0
-        out.close()
-    finally:
-        crnn.set_num_threads(previous)
+    assert train_here(textfile, "--epochs", "4", "--model", straight) == 0
+    assert train_here(textfile, "--epochs", "2", "--model", part) == 0
+    assert crnn_io.load_checkpoint(str(part))["epoch"] == 2
+    with open(tmp_path / "log.txt", "w") as out:
+        assert train_here(textfile, "--epochs", "4", "--resume", part, out=out) == 0
     log = (tmp_path / "log.txt").read_text()
     assert "resuming" in log and "after epoch 2 of 4" in log
     assert "epoch 3:" in log and "epoch 1:" not in log
@@ -139,13 +143,7 @@ def test_missing_mpi4py_under_a_launcher_names_the_extra(textfile, tmp_path):
 def test_mpiexec_crnn_train_is_one_process_training(textfile, tmp_path):
     launcher = mpiexec()
     alone, together = tmp_path / "alone.npz", tmp_path / "together.npz"
-    previous = crnn.get_num_threads()
-    crnn.set_num_threads(1)
-    try:
-        assert cli.main(["train", str(textfile), *FAST, "--epochs", "2",
-                         "--model", str(alone)], out=open(os.devnull, "w")) == 0
-    finally:
-        crnn.set_num_threads(previous)
+    assert train_here(textfile, "--epochs", "2", "--model", alone) == 0
     done = subprocess.run([launcher, "-n", "2", crnn_script(), "train", str(textfile),
                            *FAST, "--epochs", "2", "--model", str(together)],
                           capture_output=True, text=True, timeout=240,

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Check that pyproject.toml's [tool.cibuildwheel] selects exactly the wheels
-# crnn ships: CPython 3.10-3.13 on manylinux x86_64 + aarch64, macOS x86_64 +
-# arm64 and Windows AMD64 (20 builds), and that each job of
-# .github/workflows/wheels.yml (one CIBW_ARCHS each) builds its 4.  No Docker
+# crnn ships: CPython 3.10-3.15 on manylinux x86_64 + aarch64, macOS x86_64 +
+# arm64 and Windows AMD64 (30 builds), and that each job of
+# .github/workflows/wheels.yml (one CIBW_ARCHS each) builds its 6.  No Docker
 # is needed: only `cibuildwheel --print-build-identifiers` runs.
 #
 # Uses $CIBUILDWHEEL if set, else installs the version wheels.yml pins into a
@@ -14,7 +14,7 @@ if ! grep -qs '^name = "crnn"' pyproject.toml; then
     exit 1
 fi
 
-VERSION=3.2.1    # keep in step with pypa/cibuildwheel's pin in wheels.yml
+VERSION=4.3.5    # keep in step with pypa/cibuildwheel's pin in wheels.yml
 grep -q "pypa/cibuildwheel@.* # v$VERSION\$" .github/workflows/wheels.yml || {
     echo "wheels.yml does not pin pypa/cibuildwheel v$VERSION" >&2; exit 1; }
 
@@ -27,7 +27,7 @@ if [ -z "${CIBUILDWHEEL:-}" ]; then
     CIBUILDWHEEL="$scratch/venv/bin/cibuildwheel"
 fi
 
-pythons=(cp310 cp311 cp312 cp313)
+pythons=(cp310 cp311 cp312 cp313 cp314 cp315)
 failed=0
 
 # check NAME EXPECTED-IDENTIFIERS (one a line) COMMAND...
@@ -59,9 +59,11 @@ check macos "$(ids macosx_x86_64 macosx_arm64)" \
     "$CIBUILDWHEEL" --print-build-identifiers --platform macos
 check windows "$(ids win_amd64)" \
     "$CIBUILDWHEEL" --print-build-identifiers --platform windows
-# Even with PyPy and free-threading enabled, none of them is selected.
+# Even with PyPy, GraalPy and pre-releases enabled, none of them is selected
+# (cibuildwheel 4 has no free-threading switch: "cp314-*" never matches
+# cp314t; pyproject.toml says why those are left out).
 check "linux, everything enabled" "$(ids manylinux_x86_64 manylinux_aarch64)" \
-    env CIBW_ENABLE="pypy cpython-freethreading cpython-prerelease" \
+    env CIBW_ENABLE="pypy graalpy cpython-prerelease" \
     "$CIBUILDWHEEL" --print-build-identifiers --platform linux
 
 # One wheels.yml job per (platform, arch).

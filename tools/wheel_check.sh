@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # The wheel path, end to end, as a user gets it: build the sdist, build a
 # wheel from that sdist (not from the checkout) for every CPython 3.10-3.13
-# found, check them (twine check, check-wheel-contents, auditwheel show on
-# Linux, no debug sections), install each wheel into a fresh venv and run the
-# test suite that the sdist ships from a directory outside any source tree.
+# found, in a fresh venv that has none of the build requirements, check them
+# (twine check, check-wheel-contents, auditwheel show on Linux, no debug
+# sections), install each wheel into that venv and run the test suite that
+# the sdist ships from a directory outside any source tree; then build
+# examples/downstream with --find-links to that wheel, and install the sdist
+# once more without build isolation in a venv given the build requirements.
 #
 #     bash tools/wheel_check.sh                      # every 3.10-3.13 found
 #     PYTHONS="3.12" bash tools/wheel_check.sh       # just these
@@ -142,12 +145,18 @@ build_sdist() {
     cp -r "$unpacked/examples/downstream_c" "$scratch/suite/examples/downstream_c"
 }
 
-# check_python PYTHON: build the wheel from the sdist, check it, test it.
-# Sets $tag, $size_kib and $verdict (ok or FAILED, the test suite's).
+# check_python PYTHON: build the wheel from the sdist, check it, test it;
+# build the downstream example against it; install the sdist once more
+# without build isolation.  Sets $tag, $size_kib and $verdict (ok or FAILED,
+# the test suite's).
 check_python() {
     local python=$1 wheel platform module venv result so_kib
     tag=$("$python" -c 'import sys; print("cp%d%d" % sys.version_info[:2])')
-    run "wheel-$tag" "$python" -m pip wheel --no-deps \
+    # The wheel is built by a fresh venv's pip, which holds none of the
+    # build requirements: build isolation must fetch every one of them.
+    venv="$scratch/venv-$tag"
+    run "venv-$tag" "$python" -m venv "$venv"
+    run "wheel-$tag" "$venv/bin/python" -m pip wheel --no-deps \
         --wheel-dir "$scratch/wheels/$tag" "$sdist"
     wheel=$(echo "$scratch/wheels/$tag"/crnn-*.whl)
     size_kib=$(du -k "$wheel" | cut -f1)
@@ -175,11 +184,8 @@ check_python() {
     so_kib=$(find "$scratch/unzipped/$tag" \( -name '*.so' -o -name '*.pyd' \) \
                  -exec du -ck {} + | tail -n 1 | cut -f1)
 
-    venv="$scratch/venv-$tag"
-    run "venv-$tag" "$python" -m venv "$venv"
-    # the [test] extra (pytest, ...), as cibuildwheel's test-extras
-    run "install-$tag" "$venv/bin/python" -m pip install --quiet "${wheel}[test]" \
-        "cython>=3.0" "setuptools>=64"
+    # the [test] extra (pytest, Cython, setuptools), as cibuildwheel's test-extras
+    run "install-$tag" "$venv/bin/python" -m pip install --quiet "${wheel}[test]"
     # From the suite directory, crnn can only come from the venv.
     local pytest_args=()
     read -r -a pytest_args <<<"${PYTEST_ARGS:-}"
@@ -194,11 +200,52 @@ check_python() {
     echo "$tag    $(basename "$wheel")  ${size_kib} KiB (extension modules ${so_kib} KiB unpacked)  $platform"
     echo "         twine check, check-wheel-contents, auditwheel show, no debug sections: ok"
     echo "         tests from the installed wheel: $verdict ($result)"
+    check_downstream "$venv"
+    check_no_isolation "$python"
     # Why tests skipped (e.g. no torch here), most frequent first.
     sed -n 's/^SKIPPED \[\([0-9]*\)\] [^:]*:[0-9]*: /\1 /p' "$scratch/logs/pytest-$tag" \
         | awk '{n = $1; $1 = ""; count[substr($0, 2)] += n}
                END {for (r in count) printf "%d\t%s\n", count[r], r}' \
         | sort -rn | head -n 5 | sed 's/^/         skipped /; s/\t/: /'
+}
+
+# check_downstream VENV: examples/downstream names crnn as a build
+# requirement.  Before crnn is on PyPI, a user builds it with --find-links to
+# a folder holding a crnn wheel; pip's isolated build environment must take
+# crnn from there.  Then the extension runs against the installed crnn.
+check_downstream() {
+    local venv=$1
+    run "downstream-$tag" "$venv/bin/python" -m pip install --quiet \
+        --find-links "$scratch/wheels/$tag" "$scratch/suite/examples/downstream"
+    run "downstream-run-$tag" "$venv/bin/python" -c '
+import numpy as np, crnn, crnn_downstream as d
+m = crnn.LSTM(3, 5, output=None, dtype="float64", seed=0); p = m.params
+x = np.random.default_rng(0).normal(size=(6, 2, 3))
+hs = d.lstm_forward(x, p["U0"], p["W0"], p["b0"])[1:].transpose(1, 0, 2)
+assert np.abs(hs - m.forward(x.transpose(1, 0, 2))).max() < 1e-12'
+    echo "         examples/downstream built with --find-links to the wheel: ok"
+}
+
+# check_no_isolation PYTHON: the sdist installs with --no-build-isolation
+# into a venv given exactly the declared build requirements (as packagers
+# build), and the installed crnn runs.
+check_no_isolation() {
+    local python=$1 venv="$scratch/venv-noiso-$tag" requires=()
+    mapfile -t requires < <("$tools/python" - <<'PY'
+import tomllib
+with open("pyproject.toml", "rb") as f:
+    print("\n".join(tomllib.load(f)["build-system"]["requires"]))
+PY
+)
+    run "venv-noiso-$tag" "$python" -m venv "$venv"
+    run "requires-noiso-$tag" "$venv/bin/python" -m pip install --quiet "${requires[@]}"
+    run "install-noiso-$tag" "$venv/bin/python" -m pip install --quiet \
+        --no-build-isolation --no-deps "$sdist"
+    run "run-noiso-$tag" "$venv/bin/python" -c '
+import numpy as np, crnn
+m = crnn.LSTM(3, 4, seed=0)
+assert np.isfinite(m.predict_proba(np.zeros((2, 5, 3)))).all()'
+    echo "         sdist installed without build isolation (${requires[*]}): ok"
 }
 
 main "$@"; exit

@@ -43,8 +43,8 @@ own child process (``bench_train.py --worker LIB --cell CELL --shape T,B,D,H,K
 --threads N ...``) with OPENBLAS_NUM_THREADS, OMP_NUM_THREADS,
 MKL_NUM_THREADS and CRNN_NUM_THREADS set to N (and ``torch.set_num_threads(N)``,
 ``crnn.set_num_threads(N)``), because idle
-thread pools of two libraries in one process spin against each other (see
-ANCHORS.md), and so the memory of a first training step is measured in a
+thread pools of two libraries in one process spin against each other
+(PyTorch's OpenMP pool and crnn's team), and so the memory of a first training step is measured in a
 fresh process. OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE are passed through
 untouched: they choose OpenBLAS's kernel, and the caller decides. Each time
 is the median of repeated calls after a warm-up, the repeat count chosen so

@@ -464,7 +464,11 @@ def test_ctrl_c_saves_the_weights_reached_and_exits_130(text_folder):
     process = subprocess.Popen(
         [sys.executable, "-m", "crnn", "train", "long.txt", *FAST, "--max-chars",
          "30000", "--epochs", "1000", "--model", "m.npz"],
-        cwd=text_folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cwd=text_folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # A shell's background job (`cmd &`) runs with SIGINT ignored, and
+        # the child would inherit that: give it the default disposition,
+        # under which Python raises KeyboardInterrupt.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         lines = []
         while not any(line.startswith("epoch 1:") for line in lines):

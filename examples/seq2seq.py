@@ -36,8 +36,9 @@ def make_models(hidden, seed):
     return encoder, decoder
 
 
-def train_step(encoder, decoder, optimizers, digits):
-    """One step of Adam on both models; returns the decoder's loss."""
+def gradients(encoder, decoder, digits):
+    """The decoder's loss on reversing `digits` (N, length) and the
+    gradients of both models: (loss, encoder's, decoder's)."""
     targets = digits[:, ::-1]
     # teacher forcing: the decoder reads the start token, then the true digits
     decoder_inputs = np.concatenate(
@@ -45,7 +46,14 @@ def train_step(encoder, decoder, optimizers, digits):
     _, state, cache = encoder.forward(digits, return_state=True, return_cache=True)
     loss, decoder_grads, d_state = decoder.loss_and_grad(
         decoder_inputs, targets, initial_state=state, return_state_grad=True)
+    # ∂L/∂(decoder's initial state) is ∂L/∂(encoder's final state)
     encoder_grads = encoder.backward(cache, d_state=d_state)
+    return loss, encoder_grads, decoder_grads
+
+
+def train_step(encoder, decoder, optimizers, digits):
+    """One step of Adam on both models; returns the decoder's loss."""
+    loss, encoder_grads, decoder_grads = gradients(encoder, decoder, digits)
     for model, grads, optimizer in zip((encoder, decoder),
                                        (encoder_grads, decoder_grads), optimizers):
         params = model.params

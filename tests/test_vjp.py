@@ -383,3 +383,18 @@ def test_stale_foreign_and_orphaned_caches_are_refused():
     model.__setstate__(model.__getstate__())
     refused(ValueError, "workspace is no longer the model's",
             lambda: model.backward(newer, d_outputs), model, None, None)
+
+
+def test_input_grad_false_leaves_out_the_input_gradient_only():
+    model = build("lstm", 2, True)
+    X, lengths, state = batch(model, ragged=True)
+    outputs, cache = model.forward(X, lengths, state, return_cache=True)
+    d_outputs = np.random.default_rng(0).normal(size=outputs.shape)
+    full = model.backward(cache, d_outputs)
+    lean = model.backward(cache, d_outputs, input_grad=False)
+    assert set(full) - set(lean) == {"X"}
+    for name in lean:
+        if name != "initial_state":
+            np.testing.assert_array_equal(lean[name], full[name])
+    with pytest.raises(TypeError, match="input_grad must be True or False"):
+        model.backward(cache, d_outputs, input_grad=None)

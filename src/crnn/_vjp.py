@@ -73,7 +73,7 @@ class BuildingBlock:
             return outputs, self._final_state(result, batch), cache
         return outputs, cache
 
-    def backward(self, cache, d_outputs=None, d_state=None):
+    def backward(self, cache, d_outputs=None, d_state=None, *, input_grad=True):
         """Back-propagate gradients given from outside through the model.
 
         The vector-Jacobian product of the `forward` that made `cache`:
@@ -102,13 +102,17 @@ class BuildingBlock:
             None), each ``(num_layers * directions, N, hidden_size)``.
             Only when the forward was called with ``return_state=True``.
             Default: zeros.
+        input_grad : bool, default True
+            Whether to compute ``"X"`` (False saves one product over every
+            position, when nothing needs ∂L/∂X).
 
         Returns
         -------
         grads : dict of numpy.ndarray
             Every key of `params` with its gradient; ``"X"``, ∂L/∂X shaped
             like X (a list of ``(T_i, D)`` arrays for a list X; zero at
-            padded positions; absent for token inputs); and
+            padded positions; absent for token inputs and with
+            ``input_grad=False``); and
             ``"initial_state"``, ∂L/∂h0 (a pair (∂L/∂h0, ∂L/∂c0) for the
             LSTM), shaped like the initial state (zeros when none was
             given stand for it).
@@ -137,10 +141,12 @@ class BuildingBlock:
         True
         """
         check_cache(self, cache)
+        if not isinstance(input_grad, (bool, np.bool_)):
+            raise TypeError(f"input_grad must be True or False, got {input_grad!r}")
         batch = cache._batch
         d_logits, d_top = self._outputs_gradient(cache, d_outputs)
         dh_n, dc_n = self._state_gradient(cache, d_state)
-        want_dx = batch.inputs.ndim == 3
+        want_dx = bool(input_grad) and batch.inputs.ndim == 3
         keys, _, width = self._driver_layout()
         with self._lock, single_threaded_blas(
                 batch.steps * batch.size * width * self.hidden_size):

@@ -48,9 +48,10 @@ class CrnnFunction(torch.autograd.Function):
         outputs, final = result[0], result[1]
         if keep:
             ctx.module, ctx.model, ctx.cache = module, model, result[2]
+            ctx.dtype = X.dtype
             ctx.has_state = h0 is not None
         else:
-            module._give_back(model)
+            module._give_back(model, X.dtype)
         h_n, c_n = final if model._cell_state else (final, np.empty(0, final.dtype))
         return torch.from_numpy(outputs), torch.from_numpy(h_n), torch.from_numpy(c_n)
 
@@ -59,8 +60,9 @@ class CrnnFunction(torch.autograd.Function):
         model = ctx.model
         d_state = ((d_h_n.numpy(), d_c_n.numpy()) if model._cell_state
                    else d_h_n.numpy())
-        grads = model.backward(ctx.cache, d_outputs.contiguous().numpy(), d_state)
-        ctx.module._give_back(model)
+        grads = model.backward(ctx.cache, d_outputs.contiguous().numpy(), d_state,
+                               input_grad=ctx.needs_input_grad[2])
+        ctx.module._give_back(model, ctx.dtype)
         dX = torch.from_numpy(grads["X"]) if ctx.needs_input_grad[2] else None
         dh0 = dc0 = None
         if ctx.has_state:
@@ -157,9 +159,8 @@ class _CrnnRNNBase(torch.nn.Module):
         idle = self._pool.setdefault(dtype, [])
         return idle.pop() if idle else self._crnn_model(dtype)
 
-    def _give_back(self, model):
-        self._pool.setdefault(
-            {v: k for k, v in _DTYPES.items()}[str(model.dtype)], []).append(model)
+    def _give_back(self, model, dtype):
+        self._pool.setdefault(dtype, []).append(model)
 
     def _load(self, model, weights):
         """Copy torch's weights into the crnn model, its two biases folded

@@ -55,8 +55,14 @@ class Cache:
                 f"{self.outputs_shape}, current={self.is_current()}>")
 
     def is_current(self):
-        """Whether `backward` can still use this cache: no later call has
-        reused its model's workspace, which is still the model's own."""
+        """Whether `backward` can still use this cache.
+
+        Returns
+        -------
+        bool
+            True while no later call has reused the model's workspace, and
+            the model still has that workspace.
+        """
         return (self._workspace is self.model.__dict__.get("_workspace")
                 and self._call.generation == self._workspace.calls)
 

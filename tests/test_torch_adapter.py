@@ -160,6 +160,23 @@ def test_two_forwards_before_one_backward():
     assert sum(len(idle) for idle in ours._pool.values()) == 2
 
 
+@pytest.mark.parametrize("mode", list(MODES))
+def test_sorted_packs_and_no_biases(mode):
+    reference, ours = pair(mode, num_layers=2, bias=False, bidirectional=True)
+    x = torch.tensor(np.random.default_rng(0).normal(size=(T, N, D)))
+    lengths = torch.tensor([5, 3, 2])           # sorted: enforce_sorted=True
+    outputs = []
+    for module in (reference, ours):
+        module.zero_grad()
+        output, final = module(torch.nn.utils.rnn.pack_padded_sequence(x, lengths))
+        assert output.sorted_indices is None
+        (output.data * cotangent(output.data)).sum().backward()
+        outputs.append((output.data, {n: p.grad for n, p in module.named_parameters()}))
+    close(outputs[1][0], outputs[0][0], "outputs")
+    for name, grad in outputs[0][1].items():
+        close(outputs[1][1][name], grad, name)
+
+
 def test_float32_runs_and_agrees_with_torch_roughly():
     torch.manual_seed(0)
     reference = torch.nn.LSTM(D, H, batch_first=True)

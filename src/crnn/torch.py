@@ -238,11 +238,14 @@ class _CrnnRNNBase(torch.nn.Module):
         outputs, h_n, c_n = CrnnFunction.apply(
             self, keep, X.contiguous(), lengths, h0, c0, *weights)
         if packed:
+            # PackedSequence.data: step after step, the rows alive at that
+            # step in the sorted order
             order = input.sorted_indices
+            if order is None:       # packed with enforce_sorted=True
+                order = torch.arange(outputs.shape[0])
             alive = (torch.arange(outputs.shape[1])[:, None]
                      < lengths_tensor[order][None, :])
-            data = outputs.transpose(0, 1)[:, order if order is not None else
-                                           slice(None)][alive]
+            data = outputs.transpose(0, 1)[:, order][alive]
             output = PackedSequence(data, input.batch_sizes, input.sorted_indices,
                                     input.unsorted_indices)
         elif unbatched:

@@ -78,6 +78,8 @@ LONG_SIGNATURES = {
     ("api.pyx", "cell_step"),
     # Trainer.fit: its keyword arguments are the public API (docs/training.md)
     ("trainer.py", "fit"),
+    # crnn.torch's modules take torch.nn.LSTM's (RNN's) constructor arguments
+    ("torch.py", "__init__"),
 } | {("api.pyx", f"crnn_{operation}_{suffix}")
      for operation in ("forward", "backward", "step") for suffix in ("f32", "f64")}
 

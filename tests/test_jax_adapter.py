@@ -90,6 +90,16 @@ def test_matches_jax_grad_of_a_pure_jax_lstm(layers, bidirectional):
         np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-10, err_msg=name)
 
 
+def test_vmap_with_shared_parameters_is_one_crnn_call(monkeypatch):
+    params, X, h0, c0, _ = setup(2, True)
+    calls = []
+    one = crnn.jax._forward_one
+    monkeypatch.setattr(crnn.jax, "_forward_one",
+                        lambda *args: calls.append(args[1].shape) or one(*args))
+    jax.vmap(lambda x: crnn.jax.lstm(params, x, h0, c0))(np.stack([X, X, X, X]))
+    assert calls == [(4 * N, T, D)]
+
+
 def test_under_jit_and_vmap():
     params, X, h0, c0, weights = setup(1, False)
     loss = scalar(crnn.jax.lstm, weights)
@@ -97,12 +107,34 @@ def test_under_jit_and_vmap():
     compiled = jax.jit(jax.grad(loss))(params, X, h0, c0)
     for name in params:
         np.testing.assert_allclose(compiled[name], eager[name], rtol=1e-12, atol=1e-12)
-    # vmap over a stack of batches: one crnn call per element, as a loop
-    stacked = np.stack([X, X[::-1]])
-    mapped = jax.vmap(lambda x: crnn.jax.lstm(params, x, h0, c0)[0])(stacked)
-    for k in range(2):
-        np.testing.assert_allclose(mapped[k], crnn.jax.lstm(params, stacked[k], h0, c0)[0],
-                                   rtol=1e-12, atol=1e-12)
+    # vmap over batches (one crnn call, the batches side by side), over
+    # batches and states, over parameters (a call each), and of the gradient
+    stacked, states = np.stack([X, X[::-1], 2 * X]), np.stack([h0, -h0, 0 * h0])
+    others = [setup(1, False, seed=s)[0] for s in (1, 2, 3)]
+    stacked_params = {k: np.stack([p[k] for p in others]) for k in params}
+
+    def outputs(p, x, h):
+        out, (h_n, c_n) = crnn.jax.lstm(p, x, h, c0)
+        return out, h_n, c_n
+
+    for axes, args, pick in (((None, 0, None), (params, stacked, h0),
+                              lambda k: (params, stacked[k], h0)),
+                             ((None, 0, 0), (params, stacked, states),
+                              lambda k: (params, stacked[k], states[k])),
+                             ((0, None, None), (stacked_params, X, h0),
+                              lambda k: (others[k], X, h0))):
+        mapped = jax.vmap(outputs, axes)(*args)
+        for k in range(3):
+            for got, want in zip(mapped, outputs(*pick(k))):
+                np.testing.assert_allclose(got[k], want, rtol=1e-12, atol=1e-12)
+    per_batch = jax.vmap(jax.grad(loss, (0, 1)), (None, 0, None, None))(params, stacked,
+                                                                       h0, c0)
+    for k in range(3):
+        one = jax.grad(loss, (0, 1))(params, stacked[k], h0, c0)
+        np.testing.assert_allclose(per_batch[1][k], one[1], rtol=1e-12, atol=1e-12)
+        for name in params:
+            np.testing.assert_allclose(per_batch[0][name][k], one[0][name], rtol=1e-12,
+                                       atol=1e-12)
 
 
 def test_float32_and_refusals():

@@ -12,9 +12,10 @@ Limits, all from running crnn on the host through a callback:
   traces crnn's steps, and each call copies its arrays to numpy.
 - Reverse mode only (``jax.grad``, ``jax.vjp``); forward mode (``jax.jvp``,
   ``jax.jacfwd``) raises, as for every ``custom_vjp``.
-- ``jax.vmap`` calls crnn once per mapped element (``vmap_method=
-  "sequential"``); to batch, put sequences in the batch axis N instead,
-  which crnn runs in one call.
+- ``jax.vmap`` is done by batching where it can: mapped inputs and states
+  with shared parameters become one crnn call over all their sequences
+  (the batch axis N grows); mapped parameters, and every backward under
+  ``vmap`` (per-element parameter gradients), run one call per element.
 - The backward runs the forward again (in the same host call) before BPTT:
   a callback keeps no state between the forward and the backward.
 
@@ -35,6 +36,8 @@ __all__ = ["lstm"]
 _KEY = re.compile(r"^([UWb])(\d+)(_reverse)?$")
 # the host calls share one model per structure: one call at a time
 _LOCK = threading.Lock()
+# the dimensions of each parameter (U, W: 2, b: 1), before vmap's axes
+_BASE_NDIM = {"U": 2, "W": 2, "b": 1}
 
 
 def _structure(params):
@@ -73,20 +76,85 @@ def _host_model(params):
 
 
 def _host_forward(params, X, h0, c0):
+    """The forward on the host; under vmap (vmap_method="expand_dims": every
+    argument has the mapped axes in front, of size 1 where unmapped) one
+    call over every mapped batch when the parameters are shared, else one
+    call per element."""
+    X, h0, c0 = np.asarray(X), np.asarray(h0), np.asarray(c0)
+    mapped = X.shape[:-3]
+    if not mapped:
+        return _forward_one(params, X, h0, c0)
+    lead = _mapped_shape(params, X, h0, c0)
+    X = np.broadcast_to(X, lead + X.shape[-3:])
+    h0, c0 = (np.broadcast_to(s, lead + s.shape[-3:]) for s in (h0, c0))
+    if all(np.shape(v)[:len(lead)] == (1,) * len(lead) for v in params.values()):
+        # shared parameters: the mapped batches side by side, one call
+        n, (lanes, _, hidden) = X.shape[-3], h0.shape[-3:]
+        size = int(np.prod(lead))
+        one = {k: np.asarray(v).reshape(np.shape(v)[len(lead):]) for k, v in params.items()}
+
+        def fold(state):        # (*lead, lanes, N, H) -> (lanes, lead·N, H)
+            return np.moveaxis(state.reshape(size, lanes, n, hidden), 0, 1).reshape(
+                lanes, size * n, hidden)
+
+        def unfold(state):      # the other way
+            return np.moveaxis(state.reshape(lanes, size, n, hidden), 1, 0).reshape(
+                lead + (lanes, n, hidden))
+        outputs, h_n, c_n = _forward_one(one, X.reshape((size * n,) + X.shape[-2:]),
+                                         fold(h0), fold(c0))
+        return (outputs.reshape(lead + (n,) + outputs.shape[1:]), unfold(h_n),
+                unfold(c_n))
+    return _each(_forward_one, lead, params, X, h0, c0)
+
+
+def _mapped_shape(params, *arrays):
+    """The mapped axes in front of the arguments (each array has 3 of its
+    own, each parameter 2 or 1), broadcast together."""
+    return np.broadcast_shapes(
+        *(np.shape(a)[:-3] for a in arrays),
+        *(np.shape(v)[:np.ndim(v) - _BASE_NDIM[k[0]]] for k, v in params.items()))
+
+
+def _forward_one(params, X, h0, c0):
     with _LOCK:
         model = _host_model(params)
-        outputs, (h_n, c_n) = model.forward(np.asarray(X), initial_state=(h0, c0),
+        outputs, (h_n, c_n) = model.forward(X, initial_state=(h0, c0),
                                             return_state=True)
     return outputs, h_n, c_n
 
 
+def _each(function, lead, params, *arrays):
+    """`function` on each element of the mapped axes `lead`, results stacked."""
+    results = []
+    for index in np.ndindex(lead):
+        element = {k: np.asarray(v)[tuple(min(i, s - 1) for i, s in
+                                          zip(index, np.shape(v)))]
+                   for k, v in params.items()}
+        results.append(function(element, *(np.broadcast_to(
+            a, lead + np.shape(a)[len(lead):])[index] for a in arrays)))
+    return jax.tree_util.tree_map(
+        lambda *parts: np.stack(parts).reshape(lead + np.shape(parts[0])), *results)
+
+
 def _host_backward(params, X, h0, c0, d_outputs, d_h_n, d_c_n):
+    """The backward on the host: one call, or under vmap one per element
+    (each element's parameter gradients are its own)."""
+    mapped = np.shape(X)[:-3]
+    if not mapped:
+        return _backward_one(params, np.asarray(X), np.asarray(h0), np.asarray(c0),
+                             np.asarray(d_outputs), np.asarray(d_h_n),
+                             np.asarray(d_c_n))
+    arrays = [np.asarray(a) for a in (X, h0, c0, d_outputs, d_h_n, d_c_n)]
+    lead = _mapped_shape(params, *arrays)
+    return _each(_backward_one, lead, params, *arrays)
+
+
+def _backward_one(params, X, h0, c0, d_outputs, d_h_n, d_c_n):
     with _LOCK:
         model = _host_model(params)
-        _, _, cache = model.forward(np.asarray(X), initial_state=(h0, c0),
+        _, _, cache = model.forward(X, initial_state=(h0, c0),
                                     return_state=True, return_cache=True)
-        grads = model.backward(cache, np.asarray(d_outputs),
-                               (np.asarray(d_h_n), np.asarray(d_c_n)))
+        grads = model.backward(cache, d_outputs, (d_h_n, d_c_n))
     dh0, dc0 = grads["initial_state"]
     return {k: grads[k] for k in params}, grads["X"], dh0, dc0
 
@@ -164,7 +232,7 @@ def _forward(params, X, h0, c0):
     _check(params, X, h0, c0)
     outputs, state = _shapes(params, X, h0)
     out, h_n, c_n = jax.pure_callback(_host_forward, (outputs, state, state),
-                                      params, X, h0, c0, vmap_method="sequential")
+                                      params, X, h0, c0, vmap_method="expand_dims")
     return (out, (h_n, c_n)), (params, X, h0, c0)
 
 
@@ -177,7 +245,7 @@ def _backward(residuals, cotangents):
               jax.ShapeDtypeStruct(h0.shape, jnp.result_type(h0)),
               jax.ShapeDtypeStruct(c0.shape, jnp.result_type(c0)))
     return jax.pure_callback(_host_backward, shapes, params, X, h0, c0,
-                             d_outputs, d_h_n, d_c_n, vmap_method="sequential")
+                             d_outputs, d_h_n, d_c_n, vmap_method="expand_dims")
 
 
 lstm.defvjp(_forward, _backward)

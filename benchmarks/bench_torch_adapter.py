@@ -12,8 +12,11 @@ OPENBLAS_NUM_THREADS, OMP_NUM_THREADS, MKL_NUM_THREADS and CRNN_NUM_THREADS
 set to the thread count (idle pools of two libraries in one process spin
 against each other); the children of one row run interleaved for
 ``--rounds`` rounds and the table keeps each side's best median.  The ratio
-is torch's time over crnn's (above 1: crnn's layer is faster).  Timings on a
-shared machine drift: read the ratios, and rerun on a quiet machine.
+is torch's time over crnn's (above 1: crnn's layer is faster).  For
+reference, the last column is the same step in crnn alone
+(``crnn.LSTM(D, H, K).loss_and_grad``: the head and the loss fused into
+crnn's engine, no torch).  Timings on a shared machine drift: read the
+ratios, and rerun on a quiet machine.
 
     python benchmarks/bench_torch_adapter.py
     python benchmarks/bench_torch_adapter.py --rounds 5 --target 2
@@ -27,12 +30,15 @@ import sys
 import time
 
 CONFIGS = [(100, 64, 64, 256, 64), (100, 32, 32, 128, 32)]
-LAYERS = ("torch", "crnn")
+LAYERS = ("torch", "crnn", "alone")
 
 
 def child(layer, config, threads, target):
     """Time the training step in this process; print {"ms": median}."""
     import numpy as np
+    if layer == "alone":
+        alone(config, threads, target)
+        return
     import torch
     torch.set_num_threads(threads)
     if layer == "crnn":
@@ -57,18 +63,36 @@ def child(layer, config, threads, target):
         logits = head(lstm(X)[0])
         torch.nn.functional.cross_entropy(logits.reshape(-1, K), y).backward()
 
+    print(json.dumps({"ms": median_ms(step, target)}))
+
+
+def alone(config, threads, target):
+    """crnn's own training step of the same model, for reference."""
+    import numpy as np
+    import crnn
+    crnn.set_num_threads(threads)
+    T, B, D, H, K = config
+    model = crnn.LSTM(D, H, K, seed=0)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(B, T, D)).astype(np.float32)
+    y = rng.integers(0, K, size=(B, T))
+    print(json.dumps({"ms": median_ms(lambda: model.loss_and_grad(X, y), target)}))
+
+
+def median_ms(step, target):
+    """The median time of `step` in ms, after a warm-up, over about
+    `target` seconds of calls."""
     for _ in range(3):
         step()
     start = time.perf_counter()
     step()
     once = time.perf_counter() - start
-    repeats = max(5, int(target / max(once, 1e-6)))
     times = []
-    for _ in range(repeats):
+    for _ in range(max(5, int(target / max(once, 1e-6)))):
         start = time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
-    print(json.dumps({"ms": 1e3 * statistics.median(times)}))
+    return 1e3 * statistics.median(times)
 
 
 def measure(layer, config, threads, target):
@@ -100,7 +124,7 @@ def main():
     print("training step, LSTM + Linear + cross-entropy, float32; best median "
           f"of {args.rounds} interleaved rounds (ms)")
     print(f"{'(T, B, D, H, K)':>24} {'threads':>7} {'nn.LSTM':>9} "
-          f"{'crnn.torch.LSTM':>16} {'ratio':>6}")
+          f"{'crnn.torch.LSTM':>16} {'ratio':>6} {'crnn alone':>11}")
     for config in CONFIGS:
         for threads in (int(v) for v in args.threads.split(",")):
             best = {layer: float("inf") for layer in LAYERS}
@@ -109,7 +133,8 @@ def main():
                     best[layer] = min(best[layer],
                                       measure(layer, config, threads, args.target))
             print(f"{str(config):>24} {threads:>7} {best['torch']:9.2f} "
-                  f"{best['crnn']:16.2f} {best['torch'] / best['crnn']:5.2f}x",
+                  f"{best['crnn']:16.2f} {best['torch'] / best['crnn']:5.2f}x "
+                  f"{best['alone']:11.2f}",
                   flush=True)
 
 

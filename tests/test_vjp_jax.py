@@ -1,9 +1,12 @@
 """crnn.jax.lstm: crnn's LSTM as a jax.custom_vjp function.
 
 Checked in float64 against an LSTM written here in pure JAX (lax.scan, the
-equations of MODEL.md): outputs, final state and jax.grad with respect to
+equations of docs/model.md): outputs, final state and jax.grad with respect to
 every parameter, X, h0 and c0, one and two layers, both directions; under
 jax.jit and jax.vmap too.  Skipped without jax.
+
+(Named to run after test_parallel.py: JAX starts threads, and that file's
+os.fork() test should not fork a process that has them.)
 """
 import numpy as np
 import pytest

@@ -15,7 +15,7 @@ final state); the encoder's ``backward(cache, d_state=...)`` carries it back
 through the encoder.  crnn's Adam updates both.  Printed: the exact-sequence
 accuracy (every digit right) on unseen strings, decoded greedily.
 
-    python examples/seq2seq.py                    # length 8, about 30 s (one thread)
+    python examples/seq2seq.py                    # length 8, under a minute (one thread)
     python examples/seq2seq.py --length 5 --steps 600
 """
 import argparse

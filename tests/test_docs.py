@@ -17,6 +17,7 @@ import crnn
 import crnn.io
 import crnn.optim
 import crnn.trainer
+from crnn._vjp import BuildingBlock, Cache
 from crnn.models import RecurrentModel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -29,7 +30,7 @@ def public_objects():
     methods and properties, the trainer, the optimizers, the file and
     framework functions."""
     objects = []
-    classes = [crnn.RNN, crnn.LSTM, crnn.GRU, RecurrentModel, crnn.Trainer,
+    classes = [crnn.RNN, crnn.LSTM, crnn.GRU, RecurrentModel, Cache, crnn.Trainer,
                crnn.History, crnn.trainer.NonFiniteError]
     classes += [getattr(crnn.optim, name) for name in crnn.optim.__all__
                 if inspect.isclass(getattr(crnn.optim, name))]
@@ -40,6 +41,10 @@ def public_objects():
                 continue        # __init__: the class docstring has its parameters
             if isinstance(member, property) or inspect.isfunction(member):
                 objects.append((f"{cls.__qualname__}.{name}", member))
+    # RecurrentModel's methods from its base BuildingBlock (_vjp)
+    objects += [(f"RecurrentModel.{name}", member) for name, member in
+                vars(BuildingBlock).items()
+                if not name.startswith("_") and inspect.isfunction(member)]
     for module, names in ((crnn.io, ["save", "load", "save_checkpoint", "load_checkpoint"]),
                           (crnn.interop, ["from_torch", "to_torch", "to_onnx"]),
                           (crnn.optim, ["get"])):
@@ -101,7 +106,8 @@ def test_every_public_name_is_in_the_api_page_and_the_reference():
         short = name.rsplit(".", 1)[-1]
         assert re.search(rf"\b{re.escape(short)}\b", reference), \
             f"docs/reference.rst does not list {name}"
-    methods = [name for name, member in vars(RecurrentModel).items()
+    methods = [name for cls in (RecurrentModel, BuildingBlock)
+               for name, member in vars(cls).items()
                if not name.startswith("_") and
                (inspect.isfunction(member) or isinstance(member, property))]
     for name in methods:

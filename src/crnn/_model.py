@@ -13,8 +13,9 @@ import threading
 import numpy as np
 
 from . import _inputs, _state
-from ._network import Workspace, run
+from ._network import Workspace, forward, run
 from ._services import OUTPUT_KINDS, ModelServices
+from ._vjp import BuildingBlock
 from .threads import single_threaded_blas
 
 
@@ -45,7 +46,7 @@ def _documented(method):
     return method
 
 
-class RecurrentModel(ModelServices):
+class RecurrentModel(BuildingBlock, ModelServices):
     """The base class of `crnn.RNN`, `crnn.LSTM` and `crnn.GRU`.
 
     It holds everything the three models share: the parameter arrays, the
@@ -358,7 +359,8 @@ class RecurrentModel(ModelServices):
             layout = self._driver_cache = (keys, self._lanes(), self._buffer_width())
         return layout
 
-    def _run(self, batch, h0, c0, targets=None, scale=1.0, need_grad=False):
+    def _run(self, batch, h0, c0, targets=None, scale=1.0, need_grad=False,
+             keep=False):
         _, lanes, width = self._driver_layout()
         params = self._params
         network = self._check_door(lanes, params.get("V"), params.get("c"))
@@ -369,8 +371,12 @@ class RecurrentModel(ModelServices):
         # multiply-adds of one recurrent product per step, the call's bulk
         work = batch.steps * batch.size * width * self.hidden_size
         with self._lock, single_threaded_blas(work):
-            result = run(self._workspace, network, batch.inputs, batch.lengths,
-                         (h0, c0), targets, scale, need_grad)
+            if keep:    # the forward, keeping its call for backward (_vjp)
+                result, result["call"] = forward(
+                    self._workspace, network, batch.inputs, batch.lengths, (h0, c0))
+            else:
+                result = run(self._workspace, network, batch.inputs, batch.lengths,
+                             (h0, c0), targets, scale, need_grad)
             # outputs is a view of the workspace: copy it out under the lock
             outputs = result["outputs"]
             result["outputs"] = (batch.unsort(outputs) if self.return_sequences
@@ -379,7 +385,8 @@ class RecurrentModel(ModelServices):
 
     # ------------------------------------------------------------ public API
     @_documented
-    def forward(self, X, lengths=None, initial_state=None, return_state=False):
+    def forward(self, X, lengths=None, initial_state=None, return_state=False,
+                training=False, return_cache=False):
         """Run the model over a batch of sequences.
 
         Parameters
@@ -391,6 +398,11 @@ class RecurrentModel(ModelServices):
             layout.  Default: zeros.
         return_state : bool, default False
             Also return the final state.
+        training : bool, default False
+            Whether this is a training pass (dropout acts only there).
+        return_cache : bool, default False
+            Also return a cache for `backward`, the vector-Jacobian product
+            (see `backward` for what it gives and how long the cache lasts).
 
         Returns
         -------
@@ -403,6 +415,8 @@ class RecurrentModel(ModelServices):
         state : numpy.ndarray or tuple of numpy.ndarray
             Only with `return_state`: each sequence's state after its own
             last step, shaped like `initial_state`.
+        cache : Cache
+            Only with `return_cache`, last.
 
         Raises
         ------
@@ -423,9 +437,15 @@ class RecurrentModel(ModelServices):
         >>> h.shape
         (1, 2, 8)
         """
+        for flag, name in ((training, "training"), (return_cache, "return_cache")):
+            if not isinstance(flag, (bool, np.bool_)):
+                raise TypeError(f"{name} must be True or False, got {flag!r}")
         batch = _inputs.prepare_batch(X, lengths, self.input_size, self.dtype,
                                       self._driver_layout()[2])
         h0, c0 = self._prepare_state(initial_state, batch)
+        if return_cache:
+            ragged = ([len(x) for x in X] if isinstance(X, (list, tuple)) else None)
+            return self._forward_with_cache(batch, h0, c0, return_state, ragged)
         result = self._run(batch, h0, c0)
         if return_state:
             return result["outputs"], self._final_state(result, batch)

@@ -25,6 +25,7 @@ from ._parallel cimport team_gemm
 from ._plan cimport (LanePlan, PATH_OUTPUTS_IN_STEP, PATH_PANELS, merged_size,
                      merged_scratch_rows, plan_lane)
 from ._step cimport pack_weights, packed_size
+from ._timeorder cimport copy_steps, reverse_tokens
 
 import numpy as np
 
@@ -58,10 +59,12 @@ cdef class Workspace:
     """
     cdef dict buffers
     cdef dict views     # (name, shape, dtype) -> view of buffers[name]
+    cdef readonly unsigned long long calls   # NetworkCalls made on it
 
     def __init__(self):
         self.buffers = {}
         self.views = {}
+        self.calls = 0
 
     cpdef cnp.ndarray get(self, str name, tuple shape, object dtype):
         key = (name, shape, dtype)
@@ -92,51 +95,17 @@ cdef class Workspace:
         return (Workspace, ())
 
 
-# ------------------------------------------------- time reversal and concat
-
-cdef void copy_steps(int T, int B, int width, const int *lengths,
-                     bint reverse, bint accumulate,
-                     const floating *source, int source_stride,
-                     floating *target, int target_stride) noexcept nogil:
-    """target[t', b] (+)= source[t, b] for t < lengths[b]; t' = t, or
-    lengths[b]-1-t with `reverse` (each sequence reversed within its own
-    length).  Without `accumulate`, target rows past a length are zeroed."""
-    cdef Py_ssize_t t, b, k, to
-    cdef const floating *s
-    cdef floating *d
-    for t in range(T):
-        for b in range(B):
-            if t < lengths[b]:
-                to = lengths[b] - 1 - t if reverse else t
-                s = source + (t * B + b) * source_stride
-                d = target + (to * B + b) * target_stride
-                if accumulate:
-                    for k in range(width):
-                        d[k] += s[k]
-                else:
-                    memcpy(d, s, width * sizeof(floating))
-            elif not accumulate:
-                memset(target + (t * B + b) * target_stride, 0,
-                       width * sizeof(floating))
-
-
-cdef void reverse_tokens(int T, int B, const int *lengths, const int *source,
-                         int *target) noexcept nogil:
-    cdef Py_ssize_t t, b
-    for t in range(T):
-        for b in range(B):
-            target[t * B + b] = (source[(lengths[b] - 1 - t) * B + b]
-                                 if t < lengths[b] else 0)
-
-
 cdef class NetworkCall:
     """One call of ``run``: its arguments, and the buffers each stage
     leaves for the next (every per-lane list is indexed lane = layer ·
     directions + direction)."""
-    cdef Workspace ws
+    cdef readonly Workspace ws
     cdef int kind, H, num_layers, directions, n_lanes, T, B, K, Hd
     cdef int output_kind, typenum, paths
     cdef bint return_sequences, need_grad, with_c, separate, with_bn
+    cdef bint with_loss, want_dx    # the loss and ∂L/∂O; BPTT's ∂L/∂X
+    # ws.calls when made: BPTT may read the buffers while they are equal
+    cdef readonly unsigned long long generation
     cdef bint use_panels, outputs_in_step
     cdef double scale, loss
     cdef list lanes
@@ -150,6 +119,8 @@ cdef class NetworkCall:
     cdef object h_n, c_n, outputs, top_h, dlogits
     # BPTT's: ∂L/∂h0 (∂L/∂c0), and zeros for the top lane's step product
     cdef object dh0, dc0, zeros
+    # backward's: ∂L/∂h_n, ∂L/∂c_n (lanes, B, H) or None; ∂L/∂X (T, B, D)
+    cdef object dh_n, dc_n, dinputs
     cdef cnp.npy_intp state_dims[3]
 
     cdef void setup(self, Workspace ws, int kind, int H, int num_layers,
@@ -157,6 +128,8 @@ cdef class NetworkCall:
                     cnp.ndarray lengths) except *:
         cdef int t, b
         self.ws, self.kind, self.H = ws, kind, H
+        ws.calls += 1
+        self.generation = ws.calls
         self.num_layers, self.directions = num_layers, directions
         self.n_lanes = num_layers * directions
         self.lanes, self.inputs, self.lengths = lanes, inputs, lengths
@@ -194,7 +167,10 @@ cdef class NetworkCall:
                   self.need_grad)
 
 
-cdef object run_call(floating tag, NetworkCall call):
+
+cdef void forward_call(floating tag, NetworkCall call) except *:
+    """The forward stages: every lane, the final states, the output layer
+    (with its loss and ∂L/∂O when the call has targets)."""
     cdef LanePlan plan
     call.plan(&plan, 0, call.inputs.ndim == 2)
     # The recurrent products run on packed weights when the packing, about
@@ -208,13 +184,25 @@ cdef object run_call(floating tag, NetworkCall call):
         call.outputs = call.top_h   # (T, B, H·dirs) with return_sequences
     else:
         output_layer(tag, call)
-    if not call.need_grad:
-        return {"outputs": call.outputs, "h_n": call.h_n, "c_n": call.c_n}
-    dtop, dV, dc = output_gradients(tag, call)
+
+
+cdef object backward_call(floating tag, NetworkCall call, object dtop):
+    """The backward stages from call.dlogits (an output layer) or `dtop`
+    (∂L/∂top h, without one): BPTT down every lane."""
+    dV = dc = None
+    if call.output_kind != OUTPUT_NONE:
+        dtop, dV, dc = output_gradients(tag, call)
     grads, dh0, dc0 = backward_layers(tag, call, dtop)
     return {"outputs": call.outputs, "h_n": call.h_n, "c_n": call.c_n,
             "loss": call.loss, "grads": grads, "dV": dV, "dc": dc,
-            "dh0": dh0, "dc0": dc0}
+            "dh0": dh0, "dc0": dc0, "dX": call.dinputs}
+
+
+cdef object run_call(floating tag, NetworkCall call):
+    forward_call(tag, call)
+    if not call.need_grad:
+        return {"outputs": call.outputs, "h_n": call.h_n, "c_n": call.c_n}
+    return backward_call(tag, call, None)
 
 
 def run(Workspace ws, tuple network, cnp.ndarray inputs, cnp.ndarray lengths,
@@ -238,10 +226,20 @@ def run(Workspace ws, tuple network, cnp.ndarray inputs, cnp.ndarray lengths,
     after lane: dU, dW, db, and dbn for cells with a recurrent bias), "dV",
     "dc", "dh0", "dc0".
     """
+    if need_grad and network[7] == OUTPUT_NONE:
+        raise ValueError("a model without an output layer has no loss")
+    cdef NetworkCall call = new_call(ws, network, inputs, lengths, state)
+    call.targets, call.scale, call.need_grad = targets, scale, need_grad
+    call.with_loss = need_grad
+    if call.dtype == np.float32:
+        return run_call(<float> 0, call)
+    return run_call(<double> 0, call)
+
+
+cdef NetworkCall new_call(Workspace ws, tuple network, cnp.ndarray inputs,
+                          cnp.ndarray lengths, tuple state):
     (kind, hidden, num_layers, directions, lanes, V, c, output_kind,
      return_sequences) = network
-    if need_grad and output_kind == OUTPUT_NONE:
-        raise ValueError("a model without an output layer has no loss")
     # __new__ and a C-level set-up: no Python-level argument parsing, which
     # a small call would notice
     cdef NetworkCall call = NetworkCall.__new__(NetworkCall)
@@ -249,11 +247,35 @@ def run(Workspace ws, tuple network, cnp.ndarray inputs, cnp.ndarray lengths,
     call.V, call.c = V, c
     call.h0, call.c0 = state
     call.output_kind, call.return_sequences = output_kind, return_sequences
-    call.targets, call.scale, call.need_grad = targets, scale, need_grad
     call.K = V.shape[0] if V is not None else call.Hd
-    if lanes[0][0].dtype == np.float32:
-        return run_call(<float> 0, call)
-    return run_call(<double> 0, call)
+    return call
+
+
+def forward(Workspace ws, tuple network, cnp.ndarray inputs,
+            cnp.ndarray lengths, tuple state):
+    """``run``'s forward without a loss, keeping what BPTT needs:
+    (``run``'s result, the call for ``backward``)."""
+    cdef NetworkCall call = new_call(ws, network, inputs, lengths, state)
+    call.scale, call.need_grad = 1.0, True
+    if call.dtype == np.float32:
+        forward_call(<float> 0, call)
+    else:
+        forward_call(<double> 0, call)
+    return {"outputs": call.outputs, "h_n": call.h_n, "c_n": call.c_n}, call
+
+
+def backward(NetworkCall call, dlogits, dtop, dh_n, dc_n, bint want_dx):
+    """BPTT of a `forward` call (while call.generation == ws.calls) from
+    ∂L/∂O `dlogits` (T·B, K) / (B, K), or without an output layer ∂L/∂(top
+    h) `dtop` (T, B, H·dirs) / (B, H·dirs); ∂L/∂(final state) (lanes, B,
+    H) or None; sorted, time-major, C-contiguous, the call's dtype.
+    Returns ``run``'s need_grad dict, with ∂L/∂X in "dX" by `want_dx`."""
+    call.dlogits, call.dh_n, call.dc_n = dlogits, dh_n, dc_n
+    call.want_dx = want_dx
+    call.dinputs = None
+    if call.dtype == np.float32:
+        return backward_call(<float> 0, call, dtop)
+    return backward_call(<double> 0, call, dtop)
 
 
 # --------------------------------------------------------------- forward
@@ -416,7 +438,8 @@ cdef void final_states(floating tag, NetworkCall call) except *:
 # --------------------------------------------------- output and loss
 
 cdef void output_layer(floating tag, NetworkCall call) except *:
-    """O = H_top·Vᵀ + c and, with need_grad, the loss and scale·∂L/∂O."""
+    """O = H_top·Vᵀ + c and, with targets (with_loss), the loss and
+    scale·∂L/∂O."""
     cdef int T = call.T, B = call.B, K = call.K, t
     cdef OutputJob job
     cdef double loss = 0
@@ -426,7 +449,7 @@ cdef void output_layer(floating tag, NetworkCall call) except *:
     else:
         logits = call.ws.get("logits", (B, K), call.dtype)
     memset(&job, 0, sizeof(OutputJob))
-    if call.need_grad:
+    if call.with_loss:
         call.dlogits = call.ws.get(
             "dlogits", (T * B if call.return_sequences else B, K), call.dtype)
         job.doutputs = data(call.dlogits)
@@ -465,8 +488,9 @@ cdef tuple output_gradients(floating tag, NetworkCall call):
     weights)."""
     cdef int K = call.K, Hd = call.Hd, b, t
     cdef int out_rows = call.T * call.B if call.return_sequences else call.B
+    # (not with ∂L/∂h_n from outside: the step product would overwrite it)
     call.outputs_in_step = (call.use_panels and call.directions == 1
-                            and call.return_sequences
+                            and call.return_sequences and call.dh_n is None
                             and call.paths & PATH_OUTPUTS_IN_STEP != 0)
     dtop = (None if call.outputs_in_step
             else call.ws.get("dtop", (out_rows, Hd), call.dtype))
@@ -529,6 +553,7 @@ cdef void backward_lane(floating tag, NetworkCall call, int l, int d,
     cdef Py_ssize_t merged_elements
     cdef floating *source
     cdef floating *target
+    dh_final = dc_final = None
     U, W, bias = call.lanes[lane][:3]
     x = call.lane_inputs[lane]
     tokens = x.ndim == 2
@@ -549,7 +574,14 @@ cdef void backward_lane(floating tag, NetworkCall call, int l, int d,
         g.dh_outputs = data(dh_out)
     else:
         dh_final = np.ascontiguousarray(dtop[:, d * H:(d + 1) * H])
-        g.dh_final = data(dh_final)
+    if call.dh_n is not None:
+        # ∂L/∂h_n from outside, on top of a many-to-one output's
+        dh_final = (call.dh_n[lane] if dh_final is None
+                    else dh_final + call.dh_n[lane])
+    g.dh_final = data(dh_final)
+    if call.dc_n is not None:
+        dc_final = call.dc_n[lane]
+        g.dc_final = data(dc_final)
     dgates = call.ws.get(f"dgates{lane}", (T, B, GH), call.dtype)
     dh = call.ws.get(f"dh{lane}", (B, H), call.dtype)
     dc = call.ws.get(f"dc{lane}", (B, H), call.dtype) if call.with_c else None
@@ -564,7 +596,8 @@ cdef void backward_lane(floating tag, NetworkCall call, int l, int d,
     if tokens:
         dU_T = call.ws.get(f"dU_T{lane}", (D, GH), call.dtype)
         memset(data(dU_T), 0, <size_t> D * GH * sizeof(floating))
-    dx = call.ws.get(f"dx{lane}", (T, B, D), call.dtype) if l > 0 else None
+    dx = (call.ws.get(f"dx{lane}", (T, B, D), call.dtype)
+          if dlayer_below is not None else None)
     # scratch for dU and dW in one product (lane_backward), every lane in turn
     merged_elements = merged_size(&plan, sizeof(floating))
     merged = (call.ws.get("merged", (merged_elements,), call.dtype)
@@ -642,6 +675,9 @@ cdef tuple backward_layers(floating tag, NetworkCall call, object dtop):
         if l > 0:
             dlayer_below = call.ws.get(f"dlayer{l - 1}", (T, B, call.Hd),
                                        call.dtype)
+        elif call.want_dx:
+            dlayer_below = call.dinputs = call.ws.get(
+                "dinputs", (T, B, call.inputs.shape[2]), call.dtype)
         for d in range(call.directions):
             backward_lane(tag, call, l, d, dlayer, dlayer_below, dtop, grads)
         if l > 0:

@@ -20,7 +20,7 @@ cdef extern from "_team.h":
     int CRNN_MAX_THREADS
     ctypedef struct crnn_team_counts_t:
         long long jobs, solo_jobs, late_jobs, solo_periods
-    int crnn_team_gain_limit(double work) nogil
+    int crnn_team_gain_limit(double work, int most) nogil
     crnn_team_counts_t crnn_team_counts(int reset) nogil
     void crnn_team_set_threads(int threads) nogil
     int crnn_team_threads() nogil
@@ -132,8 +132,7 @@ cdef void team_gemm(bint trans_a, bint trans_b, int m, int n, int k,
     Large products are split by rows or columns among crnn's threads while
     BLAS runs single-threaded (split_gemms)."""
     cdef GemmJob job
-    cdef int parts = min(crnn_team_threads(),
-                         crnn_team_gain_limit(<double> m * n * k))
+    cdef int parts = crnn_team_gain_limit(<double> m * n * k, crnn_team_threads())
     cdef Py_ssize_t r, j, p
     cdef floating *partial
     if (splitting and parts > 1 and m > 1
@@ -180,7 +179,7 @@ cdef int team_parts(double work, int pieces) noexcept nogil:
     `pieces`: the team's thread count, capped where another thread's
     handoff costs more than its share saves (_team.h, the cost model; 1
     below CRNN_PARALLEL_MIN_WORK)."""
-    return max(1, min(crnn_team_threads(), pieces, crnn_team_gain_limit(work)))
+    return crnn_team_gain_limit(work, min(crnn_team_threads(), pieces))
 
 
 cdef int team_threads() noexcept nogil:
@@ -220,10 +219,11 @@ def split_gemms(bint enabled):
 
 # ---------------------------------------------------------------- test hooks
 
-def _gain_limit(double work):
+def _gain_limit(double work, int most=CRNN_MAX_THREADS):
     """The cost model's thread count for a job of `work` multiply-adds: the
-    most threads that still gain (_team.h, crnn_team_gain_limit)."""
-    return crnn_team_gain_limit(work)
+    most threads, up to `most`, that still gain (_team.h,
+    crnn_team_gain_limit)."""
+    return crnn_team_gain_limit(work, most)
 
 
 def _team_counts(bint reset=False):

@@ -43,11 +43,12 @@
 typedef void (*crnn_task)(void *arg, int part, int parts);
 
 /* The largest thread count that still gains on a job of `work`
- * multiply-adds: the largest t with t·(t-1)/2·MIN_WORK <= work, 1..MAX. */
-static int crnn_team_gain_limit(double work)
+ * multiply-adds, at most `most`: the largest t <= most with
+ * t·(t-1)/2·MIN_WORK <= work (1 when most < 1). */
+static int crnn_team_gain_limit(double work, int most)
 {
     int threads = 1;
-    while (threads < CRNN_MAX_THREADS
+    while (threads < most
            && (double) (threads + 1) * threads / 2 * CRNN_PARALLEL_MIN_WORK <= work)
         threads++;
     return threads;
@@ -222,7 +223,8 @@ static struct {
     void *arg;
     unsigned long long ticket;   /* (atomic) */
     int finished;                /* parts finished by workers (atomic) */
-    int sleepers;                /* workers asleep or going to (atomic) */
+    int sleepers;                /* workers gone to sleep since the last
+                                    wake-up (atomic) */
     /* the owner's view of lateness (touched only under `owner`) */
     int late_streak;
     long long solo_until;        /* ns: run alone until then */
@@ -261,12 +263,20 @@ static crnn_thread_result CRNN_THREAD_CALL crnn_team_worker(void *id)
                 CRNN_CPU_RELAX();
                 continue;
             }
+            /* counted among the sleepers before it reads the ticket (the
+             * caller stores the ticket before it reads the count), so a
+             * caller either wakes it or it sees the job; the caller's
+             * broadcast zeroes the count */
             crnn_mutex_lock(&crnn_team.sleep_lock);
-            crnn_add(&crnn_team.sleepers, 1);
-            crnn_fence();   /* the count before the ticket's read (crnn_team_post) */
-            while (CRNN_TICKET_JOB(crnn_load(&crnn_team.ticket)) == seen)
+            for (;;) {
+                crnn_add(&crnn_team.sleepers, 1);
+                crnn_fence();
+                if (CRNN_TICKET_JOB(crnn_load(&crnn_team.ticket)) != seen)
+                    break;
                 crnn_cond_wait(&crnn_team.wake, &crnn_team.sleep_lock);
-            crnn_add(&crnn_team.sleepers, -1);
+                if (CRNN_TICKET_JOB(crnn_load(&crnn_team.ticket)) != seen)
+                    break;
+            }
             crnn_mutex_unlock(&crnn_team.sleep_lock);
             spins = 0;
         }
@@ -344,18 +354,22 @@ static int crnn_team_grow(void)
     return crnn_team.started + 1;
 }
 
-/* After a posted job: was it late (the caller ran every part, or waited
- * at the join longer than it worked)?  Enough of them send it solo. */
-static void crnn_team_judge(int ran_alone, long long worked, long long waited,
-                            long long now)
+/* After a posted job: was it late?  Either the caller ran every part
+ * while the workers were awake (a worker asleep at the post is only slow
+ * to wake, not late), or it waited at the join longer than it worked.
+ * CRNN_LATE_LIMIT late jobs in a row, or one wait past CRNN_LATE_WAIT_NS,
+ * send it solo. */
+static void crnn_team_judge(int ran_alone, int woke_workers, long long worked,
+                            long long waited, long long now)
 {
-    int long_wait = waited > worked && waited > CRNN_LATE_WAIT_NS;
-    if (!ran_alone && !(waited > worked)) {
+    if (ran_alone && woke_workers)
+        return;
+    if (!ran_alone && waited <= worked) {
         crnn_team.late_streak = 0;
         return;
     }
     crnn_team.counts.late_jobs++;
-    if (++crnn_team.late_streak < CRNN_LATE_LIMIT && !long_wait)
+    if (++crnn_team.late_streak < CRNN_LATE_LIMIT && waited <= CRNN_LATE_WAIT_NS)
         return;
     /* late again within one period of the last solo: twice as long */
     long long length = CRNN_SOLO_MIN_NS;
@@ -378,11 +392,12 @@ static void crnn_team_post(crnn_task task, void *arg, int parts)
     crnn_store(&crnn_team.finished, 0);
     crnn_store(&crnn_team.ticket, CRNN_TICKET(job, parts, 1));
     /* the ticket before the sleepers' count: a worker going to sleep
-     * either sees this job or is counted (a missed one only costs it
-     * this job, which the caller then runs itself) */
+     * either sees this job or is counted and woken here */
     crnn_fence();
-    if (crnn_load(&crnn_team.sleepers) > 0) {
+    int woke_workers = crnn_load(&crnn_team.sleepers) > 0;
+    if (woke_workers) {
         crnn_mutex_lock(&crnn_team.sleep_lock);
+        crnn_store(&crnn_team.sleepers, 0);
         crnn_cond_broadcast(&crnn_team.wake);
         crnn_mutex_unlock(&crnn_team.sleep_lock);
     }
@@ -403,7 +418,7 @@ static void crnn_team_post(crnn_task task, void *arg, int parts)
     }
     long long now = own < parts ? crnn_now_ns() : joined;
     crnn_team.counts.jobs++;
-    crnn_team_judge(own == parts, joined - start, now - joined, now);
+    crnn_team_judge(own == parts, woke_workers, joined - start, now - joined, now);
 }
 
 static void crnn_team_run(crnn_task task, void *arg, int parts)

@@ -167,9 +167,12 @@ static void test_gain_limit(void)
         int closed = (int) floor((1 + sqrt(1 + 8 * works[i] / CRNN_PARALLEL_MIN_WORK)) / 2);
         if (closed > CRNN_MAX_THREADS)
             closed = CRNN_MAX_THREADS;
-        CHECK(crnn_team_gain_limit(works[i]) == expected[i] && closed == expected[i],
-              "gain limit of %g: %d (closed form %d), wanted %d", works[i],
-              crnn_team_gain_limit(works[i]), closed, expected[i]);
+        int limit = crnn_team_gain_limit(works[i], CRNN_MAX_THREADS);
+        CHECK(limit == expected[i] && closed == expected[i],
+              "gain limit of %g: %d (closed form %d), wanted %d", works[i], limit,
+              closed, expected[i]);
+        CHECK(crnn_team_gain_limit(works[i], 2) == (expected[i] < 2 ? expected[i] : 2),
+              "gain limit of %g at most 2", works[i]);
     }
 }
 

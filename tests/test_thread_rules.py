@@ -141,18 +141,36 @@ def test_the_thread_limit_is_where_another_thread_stops_gaining(work):
         assert work / limit - work / (limit + 1) < 2 ** 18 / 2
 
 
+def build_team_test(build):
+    """tests/c/team_test.c compiled by the compiler setuptools finds (GCC or
+    Clang; MSVC on Windows, where the wheels' tests run it); its path."""
+    header = os.path.join(ROOT, "src", "crnn", "_team.h")
+    if not os.path.isfile(header):
+        pytest.skip("src/crnn/_team.h is not beside the tests")
+    ccompiler = pytest.importorskip("setuptools._distutils.ccompiler")
+    from setuptools._distutils.sysconfig import customize_compiler
+    compiler = ccompiler.new_compiler()
+    msvc = compiler.compiler_type == "msvc"
+    if not msvc:
+        customize_compiler(compiler)
+        if shutil.which(compiler.compiler[0]) is None:
+            pytest.skip(f"no C compiler ({compiler.compiler[0]})")
+    objects = compiler.compile(
+        [os.path.join(HERE, "c", "team_test.c")], output_dir=str(build),
+        include_dirs=[os.path.dirname(header)],
+        macros=[] if msvc else [("_POSIX_C_SOURCE", "200809L")],
+        extra_preargs=["/std:c11"] if msvc else ["-std=c11"])
+    compiler.link_executable(objects, "team_test", output_dir=str(build),
+                             libraries=[] if msvc else ["pthread", "m"])
+    return os.path.join(str(build), compiler.executable_filename("team_test"))
+
+
 def test_the_team_in_c(tmp_path):
-    """tests/c/team_test.c, natively: parts on disjoint ranges for 1-16
-    threads and parts, two callers, late workers, the limit, shutdown."""
-    compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
-    if compiler is None or sys.platform == "win32":
-        pytest.skip("needs a C compiler (tools/team_test.sh builds it for Windows)")
-    binary = tmp_path / "team_test"
-    subprocess.run([compiler, "-O2", "-std=c11", "-D_POSIX_C_SOURCE=200809L",
-                    "-I", os.path.join(ROOT, "src", "crnn"),
-                    os.path.join(HERE, "c", "team_test.c"), "-o", str(binary),
-                    "-lpthread", "-lm"], check=True)
-    done = subprocess.run([str(binary)], capture_output=True, text=True, timeout=300)
+    """tests/c/team_test.c: parts on disjoint ranges for 1-16 threads and
+    parts, two callers, late workers, the limit, shutdown (natively here;
+    tools/team_test.sh also builds it with MinGW and runs it under Wine)."""
+    done = subprocess.run([build_team_test(tmp_path)], capture_output=True, text=True,
+                          timeout=300)
     assert done.returncode == 0 and "team test: all passed" in done.stdout, done.stdout
 
 
@@ -259,3 +277,24 @@ def test_scipy_blas_found_in_its_folder_or_alone(fake_controls, restore_threads)
     assert (ours.threads, other.threads) == (4, 4)
     alone = FakeBlas("/usr/lib/libopenblas.so.0")          # conda, a distribution
     assert fake_controls([alone]).crnn_blas is alone
+
+
+def test_threadpoolctl_failing_is_a_fallback(monkeypatch, restore_threads):
+    """threadpoolctl raising (a loader it cannot read): no controls, a
+    reason naming it, and calls still run."""
+    import threadpoolctl
+
+    def broken():
+        raise OSError("simulated: the loader's list cannot be read")
+    monkeypatch.setattr(threadpoolctl, "ThreadpoolController", broken)
+    controls = threads._BlasControls.find()
+    assert controls.controllers == [] and controls.crnn_blas is None
+    monkeypatch.setattr(threads, "_controls", controls)
+    status = threads.blas_status()
+    assert not status["held"] and "threadpoolctl failed" in status["reason"]
+    crnn.set_num_threads(2)
+    model = crnn.LSTM(4, 32, 3, seed=0)
+    X = np.random.default_rng(0).standard_normal((4, 6, 4)).astype(np.float32)
+    forward_two = model.forward(X)
+    crnn.set_num_threads(1)
+    np.testing.assert_array_equal(forward_two, model.forward(X))

@@ -237,8 +237,9 @@ class _BlasControls:
     """The thread controls of the process's BLAS libraries (threadpoolctl's
     controllers) and which one is SciPy's, the BLAS crnn calls."""
 
-    def __init__(self, controllers, scipy_folders):
+    def __init__(self, controllers, scipy_folders, failure=""):
         self.controllers = list(controllers)
+        self.failure = failure       # why threadpoolctl found nothing, if it failed
         inside = [c for c in self.controllers
                   if any(os.path.abspath(c.filepath).startswith(folder)
                          for folder in scipy_folders)]
@@ -251,11 +252,14 @@ class _BlasControls:
     def find(cls):
         import scipy
         import scipy.linalg   # noqa: F401  (loads SciPy's BLAS first)
-        from threadpoolctl import ThreadpoolController
         here = os.path.abspath(os.path.dirname(scipy.__file__))
         folders = (here + os.sep, here + ".libs" + os.sep)
-        return cls(ThreadpoolController().select(user_api="blas").lib_controllers,
-                   folders)
+        try:
+            from threadpoolctl import ThreadpoolController
+            found = ThreadpoolController().select(user_api="blas").lib_controllers
+        except Exception as error:     # noqa: BLE001 - a loader it cannot read
+            return cls([], folders, failure=f"threadpoolctl failed: {error!r}")
+        return cls(found, folders)
 
 
 _controls = None      # _BlasControls, found at the first hold
@@ -297,9 +301,9 @@ def blas_status():
     others = [c.filepath for c in controls.controllers if c is not crnn_blas]
     if crnn_blas is None:
         return {"held": False, "library": None, "api": None, "others": others,
-                "reason": "SciPy's BLAS has no thread controls that threadpoolctl "
-                          "knows: BLAS keeps its own threads, crnn splits only "
-                          "its time steps"}
+                "reason": (controls.failure or "SciPy's BLAS has no thread controls "
+                           "that threadpoolctl knows") + ": BLAS keeps its own threads, "
+                          "crnn splits only its time steps"}
     return {"held": True, "library": crnn_blas.filepath,
             "api": crnn_blas.internal_api, "others": others, "reason": ""}
 

@@ -33,7 +33,12 @@ typedef struct {
     int slow_workers;            /* a part run off the calling thread sleeps */
 } Job;
 
-static _Thread_local int on_caller = 0;
+#if defined(_MSC_VER)
+#define THREAD_LOCAL __declspec(thread)
+#else
+#define THREAD_LOCAL _Thread_local
+#endif
+static THREAD_LOCAL int on_caller = 0;
 
 static void sleep_ms(int ms)
 {

@@ -14,6 +14,7 @@ team went solo (_team.h).
     python benchmarks/bench_contention.py --seconds 3      # steadier
     python benchmarks/bench_contention.py --configs 4 --threads 1,2
     python benchmarks/bench_contention.py --json busy.json
+    python benchmarks/report.py RUNS... --contention busy.json   # BENCHMARKS.md
 
 Run it on an otherwise idle machine: "quiet" is the machine as it is, and
 "busy" adds exactly one spinning process to it.  With N CPUs the default
@@ -123,20 +124,26 @@ def milliseconds(report, field):
     return f"{report[field] * 1e3:.2f}"
 
 
-def table(results, args):
-    """One markdown row per (config, lib, threads); the busy ratio against
-    the same library's busy one thread."""
+def unique(values):
+    return list(dict.fromkeys(values))
+
+
+def table(results):
+    """One markdown row per (config, lib, threads), in the order measured;
+    the busy ratio against the same library's busy one thread.  Returns the
+    lines and crnn's worst busy ratio."""
     by_key = {(tuple(r["config"]), r["load"], r["lib"], r["threads"]): r for r in results}
     lines = ["| config (T,B,D,H,K) | lib | thr | quiet median (ms) | quiet p99 | "
              "busy median | busy p99 | busy / busy 1 thr | crnn solo periods (busy) |",
              "|---|---|---|---|---|---|---|---|---|"]
     worst = 0.0
-    for config in args.configs:
-        for lib in args.libs:
-            for threads in args.threads:
-                quiet = by_key.get((tuple(config), "quiet", lib, threads), {"error": 1})
-                busy = by_key.get((tuple(config), "busy", lib, threads), {"error": 1})
-                one = by_key.get((tuple(config), "busy", lib, 1), {"error": 1})
+    missing = {"error": "not run"}
+    for config in unique(tuple(r["config"]) for r in results):
+        for lib in unique(r["lib"] for r in results):
+            for threads in unique(r["threads"] for r in results):
+                quiet = by_key.get((config, "quiet", lib, threads), missing)
+                busy = by_key.get((config, "busy", lib, threads), missing)
+                one = by_key.get((config, "busy", lib, 1), missing)
                 ratio = ""
                 if threads > 1 and "error" not in busy and "error" not in one:
                     value = busy["median"] / one["median"]
@@ -146,10 +153,23 @@ def table(results, args):
                         ratio += " ok" if value <= BOUND else " **over**"
                 solo = busy.get("team", {}).get("solo_periods", "") if lib == "crnn" else ""
                 lines.append(
-                    f"| {tuple(config)} | {lib} | {threads} | {milliseconds(quiet, 'median')} "
+                    f"| {config} | {lib} | {threads} | {milliseconds(quiet, 'median')} "
                     f"| {milliseconds(quiet, 'p99')} | {milliseconds(busy, 'median')} "
                     f"| {milliseconds(busy, 'p99')} | {ratio} | {solo} |")
     return lines, worst
+
+
+def section(run):
+    """The markdown of one run (bench_contention.py --json): what was
+    measured, the table, crnn's worst ratio against the bound."""
+    lines, worst = table(run["results"])
+    return ([f"LSTM training step, float32; busy = one `python -c '{SPINNER}'` "
+             f"beside it; {run['cpus']} CPUs; load average before the run "
+             f"{run['load_before']:.2f}, after {run['load_after']:.2f}; "
+             f"{run['seconds']:g} s per child process; {run['when']}.", ""]
+            + lines
+            + ["", f"crnn's worst busy ratio: {worst:.2f} (bound {BOUND}: "
+                   f"{'met' if worst <= BOUND else 'missed'})."])
 
 
 def main():
@@ -172,18 +192,16 @@ def main():
     args.configs = [ALL_CONFIGS[int(i)] for i in args.configs.split(",")]
     args.threads = sorted({1} | {int(t) for t in args.threads.split(",")})
     args.libs = args.libs.split(",")
-    started = time.perf_counter()
+    started, load_before = time.perf_counter(), os.getloadavg()[0]
     results = measure(args)
-    lines, worst = table(results, args)
-    print(f"LSTM training step, float32; busy = one `python -c '{SPINNER}'` beside it; "
-          f"{os.cpu_count()} CPUs; load average before: {os.getloadavg()[0]:.2f}; "
-          f"{args.seconds:g} s per child")
-    print("\n".join(lines))
-    print(f"crnn's worst busy ratio: {worst:.2f} (bound {BOUND}); "
-          f"{time.perf_counter() - started:.0f} s in all")
+    run = {"results": results, "cpus": os.cpu_count(), "seconds": args.seconds,
+           "load_before": load_before, "load_after": os.getloadavg()[0],
+           "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    print("\n".join(section(run)))
+    print(f"{time.perf_counter() - started:.0f} s in all")
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump(results, handle, indent=1)
+            json.dump(run, handle, indent=1)
     return 0
 
 

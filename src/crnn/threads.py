@@ -227,7 +227,11 @@ def share_node(comm, environ=None):
         environ.get(name, "").split(",")[0].strip().isdigit() for name in _VARIABLES)
     if _chosen or chosen_by_variable or not hasattr(comm, "Split_type"):
         return get_num_threads()
-    _parallel.set_num_threads(default_num_threads(environ, ranks=_sharing_ranks(comm)))
+    try:
+        ranks = _sharing_ranks(comm)
+    except ImportError:          # a communicator that is not mpi4py's
+        return get_num_threads()
+    _parallel.set_num_threads(default_num_threads(environ, ranks=ranks))
     return get_num_threads()
 
 

@@ -221,6 +221,17 @@ def share_node(comm, environ=None):
     -------
     int
         The thread count now.
+
+    Examples
+    --------
+    Under ``mpiexec -n 2`` on a 2-CPU machine each rank gets 1 thread
+    (``Trainer(comm=MPI.COMM_WORLD)`` calls it).  Anything that is not an
+    MPI communicator leaves the count as it is:
+
+    >>> import crnn
+    >>> from crnn.threads import share_node
+    >>> share_node(object()) == crnn.get_num_threads()
+    True
     """
     environ = os.environ if environ is None else environ
     chosen_by_variable = any(

@@ -183,17 +183,28 @@ static int crnn_cas_u64(volatile unsigned long long *p, unsigned long long *expe
 
 #if CRNN_HAVE_TEAM
 
-/* pause instructions a worker spins through before it sleeps (about
- * 25 ns each on x86-64), and the caller before it yields at the join */
+/* The tunables (each may be set with -D for an experiment).
+ * Pause instructions a worker spins through before it sleeps (about
+ * 25 ns each on x86-64), and the caller before it yields at the join: */
+#ifndef CRNN_TEAM_SPINS
 #define CRNN_TEAM_SPINS (1 << 14)
+#endif
 /* late jobs in a row that send the caller solo */
+#ifndef CRNN_LATE_LIMIT
 #define CRNN_LATE_LIMIT 3
+#endif
 /* a join this long (and longer than the caller's own work) is a worker
  * taken off its core: solo at once */
+#ifndef CRNN_LATE_WAIT_NS
 #define CRNN_LATE_WAIT_NS 200000LL
+#endif
 /* the first solo period, and the longest */
+#ifndef CRNN_SOLO_MIN_NS
 #define CRNN_SOLO_MIN_NS 2000000LL
+#endif
+#ifndef CRNN_SOLO_MAX_NS
 #define CRNN_SOLO_MAX_NS 128000000LL
+#endif
 
 /* The job ticket: job number << 16 | parts << 8 | the next part to claim.
  * Workers and caller claim a part by moving the last field on with a

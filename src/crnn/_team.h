@@ -235,7 +235,9 @@ static struct {
     unsigned long long ticket;   /* (atomic) */
     int finished;                /* parts finished by workers (atomic) */
     int sleepers;                /* workers gone to sleep since the last
-                                    wake-up (atomic) */
+                                    broadcast (atomic) */
+    int drowsy;                  /* workers asleep, or woken and not yet
+                                    running again (atomic) */
     /* the owner's view of lateness (touched only under `owner`) */
     int late_streak;
     long long solo_until;        /* ns: run alone until then */
@@ -278,6 +280,7 @@ static crnn_thread_result CRNN_THREAD_CALL crnn_team_worker(void *id)
              * caller stores the ticket before it reads the count), so a
              * caller either wakes it or it sees the job; the caller's
              * broadcast zeroes the count */
+            crnn_add(&crnn_team.drowsy, 1);
             crnn_mutex_lock(&crnn_team.sleep_lock);
             for (;;) {
                 crnn_add(&crnn_team.sleepers, 1);
@@ -289,6 +292,7 @@ static crnn_thread_result CRNN_THREAD_CALL crnn_team_worker(void *id)
                     break;
             }
             crnn_mutex_unlock(&crnn_team.sleep_lock);
+            crnn_add(&crnn_team.drowsy, -1);
             spins = 0;
         }
         seen = job;
@@ -314,6 +318,7 @@ static void crnn_team_after_fork(void)
     crnn_team.wake = fresh_cond;
     crnn_team.started = 0;
     crnn_team.sleepers = 0;
+    crnn_team.drowsy = 0;
 }
 #endif
 
@@ -366,14 +371,15 @@ static int crnn_team_grow(void)
 }
 
 /* After a posted job: was it late?  Either the caller ran every part
- * while the workers were awake (a worker asleep at the post is only slow
- * to wake, not late), or it waited at the join longer than it worked.
+ * while the workers were awake (a worker asleep or waking at the post is
+ * only slow to wake, not late), or it waited at the join longer than it
+ * worked.
  * CRNN_LATE_LIMIT late jobs in a row, or one wait past CRNN_LATE_WAIT_NS,
  * send it solo. */
-static void crnn_team_judge(int ran_alone, int woke_workers, long long worked,
+static void crnn_team_judge(int ran_alone, int waking, long long worked,
                             long long waited, long long now)
 {
-    if (ran_alone && woke_workers)
+    if (ran_alone && waking)
         return;
     if (!ran_alone && waited <= worked) {
         crnn_team.late_streak = 0;
@@ -405,8 +411,10 @@ static void crnn_team_post(crnn_task task, void *arg, int parts)
     /* the ticket before the sleepers' count: a worker going to sleep
      * either sees this job or is counted and woken here */
     crnn_fence();
-    int woke_workers = crnn_load(&crnn_team.sleepers) > 0;
-    if (woke_workers) {
+    /* a worker woken a moment ago may take tens of µs to run again: jobs
+     * it misses meanwhile are not held against the team */
+    int waking = crnn_load(&crnn_team.drowsy) > 0;
+    if (crnn_load(&crnn_team.sleepers) > 0) {
         crnn_mutex_lock(&crnn_team.sleep_lock);
         crnn_store(&crnn_team.sleepers, 0);
         crnn_cond_broadcast(&crnn_team.wake);
@@ -429,7 +437,7 @@ static void crnn_team_post(crnn_task task, void *arg, int parts)
     }
     long long now = own < parts ? crnn_now_ns() : joined;
     crnn_team.counts.jobs++;
-    crnn_team_judge(own == parts, woke_workers, joined - start, now - joined, now);
+    crnn_team_judge(own == parts, waking, joined - start, now - joined, now);
 }
 
 static void crnn_team_run(crnn_task task, void *arg, int parts)

@@ -141,27 +141,48 @@ static long long crnn_now_ns(void)
 #define CRNN_HAVE_TEAM 0
 #endif
 
-/* Atomics: GCC and Clang builtins (MinGW too), else MSVC's intrinsics. */
+/* Atomics: GCC and Clang builtins (MinGW too), else MSVC's intrinsics
+ * (CRNN_TEAM_INTERLOCKED picks those with MinGW, whose <intrin.h> has
+ * them: tools/team_test.sh tests MSVC's branch that way). */
 #if CRNN_HAVE_TEAM
-#if defined(__GNUC__) || defined(__clang__)
-#define crnn_load(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
-#define crnn_store(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
-#define crnn_add(p, v) __atomic_add_fetch((p), (v), __ATOMIC_ACQ_REL)
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(CRNN_TEAM_INTERLOCKED)
+#define crnn_load_ticket(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define crnn_store_ticket(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+#define crnn_load_int(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define crnn_store_int(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+#define crnn_add(p, v) ((void) __atomic_add_fetch((p), (v), __ATOMIC_ACQ_REL))
 #define crnn_fence() __atomic_thread_fence(__ATOMIC_SEQ_CST)
 #define crnn_cas(p, expected, desired) \
     __atomic_compare_exchange_n((p), (expected), (desired), 0, \
                                 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)
-#elif defined(_MSC_VER)
+#elif defined(_MSC_VER) || (defined(_WIN32) && defined(CRNN_TEAM_INTERLOCKED))
 #include <intrin.h>
-/* crnn_load/crnn_store on the 64-bit ticket and the int counters: every
- * Interlocked operation is a full barrier */
-#define crnn_load(p) (sizeof(*(p)) == 8 \
-    ? (unsigned long long) _InterlockedOr64((volatile __int64 *) (p), 0) \
-    : (unsigned long long) _InterlockedOr((volatile long *) (p), 0))
-#define crnn_store(p, v) (sizeof(*(p)) == 8 \
-    ? (void) _InterlockedExchange64((volatile __int64 *) (p), (__int64) (v)) \
-    : (void) _InterlockedExchange((volatile long *) (p), (long) (v)))
-#define crnn_add(p, v) (_InterlockedExchangeAdd((volatile long *) (p), (long) (v)) + (v))
+/* Every Interlocked operation is a full barrier.  Loads: on x86-64 an
+ * aligned load already has acquire order, so a plain volatile read and a
+ * compiler barrier (no locked instruction in the workers' spin loop);
+ * elsewhere an OR with 0. */
+#if defined(_M_X64) || defined(__x86_64__)
+static unsigned long long crnn_load_ticket(volatile unsigned long long *p)
+{
+    unsigned long long value = *p;
+    _ReadWriteBarrier();
+    return value;
+}
+static int crnn_load_int(volatile int *p)
+{
+    int value = *p;
+    _ReadWriteBarrier();
+    return value;
+}
+#else
+#define crnn_load_ticket(p) \
+    ((unsigned long long) _InterlockedOr64((volatile __int64 *) (p), 0))
+#define crnn_load_int(p) ((int) _InterlockedOr((volatile long *) (p), 0))
+#endif
+#define crnn_store_ticket(p, v) \
+    ((void) _InterlockedExchange64((volatile __int64 *) (p), (__int64) (v)))
+#define crnn_store_int(p, v) ((void) _InterlockedExchange((volatile long *) (p), (long) (v)))
+#define crnn_add(p, v) ((void) _InterlockedExchangeAdd((volatile long *) (p), (long) (v)))
 static int crnn_cas_u64(volatile unsigned long long *p, unsigned long long *expected,
                         unsigned long long desired)
 {
@@ -254,7 +275,7 @@ static crnn_worker_id crnn_worker_ids[CRNN_MAX_THREADS];
  * part count), or -1 when every part is taken or the job is over. */
 static int crnn_team_claim(unsigned long long job, int *parts)
 {
-    unsigned long long ticket = crnn_load(&crnn_team.ticket);
+    unsigned long long ticket = crnn_load_ticket(&crnn_team.ticket);
     while (CRNN_TICKET_JOB(ticket) == job
            && CRNN_TICKET_NEXT(ticket) < CRNN_TICKET_PARTS(ticket)) {
         if (crnn_cas(&crnn_team.ticket, &ticket, ticket + 1)) {
@@ -271,7 +292,7 @@ static crnn_thread_result CRNN_THREAD_CALL crnn_team_worker(void *id)
     for (;;) {
         unsigned long long job;
         int spins = 0;
-        while ((job = CRNN_TICKET_JOB(crnn_load(&crnn_team.ticket))) == seen) {
+        while ((job = CRNN_TICKET_JOB(crnn_load_ticket(&crnn_team.ticket))) == seen) {
             if (++spins < CRNN_TEAM_SPINS) {
                 CRNN_CPU_RELAX();
                 continue;
@@ -285,10 +306,10 @@ static crnn_thread_result CRNN_THREAD_CALL crnn_team_worker(void *id)
             for (;;) {
                 crnn_add(&crnn_team.sleepers, 1);
                 crnn_fence();
-                if (CRNN_TICKET_JOB(crnn_load(&crnn_team.ticket)) != seen)
+                if (CRNN_TICKET_JOB(crnn_load_ticket(&crnn_team.ticket)) != seen)
                     break;
                 crnn_cond_wait(&crnn_team.wake, &crnn_team.sleep_lock);
-                if (CRNN_TICKET_JOB(crnn_load(&crnn_team.ticket)) != seen)
+                if (CRNN_TICKET_JOB(crnn_load_ticket(&crnn_team.ticket)) != seen)
                     break;
             }
             crnn_mutex_unlock(&crnn_team.sleep_lock);
@@ -362,7 +383,7 @@ static int crnn_team_grow(void)
     while (crnn_team.started < crnn_team.threads - 1) {
         int index = crnn_team.started + 1;
         crnn_worker_ids[index].index = index;
-        crnn_worker_ids[index].seen = crnn_load(&crnn_team.ticket);
+        crnn_worker_ids[index].seen = crnn_load_ticket(&crnn_team.ticket);
         if (!crnn_thread_start(crnn_team_worker, &crnn_worker_ids[index]))
             break;
         crnn_team.started++;
@@ -406,17 +427,17 @@ static void crnn_team_post(crnn_task task, void *arg, int parts)
     unsigned long long job = CRNN_TICKET_JOB(crnn_team.ticket) + 1;
     crnn_team.task = task;
     crnn_team.arg = arg;
-    crnn_store(&crnn_team.finished, 0);
-    crnn_store(&crnn_team.ticket, CRNN_TICKET(job, parts, 1));
+    crnn_store_int(&crnn_team.finished, 0);
+    crnn_store_ticket(&crnn_team.ticket, CRNN_TICKET(job, parts, 1));
     /* the ticket before the sleepers' count: a worker going to sleep
      * either sees this job or is counted and woken here */
     crnn_fence();
     /* a worker woken a moment ago may take tens of µs to run again: jobs
      * it misses meanwhile are not held against the team */
-    int waking = crnn_load(&crnn_team.drowsy) > 0;
-    if (crnn_load(&crnn_team.sleepers) > 0) {
+    int waking = crnn_load_int(&crnn_team.drowsy) > 0;
+    if (crnn_load_int(&crnn_team.sleepers) > 0) {
         crnn_mutex_lock(&crnn_team.sleep_lock);
-        crnn_store(&crnn_team.sleepers, 0);
+        crnn_store_int(&crnn_team.sleepers, 0);
         crnn_cond_broadcast(&crnn_team.wake);
         crnn_mutex_unlock(&crnn_team.sleep_lock);
     }
@@ -429,7 +450,7 @@ static void crnn_team_post(crnn_task task, void *arg, int parts)
     }
     long long joined = crnn_now_ns();
     int spins = 0;
-    while (crnn_load(&crnn_team.finished) < parts - own) {
+    while (crnn_load_int(&crnn_team.finished) < parts - own) {
         if (++spins < CRNN_TEAM_SPINS)
             CRNN_CPU_RELAX();
         else

@@ -106,7 +106,7 @@ static crnn_thread_result CRNN_THREAD_CALL second_caller(void *unused)
             if (values[i] != run)
                 second_failed = 1;
     }
-    crnn_store(&second_done, 1);
+    crnn_store_int(&second_done, 1);
     return CRNN_THREAD_RETURN;
 }
 
@@ -118,7 +118,7 @@ static void test_two_callers(void)
     memset(values, 0, sizeof(values));
     CHECK(crnn_thread_start(second_caller, NULL), "no second thread");
     int run = 0;
-    while (!crnn_load(&second_done)) {
+    while (!crnn_load_int(&second_done)) {
         crnn_team_run(add_one, &job, 3);
         run++;
         for (int i = 0; i < LENGTH; i++)

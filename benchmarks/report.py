@@ -179,6 +179,9 @@ def main(argv=None):
                         help="the PNG (default benchmarks/lstm_train_sweep.png)")
     parser.add_argument("--note", action="append", default=[],
                         help="a paragraph to put under the title")
+    parser.add_argument("--contention", metavar="PATH",
+                        help="a bench_contention.py --json run: its table "
+                             "goes into a section of its own")
     parser.add_argument("--notes-file", metavar="PATH",
                         help="paragraphs (blank-line separated) to put under "
                              "the title, after any --note")
@@ -208,6 +211,8 @@ def main(argv=None):
         + " ".join(os.path.relpath(path, ROOT) for path in args.runs)
         + (f" --notes-file {os.path.relpath(args.notes_file, ROOT)}"
            if args.notes_file else "")
+        + (f" --contention {os.path.relpath(args.contention, ROOT)}"
+           if args.contention else "")
         + (" --note ..." if len(args.note) > len(notes_from_file(args))
            else "") + "`.",
         "",
@@ -232,6 +237,11 @@ def main(argv=None):
                   f"size, crnn and PyTorch]({plot_link})", ""]
     for run in runs:
         lines += run_section(run)
+    if args.contention:
+        from bench_contention import section
+        with open(args.contention) as handle:
+            lines += ["", "## On a busy machine (`bench_contention.py`)", ""]
+            lines += section(json.load(handle))
     with open(args.out, "w") as handle:
         handle.write("\n".join(lines).rstrip() + "\n")
     print(f"wrote {args.out}" + (f" and {args.plot}" if has_sweep else ""))

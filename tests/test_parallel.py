@@ -4,7 +4,6 @@ on the thread count, concurrent callers must not trip over the shared team,
 and a forked child must work."""
 import os
 import select
-import sys
 import threading
 
 import numpy as np
@@ -47,7 +46,7 @@ def assert_same(a, b):
 
 def test_set_and_get(restore_threads):
     crnn.set_num_threads(3)
-    assert crnn.get_num_threads() == (3 if sys.platform != "win32" else 1)
+    assert crnn.get_num_threads() == 3      # a team on POSIX and on Windows
     crnn.set_num_threads(1)
     assert crnn.get_num_threads() == 1
     with pytest.raises(ValueError, match="threads must be >= 1, got 0"):
@@ -226,31 +225,39 @@ def test_a_forked_child_computes(restore_threads):
 
 
 def test_blas_is_held_at_one_thread_only_while_a_call_runs(restore_threads):
+    """Every BLAS library of the process (numpy's and SciPy's OpenBLAS in
+    the wheels) at one thread while a call runs, as it was after."""
     from crnn import threads
-    if threads._openblas is None:
-        pytest.skip("SciPy's OpenBLAS thread controls were not found")
-    get, set_ = threads._openblas
-    before = get()
-    set_(2)
+    controllers = threads._blas_controls().controllers
+    if not controllers:
+        pytest.skip("no BLAS thread controls found (see test_thread_rules.py)")
+
+    def counts():
+        return [c.get_num_threads() for c in controllers]
+
+    before = counts()
+    for controller in controllers:
+        controller.set_num_threads(2)
     try:
         crnn.set_num_threads(2)
         with threads.single_threaded_blas():
-            assert get() == 1
+            assert counts() == [1] * len(controllers)
             with threads.single_threaded_blas():   # a second caller
-                assert get() == 1
-            assert get() == 1                        # the first still runs
-        assert get() == 2
+                assert counts() == [1] * len(controllers)
+            assert counts() == [1] * len(controllers)   # the first still runs
+        assert counts() == [2] * len(controllers)
         with threads.single_threaded_blas(work=1000):
-            assert get() == 2                        # too small to split
+            assert counts() == [2] * len(controllers)   # too small to split
         with pytest.raises(RuntimeError):
             with threads.single_threaded_blas():
                 raise RuntimeError("a failing call")
-        assert get() == 2                            # restored all the same
+        assert counts() == [2] * len(controllers)       # restored all the same
         crnn.set_num_threads(1)
         with threads.single_threaded_blas():
-            assert get() == 2                        # one crnn thread: untouched
+            assert counts() == [2] * len(controllers)   # one crnn thread: untouched
     finally:
-        set_(before)
+        for controller, count in zip(controllers, before):
+            controller.set_num_threads(count)
 
 
 def test_split_blas_products_equal_unsplit_ones(restore_threads):

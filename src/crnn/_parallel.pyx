@@ -18,7 +18,10 @@ from ._blas cimport gemm
 cdef extern from "_team.h":
     int CRNN_HAVE_TEAM
     int CRNN_MAX_THREADS
-    int CRNN_PARALLEL_MIN_WORK
+    ctypedef struct crnn_team_counts_t:
+        long long jobs, solo_jobs, late_jobs, solo_periods
+    int crnn_team_gain_limit(double work, int most) nogil
+    crnn_team_counts_t crnn_team_counts(int reset) nogil
     void crnn_team_set_threads(int threads) nogil
     int crnn_team_threads() nogil
     ctypedef void (*crnn_task)(void *arg, int part, int parts) noexcept nogil
@@ -129,7 +132,7 @@ cdef void team_gemm(bint trans_a, bint trans_b, int m, int n, int k,
     Large products are split by rows or columns among crnn's threads while
     BLAS runs single-threaded (split_gemms)."""
     cdef GemmJob job
-    cdef int parts = crnn_team_threads()
+    cdef int parts = crnn_team_gain_limit(<double> m * n * k, crnn_team_threads())
     cdef Py_ssize_t r, j, p
     cdef floating *partial
     if (splitting and parts > 1 and m > 1
@@ -173,11 +176,10 @@ cdef bint team_may_call_blas() noexcept nogil:
 
 cdef int team_parts(double work, int pieces) noexcept nogil:
     """How many parts to split a job of `work` multiply-adds into, at most
-    `pieces`: 1 below the threshold where a handoff costs more than it saves,
-    else the team's thread count."""
-    if work < CRNN_PARALLEL_MIN_WORK:
-        return 1
-    return max(1, min(crnn_team_threads(), pieces))
+    `pieces`: the team's thread count, capped where another thread's
+    handoff costs more than its share saves (_team.h, the cost model; 1
+    below CRNN_PARALLEL_MIN_WORK)."""
+    return crnn_team_gain_limit(work, min(crnn_team_threads(), pieces))
 
 
 cdef int team_threads() noexcept nogil:
@@ -200,7 +202,8 @@ def set_num_threads(int threads):
 
 
 def get_num_threads():
-    """The thread count set by set_num_threads (1 without POSIX threads)."""
+    """The thread count set by set_num_threads (1 on a platform with neither
+    POSIX nor Win32 threads)."""
     return crnn_team_threads()
 
 
@@ -215,6 +218,21 @@ def split_gemms(bint enabled):
 
 
 # ---------------------------------------------------------------- test hooks
+
+def _gain_limit(double work, int most=CRNN_MAX_THREADS):
+    """The cost model's thread count for a job of `work` multiply-adds: the
+    most threads, up to `most`, that still gain (_team.h,
+    crnn_team_gain_limit)."""
+    return crnn_team_gain_limit(work, most)
+
+
+def _team_counts(bint reset=False):
+    """The team's counts since the last reset: jobs posted, jobs run solo,
+    late jobs, solo periods (_team.h); `reset` zeroes them."""
+    cdef crnn_team_counts_t counts = crnn_team_counts(reset)
+    return {"jobs": counts.jobs, "solo_jobs": counts.solo_jobs,
+            "late_jobs": counts.late_jobs, "solo_periods": counts.solo_periods}
+
 
 def _gemm(bint trans_a, bint trans_b, double alpha,
           const floating[:, ::1] A, const floating[:, ::1] B,

@@ -35,12 +35,17 @@ cdef enum:
 cdef extern from *:
     """
     /* the next piece of a step (a counter shared by the team's threads) */
+    #if defined(_MSC_VER)
+    #include <intrin.h>
+    #endif
     static inline int crnn_next_piece(int *counter)
     {
     #if defined(__GNUC__) || defined(__clang__)
         return __atomic_fetch_add(counter, 1, __ATOMIC_RELAXED);
+    #elif defined(_MSC_VER)
+        return _InterlockedExchangeAdd((volatile long *) counter, 1);
     #else
-        return (*counter)++;    /* no team without POSIX threads */
+        return (*counter)++;    /* no team without threads (_team.h) */
     #endif
     }
     """

@@ -28,6 +28,8 @@ import sys
 
 import numpy as np
 
+from . import threads
+
 __all__ = ["RankError", "Team", "check_comm", "launched_by_mpi", "split", "world"]
 
 INSTALL_HINT = 'pip install "crnn[mpi]"'
@@ -148,6 +150,8 @@ class Team:
         self.comm = comm
         self.rank = int(comm.rank)
         self.size = int(comm.size)
+        # each rank its share of this node's CPUs (collective)
+        threads.share_node(comm)
 
     # ------------------------------------------------------------ basics
     def allreduce(self, send, recv=None):

@@ -282,7 +282,7 @@ def test_scipy_blas_found_in_its_folder_or_alone(fake_controls, restore_threads)
 def test_threadpoolctl_failing_is_a_fallback(monkeypatch, restore_threads):
     """threadpoolctl raising (a loader it cannot read): no controls, a
     reason naming it, and calls still run."""
-    import threadpoolctl
+    from crnn._vendor import threadpoolctl
 
     def broken():
         raise OSError("simulated: the loader's list cannot be read")

@@ -270,7 +270,7 @@ class _BlasControls:
         here = os.path.abspath(os.path.dirname(scipy.__file__))
         folders = (here + os.sep, here + ".libs" + os.sep)
         try:
-            from threadpoolctl import ThreadpoolController
+            from ._vendor.threadpoolctl import ThreadpoolController
             found = ThreadpoolController().select(user_api="blas").lib_controllers
         except Exception as error:     # noqa: BLE001 - a loader it cannot read
             return cls([], folders, failure=f"threadpoolctl failed: {error!r}")

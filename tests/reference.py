@@ -24,6 +24,11 @@ gradient reaching the previous state, the input and the parameters):
           dz_o = dh ⊙ tanh(C) ⊙ o(1 - o),  dz_i = dC ⊙ a ⊙ i(1 - i),
           dz_f = dC ⊙ C(t-1) ⊙ f(1 - f),  dz_a = dC ⊙ i ⊙ (1 - a²)
           dh(t-1) = Wᵀ dz,  dC(t-1) = dC ⊙ f,  dx = Uᵀ dz
+          with peepholes (params P{l}, rows P_i, P_o, P_f: ONNX's order):
+          i = σ(z_i + P_i ⊙ C(t-1)), f = σ(z_f + P_f ⊙ C(t-1)),
+          o = σ(z_o + P_o ⊙ C);  dC gets dz_o ⊙ P_o, dC(t-1) gets
+          dz_i ⊙ P_i + dz_f ⊙ P_f;  ∂P_i += dz_i ⊙ C(t-1),
+          ∂P_o += dz_o ⊙ C,  ∂P_f += dz_f ⊙ C(t-1)
     gru   (3H: blocks r, z, n; bn is PyTorch's b_hn)
           r = σ(U_r x + W_r h(t-1) + b_r),  z = σ(U_z x + W_z h(t-1) + b_z)
           q = W_n h(t-1) + bn,  n = tanh(U_n x + b_n + r ⊙ q)
@@ -83,8 +88,10 @@ def gate_blocks(cell):
 
 
 def param_shapes(input_size, hidden_size, output_size, num_layers=1,
-                 bidirectional=False, output="softmax", cell="rnn"):
-    """The shapes of the params dict of API.md (G = 1, 4, 3 for rnn, lstm, gru)."""
+                 bidirectional=False, output="softmax", cell="rnn",
+                 peepholes=False):
+    """The shapes of the params dict of API.md (G = 1, 4, 3 for rnn, lstm,
+    gru; P{l} (3, H) for an lstm with peepholes)."""
     dirs = 2 if bidirectional else 1
     G = gate_blocks(cell)
     shapes = {}
@@ -97,6 +104,8 @@ def param_shapes(input_size, hidden_size, output_size, num_layers=1,
             shapes[f"b{l}{s}"] = (G * hidden_size,)
             if cell == "gru":
                 shapes[f"bn{l}{s}"] = (hidden_size,)
+            if peepholes:
+                shapes[f"P{l}{s}"] = (3, hidden_size)
     if output is not None:
         shapes["V"] = (output_size, hidden_size * dirs)
         shapes["c"] = (output_size,)
@@ -187,7 +196,8 @@ def _softmax(o):
 # ---------------------------------------------------------------- one cell step
 #
 # A state is a tuple: (h,) for rnn and gru, (h, C) for lstm. ``lane`` holds one
-# layer-direction's parameters: U, W, b (and bn for gru).
+# layer-direction's parameters: U, W, b (and bn for gru, P for an lstm with
+# peepholes; without P the lstm's peepholes are zero).
 
 def _step_forward(cell, lane, x, state, nonlinearity):
     """One position: the new state and what the backward step needs."""
@@ -200,12 +210,13 @@ def _step_forward(cell, lane, x, state, nonlinearity):
     H = h_prev.shape[0]
     if cell == "lstm":
         C_prev = state[1]
+        Pi, Po, Pf = lane.get("P", np.zeros((3, H)))
         z = U @ x + W @ h_prev + b
-        i = _sigmoid(z[0:H])
-        f = _sigmoid(z[H:2 * H])
+        i = _sigmoid(z[0:H] + Pi * C_prev)
+        f = _sigmoid(z[H:2 * H] + Pf * C_prev)
         a = np.tanh(z[2 * H:3 * H])
-        o = _sigmoid(z[3 * H:4 * H])
         C = f * C_prev + i * a
+        o = _sigmoid(z[3 * H:4 * H] + Po * C)
         tc = np.tanh(C)
         h = o * tc
         return (h, C), (x, h_prev, C_prev, i, f, a, o, C, tc)
@@ -240,17 +251,18 @@ def _step_backward(cell, lane, glane, cache, dstate, nonlinearity):
         return (W.T @ g,), U.T @ g
     if cell == "lstm":
         x, h_prev, C_prev, i, f, a, o, C, tc = cache
-        dC = dh * o * (1.0 - tc * tc) + dstate[1]
-        dz = np.concatenate([
-            dC * a * i * (1.0 - i),           # dz_i
-            dC * C_prev * f * (1.0 - f),      # dz_f
-            dC * i * (1.0 - a * a),           # dz_a
-            dh * tc * o * (1.0 - o),          # dz_o
-        ])
+        Pi, Po, Pf = lane.get("P", np.zeros((3, len(C))))
+        dz_o = dh * tc * o * (1.0 - o)
+        dC = dh * o * (1.0 - tc * tc) + dstate[1] + dz_o * Po
+        dz_i = dC * a * i * (1.0 - i)
+        dz_f = dC * C_prev * f * (1.0 - f)
+        dz = np.concatenate([dz_i, dz_f, dC * i * (1.0 - a * a), dz_o])
         glane["U"] += np.outer(dz, x)
         glane["W"] += np.outer(dz, h_prev)
         glane["b"] += dz
-        return (W.T @ dz, dC * f), U.T @ dz
+        if "P" in glane:
+            glane["P"] += np.stack([dz_i * C_prev, dz_o * C, dz_f * C_prev])
+        return (W.T @ dz, dC * f + dz_i * Pi + dz_f * Pf), U.T @ dz
     if cell == "gru":
         x, h_prev, r, zg, q, n = cache
         H = h_prev.shape[0]
@@ -288,7 +300,8 @@ def reference(params, X, y=None, lengths=None, initial_state=None, *, cell="rnn"
               output="softmax", return_sequences=True, reduction="mean"):
     """Forward (and, when ``y`` is given, BPTT) of an RNN, LSTM or GRU in float64.
 
-    ``params`` uses crnn's keys (U{l}, W{l}, b{l}, bn{l} (gru), ..._reverse, V, c).
+    ``params`` uses crnn's keys (U{l}, W{l}, b{l}, bn{l} (gru), P{l} (an
+    lstm with peepholes), ..._reverse, V, c).
     ``nonlinearity`` only matters for cell="rnn". ``initial_state`` is h0, or
     (h0, c0) for an LSTM. Returns a :class:`RefResult`.
     """
@@ -329,6 +342,8 @@ def reference(params, X, y=None, lengths=None, initial_state=None, *, cell="rnn"
     def lane_of(store, l, d):
         s = _suffix(d)
         names = ("U", "W", "b", "bn") if cell == "gru" else ("U", "W", "b")
+        if "P0" in P:
+            names += ("P",)
         return {name: store[f"{name}{l}{s}"] for name in names}
 
     for n in range(N):

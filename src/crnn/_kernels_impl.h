@@ -153,6 +153,109 @@ static CLONES void SUFFIX(crnn_lstm_backward)(
     }
 }
 
+/* ------------------------------------------------- LSTM with peepholes
+ * ONNX's LSTM with P: i and f also see C(t-1), o sees C(t).  P holds three
+ * rows of H in ONNX's order i, o, f; the gate blocks stay i, f, a, o.  The
+ * backward pass adds dP (summed over the rows, unit by unit, so a thread
+ * that owns units [first, first + count) owns their dP too). */
+
+static inline void SUFFIX(crnn_lstm_peephole_forward_row)(
+    ptrdiff_t H, REAL *CRNN_RESTRICT gi, REAL *CRNN_RESTRICT gf,
+    REAL *CRNN_RESTRICT ga, REAL *CRNN_RESTRICT go,
+    const REAL *CRNN_RESTRICT pi, const REAL *CRNN_RESTRICT po,
+    const REAL *CRNN_RESTRICT pf, const REAL *CRNN_RESTRICT c_prev,
+    REAL *CRNN_RESTRICT h, REAL *CRNN_RESTRICT c)
+{
+    for (ptrdiff_t j = 0; j < H; j++) {
+        REAL cp = c_prev[j];
+        REAL i = SIGMOID(gi[j] + pi[j] * cp), f = SIGMOID(gf[j] + pf[j] * cp);
+        REAL a = TANH(ga[j]);
+        REAL cell = f * cp + i * a;
+        REAL o = SIGMOID(go[j] + po[j] * cell);
+        gi[j] = i;
+        gf[j] = f;
+        ga[j] = a;
+        go[j] = o;
+        c[j] = cell;
+        h[j] = o * TANH(cell);
+    }
+}
+
+static CLONES void SUFFIX(crnn_lstm_peephole_forward)(
+    int rows, int hidden, int first, int count, REAL *gates,
+    const REAL *peepholes, const REAL *c_prev, REAL *h, REAL *c)
+{
+    const ptrdiff_t H = hidden;
+    const REAL *p = peepholes + first;
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        REAL *g = gates + r * 4 * H + first;
+        ptrdiff_t at = r * H + first;
+        SUFFIX(crnn_lstm_peephole_forward_row)(
+            count, g, g + H, g + 2 * H, g + 3 * H, p, p + H, p + 2 * H,
+            c_prev + at, h + at, c + at);
+    }
+}
+
+/* dz_o = dh tc o(1-o);  dC = dh o (1-tc^2) + dC(t+1) f(t+1) + dz_o P_o;
+ * dz_i, dz_f, dz_a as the LSTM's;  carried: dc = dC f + dz_i P_i + dz_f P_f;
+ * dP_i += dz_i C(t-1), dP_o += dz_o C(t), dP_f += dz_f C(t-1). */
+static CRNN_ALWAYS_INLINE void SUFFIX(crnn_lstm_peephole_backward_row)(
+    ptrdiff_t H, int with_out, const REAL *CRNN_RESTRICT gi,
+    const REAL *CRNN_RESTRICT gf, const REAL *CRNN_RESTRICT ga,
+    const REAL *CRNN_RESTRICT go, const REAL *CRNN_RESTRICT pi,
+    const REAL *CRNN_RESTRICT po, const REAL *CRNN_RESTRICT pf,
+    const REAL *CRNN_RESTRICT c_prev, const REAL *CRNN_RESTRICT c,
+    const REAL *CRNN_RESTRICT dh_out, const REAL *CRNN_RESTRICT dh,
+    REAL *CRNN_RESTRICT dc, REAL *CRNN_RESTRICT di, REAL *CRNN_RESTRICT df,
+    REAL *CRNN_RESTRICT da, REAL *CRNN_RESTRICT dout,
+    REAL *CRNN_RESTRICT dpi, REAL *CRNN_RESTRICT dpo, REAL *CRNN_RESTRICT dpf)
+{
+    for (ptrdiff_t j = 0; j < H; j++) {
+        REAL i = gi[j], f = gf[j], a = ga[j], o = go[j];
+        REAL cp = c_prev[j], cell = c[j];
+        REAL tc = TANH(cell);
+        REAL delta = dh[j] + (with_out ? dh_out[j] : 0);
+        REAL dzo = delta * tc * o * (1 - o);
+        REAL dcell = delta * o * (1 - tc * tc) + dc[j] + dzo * po[j];
+        REAL dzi = dcell * a * i * (1 - i);
+        REAL dzf = dcell * cp * f * (1 - f);
+        di[j] = dzi;
+        df[j] = dzf;
+        da[j] = dcell * i * (1 - a * a);
+        dout[j] = dzo;
+        dc[j] = dcell * f + dzi * pi[j] + dzf * pf[j];
+        dpi[j] += dzi * cp;
+        dpo[j] += dzo * cell;
+        dpf[j] += dzf * cp;
+    }
+}
+
+static CLONES void SUFFIX(crnn_lstm_peephole_backward)(
+    int rows, int hidden, int first, int count, const REAL *gates,
+    const REAL *peepholes, const REAL *c_prev, const REAL *c,
+    const REAL *dh_out, const REAL *dh, REAL *dc, REAL *dgates,
+    REAL *dpeepholes)
+{
+    const ptrdiff_t H = hidden;
+    const REAL *p = peepholes + first;
+    REAL *dp = dpeepholes + first;
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        const REAL *g = gates + r * 4 * H + first;
+        REAL *dg = dgates + r * 4 * H + first;
+        ptrdiff_t at = r * H + first;
+        if (dh_out != NULL)
+            SUFFIX(crnn_lstm_peephole_backward_row)(
+                count, 1, g, g + H, g + 2 * H, g + 3 * H, p, p + H, p + 2 * H,
+                c_prev + at, c + at, dh_out + at, dh + at, dc + at,
+                dg, dg + H, dg + 2 * H, dg + 3 * H, dp, dp + H, dp + 2 * H);
+        else
+            SUFFIX(crnn_lstm_peephole_backward_row)(
+                count, 0, g, g + H, g + 2 * H, g + 3 * H, p, p + H, p + 2 * H,
+                c_prev + at, c + at, NULL, dh + at, dc + at,
+                dg, dg + H, dg + 2 * H, dg + 3 * H, dp, dp + H, dp + 2 * H);
+    }
+}
+
 /* ---------------------------------------------------------------- GRU */
 
 static inline void SUFFIX(crnn_gru_forward_row)(
@@ -342,6 +445,25 @@ static void SUFFIX(crnn_lstm_backward_cell)(const crnn_cell_args *a)
                                (const REAL *) a->c, (const REAL *) a->dh_outputs,
                                (const REAL *) a->dh, (REAL *) a->dc,
                                (REAL *) a->dgates);
+}
+
+static void SUFFIX(crnn_lstm_peephole_forward_cell)(const crnn_cell_args *a)
+{
+    SUFFIX(crnn_lstm_peephole_forward)(a->rows, a->hidden, a->first, a->count,
+                                       (REAL *) a->gates,
+                                       (const REAL *) a->peepholes,
+                                       (const REAL *) a->c_prev, (REAL *) a->h,
+                                       (REAL *) a->c);
+}
+
+static void SUFFIX(crnn_lstm_peephole_backward_cell)(const crnn_cell_args *a)
+{
+    SUFFIX(crnn_lstm_peephole_backward)(
+        a->rows, a->hidden, a->first, a->count, (const REAL *) a->gates,
+        (const REAL *) a->peepholes, (const REAL *) a->c_prev,
+        (const REAL *) a->c, (const REAL *) a->dh_outputs,
+        (const REAL *) a->dh, (REAL *) a->dc, (REAL *) a->dgates,
+        (REAL *) a->dpeepholes);
 }
 
 static void SUFFIX(crnn_gru_forward_cell)(const crnn_cell_args *a)

@@ -16,6 +16,7 @@ cdef struct LaneWeights:
     const void *W           # (G·H × H)
     const void *b           # (G·H,)
     const void *recurrent_bias  # (H,) for cells with one, else NULL
+    const void *peepholes   # (peephole_blocks × H) for cells with them, else NULL
     const void *panels      # packed for this pass (pack_weights), or NULL: BLAS
 
 cdef struct LaneStates:
@@ -46,6 +47,7 @@ cdef struct LaneGradients:
     void *dW                # += (G·H × H)
     void *db                # += (G·H,)
     void *d_recurrent_bias  # += (H,), or NULL
+    void *dpeepholes        # += (peephole_blocks × H), or NULL
     void *dx                # (T·B × D) ∂L/∂x, or NULL
     void *merged            # scratch (merged_size elements), or NULL
     Py_ssize_t merged_rows  # rows [x | h] that `merged` holds

@@ -116,6 +116,7 @@ cdef void lane_recur(floating tag, const LanePlan *plan,
     args.hidden, args.first, args.count = H, 0, H
     args.recurrent = recurrent
     args.recurrent_bias = weights.recurrent_bias
+    args.peepholes = weights.peepholes
     for t in range(T):
         live = inputs.batch_sizes[t]
         args.rows = live
@@ -316,6 +317,8 @@ cdef void lane_backward(floating tag, const LanePlan *plan,
     args.hidden, args.first, args.count = H, 0, H
     args.dh = grads.dh
     args.dc = grads.dc if plan.cell.pair_state else NULL
+    args.peepholes = weights.peepholes
+    args.dpeepholes = grads.dpeepholes
     # dU and dW in one product (merged): taken every chunk_steps steps
     # inside the loop while those steps' dZ are in cache, or after it
     if grads.merged_rows < B:

@@ -59,12 +59,14 @@ class RecurrentModel(ModelServices):
     For implementers of a new cell: subclasses set ``_gate_blocks`` (G, the
     weight matrices have G·H rows), ``_cell_state`` (the state is a pair
     (h, c)), ``_recurrent_bias`` (a ``bn{l}`` bias inside the recurrent
-    product) and ``_cell_kind()``.
+    product), ``_peephole_blocks`` (rows of a ``P{l}`` of peephole
+    weights) and ``_cell_kind()``.
     """
 
     _gate_blocks = 1
     _cell_state = False
     _recurrent_bias = False
+    _peephole_blocks = 0
     # (parameter keys, lanes, buffer width): see _driver_layout
     _driver_cache = None
 
@@ -162,6 +164,8 @@ class RecurrentModel(ModelServices):
             shapes[f"b{layer}{suffix}"] = (G * H,)
             if self._recurrent_bias:
                 shapes[f"bn{layer}{suffix}"] = (H,)
+            if self._peephole_blocks:
+                shapes[f"P{layer}{suffix}"] = (self._peephole_blocks, H)
         if self.output is not None:
             shapes["V"] = (self.output_size, H * self.directions)
             shapes["c"] = (self.output_size,)
@@ -194,6 +198,8 @@ class RecurrentModel(ModelServices):
         - ``b{l}`` ``(G*H,)``: biases, one per gate;
         - ``bn{l}`` ``(H,)``: the GRU's recurrent bias of its candidate
           (PyTorch's ``b_hn``; only with ``reset_after=True``);
+        - ``P{l}`` ``(3, H)``: an LSTM's peephole weights, rows P_i, P_o,
+          P_f (ONNX's order; only with ``peepholes=True``);
         - the same with a ``_reverse`` suffix for a backward direction;
         - ``V`` ``(K, H * directions)`` and ``c`` ``(K,)``: the output
           layer, absent with ``output=None``.
@@ -329,7 +335,8 @@ class RecurrentModel(ModelServices):
     # ------------------------------------------------------------ driver
     def _lane_keys(self):
         """Parameter names of every lane, in the driver's order."""
-        kinds = ("U", "W", "b", "bn") if self._recurrent_bias else ("U", "W", "b")
+        kinds = (("U", "W", "b") + ("bn",) * bool(self._recurrent_bias)
+                 + ("P",) * bool(self._peephole_blocks))
         return [[f"{kind}{layer}{suffix}" for kind in kinds]
                 for layer, suffix in self._lane_names()]
 

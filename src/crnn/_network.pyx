@@ -136,7 +136,7 @@ cdef class NetworkCall:
     cdef Workspace ws
     cdef int kind, H, num_layers, directions, n_lanes, T, B, K, Hd
     cdef int output_kind, typenum, paths
-    cdef bint return_sequences, need_grad, with_c, separate, with_bn
+    cdef bint return_sequences, need_grad, with_c, separate, with_bn, with_p
     cdef bint use_panels, outputs_in_step
     cdef double scale, loss
     cdef list lanes
@@ -165,6 +165,7 @@ cdef class NetworkCall:
         self.with_c = cell_spec(kind).pair_state
         self.separate = cell_spec(kind).separate_recurrent
         self.with_bn = cell_spec(kind).recurrent_bias
+        self.with_p = cell_spec(kind).peephole_blocks != 0
         self.dtype = lanes[0][0].dtype
         # The arrays returned to the caller are made through numpy's C API
         # (PyArray_EMPTY / PyArray_ZEROS) and filled here with memcpy: on a
@@ -185,6 +186,10 @@ cdef class NetworkCall:
                 batch_sizes[t] += 1
         self.batch_sizes = batch_sizes
         self.loss = 0
+
+    cdef object peepholes(self, int lane):
+        """The lane's peephole weights P, after U, W, b (and bn), or None."""
+        return self.lanes[lane][3 + self.with_bn] if self.with_p else None
 
     cdef void plan(self, LanePlan *plan, int layer, bint tokens) noexcept:
         """The plan of a lane of `layer` (its input width is the model's
@@ -224,7 +229,8 @@ def run(Workspace ws, tuple network, cnp.ndarray inputs, cnp.ndarray lengths,
     network     (kind, hidden, num_layers, directions, lanes, V, c,
                 output_kind, return_sequences): the model's structure, with
       lanes     list of (U, W, b) per lane, layer-major then direction;
-                (U, W, b, bn) for cells with a recurrent bias (GRU)
+                (U, W, b, bn) for cells with a recurrent bias (GRU),
+                (U, W, b, P) for cells with peepholes
       V, c      output layer (K × H·dirs), (K,), or None
     inputs      (T, B, D) floats in the model's dtype, or (T, B) int32 tokens
     lengths     (B,) int32, sorted descending, each in [1, T]
@@ -235,7 +241,8 @@ def run(Workspace ws, tuple network, cnp.ndarray inputs, cnp.ndarray lengths,
     Returns a dict: "outputs" (T, B, K) or (B, K) (rows past a length are 0;
     a view of the workspace: copy before the next call), "h_n", "c_n"
     (lanes, B, H), and with `need_grad` "loss", "grads" (one list, lane
-    after lane: dU, dW, db, and dbn for cells with a recurrent bias), "dV",
+    after lane: dU, dW, db, and dbn for cells with a recurrent bias, dP
+    for cells with peepholes), "dV",
     "dc", "dh0", "dc0".
     """
     (kind, hidden, num_layers, directions, lanes, V, c, output_kind,
@@ -320,6 +327,7 @@ cdef void forward_lane(floating tag, NetworkCall call, int l, int d,
     inputs.tokens = <int *> data(x) if tokens else NULL
     weights.U, weights.U_T, weights.W = data(U), data(U_T), data(W)
     weights.b, weights.recurrent_bias = data(bias), data(recurrent_bias)
+    weights.peepholes = data(call.peepholes(lane))
     weights.panels = NULL
     if call.use_panels:
         # [Uᵀ;] Wᵀ packed once for the T steps' products
@@ -558,6 +566,9 @@ cdef void backward_lane(floating tag, NetworkCall call, int l, int d,
     db = cnp.PyArray_ZEROS(1, cnp.PyArray_DIMS(<cnp.ndarray> bias), call.typenum, 0)
     dbn = (cnp.PyArray_ZEROS(1, cnp.PyArray_DIMS(<cnp.ndarray> call.lanes[lane][3]),
                              call.typenum, 0) if call.with_bn else None)
+    peepholes = call.peepholes(lane)
+    dP = (cnp.PyArray_ZEROS(2, cnp.PyArray_DIMS(<cnp.ndarray> peepholes),
+                            call.typenum, 0) if call.with_p else None)
     drecurrent = (call.ws.get(f"drecurrent{lane}", (T, B, GH), call.dtype)
                   if call.separate else None)
     dU_T = None
@@ -574,6 +585,7 @@ cdef void backward_lane(floating tag, NetworkCall call, int l, int d,
     inputs.tokens = <int *> data(x) if tokens else NULL
     weights.U, weights.U_T, weights.W = data(U), NULL, data(W)
     weights.b, weights.recurrent_bias = data(bias), NULL
+    weights.peepholes = data(peepholes)
     states.gates, states.hs = data(call.lane_gates[lane]), data(call.lane_hs[lane])
     states.cs, states.keep = data(call.lane_cs[lane]), data(call.lane_keep[lane])
     # scratch for a gated cell's d(keep) (B × H)
@@ -581,6 +593,7 @@ cdef void backward_lane(floating tag, NetworkCall call, int l, int d,
     g.dgates, g.drecurrent = data(dgates), data(drecurrent)
     g.dh, g.dc, g.dU, g.dU_T = data(dh), data(dc), data(dU), data(dU_T)
     g.dW, g.db, g.d_recurrent_bias, g.dx = data(dW), data(db), data(dbn), data(dx)
+    g.dpeepholes = data(dP)
     g.merged = data(merged)
     g.merged_rows = merged_scratch_rows(&plan, merged_elements)
     g.K = K
@@ -604,9 +617,10 @@ cdef void backward_lane(floating tag, NetworkCall call, int l, int d,
         lane_backward(tag, &plan, &inputs, &weights, &states, &g)
     if dU_T is not None:
         dU += dU_T.T
-    per_lane = 4 if call.with_bn else 3
-    grads[lane * per_lane:(lane + 1) * per_lane] = (
-        (dU, dW, db, dbn) if call.with_bn else (dU, dW, db))
+    lane_grads = (dU, dW, db) + ((dbn,) if call.with_bn else ()) + (
+        (dP,) if call.with_p else ())
+    per_lane = len(lane_grads)
+    grads[lane * per_lane:(lane + 1) * per_lane] = lane_grads
     if dx is not None:
         # ∂L/∂(layer below's output): forward lane as is, reverse lane
         # turned back into the original time order.
@@ -624,7 +638,7 @@ cdef void backward_lane(floating tag, NetworkCall call, int l, int d,
 
 cdef tuple backward_layers(floating tag, NetworkCall call, object dtop):
     """BPTT of every lane, layers top-down: (grads, dh0, dc0), grads one
-    list lane after lane (dU, dW, db, and dbn), like the model's keys."""
+    list lane after lane (dU, dW, db, and dbn or dP), like the model's keys."""
     cdef int l, d, T = call.T, B = call.B
     cdef int size
     call.dh0 = cnp.PyArray_EMPTY(3, call.state_dims, call.typenum, 0)
@@ -635,7 +649,7 @@ cdef tuple backward_layers(floating tag, NetworkCall call, object dtop):
         size = B * max(cell_spec(call.kind).gate_blocks * call.H, call.K)
         call.zeros = call.ws.get("zeros", (size,), call.dtype)
         memset(data(call.zeros), 0, <size_t> size * sizeof(floating))
-    grads = [None] * (call.n_lanes * (4 if call.with_bn else 3))
+    grads = [None] * (call.n_lanes * (3 + call.with_bn + call.with_p))
     dlayer = dtop           # ∂L/∂(this layer's output)
     for l in range(call.num_layers - 1, -1, -1):
         dlayer_below = None

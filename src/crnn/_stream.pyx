@@ -40,7 +40,7 @@ cdef class Stream:
     cdef int kind, hidden, layers, inputs, width, output_kind
     cdef bint with_c, separate, is_float
     cdef object dtype
-    cdef list lanes             # per layer: (U, W, b[, bn]) — the model's arrays
+    cdef list lanes             # per layer: (U, W, b[, bn][, P]) — the model's arrays
     cdef object V, c
     cdef list hs, cs, gates, keep
     cdef object recurrent, x_buffer, token_buffer
@@ -52,6 +52,7 @@ cdef class Stream:
     cdef void *W_data[64]
     cdef void *b_data[64]
     cdef void *bn_data[64]
+    cdef void *p_data[64]
     cdef void *hs_data[64]
     cdef void *cs_data[64]
     cdef void *gates_data[64]
@@ -95,6 +96,9 @@ cdef class Stream:
             self.W_data[layer] = data(lane[1])
             self.b_data[layer] = data(lane[2])
             self.bn_data[layer] = data(lane[3]) if cell_spec(kind).recurrent_bias else NULL
+            # peephole weights follow U, W, b (and bn)
+            self.p_data[layer] = (data(lane[-1]) if cell_spec(kind).peephole_blocks
+                                  else NULL)
             self.hs_data[layer] = data(self.hs[layer])
             self.cs_data[layer] = data(self.cs[layer])
             self.gates_data[layer] = data(self.gates[layer])
@@ -311,6 +315,7 @@ cdef class Stream:
                 weights.U, weights.W = self.U_data[layer], self.W_data[layer]
                 weights.b = self.b_data[layer]
                 weights.recurrent_bias = self.bn_data[layer]
+                weights.peepholes = self.p_data[layer]
                 states.gates, states.hs = self.gates_data[layer], hs[layer]
                 states.cs = cs[layer] if with_c else NULL
                 states.keep = self.keep_data[layer]

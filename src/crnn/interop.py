@@ -423,6 +423,13 @@ def _onnx_layers(graph, model, row, features, lengths_type, dtype):
                      constant(B, f"B{layer}")]
         if lengths:
             op_inputs.append(sequence_lens)
+        if model._peephole_blocks:
+            # sequence_lens (if none), initial_h, initial_c left out; P
+            # (dirs, 3·H), rows i, o, f as crnn stores them
+            P = np.stack([model.params[f"P{layer}{suffix}"].reshape(-1)
+                          for suffix in _suffixes(model.bidirectional)])
+            op_inputs += [""] * (7 - len(op_inputs)) + [constant(P.astype(dtype),
+                                                                 f"P{layer}")]
         top = layer == model.num_layers - 1
         # only the outputs used: Y (T, dirs, N, H) feeds the next layer or
         # the per-position outputs, Y_h (dirs, N, H) a many-to-one output

@@ -97,8 +97,8 @@ cdef class Stream:
             self.b_data[layer] = data(lane[2])
             self.bn_data[layer] = data(lane[3]) if cell_spec(kind).recurrent_bias else NULL
             # peephole weights follow U, W, b (and bn)
-            self.p_data[layer] = (data(lane[-1]) if cell_spec(kind).peephole_blocks
-                                  else NULL)
+            self.p_data[layer] = (data(lane[3 + cell_spec(kind).recurrent_bias])
+                                  if cell_spec(kind).peephole_blocks else NULL)
             self.hs_data[layer] = data(self.hs[layer])
             self.cs_data[layer] = data(self.cs[layer])
             self.gates_data[layer] = data(self.gates[layer])

@@ -98,12 +98,12 @@ def _check_lstm_options(model_name, peepholes, proj_size):
 
 
 def _check_proj_size(proj_size, hidden_size):
-    """proj_size as an int in [0, hidden_size)."""
+    """proj_size as an int in [0, hidden_size) (PyTorch's rule)."""
     if isinstance(proj_size, (bool, np.bool_)) or not isinstance(proj_size, numbers.Integral):
         raise TypeError(f"proj_size must be an integer, got {proj_size!r}")
-    if proj_size != 0:
-        raise ValueError(f"proj_size must be 0 (crnn's LSTM has no projection "
-                         f"yet), got {proj_size}")
+    if not (isinstance(hidden_size, numbers.Integral) and 0 <= proj_size < hidden_size):
+        raise ValueError(f"proj_size must be in [0, hidden_size) = [0, {hidden_size}) "
+                         f"(0: no projection), got {proj_size}")
     return int(proj_size)
 
 
@@ -199,6 +199,12 @@ class LSTM(RecurrentModel):
     >>> model = crnn.LSTM(4, 8, 3, peepholes=True, seed=0)
     >>> model.params["P0"].shape        # rows P_i, P_o, P_f
     (3, 8)
+
+    PyTorch's LSTM with a projection of h to 4 values:
+
+    >>> model = crnn.LSTM(4, 8, 3, proj_size=4, seed=0)
+    >>> model.params["W0"].shape, model.params["R0"].shape
+    ((32, 4), (4, 8))
 """,
         """\
     peepholes : bool, default False
@@ -208,7 +214,13 @@ class LSTM(RecurrentModel):
         rows are P_i, P_o, P_f (ONNX's order).  PyTorch has no such LSTM,
         so ``to_torch`` refuses it.
     proj_size : int, default 0
-        Reserved for PyTorch's projection (must be 0).
+        PyTorch's projection: with P = ``proj_size`` > 0 (and < H), each
+        layer's h is ``h(t) = R (o ⊙ tanh(C(t)))`` with one more parameter
+        per lane, ``R{l}`` ``(P, hidden_size)`` (PyTorch's
+        ``weight_hr_l{l}``): h has P entries, ``W{l}`` is ``(4H, P)``, the
+        layer above and the output layer read ``P * directions`` values,
+        and the state's h is ``(num_layers * directions, N, P)`` while C
+        stays ``(…, N, hidden_size)``.
 """, setting_after_bidirectional=True)
 
     _gate_blocks = 4
@@ -230,6 +242,11 @@ class LSTM(RecurrentModel):
                          dtype=dtype, seed=seed)
 
     @property
+    def _state_width(self):
+        # h's width: the projection's, or the cell's
+        return self.proj_size or self.hidden_size
+
+    @property
     def _peephole_blocks(self):
         # P_i, P_o, P_f: one row of H per gate that reads C
         return 3 if self.peepholes else 0
@@ -239,8 +256,12 @@ class LSTM(RecurrentModel):
 
     def __repr__(self):
         # the defaults (no peepholes, no projection) are not spelled out
-        base = super().__repr__()
-        return base if not self.peepholes else base[:-1] + ", peepholes=True)"
+        base = super().__repr__()[:-1]
+        if self.peepholes:
+            base += ", peepholes=True"
+        if self.proj_size:
+            base += f", proj_size={self.proj_size}"
+        return base + ")"
 
 
 @_registry.register

@@ -29,6 +29,9 @@ gradient reaching the previous state, the input and the parameters):
           o = σ(z_o + P_o ⊙ C);  dC gets dz_o ⊙ P_o, dC(t-1) gets
           dz_i ⊙ P_i + dz_f ⊙ P_f;  ∂P_i += dz_i ⊙ C(t-1),
           ∂P_o += dz_o ⊙ C,  ∂P_f += dz_f ⊙ C(t-1)
+          with a projection (params R{l} (P, H), PyTorch's proj_size):
+          m = o ⊙ tanh(C), h = R m;  dm = Rᵀ dh, ∂R += dh mᵀ, then the
+          lstm's backward with dm in dh's place (W is (4H, P), h0 (P,))
     gru   (3H: blocks r, z, n; bn is PyTorch's b_hn)
           r = σ(U_r x + W_r h(t-1) + b_r),  z = σ(U_z x + W_z h(t-1) + b_z)
           q = W_n h(t-1) + bn,  n = tanh(U_n x + b_n + r ⊙ q)
@@ -89,25 +92,29 @@ def gate_blocks(cell):
 
 def param_shapes(input_size, hidden_size, output_size, num_layers=1,
                  bidirectional=False, output="softmax", cell="rnn",
-                 peepholes=False):
+                 peepholes=False, proj_size=0):
     """The shapes of the params dict of API.md (G = 1, 4, 3 for rnn, lstm,
-    gru; P{l} (3, H) for an lstm with peepholes)."""
+    gru; P{l} (3, H) for an lstm with peepholes, R{l} (proj_size, H) with a
+    projection)."""
     dirs = 2 if bidirectional else 1
     G = gate_blocks(cell)
+    width = proj_size or hidden_size        # h's
     shapes = {}
     for l in range(num_layers):
-        d_in = input_size if l == 0 else hidden_size * dirs
+        d_in = input_size if l == 0 else width * dirs
         for d in range(dirs):
             s = _suffix(d)
             shapes[f"U{l}{s}"] = (G * hidden_size, d_in)
-            shapes[f"W{l}{s}"] = (G * hidden_size, hidden_size)
+            shapes[f"W{l}{s}"] = (G * hidden_size, width)
             shapes[f"b{l}{s}"] = (G * hidden_size,)
             if cell == "gru":
                 shapes[f"bn{l}{s}"] = (hidden_size,)
             if peepholes:
                 shapes[f"P{l}{s}"] = (3, hidden_size)
+            if proj_size:
+                shapes[f"R{l}{s}"] = (proj_size, hidden_size)
     if output is not None:
-        shapes["V"] = (output_size, hidden_size * dirs)
+        shapes["V"] = (output_size, width * dirs)
         shapes["c"] = (output_size,)
     return shapes
 
@@ -210,6 +217,7 @@ def _step_forward(cell, lane, x, state, nonlinearity):
     H = h_prev.shape[0]
     if cell == "lstm":
         C_prev = state[1]
+        H = C_prev.shape[0]                  # the cell's width (h's is P with R)
         Pi, Po, Pf = lane.get("P", np.zeros((3, H)))
         z = U @ x + W @ h_prev + b
         i = _sigmoid(z[0:H] + Pi * C_prev)
@@ -218,7 +226,8 @@ def _step_forward(cell, lane, x, state, nonlinearity):
         C = f * C_prev + i * a
         o = _sigmoid(z[3 * H:4 * H] + Po * C)
         tc = np.tanh(C)
-        h = o * tc
+        m = o * tc
+        h = lane["R"] @ m if "R" in lane else m
         return (h, C), (x, h_prev, C_prev, i, f, a, o, C, tc)
     if cell == "gru":
         bn = lane["bn"]
@@ -252,6 +261,9 @@ def _step_backward(cell, lane, glane, cache, dstate, nonlinearity):
     if cell == "lstm":
         x, h_prev, C_prev, i, f, a, o, C, tc = cache
         Pi, Po, Pf = lane.get("P", np.zeros((3, len(C))))
+        if "R" in lane:                      # h = R m: dm = Rᵀ dh, ∂R += dh mᵀ
+            glane["R"] += np.outer(dh, o * tc)
+            dh = lane["R"].T @ dh
         dz_o = dh * tc * o * (1.0 - o)
         dC = dh * o * (1.0 - tc * tc) + dstate[1] + dz_o * Po
         dz_i = dC * a * i * (1.0 - i)
@@ -284,11 +296,13 @@ def _step_backward(cell, lane, glane, cache, dstate, nonlinearity):
     raise ValueError(cell)
 
 
-def _state_arrays(cell, initial_state, shape):
-    """The initial state as a list of float64 arrays (h0[, c0])."""
-    count = 2 if cell == "lstm" else 1
+def _state_arrays(cell, initial_state, shape, cell_width):
+    """The initial state as a list of float64 arrays (h0[, c0]); c0 is
+    `cell_width` wide (h0 is narrower with a projection)."""
     if initial_state is None:
-        return [np.zeros(shape) for _ in range(count)]
+        if cell != "lstm":
+            return [np.zeros(shape)]
+        return [np.zeros(shape), np.zeros(shape[:2] + (cell_width,))]
     if cell == "lstm":
         h0, c0 = initial_state
         return [np.asarray(h0, dtype=np.float64), np.asarray(c0, dtype=np.float64)]
@@ -309,11 +323,12 @@ def reference(params, X, y=None, lengths=None, initial_state=None, *, cell="rnn"
         raise ValueError(cell)
     P = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
     dirs = 2 if bidirectional else 1
-    H = P["W0"].shape[1]
+    H = P["W0"].shape[1]                     # h's width (P with a projection)
+    cell_width = P["U0"].shape[0] // gate_blocks(cell)
     D = P["U0"].shape[1]
     X, lengths = to_padded(X, lengths, D)
     N, T = X.shape[:2]
-    S0 = _state_arrays(cell, initial_state, (num_layers * dirs, N, H))
+    S0 = _state_arrays(cell, initial_state, (num_layers * dirs, N, H), cell_width)
     F = H * dirs
     K = P["V"].shape[0] if output is not None else F
 
@@ -337,13 +352,12 @@ def reference(params, X, y=None, lengths=None, initial_state=None, *, cell="rnn"
         loss_total = None
 
     Y = np.zeros((N, T, K)) if return_sequences else np.zeros((N, K))
-    S_final = [np.zeros((num_layers * dirs, N, H)) for _ in S0]
+    S_final = [np.zeros(s.shape) for s in S0]
 
     def lane_of(store, l, d):
         s = _suffix(d)
         names = ("U", "W", "b", "bn") if cell == "gru" else ("U", "W", "b")
-        if "P0" in P:
-            names += ("P",)
+        names += tuple(name for name in ("P", "R") if f"{name}0" in P)
         return {name: store[f"{name}{l}{s}"] for name in names}
 
     for n in range(N):
@@ -440,7 +454,7 @@ def reference(params, X, y=None, lengths=None, initial_state=None, *, cell="rnn"
                 inp_l, step_caches, order = caches[l][d]
                 dh_ext = dtop[:, d * H : (d + 1) * H]
                 # gradient reaching the state from the later step (none after the last)
-                d_next = tuple(np.zeros(H) for _ in S0)
+                d_next = tuple(np.zeros(s.shape[2]) for s in S0)
                 for t in reversed(order):
                     dstate = (dh_ext[t] + d_next[0],) + d_next[1:]
                     d_next, dx = _step_backward(cell, lane, glane, step_caches[t], dstate,

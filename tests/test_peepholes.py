@@ -9,14 +9,14 @@ one at a time, one and two threads, the stream, save/load and pickling, and
 ONNX Runtime running crnn's export and a graph built here with
 onnx.helper.  The C API's cell (CRNN_LSTM_PEEPHOLE) is in test_capi.py;
 crnn.from_onnx in test_onnx_import.py."""
-import pickle
-
 import numpy as np
 import pytest
 
 import crnn
 from fast_paths import fast_path
-from reference import central_differences, reference
+from variant_checks import (check_against_reference, lstm_batch, check_finite_differences,
+                            check_save_load, check_stream,
+                            check_threads_and_one_hot, check_trainer_learns)
 
 N, T, D, H, K = 4, 6, 3, 5, 2
 LENGTHS = np.array([6, 2, 4, 1])
@@ -35,15 +35,8 @@ def make(layers=1, bidirectional=False, output="softmax", sequences=True,
 
 
 def batch(seed=1, lanes=1, output="softmax", sequences=True):
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(N, T, D))
-    h0 = rng.normal(scale=0.5, size=(lanes, N, H))
-    c0 = rng.normal(scale=0.5, size=(lanes, N, H))
-    if output == "softmax":
-        y = rng.integers(0, K, size=(N, T) if sequences else (N,))
-    else:
-        y = rng.normal(size=(N, T, K) if sequences else (N, K))
-    return X, y, (h0, c0)
+    """X, y and an initial state (h0, c0) for a model of these sizes."""
+    return lstm_batch(make(output=output, sequences=sequences), N, T, seed, lanes)
 
 
 def test_parameters_and_settings():
@@ -87,37 +80,15 @@ def test_matches_the_numpy_reference(layers, bidirectional, output, sequences,
     lanes = layers * (1 + bidirectional)
     model = make(layers, bidirectional, output, sequences, dtype)
     X, y, state = batch(lanes=lanes, output=output, sequences=sequences)
-    loss, grads, dstate, final, Y = model.loss_and_grad(
-        X, y, LENGTHS, state, return_state_grad=True, return_state=True,
-        return_outputs=True)
-    ref = reference(model.params, X, y, LENGTHS, state, cell="lstm",
-                    num_layers=layers, bidirectional=bidirectional, output=output,
-                    return_sequences=sequences)
-    np.testing.assert_allclose(Y, ref.Y, rtol=tol, atol=tol)
-    assert abs(loss - ref.loss) <= tol * max(1, abs(ref.loss))
-    for name in model.params:
-        np.testing.assert_allclose(grads[name], ref.grads[name], rtol=tol,
-                                   atol=tol, err_msg=name)
-    for got, expected in zip(final + dstate, ref.state + ref.dstate):
-        np.testing.assert_allclose(got, expected, rtol=tol, atol=tol)
+    check_against_reference(model, X, y, LENGTHS, state, tol)
 
 
 @pytest.mark.parametrize("layers,bidirectional", [(1, False), (2, True)])
 def test_gradients_match_finite_differences(layers, bidirectional):
     lanes = layers * (1 + bidirectional)
     model = make(layers, bidirectional, "linear", seed=3)
-    X, y, (h0, c0) = batch(seed=4, lanes=lanes, output="linear")
-    loss, grads, (dh0, dc0) = model.loss_and_grad(
-        X, y, LENGTHS, (h0, c0), return_state_grad=True)
-
-    def f():
-        return model.loss_and_grad(X, y, LENGTHS, (h0, c0))[0]
-
-    for name, array in model.params.items():
-        np.testing.assert_allclose(grads[name], central_differences(f, array),
-                                   rtol=1e-6, atol=1e-8, err_msg=name)
-    np.testing.assert_allclose(dh0, central_differences(f, h0), rtol=1e-6, atol=1e-8)
-    np.testing.assert_allclose(dc0, central_differences(f, c0), rtol=1e-6, atol=1e-8)
+    X, y, state = batch(seed=4, lanes=lanes, output="linear")
+    check_finite_differences(model, X, y, LENGTHS, state)
 
 
 @pytest.mark.parametrize("path", ["packed_gemm", "fused_inputs",
@@ -150,65 +121,29 @@ def test_one_and_two_threads_agree_and_tokens_equal_one_hot(dtype):
     model = make(layers=2, dtype=dtype, hidden=40, inputs=7, seed=2)
     rng = np.random.default_rng(6)
     tokens = rng.integers(0, 7, size=(16, 30))
-    y = rng.integers(0, K, size=(16, 30))
-    previous = crnn.get_num_threads()
-    try:
-        results = []
-        for threads in (1, 2):
-            crnn.set_num_threads(threads)
-            results.append(model.loss_and_grad(tokens, y))
-    finally:
-        crnn.set_num_threads(previous)
-    (l1, g1), (l2, g2) = results
-    # the team splits by units with the same arithmetic: bit-identical
-    assert l1 == l2
-    for name in g1:
-        np.testing.assert_array_equal(g1[name], g2[name], err_msg=name)
-    tol = 1e-5 if dtype == "float32" else 1e-12
-    l3, g3 = model.loss_and_grad(np.eye(7)[tokens], y)
-    assert abs(l1 - l3) <= tol * abs(l1)
-    for name in g1:
-        np.testing.assert_allclose(g1[name], g3[name], rtol=10 * tol,
-                                   atol=10 * tol, err_msg=name)
+    check_threads_and_one_hot(model, tokens, rng.integers(0, K, size=(16, 30)))
 
 
 def test_stream_steps_equal_the_forward():
     model = make(layers=2, output="linear")
-    X, _, state = batch()
-    state = tuple(np.concatenate([s, s[::-1]]) for s in state)    # two layers
-    expected, (h_n, c_n) = model.forward(X, initial_state=state, return_state=True)
-    stream = model.stream(batch_size=N)
-    stream.state = state
-    for t in range(T):
-        np.testing.assert_allclose(stream.step(X[:, t]), expected[:, t],
-                                   rtol=1e-12, atol=1e-13)
-    np.testing.assert_allclose(stream.state[0], h_n, rtol=1e-12, atol=1e-13)
-    np.testing.assert_allclose(stream.state[1], c_n, rtol=1e-12, atol=1e-13)
+    X, _, state = batch(lanes=2)
+    check_stream(model, X, state)
 
 
 def test_save_load_and_pickle_keep_the_variant(tmp_path):
     model = make(layers=2, bidirectional=True, seed=4)
     X, _, _ = batch(seed=5)
-    expected = model.forward(X, LENGTHS)
     path = tmp_path / "lstm.npz"
-    model.save(path)
-    for loaded in (crnn.load(path), pickle.loads(pickle.dumps(model))):
-        assert isinstance(loaded, crnn.LSTM) and loaded.peepholes is True
-        np.testing.assert_array_equal(loaded.params["P1_reverse"],
-                                      model.params["P1_reverse"])
-        np.testing.assert_array_equal(loaded.forward(X, LENGTHS), expected)
+    for loaded in check_save_load(model, X, LENGTHS, path):
+        assert loaded.peepholes is True and "P1_reverse" in loaded.params
     # a plain LSTM's file of the same sizes is a plain LSTM
     crnn.LSTM(D, H, K, num_layers=2, bidirectional=True, dtype="float64").save(path)
     assert crnn.load(path).peepholes is False
 
 
 def test_trainer_learns_the_peepholes():
-    model = make(output="linear", seed=7)
     X, y, _ = batch(seed=8, output="linear")
-    before = model.params["P0"].copy()
-    history = crnn.Trainer(model, lr=1e-2, seed=0).fit(X, y, epochs=5, verbose=0)
-    assert history.history["loss"][-1] < history.history["loss"][0]
-    assert not np.array_equal(model.params["P0"], before)
+    check_trainer_learns(make(output="linear", seed=7), X, y, "P0")
 
 
 def test_pytorch_has_no_peepholes():

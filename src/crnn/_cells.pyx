@@ -28,8 +28,7 @@ cdef extern from "_kernels.h" nogil:
     const CellSpec crnn_cell_table[]
     int CRNN_CELL_COUNT
     void crnn_lstm_forward_f32(int rows, int hidden, int first, int count, float *gates,
-                               const float *peepholes, const float *c_prev,
-                               float *h, float *c)
+                               const float *c_prev, float *h, float *c)
 
 
 cdef const CellSpec *cell_spec(int kind) noexcept nogil:
@@ -112,6 +111,5 @@ def _float32_activations(float[::1] x):
         g[j] = x[j]
         g[2 * n + j] = x[j]
     cdef float[::1] cp = c_prev, hv = h, cv = c
-    crnn_lstm_forward_f32(1, <int> n, 0, <int> n, &g[0], NULL, &cp[0], &hv[0],
-                          &cv[0])
+    crnn_lstm_forward_f32(1, <int> n, 0, <int> n, &g[0], &cp[0], &hv[0], &cv[0])
     return gates[:n].copy(), gates[2 * n:3 * n].copy()

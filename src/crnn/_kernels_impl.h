@@ -76,29 +76,27 @@ static CLONES void SUFFIX(crnn_rnn_backward)(
 }
 
 /* ---------------------------------------------------------------- LSTM
- * The LSTM and ONNX's LSTM with peepholes share one body: the row
- * functions take `peep` and are always inlined, called with a constant 1
- * or 0, so the plain LSTM's loops hold no peephole term (and compute what
- * they computed before peepholes existed, to the bit).  With peepholes,
- * P holds three rows of H in ONNX's order i, o, f (the gate blocks stay
- * i, f, a, o): i and f also see C(t-1), o sees C(t); the backward pass adds
- * dP, summed over the rows unit by unit, so a thread that owns units
- * [first, first + count) owns their dP too. */
+ * The LSTM, and ONNX's LSTM with peepholes: P holds three rows of H in
+ * ONNX's order i, o, f (the gate blocks stay i, f, a, o); i and f also see
+ * C(t-1), o sees C(t).  Their backward passes share one body (the row takes
+ * `peep`, always inlined with a constant 1 or 0, so the plain LSTM's loop
+ * holds no peephole term); it adds dP, summed over the rows unit by unit,
+ * so a thread that owns units [first, first + count) owns their dP too.
+ * Their forward rows are two functions: one body with `peep` changed the
+ * plain LSTM's float32 results in the last bits (tools/bit_identity.py
+ * found it; the compiled code differs, the arithmetic as written does not),
+ * and the plain LSTM keeps its results to the bit. */
 
-static CRNN_ALWAYS_INLINE void SUFFIX(crnn_lstm_forward_row)(
-    ptrdiff_t H, int peep, REAL *CRNN_RESTRICT gi, REAL *CRNN_RESTRICT gf,
+static inline void SUFFIX(crnn_lstm_forward_row)(
+    ptrdiff_t H, REAL *CRNN_RESTRICT gi, REAL *CRNN_RESTRICT gf,
     REAL *CRNN_RESTRICT ga, REAL *CRNN_RESTRICT go,
-    const REAL *CRNN_RESTRICT pi, const REAL *CRNN_RESTRICT po,
-    const REAL *CRNN_RESTRICT pf, const REAL *CRNN_RESTRICT c_prev,
-    REAL *CRNN_RESTRICT h, REAL *CRNN_RESTRICT c)
+    const REAL *CRNN_RESTRICT c_prev, REAL *CRNN_RESTRICT h,
+    REAL *CRNN_RESTRICT c)
 {
     for (ptrdiff_t j = 0; j < H; j++) {
-        REAL cp = c_prev[j];
-        REAL i = SIGMOID(peep ? gi[j] + pi[j] * cp : gi[j]);
-        REAL f = SIGMOID(peep ? gf[j] + pf[j] * cp : gf[j]);
-        REAL a = TANH(ga[j]);
-        REAL cell = f * cp + i * a;
-        REAL o = SIGMOID(peep ? go[j] + po[j] * cell : go[j]);
+        REAL i = SIGMOID(gi[j]), f = SIGMOID(gf[j]);
+        REAL a = TANH(ga[j]), o = SIGMOID(go[j]);
+        REAL cell = f * c_prev[j] + i * a;
         gi[j] = i;
         gf[j] = f;
         ga[j] = a;
@@ -110,21 +108,51 @@ static CRNN_ALWAYS_INLINE void SUFFIX(crnn_lstm_forward_row)(
 
 static CLONES void SUFFIX(crnn_lstm_forward)(
     int rows, int hidden, int first, int count, REAL *gates,
-    const REAL *peepholes, const REAL *c_prev, REAL *h, REAL *c)
+    const REAL *c_prev, REAL *h, REAL *c)
 {
     const ptrdiff_t H = hidden;
-    const REAL *p = peepholes != NULL ? peepholes + first : NULL;
     for (ptrdiff_t r = 0; r < rows; r++) {
         REAL *g = gates + r * 4 * H + first;
         ptrdiff_t at = r * H + first;
-        if (p != NULL)
-            SUFFIX(crnn_lstm_forward_row)(count, 1, g, g + H, g + 2 * H, g + 3 * H,
-                                          p, p + H, p + 2 * H, c_prev + at,
-                                          h + at, c + at);
-        else
-            SUFFIX(crnn_lstm_forward_row)(count, 0, g, g + H, g + 2 * H, g + 3 * H,
-                                          NULL, NULL, NULL, c_prev + at,
-                                          h + at, c + at);
+        SUFFIX(crnn_lstm_forward_row)(count, g, g + H, g + 2 * H, g + 3 * H,
+                                      c_prev + at, h + at, c + at);
+    }
+}
+
+static inline void SUFFIX(crnn_lstm_peephole_forward_row)(
+    ptrdiff_t H, REAL *CRNN_RESTRICT gi, REAL *CRNN_RESTRICT gf,
+    REAL *CRNN_RESTRICT ga, REAL *CRNN_RESTRICT go,
+    const REAL *CRNN_RESTRICT pi, const REAL *CRNN_RESTRICT po,
+    const REAL *CRNN_RESTRICT pf, const REAL *CRNN_RESTRICT c_prev,
+    REAL *CRNN_RESTRICT h, REAL *CRNN_RESTRICT c)
+{
+    for (ptrdiff_t j = 0; j < H; j++) {
+        REAL cp = c_prev[j];
+        REAL i = SIGMOID(gi[j] + pi[j] * cp), f = SIGMOID(gf[j] + pf[j] * cp);
+        REAL a = TANH(ga[j]);
+        REAL cell = f * cp + i * a;
+        REAL o = SIGMOID(go[j] + po[j] * cell);
+        gi[j] = i;
+        gf[j] = f;
+        ga[j] = a;
+        go[j] = o;
+        c[j] = cell;
+        h[j] = o * TANH(cell);
+    }
+}
+
+static CLONES void SUFFIX(crnn_lstm_peephole_forward)(
+    int rows, int hidden, int first, int count, REAL *gates,
+    const REAL *peepholes, const REAL *c_prev, REAL *h, REAL *c)
+{
+    const ptrdiff_t H = hidden;
+    const REAL *p = peepholes + first;
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        REAL *g = gates + r * 4 * H + first;
+        ptrdiff_t at = r * H + first;
+        SUFFIX(crnn_lstm_peephole_forward_row)(
+            count, g, g + H, g + 2 * H, g + 3 * H, p, p + H, p + 2 * H,
+            c_prev + at, h + at, c + at);
     }
 }
 
@@ -391,16 +419,17 @@ static void SUFFIX(crnn_rnn_relu_backward_cell)(const crnn_cell_args *a)
 static void SUFFIX(crnn_lstm_forward_cell)(const crnn_cell_args *a)
 {
     SUFFIX(crnn_lstm_forward)(a->rows, a->hidden, a->first, a->count,
-                              (REAL *) a->gates, NULL, (const REAL *) a->c_prev,
+                              (REAL *) a->gates, (const REAL *) a->c_prev,
                               (REAL *) a->h, (REAL *) a->c);
 }
 
 static void SUFFIX(crnn_lstm_peephole_forward_cell)(const crnn_cell_args *a)
 {
-    SUFFIX(crnn_lstm_forward)(a->rows, a->hidden, a->first, a->count,
-                              (REAL *) a->gates, (const REAL *) a->peepholes,
-                              (const REAL *) a->c_prev, (REAL *) a->h,
-                              (REAL *) a->c);
+    SUFFIX(crnn_lstm_peephole_forward)(a->rows, a->hidden, a->first, a->count,
+                                       (REAL *) a->gates,
+                                       (const REAL *) a->peepholes,
+                                       (const REAL *) a->c_prev, (REAL *) a->h,
+                                       (REAL *) a->c);
 }
 
 static void SUFFIX(crnn_lstm_backward_cell)(const crnn_cell_args *a)

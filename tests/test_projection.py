@@ -212,3 +212,13 @@ def test_to_torch_and_back_are_exact():
     # a head that reads hidden_size values does not fit a projected LSTM
     with pytest.raises(ValueError, match=r"proj_size \* directions = 4 \* 2 = 8"):
         crnn.from_torch(module, torch.nn.Linear(2 * H, K, dtype=torch.float64))
+
+
+def test_a_state_whose_proj_size_does_not_fit_is_refused():
+    """A pickled (or loaded) state is checked as the constructor checks it."""
+    state = make().__getstate__()
+    for value, message in ((H, "proj_size=7; it must be below hidden_size=7"),
+                           (2, "params")):
+        bad = dict(state, proj_size=value)
+        with pytest.raises(ValueError, match=message):
+            crnn.LSTM.__new__(crnn.LSTM).__setstate__(bad)

@@ -300,9 +300,11 @@ class RecurrentModel(ModelServices):
             raise TypeError(
                 f"initial_state of an {type(self).__name__} must be a pair "
                 f"(h0, c0), got {type(initial_state).__name__}")
-        return tuple(_inputs.prepare_state(state, name, shape, batch, self.dtype)
-                     for state, name, shape in zip(initial_state, ("h0", "c0"),
-                                                   (shape, self._state_shape(batch.size, True))))
+        # c0 is as wide as the cells, h0 as h (narrower with a projection)
+        shapes = (shape, self._state_shape(batch.size, cell=True))
+        return tuple(_inputs.prepare_state(state, name, state_shape, batch, self.dtype)
+                     for state, name, state_shape in zip(initial_state, ("h0", "c0"),
+                                                         shapes))
 
     def _final_state(self, result, batch):
         h_n = batch.unsort_rows(result["h_n"])

@@ -162,7 +162,7 @@ cdef class NetworkCall:
         self.n_lanes = num_layers * directions
         self.lanes, self.inputs, self.lengths = lanes, inputs, lengths
         self.T, self.B = inputs.shape[0], inputs.shape[1]
-        # h is as wide as W's rows: S = H, or a projected LSTM's P < H
+        # h is as wide as W's columns: S = H, or a projected LSTM's P < H
         self.S = lanes[0][1].shape[1]
         self.Hd = self.S * directions
         self.with_c = cell_spec(kind).pair_state

@@ -76,7 +76,7 @@ cdef class Stream:
         self.with_c = cell_spec(kind).pair_state
         self.separate = cell_spec(kind).separate_recurrent
         self.inputs = lanes[0][0].shape[1]
-        # h is as wide as W's rows: H, or a projected LSTM's P < H
+        # h is as wide as W's columns: H, or a projected LSTM's P < H
         self.state_width = S = lanes[0][1].shape[1]
         self.width = V.shape[0] if V is not None else S
         cdef int GH = cell_spec(kind).gate_blocks * hidden

@@ -218,7 +218,7 @@ def test_a_state_whose_proj_size_does_not_fit_is_refused():
     """A pickled (or loaded) state is checked as the constructor checks it."""
     state = make().__getstate__()
     for value, message in ((H, "proj_size=7; it must be below hidden_size=7"),
-                           (2, "params")):
+                           (2, r"parameter 'W0' must be float64 of shape \(28, 2\)")):
         bad = dict(state, proj_size=value)
         with pytest.raises(ValueError, match=message):
             crnn.LSTM.__new__(crnn.LSTM).__setstate__(bad)

@@ -24,6 +24,14 @@ gradient reaching the previous state, the input and the parameters):
           dz_o = dh ⊙ tanh(C) ⊙ o(1 - o),  dz_i = dC ⊙ a ⊙ i(1 - i),
           dz_f = dC ⊙ C(t-1) ⊙ f(1 - f),  dz_a = dC ⊙ i ⊙ (1 - a²)
           dh(t-1) = Wᵀ dz,  dC(t-1) = dC ⊙ f,  dx = Uᵀ dz
+          with peepholes (params P{l}, rows P_i, P_o, P_f: ONNX's order):
+          i = σ(z_i + P_i ⊙ C(t-1)), f = σ(z_f + P_f ⊙ C(t-1)),
+          o = σ(z_o + P_o ⊙ C);  dC gets dz_o ⊙ P_o, dC(t-1) gets
+          dz_i ⊙ P_i + dz_f ⊙ P_f;  ∂P_i += dz_i ⊙ C(t-1),
+          ∂P_o += dz_o ⊙ C,  ∂P_f += dz_f ⊙ C(t-1)
+          with a projection (params R{l} (P, H), PyTorch's proj_size):
+          m = o ⊙ tanh(C), h = R m;  dm = Rᵀ dh, ∂R += dh mᵀ, then the
+          lstm's backward with dm in dh's place (W is (4H, P), h0 (P,))
     gru   (3H: blocks r, z, n; bn is PyTorch's b_hn)
           r = σ(U_r x + W_r h(t-1) + b_r),  z = σ(U_z x + W_z h(t-1) + b_z)
           q = W_n h(t-1) + bn,  n = tanh(U_n x + b_n + r ⊙ q)
@@ -83,22 +91,30 @@ def gate_blocks(cell):
 
 
 def param_shapes(input_size, hidden_size, output_size, num_layers=1,
-                 bidirectional=False, output="softmax", cell="rnn"):
-    """The shapes of the params dict of API.md (G = 1, 4, 3 for rnn, lstm, gru)."""
+                 bidirectional=False, output="softmax", cell="rnn",
+                 peepholes=False, proj_size=0):
+    """The shapes of the params dict of API.md (G = 1, 4, 3 for rnn, lstm,
+    gru; P{l} (3, H) for an lstm with peepholes, R{l} (proj_size, H) with a
+    projection)."""
     dirs = 2 if bidirectional else 1
     G = gate_blocks(cell)
+    width = proj_size or hidden_size        # h's
     shapes = {}
     for l in range(num_layers):
-        d_in = input_size if l == 0 else hidden_size * dirs
+        d_in = input_size if l == 0 else width * dirs
         for d in range(dirs):
             s = _suffix(d)
             shapes[f"U{l}{s}"] = (G * hidden_size, d_in)
-            shapes[f"W{l}{s}"] = (G * hidden_size, hidden_size)
+            shapes[f"W{l}{s}"] = (G * hidden_size, width)
             shapes[f"b{l}{s}"] = (G * hidden_size,)
             if cell == "gru":
                 shapes[f"bn{l}{s}"] = (hidden_size,)
+            if peepholes:
+                shapes[f"P{l}{s}"] = (3, hidden_size)
+            if proj_size:
+                shapes[f"R{l}{s}"] = (proj_size, hidden_size)
     if output is not None:
-        shapes["V"] = (output_size, hidden_size * dirs)
+        shapes["V"] = (output_size, width * dirs)
         shapes["c"] = (output_size,)
     return shapes
 
@@ -187,7 +203,8 @@ def _softmax(o):
 # ---------------------------------------------------------------- one cell step
 #
 # A state is a tuple: (h,) for rnn and gru, (h, C) for lstm. ``lane`` holds one
-# layer-direction's parameters: U, W, b (and bn for gru).
+# layer-direction's parameters: U, W, b (and bn for gru, P for an lstm with
+# peepholes; without P the lstm's peepholes are zero).
 
 def _step_forward(cell, lane, x, state, nonlinearity):
     """One position: the new state and what the backward step needs."""
@@ -200,14 +217,17 @@ def _step_forward(cell, lane, x, state, nonlinearity):
     H = h_prev.shape[0]
     if cell == "lstm":
         C_prev = state[1]
+        H = C_prev.shape[0]                  # the cell's width (h's is P with R)
+        Pi, Po, Pf = lane.get("P", np.zeros((3, H)))
         z = U @ x + W @ h_prev + b
-        i = _sigmoid(z[0:H])
-        f = _sigmoid(z[H:2 * H])
+        i = _sigmoid(z[0:H] + Pi * C_prev)
+        f = _sigmoid(z[H:2 * H] + Pf * C_prev)
         a = np.tanh(z[2 * H:3 * H])
-        o = _sigmoid(z[3 * H:4 * H])
         C = f * C_prev + i * a
+        o = _sigmoid(z[3 * H:4 * H] + Po * C)
         tc = np.tanh(C)
-        h = o * tc
+        m = o * tc
+        h = lane["R"] @ m if "R" in lane else m
         return (h, C), (x, h_prev, C_prev, i, f, a, o, C, tc)
     if cell == "gru":
         bn = lane["bn"]
@@ -240,17 +260,21 @@ def _step_backward(cell, lane, glane, cache, dstate, nonlinearity):
         return (W.T @ g,), U.T @ g
     if cell == "lstm":
         x, h_prev, C_prev, i, f, a, o, C, tc = cache
-        dC = dh * o * (1.0 - tc * tc) + dstate[1]
-        dz = np.concatenate([
-            dC * a * i * (1.0 - i),           # dz_i
-            dC * C_prev * f * (1.0 - f),      # dz_f
-            dC * i * (1.0 - a * a),           # dz_a
-            dh * tc * o * (1.0 - o),          # dz_o
-        ])
+        Pi, Po, Pf = lane.get("P", np.zeros((3, len(C))))
+        if "R" in lane:                      # h = R m: dm = Rᵀ dh, ∂R += dh mᵀ
+            glane["R"] += np.outer(dh, o * tc)
+            dh = lane["R"].T @ dh
+        dz_o = dh * tc * o * (1.0 - o)
+        dC = dh * o * (1.0 - tc * tc) + dstate[1] + dz_o * Po
+        dz_i = dC * a * i * (1.0 - i)
+        dz_f = dC * C_prev * f * (1.0 - f)
+        dz = np.concatenate([dz_i, dz_f, dC * i * (1.0 - a * a), dz_o])
         glane["U"] += np.outer(dz, x)
         glane["W"] += np.outer(dz, h_prev)
         glane["b"] += dz
-        return (W.T @ dz, dC * f), U.T @ dz
+        if "P" in glane:
+            glane["P"] += np.stack([dz_i * C_prev, dz_o * C, dz_f * C_prev])
+        return (W.T @ dz, dC * f + dz_i * Pi + dz_f * Pf), U.T @ dz
     if cell == "gru":
         x, h_prev, r, zg, q, n = cache
         H = h_prev.shape[0]
@@ -272,11 +296,13 @@ def _step_backward(cell, lane, glane, cache, dstate, nonlinearity):
     raise ValueError(cell)
 
 
-def _state_arrays(cell, initial_state, shape):
-    """The initial state as a list of float64 arrays (h0[, c0])."""
-    count = 2 if cell == "lstm" else 1
+def _state_arrays(cell, initial_state, shape, cell_width):
+    """The initial state as a list of float64 arrays (h0[, c0]); c0 is
+    `cell_width` wide (h0 is narrower with a projection)."""
     if initial_state is None:
-        return [np.zeros(shape) for _ in range(count)]
+        if cell != "lstm":
+            return [np.zeros(shape)]
+        return [np.zeros(shape), np.zeros(shape[:2] + (cell_width,))]
     if cell == "lstm":
         h0, c0 = initial_state
         return [np.asarray(h0, dtype=np.float64), np.asarray(c0, dtype=np.float64)]
@@ -288,7 +314,8 @@ def reference(params, X, y=None, lengths=None, initial_state=None, *, cell="rnn"
               output="softmax", return_sequences=True, reduction="mean"):
     """Forward (and, when ``y`` is given, BPTT) of an RNN, LSTM or GRU in float64.
 
-    ``params`` uses crnn's keys (U{l}, W{l}, b{l}, bn{l} (gru), ..._reverse, V, c).
+    ``params`` uses crnn's keys (U{l}, W{l}, b{l}, bn{l} (gru), P{l} (an
+    lstm with peepholes), ..._reverse, V, c).
     ``nonlinearity`` only matters for cell="rnn". ``initial_state`` is h0, or
     (h0, c0) for an LSTM. Returns a :class:`RefResult`.
     """
@@ -296,11 +323,12 @@ def reference(params, X, y=None, lengths=None, initial_state=None, *, cell="rnn"
         raise ValueError(cell)
     P = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
     dirs = 2 if bidirectional else 1
-    H = P["W0"].shape[1]
+    H = P["W0"].shape[1]                     # h's width (P with a projection)
+    cell_width = P["U0"].shape[0] // gate_blocks(cell)
     D = P["U0"].shape[1]
     X, lengths = to_padded(X, lengths, D)
     N, T = X.shape[:2]
-    S0 = _state_arrays(cell, initial_state, (num_layers * dirs, N, H))
+    S0 = _state_arrays(cell, initial_state, (num_layers * dirs, N, H), cell_width)
     F = H * dirs
     K = P["V"].shape[0] if output is not None else F
 
@@ -324,11 +352,12 @@ def reference(params, X, y=None, lengths=None, initial_state=None, *, cell="rnn"
         loss_total = None
 
     Y = np.zeros((N, T, K)) if return_sequences else np.zeros((N, K))
-    S_final = [np.zeros((num_layers * dirs, N, H)) for _ in S0]
+    S_final = [np.zeros(s.shape) for s in S0]
 
     def lane_of(store, l, d):
         s = _suffix(d)
         names = ("U", "W", "b", "bn") if cell == "gru" else ("U", "W", "b")
+        names += tuple(name for name in ("P", "R") if f"{name}0" in P)
         return {name: store[f"{name}{l}{s}"] for name in names}
 
     for n in range(N):
@@ -425,7 +454,7 @@ def reference(params, X, y=None, lengths=None, initial_state=None, *, cell="rnn"
                 inp_l, step_caches, order = caches[l][d]
                 dh_ext = dtop[:, d * H : (d + 1) * H]
                 # gradient reaching the state from the later step (none after the last)
-                d_next = tuple(np.zeros(H) for _ in S0)
+                d_next = tuple(np.zeros(s.shape[2]) for s in S0)
                 for t in reversed(order):
                     dstate = (dh_ext[t] + d_next[0],) + d_next[1:]
                     d_next, dx = _step_backward(cell, lane, glane, step_caches[t], dstate,

@@ -80,6 +80,9 @@ LONG_SIGNATURES = {
     ("trainer.py", "fit"),
     # crnn.torch's modules take torch.nn.LSTM's (RNN's) constructor arguments
     ("torch.py", "__init__"),
+    # the models' constructors: their keyword arguments are the public API
+    # (crnn.RNN/LSTM/GRU, with the LSTM's peepholes and proj_size)
+    ("models.py", "__init__"),
 } | {("api.pyx", f"crnn_{operation}_{suffix}")
      for operation in ("forward", "backward", "step") for suffix in ("f32", "f64")}
 

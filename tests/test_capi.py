@@ -21,7 +21,9 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "downstream"
 EXAMPLE_FILES = ("setup.py", "pyproject.toml", "crnn_downstream.pyx")
 TOL = {np.float32: 1e-5, np.float64: 1e-10}
 DTYPES = (np.float32, np.float64)
-CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru", "gru_reset_before")
+CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru", "gru_reset_before",
+         "lstm_peephole")
+PAIR = ("lstm", "lstm_peephole")          # cells whose state is (h, c)
 N, T, D, H, K = 4, 6, 3, 5, 2
 LENGTHS = np.array([4, 6, 1, 3])          # unsorted, includes 1 and T
 SHORT = np.array([4, 2, 1, 3])            # every sequence shorter than T
@@ -60,12 +62,17 @@ def make_model(cell, dtype, *, output="linear", return_sequences=True,
         return crnn.RNN(D, H, size, nonlinearity=cell[4:], **kwargs)
     if cell == "gru_reset_before":
         return crnn.GRU(D, H, size, reset_after=False, **kwargs)
+    if cell == "lstm_peephole":
+        return crnn.LSTM(D, H, size, peepholes=True, **kwargs)
     return (crnn.LSTM if cell == "lstm" else crnn.GRU)(D, H, size, **kwargs)
 
 
 def lane(model, layer=0):
+    """U, W, b and the cell's extra parameter the C API takes as bn: the
+    GRU's bn, the peephole LSTM's P (None for the others)."""
     p = model.params
-    return p[f"U{layer}"], p[f"W{layer}"], p[f"b{layer}"], p.get(f"bn{layer}")
+    return (p[f"U{layer}"], p[f"W{layer}"], p[f"b{layer}"],
+            p.get(f"bn{layer}", p.get(f"P{layer}")))
 
 
 class Batch:
@@ -107,7 +114,7 @@ def close(actual, expected, dtype, what):
 
 def state_pair(cell, state):
     """(h, c or None) of a model's state / state gradient."""
-    return state if cell == "lstm" else (state, None)
+    return state if cell in PAIR else (state, None)
 
 
 # ------------------------------------------------------------ the example
@@ -136,8 +143,8 @@ def test_many_to_many_forward_and_backward(downstream, cell, dtype, lengths):
     batch = Batch(dtype, lengths=lengths)
     U, W, b, bn = lane(model)
     V, c = model.params["V"], model.params["c"]
-    initial = (batch.h0, batch.c0) if cell == "lstm" else batch.h0
-    lstm = cell == "lstm"
+    initial = (batch.h0, batch.c0) if cell in PAIR else batch.h0
+    lstm = cell in PAIR
 
     status, hs, h_n, c_n, work = downstream.forward(
         cell, batch.x, U, W, b, bn, lengths=batch.lengths,
@@ -258,7 +265,7 @@ def test_lstm_cell_state_gradient(downstream):
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("cell,hidden", [("lstm", 64), ("gru", 86), ("gru_reset_before", 86),
-                                         ("rnn_tanh", 256)])
+                                         ("rnn_tanh", 256), ("lstm_peephole", 64)])
 def test_backward_with_dU_and_dW_in_one_product(downstream, cell, hidden,
                                                 threads):
     """At sizes where dU and dW share one product (G·H >= 256; 640 rows:
@@ -274,7 +281,8 @@ def test_backward_with_dU_and_dW_in_one_product(downstream, cell, hidden,
     U = rng.normal(scale=0.2, size=(G * hidden, inputs))
     W = rng.normal(scale=0.2, size=(G * hidden, hidden))
     b = rng.normal(scale=0.2, size=G * hidden)
-    bn = rng.normal(scale=0.2, size=hidden) if cell == "gru" else None
+    bn = {"gru": rng.normal(scale=0.2, size=hidden),
+          "lstm_peephole": rng.normal(scale=0.2, size=(3, hidden))}.get(cell)
     lengths = np.sort(rng.integers(1, steps + 1, batch))[::-1].copy()
     lengths[0] = steps
     dhs = rng.normal(size=(steps, batch, hidden))
@@ -319,7 +327,7 @@ def test_step_matches_stream(downstream, cell, dtype):
     V, c = model.params["V"], model.params["c"]
     stream = model.stream(batch_size=N)
     h = np.zeros((N, H), dtype)
-    cell_state = np.zeros((N, H), dtype) if cell == "lstm" else None
+    cell_state = np.zeros((N, H), dtype) if cell in PAIR else None
     for t in range(T):
         x_t = np.ascontiguousarray(batch.X[:, t])
         status = downstream.step(cell, x_t, U, W, b, bn, h, cell_state)
@@ -330,7 +338,7 @@ def test_step_matches_stream(downstream, cell, dtype):
 # ------------------------------------------------------------ contract
 
 def test_sizes_and_status_codes(downstream):
-    assert [downstream.gate_blocks(cell) for cell in CELLS] == [1, 1, 4, 3, 3]
+    assert [downstream.gate_blocks(cell) for cell in CELLS] == [1, 1, 4, 3, 3, 4]
     # workspace sizes: forward-only is a prefix of forward + backward
     for cell in CELLS:
         forward = downstream.workspace_size(cell, T, N, D, H)
@@ -354,6 +362,13 @@ def test_sizes_and_status_codes(downstream):
     h = np.zeros((N, H))
     x_t = np.ascontiguousarray(batch.X[:, 0])
     assert downstream.step("gru", x_t, U, W, b, None, h) == status["null"]
+    # the peephole LSTM needs its P (in bn's place)
+    peephole = make_model("lstm_peephole", np.float64)
+    Up, Wp, bp, P = lane(peephole)
+    assert downstream.forward("lstm_peephole", batch.x, Up, Wp, bp, None)[0] == \
+        status["null"]
+    assert downstream.step("lstm_peephole", x_t, Up, Wp, bp, None, h,
+                           np.zeros((N, H))) == status["null"]
     # backward without its forward in the workspace
     _, hs, _, _, work = downstream.forward("gru", batch.x, U, W, b, bn)
     work[:] = 0
@@ -414,7 +429,7 @@ def test_short_workspace_is_refused_before_anything_is_written(downstream, cell,
     assert all(not g.any() for g in grads.values()) and np.isnan(dh0).all()
     # the step
     h = np.zeros((2, H), dtype)
-    c = np.zeros((2, H), dtype) if cell == "lstm" else None
+    c = np.zeros((2, H), dtype) if cell in PAIR else None
     step_size = downstream.workspace_size(cell, 1, 2, D, H, step=True)
     assert downstream.step(cell, x[0], U, W, b, bn, h, c,
                            lwork=step_size - 1) == status["workspace_size"]

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import crnn
-from reference import central_differences
+from variant_checks import check_finite_differences, check_threads_and_one_hot
 
 N, T, D, H, K = 3, 5, 4, 6, 3
 
@@ -125,17 +125,7 @@ def test_gradients_match_finite_differences(layers, bidirectional, output,
         y = rng.integers(0, K, size=(N, T))
     else:
         y = rng.normal(size=(N, K))
-    loss, grads, dh0 = model.loss_and_grad(X, y, lengths, initial_state=h0,
-                                           return_state_grad=True)
-
-    def f():
-        return model.loss_and_grad(X, y, lengths, initial_state=h0)[0]
-
-    for name, array in model.params.items():
-        np.testing.assert_allclose(grads[name], central_differences(f, array),
-                                   rtol=1e-6, atol=1e-8, err_msg=name)
-    np.testing.assert_allclose(dh0, central_differences(f, h0), rtol=1e-6,
-                               atol=1e-8)
+    check_finite_differences(model, X, y, lengths, h0)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -144,26 +134,7 @@ def test_one_and_two_threads_agree_and_tokens_equal_one_hot(dtype):
                      seed=2)
     rng = np.random.default_rng(6)
     tokens = rng.integers(0, 7, size=(16, 30))
-    y = rng.integers(0, 5, size=(16, 30))
-    previous = crnn.get_num_threads()
-    try:
-        results = []
-        for threads in (1, 2):
-            crnn.set_num_threads(threads)
-            results.append(model.loss_and_grad(tokens, y))
-    finally:
-        crnn.set_num_threads(previous)
-    (l1, g1), (l2, g2) = results
-    tol = 1e-5 if dtype == "float32" else 1e-12
-    assert abs(l1 - l2) <= tol * abs(l1)
-    for name in g1:
-        np.testing.assert_allclose(g1[name], g2[name], rtol=tol, atol=tol)
-    one_hot = np.eye(7)[tokens]
-    l3, g3 = model.loss_and_grad(one_hot, y)
-    assert abs(l1 - l3) <= tol * abs(l1)
-    for name in g1:
-        np.testing.assert_allclose(g1[name], g3[name], rtol=10 * tol,
-                                   atol=10 * tol, err_msg=name)
+    check_threads_and_one_hot(model, tokens, rng.integers(0, 5, size=(16, 30)))
 
 
 def test_stream_steps_equal_the_forward():

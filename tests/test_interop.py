@@ -252,11 +252,16 @@ def test_torch_crnn_torch_gives_the_same_function(torch, kind):
           torch_forward(torch, module, linear, X, LENGTHS)[0], "float64")
 
 
-# ---------------------------------------------------------------- refusals
-def test_refuses_proj_size(torch):
+def test_proj_size_is_converted(torch):
+    """(test_projection.py checks the outputs and gradients)"""
     module = torch.nn.LSTM(D, H, proj_size=2)
-    with pytest.raises(ValueError, match="proj_size=2"):
-        crnn.from_torch(module)
+    model = crnn.from_torch(module)
+    assert model.proj_size == 2
+    np.testing.assert_array_equal(model.params["R0"],
+                                  module.weight_hr_l0.detach().numpy())
+
+
+# ---------------------------------------------------------------- refusals
 
 
 @pytest.mark.parametrize("make, match", [

@@ -46,7 +46,10 @@ def lstm_forward(const double[:, :, ::1] x, const double[:, ::1] U,
 
 CELLS = {"rnn_tanh": CRNN_RNN_TANH, "rnn_relu": CRNN_RNN_RELU,
          "lstm": CRNN_LSTM, "gru": CRNN_GRU,
-         "gru_reset_before": CRNN_GRU_RESET_BEFORE}
+         "gru_reset_before": CRNN_GRU_RESET_BEFORE,
+         "lstm_peephole": CRNN_LSTM_PEEPHOLE}
+# the cells whose state is a pair (h, c)
+PAIR_STATE = (CRNN_LSTM, CRNN_LSTM_PEEPHOLE)
 STATUS = {"ok": CRNN_OK, "cell": CRNN_ERROR_CELL, "sizes": CRNN_ERROR_SIZES,
           "lengths": CRNN_ERROR_LENGTHS, "null": CRNN_ERROR_NULL,
           "workspace": CRNN_ERROR_WORKSPACE,
@@ -103,14 +106,15 @@ def forward(str cell, x, U, W, b, bn=None, lengths=None, h0=None, c0=None,
             bint backward=True, lwork=None):
     """Sequence forward.  x (T, B, D), lengths sorted longest first; the
     workspace has `lwork` elements (default: the size crnn asks for).
-    Returns (status, hs, h_n, c_n, work); c_n is None but for the LSTM."""
+    `bn` is the GRU's recurrent bias, or the peephole LSTM's P (3, H).
+    Returns (status, hs, h_n, c_n, work); c_n is None but for the LSTMs."""
     T, B, D = x.shape
     H = W.shape[1]
     kind = CELLS[cell]
     cdef crnn_sizes sizes = make_sizes(T, B, D, H)
     hs = np.zeros((T + 1, B, H), x.dtype)
     h_n = np.zeros((B, H), x.dtype)
-    c_n = np.zeros((B, H), x.dtype) if kind == CRNN_LSTM else None
+    c_n = np.zeros((B, H), x.dtype) if kind in PAIR_STATE else None
     if lwork is None:
         lwork = crnn_sequence_workspace_size(kind, &sizes, backward)
     work = np.zeros(max(lwork, 1), x.dtype)
@@ -160,8 +164,9 @@ def backward(str cell, x, U, W, hs, work, dhs=None, dh_n=None, dc_n=None,
              bint want_dx=True, lwork=None):
     """Sequence backward after `forward` (same x, hs, work; `lwork`
     defaults to work's length).  Returns (status, grads, dx, dh0, dc0):
-    grads has "U", "W", "b" (and "bn" for the GRU), accumulated into
-    zeros; dx is None unless want_dx; dc0 is None but for the LSTM."""
+    grads has "U", "W", "b" (and "bn" for the GRU, "P" for the peephole
+    LSTM, in dbn's place), accumulated into zeros; dx is None unless
+    want_dx; dc0 is None but for the LSTMs."""
     T, B, D = x.shape
     H = W.shape[1]
     kind = CELLS[cell]
@@ -170,10 +175,13 @@ def backward(str cell, x, U, W, hs, work, dhs=None, dh_n=None, dc_n=None,
              "b": np.zeros(W.shape[0], x.dtype)}
     if kind == CRNN_GRU:
         grads["bn"] = np.zeros(H, x.dtype)
+    if kind == CRNN_LSTM_PEEPHOLE:
+        grads["P"] = np.zeros((3, H), x.dtype)
     dx = np.full_like(x, np.nan) if want_dx else None
     dh0 = np.full((B, H), np.nan, x.dtype)
-    dc0 = np.full((B, H), np.nan, x.dtype) if kind == CRNN_LSTM else None
-    dU, dW, db, dbn = grads["U"], grads["W"], grads["b"], grads.get("bn")
+    dc0 = np.full((B, H), np.nan, x.dtype) if kind in PAIR_STATE else None
+    dU, dW, db = grads["U"], grads["W"], grads["b"]
+    dbn = grads.get("bn", grads.get("P"))
     if lwork is None:
         lwork = work.shape[0]
     if x.dtype == np.float32:

@@ -1,13 +1,15 @@
 """crnn: fast CPU recurrent networks (vanilla RNN, LSTM, GRU) with BPTT, in Cython."""
 from ._version import __version__
 from .interop import from_torch
+from ._onnx_import import from_onnx
 from .io import load
 from .models import GRU, LSTM, RNN
 from . import optim
 from .threads import get_num_threads, set_num_threads
 from .trainer import History, Trainer
 
-__all__ = ["GRU", "LSTM", "RNN", "__version__", "from_torch", "load", "optim",
+__all__ = ["GRU", "LSTM", "RNN", "__version__", "from_onnx", "from_torch", "load",
+           "optim",
            "History", "Trainer", "get_num_threads", "set_num_threads"]
 
 

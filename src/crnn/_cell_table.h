@@ -24,6 +24,8 @@ typedef struct crnn_cell_args {
     void *dc;                     /* IN carried dL/dC(t); OUT carried to t-1 */
     void *dgates;                 /* OUT dL/dZ */
     void *drecurrent;             /* OUT dL/dR (separate_recurrent) */
+    const void *peepholes;        /* (peephole_blocks x H) peephole weights */
+    void *dpeepholes;             /* BPTT += (peephole_blocks x H) dL/dP */
 } crnn_cell_args;
 
 typedef void (*crnn_cell_kernel)(const crnn_cell_args *args);
@@ -46,7 +48,10 @@ enum crnn_cell_pass {
  *   last gate blocks multiply the cell's keep instead of h(t-1) in the
  *   recurrent product (gated_blocks: 0, or 1 for the GRU that resets before
  *   the product; such a cell has a gate pass between its two products, and
- *   runs its products on BLAS), and the point-wise kernels by pass
+ *   runs its products on BLAS), how many rows of peephole weights P the
+ *   cell reads (peephole_blocks: 0, or 3 for the peephole LSTM, whose gates
+ *   i, o, f also see C: args.peepholes, args.dpeepholes), and the
+ *   point-wise kernels by pass
  *   (crnn_cell_pass) and type ([0] float, [1] double; NULL for a pass the
  *   cell does not have). */
 typedef struct crnn_cell_spec {
@@ -57,6 +62,7 @@ typedef struct crnn_cell_spec {
     int recurrent_bias;
     int keeps;
     int gated_blocks;
+    int peephole_blocks;
     crnn_cell_kernel kernels[CRNN_CELL_PASSES][2];
 } crnn_cell_spec;
 

@@ -20,6 +20,8 @@ cdef extern from "_cell_table.h" nogil:
         void *dc
         void *dgates
         void *drecurrent
+        const void *peepholes
+        void *dpeepholes
     ctypedef void (*CellKernel)(const CellArgs *args) noexcept nogil
     ctypedef struct CellSpec "crnn_cell_spec":
         const char *name
@@ -29,6 +31,7 @@ cdef extern from "_cell_table.h" nogil:
         int recurrent_bias      # a bias inside the recurrent product (bn)
         int keeps               # a (rows × H) buffer per step kept for BPTT
         int gated_blocks        # last blocks whose product takes keep, not h
+        int peephole_blocks     # rows of peephole weights P (3: i, o, f)
         CellKernel kernels[4][2]  # [pass][0 float, 1 double], NULL: no such pass
     # the passes (crnn_cell_pass)
     enum:
@@ -43,6 +46,7 @@ cpdef enum CellKind:
     CELL_LSTM = 2
     CELL_GRU = 3
     CELL_GRU_RESET_BEFORE = 4
+    CELL_LSTM_PEEPHOLE = 5
 
 # The table row of `kind` (a CellKind; the caller has checked it).
 cdef const CellSpec *cell_spec(int kind) noexcept nogil

@@ -60,6 +60,13 @@ def cell_names():
 #       dz_f = dC ⊙ C_prev ⊙ f(1-f)  dz_a = dC ⊙ i ⊙ (1-a²)
 #       carried to t-1: dc = dC ⊙ f
 #
+# LSTM with peepholes (lstm_peephole; ONNX's P, peepholes = (3 × H) rows
+#       P_i, P_o, P_f): i = σ(z_i + P_i ⊙ C_prev), f = σ(z_f + P_f ⊙ C_prev),
+#       o = σ(z_o + P_o ⊙ C).  BPTT: dz_o = dh ⊙ tc ⊙ o(1-o) first, then
+#       dC = dh ⊙ o ⊙ (1 - tc²) + dc + dz_o ⊙ P_o;  dz_i, dz_f, dz_a as the
+#       LSTM's;  carried: dc = dC ⊙ f + dz_i ⊙ P_i + dz_f ⊙ P_f;  dpeepholes
+#       += (dz_i ⊙ C_prev, dz_o ⊙ C, dz_f ⊙ C_prev) summed over the rows.
+#
 # GRU   PyTorch's GRU, blocks r, z, n; gates hold the input side x·Uᵀ + b,
 #       R = h_prev·Wᵀ is separate because n multiplies it by r:
 #       r = σ(gx_r + R_r)   z = σ(gx_z + R_z)   hn = R_n + b_hn

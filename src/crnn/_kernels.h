@@ -53,22 +53,25 @@ static inline double crnn_sigmoid(double x) { return 1.0 / (1.0 + exp(-x)); }
 #define CRNN_KERNELS(name) {name##_f32, name##_f64}
 
 static const crnn_cell_spec crnn_cell_table[] = {
-    /* name, G, pair, separate, bias, keeps, gated,
+    /* name, G, pair, separate, bias, keeps, gated, peephole blocks,
      * {forward, backward, forward gate, backward gate} */
-    {"rnn_tanh", 1, 0, 0, 0, 0, 0,
+    {"rnn_tanh", 1, 0, 0, 0, 0, 0, 0,
      {CRNN_KERNELS(crnn_rnn_tanh_forward_cell),
       CRNN_KERNELS(crnn_rnn_tanh_backward_cell)}},
-    {"rnn_relu", 1, 0, 0, 0, 0, 0,
+    {"rnn_relu", 1, 0, 0, 0, 0, 0, 0,
      {CRNN_KERNELS(crnn_rnn_relu_forward_cell),
       CRNN_KERNELS(crnn_rnn_relu_backward_cell)}},
-    {"lstm", 4, 1, 0, 0, 0, 0,
+    {"lstm", 4, 1, 0, 0, 0, 0, 0,
      {CRNN_KERNELS(crnn_lstm_forward_cell), CRNN_KERNELS(crnn_lstm_backward_cell)}},
-    {"gru", 3, 0, 1, 1, 1, 0,
+    {"gru", 3, 0, 1, 1, 1, 0, 0,
      {CRNN_KERNELS(crnn_gru_forward_cell), CRNN_KERNELS(crnn_gru_backward_cell)}},
-    {"gru_reset_before", 3, 0, 0, 0, 1, 1,
+    {"gru_reset_before", 3, 0, 0, 0, 1, 1, 0,
      {CRNN_KERNELS(crnn_gru_rb_forward_cell), CRNN_KERNELS(crnn_gru_rb_backward_cell),
       CRNN_KERNELS(crnn_gru_rb_forward_gate_cell),
       CRNN_KERNELS(crnn_gru_rb_backward_gate_cell)}},
+    {"lstm_peephole", 4, 1, 0, 0, 0, 0, 3,
+     {CRNN_KERNELS(crnn_lstm_peephole_forward_cell),
+      CRNN_KERNELS(crnn_lstm_peephole_backward_cell)}},
 };
 
 #define CRNN_CELL_COUNT ((int) (sizeof crnn_cell_table / sizeof crnn_cell_table[0]))

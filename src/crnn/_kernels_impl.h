@@ -75,7 +75,17 @@ static CLONES void SUFFIX(crnn_rnn_backward)(
     }
 }
 
-/* ---------------------------------------------------------------- LSTM */
+/* ---------------------------------------------------------------- LSTM
+ * The LSTM, and ONNX's LSTM with peepholes: P holds three rows of H in
+ * ONNX's order i, o, f (the gate blocks stay i, f, a, o); i and f also see
+ * C(t-1), o sees C(t).  Their backward passes share one body (the row takes
+ * `peep`, always inlined with a constant 1 or 0, so the plain LSTM's loop
+ * holds no peephole term); it adds dP, summed over the rows unit by unit,
+ * so a thread that owns units [first, first + count) owns their dP too.
+ * Their forward rows are two functions: one body with `peep` changed the
+ * plain LSTM's float32 results in the last bits (tools/bit_identity.py
+ * found it; the compiled code differs, the arithmetic as written does not),
+ * and the plain LSTM keeps its results to the bit. */
 
 static inline void SUFFIX(crnn_lstm_forward_row)(
     ptrdiff_t H, REAL *CRNN_RESTRICT gi, REAL *CRNN_RESTRICT gf,
@@ -109,48 +119,124 @@ static CLONES void SUFFIX(crnn_lstm_forward)(
     }
 }
 
+static inline void SUFFIX(crnn_lstm_peephole_forward_row)(
+    ptrdiff_t H, REAL *CRNN_RESTRICT gi, REAL *CRNN_RESTRICT gf,
+    REAL *CRNN_RESTRICT ga, REAL *CRNN_RESTRICT go,
+    const REAL *CRNN_RESTRICT pi, const REAL *CRNN_RESTRICT po,
+    const REAL *CRNN_RESTRICT pf, const REAL *CRNN_RESTRICT c_prev,
+    REAL *CRNN_RESTRICT h, REAL *CRNN_RESTRICT c)
+{
+    for (ptrdiff_t j = 0; j < H; j++) {
+        REAL cp = c_prev[j];
+        REAL i = SIGMOID(gi[j] + pi[j] * cp), f = SIGMOID(gf[j] + pf[j] * cp);
+        REAL a = TANH(ga[j]);
+        REAL cell = f * cp + i * a;
+        REAL o = SIGMOID(go[j] + po[j] * cell);
+        gi[j] = i;
+        gf[j] = f;
+        ga[j] = a;
+        go[j] = o;
+        c[j] = cell;
+        h[j] = o * TANH(cell);
+    }
+}
+
+static CLONES void SUFFIX(crnn_lstm_peephole_forward)(
+    int rows, int hidden, int first, int count, REAL *gates,
+    const REAL *peepholes, const REAL *c_prev, REAL *h, REAL *c)
+{
+    const ptrdiff_t H = hidden;
+    const REAL *p = peepholes + first;
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        REAL *g = gates + r * 4 * H + first;
+        ptrdiff_t at = r * H + first;
+        SUFFIX(crnn_lstm_peephole_forward_row)(
+            count, g, g + H, g + 2 * H, g + 3 * H, p, p + H, p + 2 * H,
+            c_prev + at, h + at, c + at);
+    }
+}
+
+/* With peepholes: dz_o first, and dC gets dz_o P_o; what reaches C(t-1)
+ * gets dz_i P_i + dz_f P_f; dP_i += dz_i C(t-1), dP_o += dz_o C(t),
+ * dP_f += dz_f C(t-1). */
 static CRNN_ALWAYS_INLINE void SUFFIX(crnn_lstm_backward_row)(
-    ptrdiff_t H, int with_out, const REAL *CRNN_RESTRICT gi, const REAL *CRNN_RESTRICT gf,
-    const REAL *CRNN_RESTRICT ga, const REAL *CRNN_RESTRICT go,
+    ptrdiff_t H, int with_out, int peep, const REAL *CRNN_RESTRICT gi,
+    const REAL *CRNN_RESTRICT gf, const REAL *CRNN_RESTRICT ga,
+    const REAL *CRNN_RESTRICT go, const REAL *CRNN_RESTRICT pi,
+    const REAL *CRNN_RESTRICT po, const REAL *CRNN_RESTRICT pf,
     const REAL *CRNN_RESTRICT c_prev, const REAL *CRNN_RESTRICT c,
     const REAL *CRNN_RESTRICT dh_out, const REAL *CRNN_RESTRICT dh,
     REAL *CRNN_RESTRICT dc, REAL *CRNN_RESTRICT di, REAL *CRNN_RESTRICT df,
-    REAL *CRNN_RESTRICT da, REAL *CRNN_RESTRICT dout)
+    REAL *CRNN_RESTRICT da, REAL *CRNN_RESTRICT dout,
+    REAL *CRNN_RESTRICT dpi, REAL *CRNN_RESTRICT dpo, REAL *CRNN_RESTRICT dpf)
 {
     for (ptrdiff_t j = 0; j < H; j++) {
         REAL i = gi[j], f = gf[j], a = ga[j], o = go[j];
         REAL tc = TANH(c[j]);
         REAL delta = dh[j] + (with_out ? dh_out[j] : 0);
+        REAL dzo = delta * tc * o * (1 - o);
         REAL dcell = delta * o * (1 - tc * tc) + dc[j];
-        di[j] = dcell * a * i * (1 - i);
-        df[j] = dcell * c_prev[j] * f * (1 - f);
+        if (peep)
+            dcell += dzo * po[j];
+        REAL dzi = dcell * a * i * (1 - i);
+        REAL dzf = dcell * c_prev[j] * f * (1 - f);
+        di[j] = dzi;
+        df[j] = dzf;
         da[j] = dcell * i * (1 - a * a);
-        dout[j] = delta * tc * o * (1 - o);
-        dc[j] = dcell * f;
+        dout[j] = dzo;
+        dc[j] = peep ? dcell * f + dzi * pi[j] + dzf * pf[j] : dcell * f;
+        if (peep) {
+            dpi[j] += dzi * c_prev[j];
+            dpo[j] += dzo * c[j];
+            dpf[j] += dzf * c_prev[j];
+        }
+    }
+}
+
+/* The rows of one backward pass, for constant with_out and peep. */
+static CRNN_ALWAYS_INLINE void SUFFIX(crnn_lstm_backward_rows)(
+    int with_out, int peep, int rows, int hidden, int first, int count,
+    const REAL *gates, const REAL *peepholes, const REAL *c_prev,
+    const REAL *c, const REAL *dh_out, const REAL *dh, REAL *dc,
+    REAL *dgates, REAL *dpeepholes)
+{
+    const ptrdiff_t H = hidden;
+    const REAL *p = peep ? peepholes + first : NULL;
+    REAL *dp = peep ? dpeepholes + first : NULL;
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        const REAL *g = gates + r * 4 * H + first;
+        REAL *dg = dgates + r * 4 * H + first;
+        ptrdiff_t at = r * H + first;
+        SUFFIX(crnn_lstm_backward_row)(
+            count, with_out, peep, g, g + H, g + 2 * H, g + 3 * H,
+            p, peep ? p + H : NULL, peep ? p + 2 * H : NULL,
+            c_prev + at, c + at, with_out ? dh_out + at : NULL, dh + at,
+            dc + at, dg, dg + H, dg + 2 * H, dg + 3 * H,
+            dp, peep ? dp + H : NULL, peep ? dp + 2 * H : NULL);
     }
 }
 
 static CLONES void SUFFIX(crnn_lstm_backward)(
     int rows, int hidden, int first, int count, const REAL *gates,
-    const REAL *c_prev, const REAL *c, const REAL *dh_out, const REAL *dh,
-    REAL *dc, REAL *dgates)
+    const REAL *peepholes, const REAL *c_prev, const REAL *c,
+    const REAL *dh_out, const REAL *dh, REAL *dc, REAL *dgates,
+    REAL *dpeepholes)
 {
-    const ptrdiff_t H = hidden;
-    for (ptrdiff_t r = 0; r < rows; r++) {
-        const REAL *g = gates + r * 4 * H + first;
-        REAL *dg = dgates + r * 4 * H + first;
-        ptrdiff_t at = r * H + first;
+#define CRNN_LSTM_BACKWARD_ROWS(with_out, peep) \
+    SUFFIX(crnn_lstm_backward_rows)(with_out, peep, rows, hidden, first, count, \
+                                    gates, peepholes, c_prev, c, dh_out, dh, dc, \
+                                    dgates, dpeepholes)
+    if (peepholes != NULL) {
         if (dh_out != NULL)
-            SUFFIX(crnn_lstm_backward_row)(
-                count, 1, g, g + H, g + 2 * H, g + 3 * H, c_prev + at, c + at,
-                dh_out + at, dh + at, dc + at,
-                dg, dg + H, dg + 2 * H, dg + 3 * H);
+            CRNN_LSTM_BACKWARD_ROWS(1, 1);
         else
-            SUFFIX(crnn_lstm_backward_row)(
-                count, 0, g, g + H, g + 2 * H, g + 3 * H, c_prev + at, c + at,
-                NULL, dh + at, dc + at,
-                dg, dg + H, dg + 2 * H, dg + 3 * H);
+            CRNN_LSTM_BACKWARD_ROWS(0, 1);
+    } else if (dh_out != NULL) {
+        CRNN_LSTM_BACKWARD_ROWS(1, 0);
+    } else {
+        CRNN_LSTM_BACKWARD_ROWS(0, 0);
     }
+#undef CRNN_LSTM_BACKWARD_ROWS
 }
 
 /* ---------------------------------------------------------------- GRU */
@@ -328,6 +414,8 @@ static void SUFFIX(crnn_rnn_relu_backward_cell)(const crnn_cell_args *a)
                               (const REAL *) a->dh, (REAL *) a->dgates);
 }
 
+/* The LSTM's entry points pass no peepholes (NULL), the peephole LSTM's
+ * its P and dP. */
 static void SUFFIX(crnn_lstm_forward_cell)(const crnn_cell_args *a)
 {
     SUFFIX(crnn_lstm_forward)(a->rows, a->hidden, a->first, a->count,
@@ -335,13 +423,32 @@ static void SUFFIX(crnn_lstm_forward_cell)(const crnn_cell_args *a)
                               (REAL *) a->h, (REAL *) a->c);
 }
 
+static void SUFFIX(crnn_lstm_peephole_forward_cell)(const crnn_cell_args *a)
+{
+    SUFFIX(crnn_lstm_peephole_forward)(a->rows, a->hidden, a->first, a->count,
+                                       (REAL *) a->gates,
+                                       (const REAL *) a->peepholes,
+                                       (const REAL *) a->c_prev, (REAL *) a->h,
+                                       (REAL *) a->c);
+}
+
 static void SUFFIX(crnn_lstm_backward_cell)(const crnn_cell_args *a)
 {
     SUFFIX(crnn_lstm_backward)(a->rows, a->hidden, a->first, a->count,
-                               (const REAL *) a->gates, (const REAL *) a->c_prev,
-                               (const REAL *) a->c, (const REAL *) a->dh_outputs,
-                               (const REAL *) a->dh, (REAL *) a->dc,
-                               (REAL *) a->dgates);
+                               (const REAL *) a->gates, NULL,
+                               (const REAL *) a->c_prev, (const REAL *) a->c,
+                               (const REAL *) a->dh_outputs, (const REAL *) a->dh,
+                               (REAL *) a->dc, (REAL *) a->dgates, NULL);
+}
+
+static void SUFFIX(crnn_lstm_peephole_backward_cell)(const crnn_cell_args *a)
+{
+    SUFFIX(crnn_lstm_backward)(a->rows, a->hidden, a->first, a->count,
+                               (const REAL *) a->gates, (const REAL *) a->peepholes,
+                               (const REAL *) a->c_prev, (const REAL *) a->c,
+                               (const REAL *) a->dh_outputs, (const REAL *) a->dh,
+                               (REAL *) a->dc, (REAL *) a->dgates,
+                               (REAL *) a->dpeepholes);
 }
 
 static void SUFFIX(crnn_gru_forward_cell)(const crnn_cell_args *a)

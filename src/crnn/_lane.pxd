@@ -1,6 +1,8 @@
 # A lane: one direction of one layer over a time-major, length-sorted batch
 # -- the forward scan, and BPTT with its weight gradients.  See _lane.pyx.
 # Buffers are void pointers of the call's type; `tag` picks float or double.
+# h (hs, dh, dh_outputs, ...) is S = plan.state_width wide, the cell's
+# buffers (gates, cs, keep, ms, dc) H: S = H but for a projected LSTM.
 from cython cimport floating
 from ._plan cimport LanePlan
 
@@ -16,7 +18,10 @@ cdef struct LaneWeights:
     const void *W           # (G·H × H)
     const void *b           # (G·H,)
     const void *recurrent_bias  # (H,) for cells with one, else NULL
+    const void *peepholes   # (peephole_blocks × H) for cells with them, else NULL
     const void *panels      # packed for this pass (pack_weights), or NULL: BLAS
+    const void *R           # (S × H) the projection h = m·Rᵀ (read only when
+                            # plan.state_width S < H)
 
 cdef struct LaneStates:
     # the forward's OUT, BPTT's IN
@@ -26,6 +31,7 @@ cdef struct LaneStates:
     void *hs                # ((T+1)·B × H): slot 0 = h0 on entry, t+1 = h(t)
     void *cs                # ((T+1)·B × H): the same for C (pair_state)
     void *keep              # (T·B × H) extra values a cell keeps, or NULL
+    void *ms                # (T·B × H) m(t), h before the projection (S < H)
 
 cdef struct LaneGradients:
     # IN: the gradient arriving from above
@@ -46,6 +52,11 @@ cdef struct LaneGradients:
     void *dW                # += (G·H × H)
     void *db                # += (G·H,)
     void *d_recurrent_bias  # += (H,), or NULL
+    void *dpeepholes        # += (peephole_blocks × H), or NULL
+    # with a projection (S < H) only:
+    void *dhs               # (T·B × S) the whole ∂L/∂h(t) of each step
+    void *dm                # (B × H) scratch: ∂L/∂m(t) = ∂L/∂h(t)·R
+    void *dR                # += (S × H)
     void *dx                # (T·B × D) ∂L/∂x, or NULL
     void *merged            # scratch (merged_size elements), or NULL
     Py_ssize_t merged_rows  # rows [x | h] that `merged` holds

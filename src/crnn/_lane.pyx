@@ -92,11 +92,14 @@ cdef void lane_recur(floating tag, const LanePlan *plan,
     fresh memory."""
     cdef int T = plan.steps, B = plan.batch, H = plan.hidden
     cdef int GH = plan.gate_columns, input_width = plan.fused_width
+    cdef int S = plan.state_width
+    cdef bint projected = S != H
     cdef const CellSpec *cell = plan.cell
     cdef Py_ssize_t gate_step = (<Py_ssize_t> B * GH
                                  if plan.keep_gates or input_width == 0 else 0)
     cdef Py_ssize_t t
-    cdef Py_ssize_t state = <Py_ssize_t> B * H
+    cdef Py_ssize_t state = <Py_ssize_t> B * S, cell_state = <Py_ssize_t> B * H
+    cdef floating *ms = <floating *> states.ms
     cdef bint separate = cell.separate_recurrent
     cdef bint with_c = cell.pair_state
     cdef int live
@@ -116,15 +119,17 @@ cdef void lane_recur(floating tag, const LanePlan *plan,
     args.hidden, args.first, args.count = H, 0, H
     args.recurrent = recurrent
     args.recurrent_bias = weights.recurrent_bias
+    args.peepholes = weights.peepholes
     for t in range(T):
         live = inputs.batch_sizes[t]
         args.rows = live
         args.gates = gates + t * gate_step
         args.h_prev = hs + t * state
-        args.h = hs + (t + 1) * state
-        args.c_prev = cs + t * state if with_c else NULL
-        args.c = cs + (t + 1) * state if with_c else NULL
-        args.keep = keep + t * state if keep != NULL else NULL
+        # a projected cell's h is m, projected after its pass
+        args.h = ms + t * cell_state if projected else hs + (t + 1) * state
+        args.c_prev = cs + t * cell_state if with_c else NULL
+        args.c = cs + (t + 1) * cell_state if with_c else NULL
+        args.keep = keep + t * cell_state if keep != NULL else NULL
         if weights.panels != NULL:
             # products and point-wise pass, unit by unit, on the team
             job.product_rows = live
@@ -135,17 +140,23 @@ cdef void lane_recur(floating tag, const LanePlan *plan,
             gated_products(tag, plan, args, W)
             run_cell(cell, CRNN_FORWARD, floating is float, args)
         else:
-            # R = H[t-1] @ W.T   (B_t × G·H) = (B_t × H)(G·H × H)ᵀ, into its
+            # R = H[t-1] @ W.T   (B_t × G·H) = (B_t × S)(G·H × S)ᵀ, into its
             # own buffer (separate) or added to Z[t] (Z[t] += R)
-            team_gemm(False, True, live, GH, H, 1, hs + t * state, H, W, H,
+            team_gemm(False, True, live, GH, S, 1, hs + t * state, S, W, S,
                       0 if separate else 1,
                       recurrent if separate else <floating *> args.gates, GH)
             run_cell(cell, CRNN_FORWARD, floating is float, args)
+        if projected:
+            # H[t] = M[t] @ R.T   (B_t × S) = (B_t × H)(S × H)ᵀ
+            team_gemm(False, True, live, S, H, 1, <const floating *> args.h, H,
+                      <const floating *> weights.R, H, 0, hs + (t + 1) * state, S)
+            memset(ms + t * cell_state + <Py_ssize_t> live * H, 0,
+                   (B - live) * H * sizeof(floating))
         # Finished sequences: h(t) = 0 (and C(t) = 0) keeps padding inert.
-        memset(hs + (t + 1) * state + <Py_ssize_t> live * H, 0,
-               (B - live) * H * sizeof(floating))
+        memset(hs + (t + 1) * state + <Py_ssize_t> live * S, 0,
+               (B - live) * S * sizeof(floating))
         if with_c:
-            memset(cs + (t + 1) * state + <Py_ssize_t> live * H, 0,
+            memset(cs + (t + 1) * cell_state + <Py_ssize_t> live * H, 0,
                    (B - live) * H * sizeof(floating))
 
 
@@ -247,15 +258,15 @@ cdef void start_rows(floating tag, const LanePlan *plan, int first, int last,
                      LaneGradients *grads) noexcept nogil:
     """Rows [first, last), whose last position is this step, start their
     BPTT from the gradient reaching their final state (many-to-one) or 0."""
-    cdef int H = plan.hidden, r
-    cdef size_t row_bytes = H * sizeof(floating)
+    cdef int H = plan.hidden, S = plan.state_width, r
+    cdef size_t row_bytes = H * sizeof(floating), h_bytes = S * sizeof(floating)
     cdef floating *dh = <floating *> grads.dh
     cdef floating *dc = <floating *> grads.dc
     for r in range(first, last):
         if grads.dh_final != NULL:
-            memcpy(dh + r * H, <const floating *> grads.dh_final + r * H, row_bytes)
+            memcpy(dh + r * S, <const floating *> grads.dh_final + r * S, h_bytes)
         else:
-            memset(dh + r * H, 0, row_bytes)
+            memset(dh + r * S, 0, h_bytes)
         if plan.cell.pair_state:
             if grads.dc_final != NULL:
                 memcpy(dc + r * H, <const floating *> grads.dc_final + r * H,
@@ -269,18 +280,42 @@ cdef void set_step_args(floating tag, const LanePlan *plan, Py_ssize_t t,
                         const LaneGradients *grads, CellArgs *args) noexcept nogil:
     """The point-wise kernel's buffers at step t of BPTT (dh, dc are set
     once, the dgates/drecurrent of the step by the caller)."""
-    cdef Py_ssize_t state = <Py_ssize_t> plan.batch * plan.hidden
+    cdef Py_ssize_t state = <Py_ssize_t> plan.batch * plan.state_width
+    cdef Py_ssize_t cell_state = <Py_ssize_t> plan.batch * plan.hidden
     cdef bint with_c = plan.cell.pair_state
     args.rows = live
     args.gates = <floating *> states.gates + t * plan.batch * plan.gate_columns
     args.h = <floating *> states.hs + (t + 1) * state
     args.h_prev = <floating *> states.hs + t * state
-    args.c_prev = <floating *> states.cs + t * state if with_c else NULL
-    args.c = <floating *> states.cs + (t + 1) * state if with_c else NULL
-    args.keep = (<floating *> states.keep + t * state
+    args.c_prev = <floating *> states.cs + t * cell_state if with_c else NULL
+    args.c = <floating *> states.cs + (t + 1) * cell_state if with_c else NULL
+    args.keep = (<floating *> states.keep + t * cell_state
                  if states.keep != NULL else NULL)
     args.dh_outputs = (<const floating *> grads.dh_outputs + t * state
                        if grads.dh_outputs != NULL else NULL)
+
+
+cdef void project_back(floating tag, const LanePlan *plan, Py_ssize_t t,
+                       int live, const LaneWeights *weights,
+                       const LaneGradients *grads, CellArgs *args) noexcept nogil:
+    """Step t of a projected lane (h = m·Rᵀ): the whole ∂L/∂h(t), carried
+    plus from above, kept in dhs (for dR), and ∂L/∂m(t) = ∂L/∂h(t)·R, which
+    the cell's backward pass takes as its dh (with nothing from above)."""
+    cdef int B = plan.batch, H = plan.hidden, S = plan.state_width
+    cdef Py_ssize_t r, j
+    cdef floating *dh_t = <floating *> grads.dhs + t * B * S
+    cdef const floating *dh = <const floating *> grads.dh
+    cdef const floating *above = <const floating *> args.dh_outputs
+    for r in range(live):
+        for j in range(S):
+            dh_t[r * S + j] = dh[r * S + j] + (above[r * S + j] if above != NULL
+                                               else 0)
+    memset(dh_t + <Py_ssize_t> live * S, 0, (B - live) * S * sizeof(floating))
+    # dM[t] = dH[t] @ R   (B_t × H) = (B_t × S)(S × H)
+    team_gemm(False, False, live, H, S, 1, dh_t, S, <const floating *> weights.R,
+              H, 0, <floating *> grads.dm, H)
+    args.dh = grads.dm
+    args.dh_outputs = NULL
 
 
 cdef void lane_backward(floating tag, const LanePlan *plan,
@@ -291,7 +326,7 @@ cdef void lane_backward(floating tag, const LanePlan *plan,
     to 0, dh0 (and dc0) in grads.dh (dc), then the weight gradients.
     weights.panels: W packed for BPTT (or [W; V] with grads.doutputs)."""
     cdef int T = plan.steps, B = plan.batch, H = plan.hidden
-    cdef int GH = plan.gate_columns, K = grads.K
+    cdef int GH = plan.gate_columns, K = grads.K, S = plan.state_width
     cdef Py_ssize_t rows = <Py_ssize_t> T * B, t
     cdef bint separate = plan.cell.separate_recurrent
     cdef int live, starting
@@ -316,6 +351,8 @@ cdef void lane_backward(floating tag, const LanePlan *plan,
     args.hidden, args.first, args.count = H, 0, H
     args.dh = grads.dh
     args.dc = grads.dc if plan.cell.pair_state else NULL
+    args.peepholes = weights.peepholes
+    args.dpeepholes = grads.dpeepholes
     # dU and dW in one product (merged): taken every chunk_steps steps
     # inside the loop while those steps' dZ are in cache, or after it
     if grads.merged_rows < B:
@@ -343,6 +380,8 @@ cdef void lane_backward(floating tag, const LanePlan *plan,
         set_step_args(tag, plan, t, live, states, grads, args)
         args.dgates = dz
         args.drecurrent = dr
+        if S != H:
+            project_back(tag, plan, t, live, weights, grads, args)
         if panels != NULL:
             # on the team: step t+1's product dH(t) = dR(t+1) @ W (rows
             # alive at t+1), then this step's point-wise pass, unit by unit
@@ -362,11 +401,11 @@ cdef void lane_backward(floating tag, const LanePlan *plan,
                 gated_back_products(tag, plan, args, <const floating *> weights.W,
                                     <floating *> states.recurrent)
             else:
-                # dH[t-1] = dR[t] @ W   (B_t × H) = (B_t × G·H)(G·H × H)
+                # dH[t-1] = dR[t] @ W   (B_t × S) = (B_t × G·H)(G·H × S)
                 # (+= when the cell left a direct h(t-1) → h(t) term in dh)
-                team_gemm(False, False, live, H, GH, 1, dr, GH,
-                          <const floating *> weights.W, H, 1 if separate else 0,
-                          <floating *> grads.dh, H)
+                team_gemm(False, False, live, S, GH, 1, dr, GH,
+                          <const floating *> weights.W, S, 1 if separate else 0,
+                          <floating *> grads.dh, S)
         if chunked and (chunk_end - t >= steps_per_chunk or t == 0):
             # steps [t, chunk_end): dZ(t) is final once its pass is done
             merged_weight_gradients(tag, plan, t * B, (chunk_end - t) * B,
@@ -392,7 +431,7 @@ cdef void weight_gradients(floating tag, const LanePlan *plan, bint chunked,
     """After the BPTT loop: GEMMs over all T·B rows (dead rows are zero)
     for dU, dW (unless the chunks took them), the bias sums and dX."""
     cdef int D = plan.inputs, H = plan.hidden, GH = plan.gate_columns
-    cdef int DH = D + H, shared = shared_gate_columns(plan)
+    cdef int DH = D + H, shared = shared_gate_columns(plan), S = plan.state_width
     cdef Py_ssize_t rows = <Py_ssize_t> plan.steps * plan.batch, r, j
     cdef const floating *dgates = <const floating *> grads.dgates
     cdef const floating *drecurrent = <const floating *> grads.drecurrent
@@ -411,11 +450,11 @@ cdef void weight_gradients(floating tag, const LanePlan *plan, bint chunked,
             for j in range(H):
                 dW[r * H + j] += dUW[r * DH + D + j]
     else:
-        # dW += dR.T @ H_prev   (G·H × H) += (T·B × G·H)ᵀ (T·B × H), but
+        # dW += dR.T @ H_prev   (G·H × S) += (T·B × G·H)ᵀ (T·B × S), but
         # for the blocks a gated cell's keep multiplies
-        team_gemm(True, False, GH - plan.cell.gated_blocks * H, H, <int> rows,
+        team_gemm(True, False, GH - plan.cell.gated_blocks * H, S, <int> rows,
                   1, drecurrent if plan.cell.separate_recurrent else dgates, GH,
-                  <const floating *> states.hs, H, 1, dW, H)
+                  <const floating *> states.hs, S, 1, dW, S)
         if plan.cell.gated_blocks:
             last_block_weight_gradient(tag, plan, 0, rows, states, grads)
         if inputs.tokens != NULL:
@@ -429,6 +468,10 @@ cdef void weight_gradients(floating tag, const LanePlan *plan, bint chunked,
             # dU += dZ.T @ X   (G·H × D) += (T·B × G·H)ᵀ (T·B × D)
             team_gemm(True, False, GH, D, <int> rows, 1, dgates, GH,
                       <const floating *> inputs.x, D, 1, dU, D)
+    if S != H:
+        # dR += dH.T @ M   (S × H) += (T·B × S)ᵀ (T·B × H)
+        team_gemm(True, False, S, H, <int> rows, 1, <const floating *> grads.dhs,
+                  S, <const floating *> states.ms, H, 1, <floating *> grads.dR, H)
     if sum_biases:
         # db += Σ_rows dZ
         add_rows(rows, GH, dgates, GH, <floating *> grads.db)

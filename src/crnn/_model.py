@@ -60,12 +60,15 @@ class RecurrentModel(BuildingBlock, ModelServices):
     For implementers of a new cell: subclasses set ``_gate_blocks`` (G, the
     weight matrices have G·H rows), ``_cell_state`` (the state is a pair
     (h, c)), ``_recurrent_bias`` (a ``bn{l}`` bias inside the recurrent
-    product) and ``_cell_kind()``.
+    product), ``_peephole_blocks`` (rows of a ``P{l}`` of peephole
+    weights), ``_state_width`` (h's width, when a projection makes it
+    narrower than the cell's) and ``_cell_kind()``.
     """
 
     _gate_blocks = 1
     _cell_state = False
     _recurrent_bias = False
+    _peephole_blocks = 0
     # (parameter keys, lanes, buffer width): see _driver_layout
     _driver_cache = None
 
@@ -152,19 +155,28 @@ class RecurrentModel(BuildingBlock, ModelServices):
         return [(layer, suffix) for layer in range(self.num_layers)
                 for suffix in suffixes]
 
+    @property
+    def _state_width(self):
+        """S, the width of h: hidden_size, but for a projected LSTM."""
+        return self.hidden_size
+
     def _param_shapes(self):
         """Every parameter's name and shape, in initialisation order."""
-        G, H = self._gate_blocks, self.hidden_size
+        G, H, S = self._gate_blocks, self.hidden_size, self._state_width
         shapes = {}
         for layer, suffix in self._lane_names():
-            inputs = self.input_size if layer == 0 else H * self.directions
+            inputs = self.input_size if layer == 0 else S * self.directions
             shapes[f"U{layer}{suffix}"] = (G * H, inputs)
-            shapes[f"W{layer}{suffix}"] = (G * H, H)
+            shapes[f"W{layer}{suffix}"] = (G * H, S)
             shapes[f"b{layer}{suffix}"] = (G * H,)
             if self._recurrent_bias:
                 shapes[f"bn{layer}{suffix}"] = (H,)
+            if self._peephole_blocks:
+                shapes[f"P{layer}{suffix}"] = (self._peephole_blocks, H)
+            if S != H:
+                shapes[f"R{layer}{suffix}"] = (S, H)
         if self.output is not None:
-            shapes["V"] = (self.output_size, H * self.directions)
+            shapes["V"] = (self.output_size, S * self.directions)
             shapes["c"] = (self.output_size,)
         return shapes
 
@@ -195,6 +207,12 @@ class RecurrentModel(BuildingBlock, ModelServices):
         - ``b{l}`` ``(G*H,)``: biases, one per gate;
         - ``bn{l}`` ``(H,)``: the GRU's recurrent bias of its candidate
           (PyTorch's ``b_hn``; only with ``reset_after=True``);
+        - ``P{l}`` ``(3, H)``: an LSTM's peephole weights, rows P_i, P_o,
+          P_f (ONNX's order; only with ``peepholes=True``);
+        - ``R{l}`` ``(P, H)``: an LSTM's projection ``h = R m`` (PyTorch's
+          ``weight_hr_l{l}``; only with ``proj_size=P > 0``, which also
+          makes ``W{l}`` ``(G*H, P)``, ``U{l}`` of l > 0 and ``V`` read
+          ``P * directions`` values);
         - the same with a ``_reverse`` suffix for a backward direction;
         - ``V`` ``(K, H * directions)`` and ``c`` ``(K,)``: the output
           layer, absent with ``output=None``.
@@ -266,8 +284,10 @@ class RecurrentModel(BuildingBlock, ModelServices):
                 self._params[name][...] = value
 
     # ------------------------------------------------------------ state
-    def _state_shape(self, n):
-        return (self.num_layers * self.directions, n, self.hidden_size)
+    def _state_shape(self, n, cell=False):
+        """h's shape (cell=False) or C's for a batch of n."""
+        return (self.num_layers * self.directions, n,
+                self.hidden_size if cell else self._state_width)
 
     def _prepare_state(self, initial_state, batch):
         """Sorted (h0, c0); c0 is None for cells without a cell state."""
@@ -281,8 +301,11 @@ class RecurrentModel(BuildingBlock, ModelServices):
             raise TypeError(
                 f"initial_state of an {type(self).__name__} must be a pair "
                 f"(h0, c0), got {type(initial_state).__name__}")
-        return tuple(_inputs.prepare_state(state, name, shape, batch, self.dtype)
-                     for state, name in zip(initial_state, ("h0", "c0")))
+        # c0 is as wide as the cells, h0 as h (narrower with a projection)
+        shapes = (shape, self._state_shape(batch.size, cell=True))
+        return tuple(_inputs.prepare_state(state, name, state_shape, batch, self.dtype)
+                     for state, name, state_shape in zip(initial_state, ("h0", "c0"),
+                                                         shapes))
 
     def _final_state(self, result, batch):
         h_n = batch.unsort_rows(result["h_n"])
@@ -330,7 +353,9 @@ class RecurrentModel(BuildingBlock, ModelServices):
     # ------------------------------------------------------------ driver
     def _lane_keys(self):
         """Parameter names of every lane, in the driver's order."""
-        kinds = ("U", "W", "b", "bn") if self._recurrent_bias else ("U", "W", "b")
+        kinds = (("U", "W", "b") + ("bn",) * bool(self._recurrent_bias)
+                 + ("P",) * bool(self._peephole_blocks)
+                 + ("R",) * (self._state_width != self.hidden_size))
         return [[f"{kind}{layer}{suffix}" for kind in kinds]
                 for layer, suffix in self._lane_names()]
 

@@ -23,7 +23,7 @@ from ._lane cimport (LaneGradients, LaneInputs, LaneStates, LaneWeights,
 from ._loss cimport OUTPUT_NONE, OUTPUT_SOFTMAX, OutputJob, run_output
 from ._parallel cimport team_gemm
 from ._plan cimport (LanePlan, PATH_OUTPUTS_IN_STEP, PATH_PANELS, merged_size,
-                     merged_scratch_rows, plan_lane)
+                     merged_scratch_rows, plan_lane, plan_projection)
 from ._step cimport pack_weights, packed_size
 from ._timeorder cimport copy_steps, reverse_tokens
 
@@ -100,9 +100,9 @@ cdef class NetworkCall:
     leaves for the next (every per-lane list is indexed lane = layer ·
     directions + direction)."""
     cdef readonly Workspace ws
-    cdef int kind, H, num_layers, directions, n_lanes, T, B, K, Hd
+    cdef int kind, H, S, num_layers, directions, n_lanes, T, B, K, Hd
     cdef int output_kind, typenum, paths
-    cdef bint return_sequences, need_grad, with_c, separate, with_bn
+    cdef bint return_sequences, need_grad, with_c, separate, with_bn, with_p
     cdef bint with_loss, want_dx    # the loss and ∂L/∂O; BPTT's ∂L/∂X
     # ws.calls when made: BPTT may read the buffers while they are equal
     cdef readonly unsigned long long generation
@@ -114,14 +114,16 @@ cdef class NetworkCall:
     cdef const int *lens
     cdef const int *batch_sizes
     # left by the forward for BPTT
-    cdef list lane_inputs, lane_gates, lane_hs, lane_cs, lane_keep
+    cdef list lane_inputs, lane_gates, lane_hs, lane_cs, lane_keep, lane_ms
     cdef list layer_outputs     # (T, B, H·dirs) per layer
     cdef object h_n, c_n, outputs, top_h, dlogits
     # BPTT's: ∂L/∂h0 (∂L/∂c0), and zeros for the top lane's step product
     cdef object dh0, dc0, zeros
-    # backward's: ∂L/∂h_n, ∂L/∂c_n (lanes, B, H) or None; ∂L/∂X (T, B, D)
+    # backward's: ∂L/∂h_n (lanes, B, S), ∂L/∂c_n (lanes, B, H) or None;
+    # ∂L/∂X (T, B, D)
     cdef object dh_n, dc_n, dinputs
-    cdef cnp.npy_intp state_dims[3]
+    cdef cnp.npy_intp state_dims[3]     # h's (lanes, B, S)
+    cdef cnp.npy_intp cell_dims[3]      # C's (lanes, B, H)
 
     cdef void setup(self, Workspace ws, int kind, int H, int num_layers,
                     int directions, list lanes, cnp.ndarray inputs,
@@ -134,10 +136,13 @@ cdef class NetworkCall:
         self.n_lanes = num_layers * directions
         self.lanes, self.inputs, self.lengths = lanes, inputs, lengths
         self.T, self.B = inputs.shape[0], inputs.shape[1]
-        self.Hd = H * directions
+        # h is as wide as W's columns: S = H, or a projected LSTM's P < H
+        self.S = lanes[0][1].shape[1]
+        self.Hd = self.S * directions
         self.with_c = cell_spec(kind).pair_state
         self.separate = cell_spec(kind).separate_recurrent
         self.with_bn = cell_spec(kind).recurrent_bias
+        self.with_p = cell_spec(kind).peephole_blocks != 0
         self.dtype = lanes[0][0].dtype
         # The arrays returned to the caller are made through numpy's C API
         # (PyArray_EMPTY / PyArray_ZEROS) and filled here with memcpy: on a
@@ -145,8 +150,9 @@ cdef class NetworkCall:
         # costs thousands of instructions, more than the copy itself.
         self.typenum = (cnp.NPY_FLOAT if self.dtype == np.float32
                         else cnp.NPY_DOUBLE)
-        self.state_dims[0] = self.n_lanes
-        self.state_dims[1], self.state_dims[2] = self.B, H
+        self.state_dims[0] = self.cell_dims[0] = self.n_lanes
+        self.state_dims[1], self.state_dims[2] = self.B, self.S
+        self.cell_dims[1], self.cell_dims[2] = self.B, H
         self.lens = <const int *> data(lengths)
         # batch_sizes[t] = number of sequences longer than t
         self.batch_array = ws.get("batch_sizes", (self.T,), np.int32)
@@ -159,12 +165,22 @@ cdef class NetworkCall:
         self.batch_sizes = batch_sizes
         self.loss = 0
 
+    cdef object peepholes(self, int lane):
+        """The lane's peephole weights P, after U, W, b (and bn), or None."""
+        return self.lanes[lane][3 + self.with_bn] if self.with_p else None
+
+    cdef object projection(self, int lane):
+        """The lane's projection R (S × H), last of its arrays, or None."""
+        return self.lanes[lane][3 + self.with_bn + self.with_p] if self.S != self.H else None
+
     cdef void plan(self, LanePlan *plan, int layer, bint tokens) noexcept:
         """The plan of a lane of `layer` (its input width is the model's
         input size or the layer below's H·dirs)."""
         cdef int D = self.lanes[layer * self.directions][0].shape[1]
         plan_lane(plan, self.kind, self.T, self.B, D, self.H, tokens,
                   self.need_grad)
+        if self.S != self.H:
+            plan_projection(plan, self.S)
 
 
 
@@ -212,7 +228,9 @@ def run(Workspace ws, tuple network, cnp.ndarray inputs, cnp.ndarray lengths,
     network     (kind, hidden, num_layers, directions, lanes, V, c,
                 output_kind, return_sequences): the model's structure, with
       lanes     list of (U, W, b) per lane, layer-major then direction;
-                (U, W, b, bn) for cells with a recurrent bias (GRU)
+                (U, W, b, bn) for cells with a recurrent bias (GRU),
+                (U, W, b, P) for cells with peepholes, then R (S × H) for a
+                projected LSTM (W (G·H × S): h is S wide)
       V, c      output layer (K × H·dirs), (K,), or None
     inputs      (T, B, D) floats in the model's dtype, or (T, B) int32 tokens
     lengths     (B,) int32, sorted descending, each in [1, T]
@@ -223,7 +241,8 @@ def run(Workspace ws, tuple network, cnp.ndarray inputs, cnp.ndarray lengths,
     Returns a dict: "outputs" (T, B, K) or (B, K) (rows past a length are 0;
     a view of the workspace: copy before the next call), "h_n", "c_n"
     (lanes, B, H), and with `need_grad` "loss", "grads" (one list, lane
-    after lane: dU, dW, db, and dbn for cells with a recurrent bias), "dV",
+    after lane: dU, dW, db, and dbn for cells with a recurrent bias, dP
+    for cells with peepholes, dR for a projection), "dV",
     "dc", "dh0", "dc0".
     """
     if need_grad and network[7] == OUTPUT_NONE:
@@ -303,12 +322,12 @@ cdef cnp.ndarray lane_input(floating tag, NetworkCall call, int lane, int d,
 
 
 cdef object state_slots(floating tag, NetworkCall call, str name, int lane,
-                        object initial):
-    """A lane's ((T+1), B, H) slots of h (or C): slot 0 the initial state
+                        object initial, int width):
+    """A lane's ((T+1), B, width) slots of h (or C): slot 0 the initial state
     (zeros without one), slots 1.. filled by the lane."""
-    slots = call.ws.get(f"{name}{lane}", (call.T + 1, call.B, call.H), call.dtype)
+    slots = call.ws.get(f"{name}{lane}", (call.T + 1, call.B, width), call.dtype)
     if initial is None:
-        memset(data(slots), 0, <size_t> call.B * call.H * sizeof(floating))
+        memset(data(slots), 0, <size_t> call.B * width * sizeof(floating))
     else:
         slots[0] = initial[lane]
     return slots
@@ -329,8 +348,10 @@ cdef void forward_lane(floating tag, NetworkCall call, int l, int d,
     tokens = x.ndim == 2
     call.plan(&plan, l, tokens)
     cdef int D = plan.inputs, GH = plan.gate_columns
-    hs = state_slots(tag, call, "hs", lane, call.h0)
-    cs = state_slots(tag, call, "cs", lane, call.c0) if call.with_c else None
+    hs = state_slots(tag, call, "hs", lane, call.h0, call.S)
+    cs = state_slots(tag, call, "cs", lane, call.c0, H) if call.with_c else None
+    # a projected lane's m(t), h before the projection
+    ms = call.ws.get(f"ms{lane}", (T, B, H), call.dtype) if call.S != H else None
     U_T = None
     if tokens:
         U_T = call.ws.get(f"U_T{lane}", (D, GH), call.dtype)
@@ -342,6 +363,8 @@ cdef void forward_lane(floating tag, NetworkCall call, int l, int d,
     inputs.tokens = <int *> data(x) if tokens else NULL
     weights.U, weights.U_T, weights.W = data(U), data(U_T), data(W)
     weights.b, weights.recurrent_bias = data(bias), data(recurrent_bias)
+    weights.peepholes = data(call.peepholes(lane))
+    weights.R = data(call.projection(lane))
     weights.panels = NULL
     if call.use_panels:
         # [Uᵀ;] Wᵀ packed once for the T steps' products
@@ -357,11 +380,11 @@ cdef void forward_lane(floating tag, NetworkCall call, int l, int d,
                         (T if call.need_grad or plan.fused_width == 0 else 1,
                          B, GH), call.dtype)
     states.gates, states.hs, states.cs = data(gates), data(hs), data(cs)
-    states.keep = data(keep)
+    states.keep, states.ms = data(keep), data(ms)
     states.recurrent = data(call.ws.get("recurrent", (B, GH), call.dtype))
     with nogil:
         lane_forward(tag, &plan, &inputs, &weights, &states)
-    call.lane_keep[lane] = keep
+    call.lane_keep[lane], call.lane_ms[lane] = keep, ms
     call.lane_inputs[lane] = x
     call.lane_gates[lane] = gates
     call.lane_hs[lane] = hs
@@ -371,7 +394,7 @@ cdef void forward_lane(floating tag, NetworkCall call, int l, int d,
 cdef void forward_layers(floating tag, NetworkCall call) except *:
     """Every lane's forward, layers bottom-up; each layer's output (the
     directions' h side by side, in the original time order) feeds the next."""
-    cdef int l, d, T = call.T, B = call.B, H = call.H, Hd = call.Hd
+    cdef int l, d, T = call.T, B = call.B, S = call.S, Hd = call.Hd
     cdef cnp.ndarray layer_input = call.inputs, concat
     cdef floating *source
     cdef floating *target
@@ -380,6 +403,7 @@ cdef void forward_layers(floating tag, NetworkCall call) except *:
     call.lane_hs = [None] * call.n_lanes
     call.lane_cs = [None] * call.n_lanes
     call.lane_keep = [None] * call.n_lanes
+    call.lane_ms = [None] * call.n_lanes
     call.layer_outputs = [None] * call.num_layers
     for l in range(call.num_layers):
         for d in range(call.directions):
@@ -390,10 +414,10 @@ cdef void forward_layers(floating tag, NetworkCall call) except *:
             concat = call.ws.get(f"output{l}", (T, B, Hd), call.dtype)
             for d in range(call.directions):
                 source = (<floating *> data(call.lane_hs[l * call.directions + d])
-                          + <Py_ssize_t> B * H)
-                target = <floating *> data(concat) + d * H
+                          + <Py_ssize_t> B * S)
+                target = <floating *> data(concat) + d * S
                 with nogil:
-                    copy_steps(T, B, H, call.lens, d == 1, False, source, H,
+                    copy_steps(T, B, S, call.lens, d == 1, False, source, S,
                                target, Hd)
             call.layer_outputs[l] = concat
         layer_input = call.layer_outputs[l]
@@ -403,20 +427,20 @@ cdef void final_states(floating tag, NetworkCall call) except *:
     """Each sequence's state after its own last position, h_n[lane, b] =
     hs[lengths[b], b] (row b of step lengths[b]), and the top h the output
     layer reads."""
-    cdef int lane, b, B = call.B, H = call.H
-    cdef size_t row_bytes = H * sizeof(floating)
+    cdef int lane, b, B = call.B, H = call.H, S = call.S
+    cdef size_t row_bytes = H * sizeof(floating), h_bytes = S * sizeof(floating)
     cdef floating *source
     cdef floating *target
     cdef int top = (call.num_layers - 1) * call.directions
     call.h_n = cnp.PyArray_EMPTY(3, call.state_dims, call.typenum, 0)
-    call.c_n = (cnp.PyArray_EMPTY(3, call.state_dims, call.typenum, 0)
+    call.c_n = (cnp.PyArray_EMPTY(3, call.cell_dims, call.typenum, 0)
                 if call.with_c else None)
     for lane in range(call.n_lanes):
         source = <floating *> data(call.lane_hs[lane])
-        target = <floating *> data(call.h_n) + <Py_ssize_t> lane * B * H
+        target = <floating *> data(call.h_n) + <Py_ssize_t> lane * B * S
         for b in range(B):
-            memcpy(target + b * H,
-                   source + (<Py_ssize_t> call.lens[b] * B + b) * H, row_bytes)
+            memcpy(target + b * S,
+                   source + (<Py_ssize_t> call.lens[b] * B + b) * S, h_bytes)
         if call.with_c:
             source = <floating *> data(call.lane_cs[lane])
             target = <floating *> data(call.c_n) + <Py_ssize_t> lane * B * H
@@ -545,6 +569,7 @@ cdef void backward_lane(floating tag, NetworkCall call, int l, int d,
     dlayer_below (turned back into the original time order)."""
     cdef int lane = l * call.directions + d
     cdef int T = call.T, B = call.B, H = call.H, Hd = call.Hd, K = call.K
+    cdef int S = call.S
     cdef LanePlan plan
     cdef LaneInputs inputs
     cdef LaneWeights weights
@@ -565,15 +590,15 @@ cdef void backward_lane(floating tag, NetworkCall call, int l, int d,
         if call.directions == 1:
             dh_out = dlayer
         else:
-            dh_out = call.ws.get(f"dh_out{lane}", (T, B, H), call.dtype)
-            source = <floating *> data(dlayer) + d * H
+            dh_out = call.ws.get(f"dh_out{lane}", (T, B, S), call.dtype)
+            source = <floating *> data(dlayer) + d * S
             target = <floating *> data(dh_out)
             with nogil:
-                copy_steps(T, B, H, call.lens, d == 1, False, source, Hd,
-                           target, H)
+                copy_steps(T, B, S, call.lens, d == 1, False, source, Hd,
+                           target, S)
         g.dh_outputs = data(dh_out)
     else:
-        dh_final = np.ascontiguousarray(dtop[:, d * H:(d + 1) * H])
+        dh_final = np.ascontiguousarray(dtop[:, d * S:(d + 1) * S])
     if call.dh_n is not None:
         # ∂L/∂h_n from outside, on top of a many-to-one output's
         dh_final = (call.dh_n[lane] if dh_final is None
@@ -583,13 +608,22 @@ cdef void backward_lane(floating tag, NetworkCall call, int l, int d,
         dc_final = call.dc_n[lane]
         g.dc_final = data(dc_final)
     dgates = call.ws.get(f"dgates{lane}", (T, B, GH), call.dtype)
-    dh = call.ws.get(f"dh{lane}", (B, H), call.dtype)
+    dh = call.ws.get(f"dh{lane}", (B, S), call.dtype)
     dc = call.ws.get(f"dc{lane}", (B, H), call.dtype) if call.with_c else None
     dU = cnp.PyArray_ZEROS(2, cnp.PyArray_DIMS(<cnp.ndarray> U), call.typenum, 0)
     dW = cnp.PyArray_ZEROS(2, cnp.PyArray_DIMS(<cnp.ndarray> W), call.typenum, 0)
     db = cnp.PyArray_ZEROS(1, cnp.PyArray_DIMS(<cnp.ndarray> bias), call.typenum, 0)
     dbn = (cnp.PyArray_ZEROS(1, cnp.PyArray_DIMS(<cnp.ndarray> call.lanes[lane][3]),
                              call.typenum, 0) if call.with_bn else None)
+    peepholes = call.peepholes(lane)
+    dP = (cnp.PyArray_ZEROS(2, cnp.PyArray_DIMS(<cnp.ndarray> peepholes),
+                            call.typenum, 0) if call.with_p else None)
+    R = call.projection(lane)
+    dR = (cnp.PyArray_ZEROS(2, cnp.PyArray_DIMS(<cnp.ndarray> R), call.typenum, 0)
+          if R is not None else None)
+    if R is not None:   # ∂L/∂h(t) of every step, and ∂L/∂m(t) of one
+        g.dhs = data(call.ws.get(f"dhs{lane}", (T, B, S), call.dtype))
+        g.dm = data(call.ws.get("dm", (B, H), call.dtype))
     drecurrent = (call.ws.get(f"drecurrent{lane}", (T, B, GH), call.dtype)
                   if call.separate else None)
     dU_T = None
@@ -607,6 +641,8 @@ cdef void backward_lane(floating tag, NetworkCall call, int l, int d,
     inputs.tokens = <int *> data(x) if tokens else NULL
     weights.U, weights.U_T, weights.W = data(U), NULL, data(W)
     weights.b, weights.recurrent_bias = data(bias), NULL
+    weights.peepholes, weights.R = data(peepholes), data(R)
+    states.ms = data(call.lane_ms[lane])
     states.gates, states.hs = data(call.lane_gates[lane]), data(call.lane_hs[lane])
     states.cs, states.keep = data(call.lane_cs[lane]), data(call.lane_keep[lane])
     # scratch for a gated cell's d(keep) (B × H)
@@ -614,6 +650,7 @@ cdef void backward_lane(floating tag, NetworkCall call, int l, int d,
     g.dgates, g.drecurrent = data(dgates), data(drecurrent)
     g.dh, g.dc, g.dU, g.dU_T = data(dh), data(dc), data(dU), data(dU_T)
     g.dW, g.db, g.d_recurrent_bias, g.dx = data(dW), data(db), data(dbn), data(dx)
+    g.dpeepholes, g.dR = data(dP), data(dR)
     g.merged = data(merged)
     g.merged_rows = merged_scratch_rows(&plan, merged_elements)
     g.K = K
@@ -637,9 +674,9 @@ cdef void backward_lane(floating tag, NetworkCall call, int l, int d,
         lane_backward(tag, &plan, &inputs, &weights, &states, &g)
     if dU_T is not None:
         dU += dU_T.T
-    per_lane = 4 if call.with_bn else 3
-    grads[lane * per_lane:(lane + 1) * per_lane] = (
-        (dU, dW, db, dbn) if call.with_bn else (dU, dW, db))
+    lane_grads = [grad for grad in (dU, dW, db, dbn, dP, dR) if grad is not None]
+    per_lane = len(lane_grads)
+    grads[lane * per_lane:(lane + 1) * per_lane] = lane_grads
     if dx is not None:
         # ∂L/∂(layer below's output): forward lane as is, reverse lane
         # turned back into the original time order.
@@ -647,28 +684,27 @@ cdef void backward_lane(floating tag, NetworkCall call, int l, int d,
         target = <floating *> data(dlayer_below)
         with nogil:
             copy_steps(T, B, D, call.lens, d == 1, d == 1, source, D, target, D)
-    cdef size_t state_bytes = <size_t> B * H * sizeof(floating)
-    memcpy(<floating *> data(call.dh0) + <Py_ssize_t> lane * B * H, data(dh),
-           state_bytes)
+    memcpy(<floating *> data(call.dh0) + <Py_ssize_t> lane * B * S, data(dh),
+           <size_t> B * S * sizeof(floating))
     if call.with_c:
         memcpy(<floating *> data(call.dc0) + <Py_ssize_t> lane * B * H,
-               data(dc), state_bytes)
+               data(dc), <size_t> B * H * sizeof(floating))
 
 
 cdef tuple backward_layers(floating tag, NetworkCall call, object dtop):
     """BPTT of every lane, layers top-down: (grads, dh0, dc0), grads one
-    list lane after lane (dU, dW, db, and dbn), like the model's keys."""
+    list lane after lane (dU, dW, db, and dbn or dP, dR), like the model's keys."""
     cdef int l, d, T = call.T, B = call.B
     cdef int size
     call.dh0 = cnp.PyArray_EMPTY(3, call.state_dims, call.typenum, 0)
-    call.dc0 = (cnp.PyArray_EMPTY(3, call.state_dims, call.typenum, 0)
+    call.dc0 = (cnp.PyArray_EMPTY(3, call.cell_dims, call.typenum, 0)
                 if call.with_c else None)
     call.zeros = None
     if call.outputs_in_step:
         size = B * max(cell_spec(call.kind).gate_blocks * call.H, call.K)
         call.zeros = call.ws.get("zeros", (size,), call.dtype)
         memset(data(call.zeros), 0, <size_t> size * sizeof(floating))
-    grads = [None] * (call.n_lanes * (4 if call.with_bn else 3))
+    grads = [None] * (call.n_lanes * len(call.lanes[0]))
     dlayer = dtop           # ∂L/∂(this layer's output)
     for l in range(call.num_layers - 1, -1, -1):
         dlayer_below = None

@@ -23,6 +23,8 @@ cdef struct LanePlan:
     int batch               # B: rows, sorted by length, longest first
     int inputs              # D: input features (or vocabulary size for tokens)
     int hidden              # H: hidden units
+    int state_width         # S: the width of h; H, or P < H with a projection
+                            # h = m·Rᵀ (an LSTM's proj_size; plan_projection)
     int gate_columns        # G·H
     int paths               # PATH_* flags in force for this call
     int fused_width         # D when the forward's panels carry Uᵀ, else 0
@@ -34,6 +36,10 @@ cdef int allowed_paths() noexcept nogil
 # one-hot inputs; `training`: a BPTT follows the forward.
 cdef void plan_lane(LanePlan *plan, int kind, int T, int B, int D, int H,
                     bint tokens, bint training) noexcept nogil
+
+# A lane whose h is projected, h(t) = m(t)·Rᵀ with R (S × H), S < H (PyTorch's
+# proj_size): its products run on BLAS (no panels, no merged dU and dW).
+cdef void plan_projection(LanePlan *plan, int state_width) noexcept nogil
 
 # Gate columns where dR = dZ, so that dU and dW share a product.
 cdef int shared_gate_columns(const LanePlan *plan) noexcept nogil

@@ -78,6 +78,7 @@ cdef void plan_lane(LanePlan *plan, int kind, int T, int B, int D, int H,
     plan.cell = cell_spec(kind)
     plan.kind = kind
     plan.steps, plan.batch, plan.inputs, plan.hidden = T, B, D, H
+    plan.state_width = H
     plan.gate_columns = plan.cell.gate_blocks * H
     plan.keep_gates = training
     plan.paths = allowed
@@ -94,6 +95,16 @@ cdef void plan_lane(LanePlan *plan, int kind, int T, int B, int D, int H,
             and not tokens and not plan.cell.separate_recurrent
             and D <= INT_MAX - H):
         plan.fused_width = D
+
+
+cdef void plan_projection(LanePlan *plan, int state_width) noexcept nogil:
+    """h(t) = m(t)·Rᵀ of width S = state_width < H.  The packed panels and
+    the merged dU, dW product assume h as wide as the cell (H): such a lane
+    runs its products on BLAS, with the projection a product of its own
+    after each step's point-wise pass."""
+    plan.state_width = state_width
+    plan.paths &= ~(PATH_PANELS | PATH_MERGED)
+    plan.fused_width = 0
 
 
 cdef int shared_gate_columns(const LanePlan *plan) noexcept nogil:

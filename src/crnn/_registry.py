@@ -47,7 +47,11 @@ class Kind:
 #   GRU   crnn r, z, n      ONNX z, r, h
 KINDS = (
     Kind("RNN", "RNN", torch="RNN", onnx_op="RNN", onnx_gates=(0,)),
-    Kind("LSTM", "LSTM", torch="LSTM", onnx_op="LSTM", onnx_gates=(0, 3, 1, 2)),
+    Kind("LSTM", "LSTM", {"peepholes": False}, torch="LSTM", onnx_op="LSTM",
+         onnx_gates=(0, 3, 1, 2)),
+    Kind("LSTM(peepholes=True)", "LSTM", {"peepholes": True},
+         no_torch="PyTorch's LSTM has no peephole connections",
+         onnx_op="LSTM", onnx_gates=(0, 3, 1, 2)),
     Kind("GRU", "GRU", {"reset_after": True}, recurrent_bias=True, torch="GRU",
          onnx_op="GRU", onnx_gates=(1, 0, 2),
          onnx_attributes={"linear_before_reset": 1}),
@@ -61,7 +65,7 @@ KINDS = (
 
 # The value a setting has when a model or a file does not say (written
 # before the setting existed).
-SETTING_DEFAULTS = {"reset_after": True}
+SETTING_DEFAULTS = {"reset_after": True, "peepholes": False, "proj_size": 0}
 
 _classes = {}    # class name -> the registered crnn class
 

@@ -90,8 +90,11 @@ def check_settings(cls, source, what="the state", available=None):
     if not isinstance(source, dict):
         raise TypeError(f"{what} must be a dict, got {type(source).__name__}")
     settings = _checked_sizes(_filled(cls, source, what), what)
+    # the probe's sizes are 1, but an LSTM's projection needs hidden_size
+    # above proj_size (checked against the real one by _checked_sizes)
     probe = registered_class(cls)(**{
         **settings, **dict.fromkeys(_SIZES, 1),
+        "hidden_size": settings.get("proj_size", 0) + 1,
         "output_size": None if settings["output_size"] is None else 1})
     for name in settings_names(cls):
         if name not in _SIZES and name != "output_size":
@@ -107,6 +110,13 @@ def _checked_sizes(settings, what):
     output_size = settings.get("output_size")
     if output_size is not None:
         settings["output_size"] = _inputs.check_positive_int(output_size, "output_size")
+    proj_size = settings.get("proj_size", 0)
+    if proj_size != 0:      # an LSTM's projection: an int in [1, hidden_size)
+        proj_size = settings["proj_size"] = _inputs.check_positive_int(proj_size,
+                                                                       "proj_size")
+        if proj_size >= settings["hidden_size"]:
+            raise ValueError(f"{what} has proj_size={proj_size}; it must be below "
+                             f"hidden_size={settings['hidden_size']}")
     if (settings.get("output") is None) != (output_size is None):
         raise ValueError(
             f"{what} has output={settings.get('output')!r} and output_size="

@@ -19,7 +19,7 @@ from ._cells cimport cell_spec
 from ._lane cimport LaneInputs, LaneStates, LaneWeights, lane_forward
 from ._loss cimport OUTPUT_NONE, OUTPUT_SOFTMAX, softmax_cross_entropy
 from ._parallel cimport team_gemm
-from ._plan cimport LanePlan, plan_lane
+from ._plan cimport LanePlan, plan_lane, plan_projection
 
 import numpy as np
 
@@ -38,12 +38,13 @@ cdef class Stream:
     """
     cdef readonly int batch_size
     cdef int kind, hidden, layers, inputs, width, output_kind
+    cdef int state_width        # S: h's width (H, or a projected LSTM's P)
     cdef bint with_c, separate, is_float
     cdef object dtype
-    cdef list lanes             # per layer: (U, W, b[, bn]) — the model's arrays
+    cdef list lanes             # per layer: (U, W, b[, bn][, P][, R]) — the model's arrays
     cdef object V, c
     cdef list hs, cs, gates, keep
-    cdef object recurrent, x_buffer, token_buffer
+    cdef object recurrent, x_buffer, token_buffer, ms
     cdef int batch_sizes[1]
     cdef int type_num           # NPY_FLOAT32 or NPY_FLOAT64
     # Data pointers of every array above, per layer, taken once: the arrays
@@ -52,6 +53,8 @@ cdef class Stream:
     cdef void *W_data[64]
     cdef void *b_data[64]
     cdef void *bn_data[64]
+    cdef void *p_data[64]
+    cdef void *R_data[64]
     cdef void *hs_data[64]
     cdef void *cs_data[64]
     cdef void *gates_data[64]
@@ -73,10 +76,13 @@ cdef class Stream:
         self.with_c = cell_spec(kind).pair_state
         self.separate = cell_spec(kind).separate_recurrent
         self.inputs = lanes[0][0].shape[1]
-        self.width = V.shape[0] if V is not None else hidden
+        # h is as wide as W's columns: H, or a projected LSTM's P < H
+        self.state_width = S = lanes[0][1].shape[1]
+        self.width = V.shape[0] if V is not None else S
         cdef int GH = cell_spec(kind).gate_blocks * hidden
         B, H = batch_size, hidden
-        self.hs = [np.zeros((2, B, H), self.dtype) for _ in lanes]
+        self.hs = [np.zeros((2, B, S), self.dtype) for _ in lanes]
+        self.ms = np.empty((B, H), self.dtype)      # m(t) before the projection
         self.cs = [np.zeros((2, B, H), self.dtype) if self.with_c else None
                    for _ in lanes]
         self.gates = [np.empty((B, GH), self.dtype) for _ in lanes]
@@ -95,12 +101,20 @@ cdef class Stream:
             self.W_data[layer] = data(lane[1])
             self.b_data[layer] = data(lane[2])
             self.bn_data[layer] = data(lane[3]) if cell_spec(kind).recurrent_bias else NULL
+            # peephole weights follow U, W, b (and bn)
+            extra = 3 + cell_spec(kind).recurrent_bias      # P, then R
+            self.p_data[layer] = (data(lane[extra]) if cell_spec(kind).peephole_blocks
+                                  else NULL)
+            extra += cell_spec(kind).peephole_blocks != 0
+            self.R_data[layer] = data(lane[extra]) if S != H else NULL
             self.hs_data[layer] = data(self.hs[layer])
             self.cs_data[layer] = data(self.cs[layer])
             self.gates_data[layer] = data(self.gates[layer])
             self.keep_data[layer] = data(self.keep[layer])
             plan_lane(&self.plans[layer], kind, 1, B,
-                      self.inputs if layer == 0 else hidden, hidden, False, True)
+                      self.inputs if layer == 0 else S, hidden, False, True)
+            if S != H:
+                plan_projection(&self.plans[layer], S)
 
     # ------------------------------------------------------------ state
     @property
@@ -112,7 +126,7 @@ cdef class Stream:
 
     @state.setter
     def state(self, value):
-        shape = (self.layers, self.batch_size, self.hidden)
+        shape = (self.layers, self.batch_size, self.state_width)
         if self.with_c:
             if not isinstance(value, (tuple, list)) or len(value) != 2:
                 raise TypeError(
@@ -122,6 +136,8 @@ cdef class Stream:
             parts = [value]
         checked = []
         for name, part in zip(("h", "c"), parts):
+            if name == "c":     # C is H wide (h is not, with a projection)
+                shape = shape[:2] + (self.hidden,)
             part = np.asarray(part)
             if part.dtype.kind not in "iuf":
                 raise TypeError(f"state {name} must be real numbers, got dtype {part.dtype}")
@@ -283,8 +299,9 @@ cdef class Stream:
             raise ValueError("x contains NaN or infinity; expected finite values")
 
     cdef _step(self, floating *out, bint tokens):
-        cdef int layer, row, B = self.batch_size, H = self.hidden, K = self.width
-        cdef Py_ssize_t state = <Py_ssize_t> B * H
+        cdef int layer, row, B = self.batch_size, S = self.state_width, K = self.width
+        cdef Py_ssize_t state = <Py_ssize_t> B * S
+        cdef Py_ssize_t cell_state = <Py_ssize_t> B * self.hidden
         cdef LaneInputs inputs
         cdef LaneWeights weights
         cdef LaneStates states
@@ -302,6 +319,7 @@ cdef class Stream:
         inputs.batch_sizes = self.batch_sizes
         weights.U_T = weights.panels = NULL
         states.recurrent = data(self.recurrent)
+        states.ms = data(self.ms)
         with nogil:
             for layer in range(layers):
                 # one step of the lane: Z = x @ U.T + b (a column gather for
@@ -311,6 +329,7 @@ cdef class Stream:
                 weights.U, weights.W = self.U_data[layer], self.W_data[layer]
                 weights.b = self.b_data[layer]
                 weights.recurrent_bias = self.bn_data[layer]
+                weights.peepholes, weights.R = self.p_data[layer], self.R_data[layer]
                 states.gates, states.hs = self.gates_data[layer], hs[layer]
                 states.cs = cs[layer] if with_c else NULL
                 states.keep = self.keep_data[layer]
@@ -320,13 +339,14 @@ cdef class Stream:
             else:
                 for row in range(B):
                     memcpy(out + row * K, c, K * sizeof(floating))
-                # O = h @ V.T + c   (B × K) += (B × H)(K × H)ᵀ
-                team_gemm(False, True, B, K, H, 1, hs[layers - 1] + state, H,
-                          V, H, 1, out, K)
+                # O = h @ V.T + c   (B × K) += (B × S)(K × S)ᵀ
+                team_gemm(False, True, B, K, S, 1, hs[layers - 1] + state, S,
+                          V, S, 1, out, K)
                 if output_kind == OUTPUT_SOFTMAX:
                     softmax_cross_entropy(B, K, out, NULL, 0, NULL)
             # the new state becomes the carried one
             for layer in range(layers):
                 memcpy(hs[layer], hs[layer] + state, state * sizeof(floating))
                 if with_c:
-                    memcpy(cs[layer], cs[layer] + state, state * sizeof(floating))
+                    memcpy(cs[layer], cs[layer] + cell_state,
+                           cell_state * sizeof(floating))

@@ -30,6 +30,8 @@
 #     b        (G*H,)       bias                   (params["b0"])
 #     bn       (H,)         GRU only: bias of the recurrent n block (params["bn0"],
 #                           PyTorch's b_hn)
+#              (3, H)       LSTM_PEEPHOLE only: the peephole weights P in
+#                           ONNX's order i, o, f (params["P0"]), in bn's place
 #     h0, c0   (B, H)       initial state, or NULL for zeros (c: LSTM only);
 #                           h0 may be hs itself when hs[0] is already filled
 #     hs       (T+1, B, H)  OUT: hs[0] = h0, hs[t+1] = h after step t; rows
@@ -49,6 +51,8 @@
 #     GRU    r, z = sigmoid(x U' + h W' + b), n = tanh(x U_n' + b_n + r*(h W_n' + bn)),
 #            h = (1 - z)*n + z*h
 #     GRU_RESET_BEFORE  the same but n = tanh(x U_n' + b_n + (r*h) W_n'), no bn
+#     LSTM_PEEPHOLE     the LSTM with i = sigmoid(... + P_i*C(t-1)),
+#            f = sigmoid(... + P_f*C(t-1)), o = sigmoid(... + P_o*C(t))
 #
 # Backward (BPTT), after the forward call that filled `hs` and `work`:
 #
@@ -59,6 +63,9 @@
 #     dc_n     (B, H)       IN dL/d(c_n), or NULL (LSTM only)
 #     dU, dW, db, dbn       ACCUMULATED (+=) parameter gradients, shaped like
 #                           U, W, b, bn: zero them first for a plain gradient
+#                           (LSTM_PEEPHOLE: dbn receives dP, (3, H); the
+#                           backward reads P from `work`, where its forward
+#                           left it)
 #     dx       (T, B, D)    OUT dL/dx (what the layer below needs), or NULL
 #                           (then U may be NULL too)
 #     dh0, dc0 (B, H)       OUT dL/dh0, dL/dc0, or NULL
@@ -93,15 +100,18 @@
 cdef enum:
     CRNN_API_VERSION = 2
 
-# The cells: bn is used by CRNN_GRU only.  CRNN_GRU_RESET_BEFORE is the
-# original GRU (ONNX linear_before_reset = 0, Keras reset_after=False):
-# n = tanh(x U_n' + b_n + (r*h) W_n'), no bn.
+# The cells: bn is used by CRNN_GRU (its bias) and CRNN_LSTM_PEEPHOLE (its
+# P, (3, H)) only.  CRNN_GRU_RESET_BEFORE is the original GRU (ONNX
+# linear_before_reset = 0, Keras reset_after=False):
+# n = tanh(x U_n' + b_n + (r*h) W_n'), no bn.  CRNN_LSTM_PEEPHOLE is ONNX's
+# LSTM with peepholes (crnn.LSTM(peepholes=True)).
 cdef enum crnn_cell:
     CRNN_RNN_TANH = 0
     CRNN_RNN_RELU = 1
     CRNN_LSTM = 2
     CRNN_GRU = 3
     CRNN_GRU_RESET_BEFORE = 4
+    CRNN_LSTM_PEEPHOLE = 5
 
 cdef enum crnn_status:
     CRNN_OK = 0

@@ -30,6 +30,7 @@ cdef struct Layout:
     Py_ssize_t gates        # (T·B × G·H) activations kept for BPTT
     Py_ssize_t cs           # ((T+1)·B × H) pair-state cells: C, slot 0 = c0
     Py_ssize_t keep         # (T·B × H) cells that keep a buffer (the GRUs)
+    Py_ssize_t peepholes    # (peephole_blocks × H) the forward's copy of P, for BPTT
     Py_ssize_t recurrent    # (B × G·H) separate-recurrent and gated cells: scratch
     Py_ssize_t panels_T     # [Uᵀ;] Wᵀ packed for the forward's step products
     Py_ssize_t forward_end
@@ -63,12 +64,14 @@ cdef int check_call(int cell, const crnn_sizes *sizes, bint sequence,
                     bint missing, bint no_bn, bint no_c) noexcept nogil:
     """CRNN_OK, or the call's first refusal: the cell, the sizes (check_sizes),
     then a required pointer: `missing` (the ones every cell needs), bn for a
-    cell with a recurrent bias, c for a pair-state cell."""
+    cell with a recurrent bias or peepholes (its P), c for a pair-state
+    cell."""
     cdef int status = check_sizes(cell, sizes, sequence)
     if status != CRNN_OK:
         return status
     cdef const CellSpec *spec = cell_spec(cell)
-    if missing or (spec.recurrent_bias and no_bn) or (spec.pair_state and no_c):
+    if (missing or ((spec.recurrent_bias or spec.peephole_blocks) and no_bn)
+            or (spec.pair_state and no_c)):
         return CRNN_ERROR_NULL
     return CRNN_OK
 
@@ -91,7 +94,8 @@ cdef Layout sequence_layout(const LanePlan *plan) noexcept nogil:
     L.gates = T
     L.cs = L.gates + T * B * GH
     L.keep = L.cs + ((T + 1) * B * H if pair else 0)
-    L.recurrent = L.keep + (T * B * H if plan.cell.keeps else 0)
+    L.peepholes = L.keep + (T * B * H if plan.cell.keeps else 0)
+    L.recurrent = L.peepholes + plan.cell.peephole_blocks * H
     L.panels_T = L.recurrent + (B * GH if scratch else 0)
     # room for Uᵀ too (unless separate), whether or not the call packs it
     # (the plan's fused_width)
@@ -121,7 +125,8 @@ cdef Layout step_layout(const LanePlan *plan) noexcept nogil:
     L.gates = 0
     L.cs = L.gates + B * GH
     L.keep = L.cs + (2 * B * H if plan.cell.pair_state else 0)
-    L.recurrent = L.keep + (B * H if plan.cell.keeps else 0)
+    L.peepholes = L.keep + (B * H if plan.cell.keeps else 0)
+    L.recurrent = L.peepholes
     L.panels_T = L.recurrent + (B * GH if scratch else 0)
     L.forward_end = L.panels_T
     L.hs = L.forward_end
@@ -254,6 +259,12 @@ cdef int sequence_forward(int cell, const crnn_sizes *sizes, const int *lengths,
     inputs.batch_sizes, inputs.x, inputs.tokens = <int *> work, x, NULL
     weights.U, weights.U_T, weights.W, weights.b = U, NULL, W, b
     weights.recurrent_bias = bn if spec.recurrent_bias else NULL
+    # a peephole cell's P (passed as bn), kept in `work` for its backward
+    weights.peepholes = NULL
+    if spec.peephole_blocks:
+        memcpy(work + L.peepholes, bn,
+               spec.peephole_blocks * H * sizeof(floating))
+        weights.peepholes = work + L.peepholes
     weights.panels = NULL
     if plan.paths & PATH_PANELS:
         weights.panels = work + L.panels_T
@@ -309,6 +320,7 @@ cdef int sequence_backward(int cell, const crnn_sizes *sizes,
     inputs.batch_sizes, inputs.x, inputs.tokens = batch_sizes, x, NULL
     weights.U, weights.U_T, weights.W, weights.b = U, NULL, W, NULL
     weights.recurrent_bias = NULL
+    weights.peepholes = work + L.peepholes if spec.peephole_blocks else NULL
     weights.panels = NULL
     if plan.paths & PATH_PANELS:
         weights.panels = work + L.panels
@@ -326,6 +338,7 @@ cdef int sequence_backward(int cell, const crnn_sizes *sizes,
     g.dc = work + L.dc if spec.pair_state else NULL
     g.dU, g.dW, g.db, g.dx = dU, dW, db, dx
     g.d_recurrent_bias = dbn if spec.recurrent_bias else NULL
+    g.dpeepholes = dbn if spec.peephole_blocks else NULL
     if merged_size(&plan, sizeof(floating)) > 0:
         g.merged = work + L.merged
         g.merged_rows = <Py_ssize_t> T * B
@@ -362,6 +375,7 @@ cdef int cell_step(int cell, const crnn_sizes *sizes, const floating *x,
     inputs.batch_sizes, inputs.x, inputs.tokens = batch_sizes, x, NULL
     weights.U, weights.U_T, weights.W, weights.b = U, NULL, W, b
     weights.recurrent_bias = bn if spec.recurrent_bias else NULL
+    weights.peepholes = bn if spec.peephole_blocks else NULL
     weights.panels = NULL
     states.gates, states.hs = work + L.gates, work + L.hs
     states.cs = work + L.cs if spec.pair_state else NULL

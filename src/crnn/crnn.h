@@ -33,7 +33,9 @@ enum crnn_cell {
     CRNN_RNN_RELU = 1,
     CRNN_LSTM = 2,
     CRNN_GRU = 3,                 /* PyTorch's GRU (with bn, b_hn) */
-    CRNN_GRU_RESET_BEFORE = 4     /* the original GRU, no bn */
+    CRNN_GRU_RESET_BEFORE = 4,    /* the original GRU, no bn */
+    CRNN_LSTM_PEEPHOLE = 5        /* ONNX's LSTM with P (3, H) passed as bn,
+                                     dP returned in dbn */
 };
 
 enum crnn_status {

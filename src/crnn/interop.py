@@ -63,12 +63,15 @@ def from_torch(module, linear=None, output="softmax", *, return_sequences=True):
     ----------
     module : torch.nn.RNN, torch.nn.LSTM or torch.nn.GRU
         Any ``num_layers``, bidirectional or not, with or without biases,
-        float32 or float64 (the crnn model gets its dtype).
+        float32 or float64 (the crnn model gets its dtype); an LSTM with
+        ``proj_size`` > 0 gives a crnn LSTM with that ``proj_size``
+        (``weight_hr_l{k}`` is ``R{k}``).
         ``batch_first`` is only a layout flag (crnn is always batch first)
         and ``dropout`` only acts in training.
     linear : torch.nn.Linear, optional
         A head on the top layer's hidden state (``in_features`` =
-        ``hidden_size * directions``); it becomes crnn's ``V`` and ``c``.
+        ``hidden_size * directions``, or ``proj_size * directions``); it
+        becomes crnn's ``V`` and ``c``.
         Without it, the crnn model has no output layer (``output=None``).
     output : {"softmax", "linear"}, default "softmax"
         What the head computes: ``"softmax"`` makes crnn's `forward` return
@@ -87,7 +90,7 @@ def from_torch(module, linear=None, output="softmax", *, return_sequences=True):
     ImportError
         PyTorch is not installed.
     TypeError, ValueError
-        Not a supported module (cells, ``proj_size``), a head that does not
+        Not a supported module (cells), a head that does not
         fit, parameters that are not float32 or float64, or
         ``output="linear"`` without a head.
 
@@ -99,10 +102,6 @@ def from_torch(module, linear=None, output="softmax", *, return_sequences=True):
     row = _torch_kind(torch, module)
     kind = row.torch
     proj_size = getattr(module, "proj_size", 0)
-    if proj_size:
-        raise ValueError(
-            f"the torch.nn.LSTM has proj_size={proj_size}; crnn's LSTM has no "
-            f"projection (proj_size must be 0)")
     if output not in ("softmax", "linear", None):
         raise ValueError(f"output must be 'softmax', 'linear' or None, got {output!r}")
     if linear is None and output == "linear":
@@ -119,16 +118,17 @@ def from_torch(module, linear=None, output="softmax", *, return_sequences=True):
 
     dirs = 2 if module.bidirectional else 1
     hidden, layers = module.hidden_size, module.num_layers
+    width = proj_size or hidden      # h's, which the head reads
     dtypes = {p.dtype for p in module.parameters()}
     if linear is not None:
         if not isinstance(linear, torch.nn.Linear):
             raise TypeError(f"linear must be a torch.nn.Linear or None, got "
                             f"{type(linear).__module__}.{type(linear).__name__}")
-        if linear.in_features != hidden * dirs:
+        if linear.in_features != width * dirs:
             raise ValueError(
                 f"the linear head takes {linear.in_features} features, the "
-                f"{kind}'s top layer gives hidden_size * directions = "
-                f"{hidden} * {dirs} = {hidden * dirs}")
+                f"{kind}'s top layer gives {'proj_size' if proj_size else 'hidden_size'}"
+                f" * directions = {width} * {dirs} = {width * dirs}")
         head_dtypes = {p.dtype for p in linear.parameters()}
         if head_dtypes and head_dtypes != dtypes:
             raise TypeError(
@@ -146,6 +146,8 @@ def from_torch(module, linear=None, output="softmax", *, return_sequences=True):
                    output=output, return_sequences=return_sequences, dtype=dtype)
     if kind == "RNN":
         options["nonlinearity"] = module.nonlinearity
+    if proj_size:
+        options["proj_size"] = proj_size
     model = _registry.model_class(row.class_name)(
         module.input_size, hidden,
         None if linear is None else linear.out_features, **options)
@@ -169,6 +171,8 @@ def from_torch(module, linear=None, output="softmax", *, return_sequences=True):
                 params[f"bn{layer}{suffix}"] = b_hh[2 * hidden:].copy()
             else:
                 params[f"b{layer}{suffix}"] = b_ih + b_hh
+            if proj_size:
+                params[f"R{layer}{suffix}"] = _numpy(getattr(module, "weight_hr" + torch_suffix))
     if linear is not None:
         params["V"] = _numpy(linear.weight)
         params["c"] = (_numpy(linear.bias) if linear.bias is not None else
@@ -190,7 +194,8 @@ def to_torch(model):
     Returns
     -------
     module : torch.nn.RNN, torch.nn.LSTM or torch.nn.GRU
-        With ``batch_first=True``, in the model's dtype.  ``b_ih`` holds
+        With ``batch_first=True``, in the model's dtype (an LSTM with the
+        model's ``proj_size``, ``R{l}`` in ``weight_hr_l{l}``).  ``b_ih`` holds
         crnn's bias and ``b_hh`` zeros (the GRU's ``bn`` goes into the
         candidate's block of ``b_hh``), so converting back is exact.
     linear : torch.nn.Linear or None
@@ -216,6 +221,8 @@ def to_torch(model):
                    bidirectional=model.bidirectional, dtype=torch_dtype)
     if row.torch == "RNN":
         options["nonlinearity"] = model.nonlinearity
+    if getattr(model, "proj_size", 0):
+        options["proj_size"] = model.proj_size
     module = getattr(torch.nn, row.torch)(model.input_size, model.hidden_size, **options)
     params = model.params
     H = model.hidden_size
@@ -234,9 +241,12 @@ def to_torch(model):
                 b_hh.zero_()
                 if row.recurrent_bias:     # GRU: b_hh's n block is bn
                     copy(b_hh[2 * H:], params[f"bn{layer}{suffix}"])
+                if f"R{layer}{suffix}" in params:      # the projection
+                    copy(getattr(module, "weight_hr" + torch_suffix),
+                         params[f"R{layer}{suffix}"])
         linear = None
         if model.output is not None:
-            linear = torch.nn.Linear(H * model.directions, model.output_size,
+            linear = torch.nn.Linear(params["V"].shape[1], model.output_size,
                                      dtype=torch_dtype)
             copy(linear.weight, params["V"])
             copy(linear.bias, params["c"])
@@ -311,7 +321,8 @@ def to_onnx(model, path, *, lengths=True, tokens=False, dtype=None, opset=17):
     ImportError
         The onnx package is not installed.
     TypeError, ValueError
-        Bad arguments.
+        Bad arguments, or an LSTM with ``proj_size`` (ONNX has no
+        projection).
     """
     try:
         import onnx
@@ -320,6 +331,9 @@ def to_onnx(model, path, *, lengths=True, tokens=False, dtype=None, opset=17):
         raise ImportError("to_onnx needs the onnx package, which is not installed "
                           "(crnn itself does not depend on it): pip install onnx") from None
     row = _registry.kind_of(model)
+    if getattr(model, "proj_size", 0):
+        raise ValueError(f"ONNX's LSTM has no projection; cannot export an LSTM "
+                         f"with proj_size={model.proj_size} (expected 0)")
     dtype = model.dtype if dtype is None else _inputs.check_dtype(dtype)
     for flag, name in ((lengths, "lengths"), (tokens, "tokens")):
         if not isinstance(flag, (bool, np.bool_)):
@@ -423,6 +437,13 @@ def _onnx_layers(graph, model, row, features, lengths_type, dtype):
                      constant(B, f"B{layer}")]
         if lengths:
             op_inputs.append(sequence_lens)
+        if model._peephole_blocks:
+            # sequence_lens (if none), initial_h, initial_c left out; P
+            # (dirs, 3·H), rows i, o, f as crnn stores them
+            P = np.stack([model.params[f"P{layer}{suffix}"].reshape(-1)
+                          for suffix in _suffixes(model.bidirectional)])
+            op_inputs += [""] * (7 - len(op_inputs)) + [constant(P.astype(dtype),
+                                                                 f"P{layer}")]
         top = layer == model.num_layers - 1
         # only the outputs used: Y (T, dirs, N, H) feeds the next layer or
         # the per-position outputs, Y_h (dirs, N, H) a many-to-one output

@@ -4,6 +4,8 @@ Each is a RecurrentModel (``_model``) with its cell: the gate blocks, the
 state, the cell's kind in the engine's table, and its own constructor
 arguments.  ``_registry`` learns each class here (io and interop read it).
 """
+import numbers
+
 import numpy as np
 
 from . import _registry
@@ -84,6 +86,33 @@ _SHARED_ATTRIBUTES = """\
 """
 
 
+def _check_lstm_options(model_name, peepholes, proj_size):
+    """The LSTM-only options of an RNN or GRU: refused unless left at their
+    defaults (PyTorch refuses proj_size on its RNN and GRU alike)."""
+    if peepholes is not False:
+        raise ValueError(f"peepholes must be False for a crnn.{model_name} (only "
+                         f"crnn.LSTM has peepholes), got {peepholes!r}")
+    if isinstance(proj_size, (bool, np.bool_)) or proj_size != 0:
+        raise ValueError(f"proj_size must be 0 for a crnn.{model_name} (only "
+                         f"crnn.LSTM has a projection), got {proj_size!r}")
+
+
+def _check_proj_size(proj_size, hidden_size):
+    """proj_size as an int in [0, hidden_size) (PyTorch's rule)."""
+    if isinstance(proj_size, (bool, np.bool_)) or not isinstance(proj_size, numbers.Integral):
+        raise TypeError(f"proj_size must be an integer, got {proj_size!r}")
+    if not (isinstance(hidden_size, numbers.Integral) and 0 <= proj_size < hidden_size):
+        raise ValueError(f"proj_size must be in [0, hidden_size) = [0, {hidden_size}) "
+                         f"(0: no projection), got {proj_size}")
+    return int(proj_size)
+
+
+_LSTM_ONLY_PARAMETERS = """\
+    peepholes, proj_size : False, 0
+        crnn.LSTM's options; any other value is a ValueError.
+"""
+
+
 @_registry.register
 class RNN(RecurrentModel):
     __doc__ = _model_doc(
@@ -112,18 +141,20 @@ class RNN(RecurrentModel):
         """\
     nonlinearity : {"tanh", "relu"}, default "tanh"
         The activation of the hidden state.
-""", setting_after_bidirectional=True)
+""" + _LSTM_ONLY_PARAMETERS, setting_after_bidirectional=True)
 
     _gate_blocks = 1
 
     def __init__(self, input_size, hidden_size, output_size=None, *,
                  num_layers=1, bidirectional=False, nonlinearity="tanh",
                  output="softmax", return_sequences=True, dtype="float32",
-                 seed=None):
+                 seed=None, peepholes=False, proj_size=0):
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(
                 f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        _check_lstm_options("RNN", peepholes, proj_size)
         self.nonlinearity = nonlinearity
+        self.peepholes, self.proj_size = False, 0
         super().__init__(input_size, hidden_size, output_size,
                          num_layers=num_layers, bidirectional=bidirectional,
                          output=output, return_sequences=return_sequences,
@@ -162,13 +193,75 @@ class LSTM(RecurrentModel):
     >>> loss, grads = model.loss_and_grad(tokens[:, :-1], tokens[:, 1:])
     >>> grads["W0"].shape
     (128, 32)
-""")
+
+    ONNX's peephole LSTM, whose gates also read the cell state:
+
+    >>> model = crnn.LSTM(4, 8, 3, peepholes=True, seed=0)
+    >>> model.params["P0"].shape        # rows P_i, P_o, P_f
+    (3, 8)
+
+    PyTorch's LSTM with a projection of h to 4 values:
+
+    >>> model = crnn.LSTM(4, 8, 3, proj_size=4, seed=0)
+    >>> model.params["W0"].shape, model.params["R0"].shape
+    ((32, 4), (4, 8))
+""",
+        """\
+    peepholes : bool, default False
+        ONNX's peephole connections: ``i = σ(z_i + P_i ⊙ C(t-1))``,
+        ``f = σ(z_f + P_f ⊙ C(t-1))`` and ``o = σ(z_o + P_o ⊙ C(t))``, with
+        one more parameter per lane, ``P{l}`` ``(3, hidden_size)``, whose
+        rows are P_i, P_o, P_f (ONNX's order).  PyTorch has no such LSTM,
+        so ``to_torch`` refuses it.
+    proj_size : int, default 0
+        PyTorch's projection: with P = ``proj_size`` > 0 (and < H), each
+        layer's h is ``h(t) = R (o ⊙ tanh(C(t)))`` with one more parameter
+        per lane, ``R{l}`` ``(P, hidden_size)`` (PyTorch's
+        ``weight_hr_l{l}``): h has P entries, ``W{l}`` is ``(4H, P)``, the
+        layer above and the output layer read ``P * directions`` values,
+        and the state's h is ``(num_layers * directions, N, P)`` while C
+        stays ``(…, N, hidden_size)``.
+""", setting_after_bidirectional=True)
 
     _gate_blocks = 4
     _cell_state = True
+    peepholes = False       # (models pickled before the option existed)
+    proj_size = 0
+
+    def __init__(self, input_size, hidden_size, output_size=None, *,
+                 num_layers=1, bidirectional=False, peepholes=False, proj_size=0,
+                 output="softmax", return_sequences=True, dtype="float32",
+                 seed=None):
+        if not isinstance(peepholes, (bool, np.bool_)):
+            raise TypeError(f"peepholes must be True or False, got {peepholes!r}")
+        self.peepholes = bool(peepholes)
+        self.proj_size = _check_proj_size(proj_size, hidden_size)
+        super().__init__(input_size, hidden_size, output_size,
+                         num_layers=num_layers, bidirectional=bidirectional,
+                         output=output, return_sequences=return_sequences,
+                         dtype=dtype, seed=seed)
+
+    @property
+    def _state_width(self):
+        # h's width: the projection's, or the cell's
+        return self.proj_size or self.hidden_size
+
+    @property
+    def _peephole_blocks(self):
+        # P_i, P_o, P_f: one row of H per gate that reads C
+        return 3 if self.peepholes else 0
 
     def _cell_kind(self):
-        return CellKind.CELL_LSTM
+        return CellKind.CELL_LSTM_PEEPHOLE if self.peepholes else CellKind.CELL_LSTM
+
+    def __repr__(self):
+        # the defaults (no peepholes, no projection) are not spelled out
+        base = super().__repr__()[:-1]
+        if self.peepholes:
+            base += ", peepholes=True"
+        if self.proj_size:
+            base += f", proj_size={self.proj_size}"
+        return base + ")"
 
 
 @_registry.register
@@ -202,8 +295,7 @@ class GRU(RecurrentModel):
         Where the reset gate acts: on the recurrent product (True, PyTorch
         and ONNX ``linear_before_reset=1``) or on the previous state before
         it (False).
-
-""")
+""" + _LSTM_ONLY_PARAMETERS + "\n")
 
     _gate_blocks = 3
     reset_after = True      # (models pickled before reset_after existed)
@@ -211,10 +303,12 @@ class GRU(RecurrentModel):
     def __init__(self, input_size, hidden_size, output_size=None, *,
                  num_layers=1, bidirectional=False, reset_after=True,
                  output="softmax", return_sequences=True, dtype="float32",
-                 seed=None):
+                 seed=None, peepholes=False, proj_size=0):
         if not isinstance(reset_after, (bool, np.bool_)):
             raise TypeError(f"reset_after must be True or False, got {reset_after!r}")
+        _check_lstm_options("GRU", peepholes, proj_size)
         self.reset_after = bool(reset_after)
+        self.peepholes, self.proj_size = False, 0
         super().__init__(input_size, hidden_size, output_size,
                          num_layers=num_layers, bidirectional=bidirectional,
                          output=output, return_sequences=return_sequences,

@@ -19,7 +19,7 @@ from reference import central_differences
 
 N, T, D, H, K = 3, 5, 4, 6, 3
 LENGTHS = np.array([3, 5, 1])
-CELLS = ("rnn", "lstm", "gru", "gru_reset_before")
+CELLS = ("rnn", "lstm", "gru", "gru_reset_before", "lstm_peephole", "lstm_proj")
 
 
 def build(cell, layers=1, bidirectional=False, output=None, return_sequences=True,
@@ -31,6 +31,10 @@ def build(cell, layers=1, bidirectional=False, output=None, return_sequences=Tru
         return crnn.RNN(D, H, size, **options)
     if cell == "lstm":
         return crnn.LSTM(D, H, size, **options)
+    if cell == "lstm_peephole":
+        return crnn.LSTM(D, H, size, peepholes=True, **options)
+    if cell == "lstm_proj":     # h (and the state's h) 4 wide, C 6 wide
+        return crnn.LSTM(D, H, size, proj_size=4, **options)
     return crnn.GRU(D, H, size, reset_after=cell == "gru", **options)
 
 
@@ -41,12 +45,11 @@ def pair_state(model):
 def batch(model, seed=1, ragged=False, with_state=True):
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(N, T, D))
-    shape = (model.num_layers * model.directions, N, H)
     state = None
     if with_state:
-        state = rng.normal(scale=0.5, size=shape)
+        state = rng.normal(scale=0.5, size=model._state_shape(N))
         if pair_state(model):
-            state = (state, rng.normal(scale=0.5, size=shape))
+            state = (state, rng.normal(scale=0.5, size=model._state_shape(N, cell=True)))
     return X, (LENGTHS if ragged else None), state
 
 

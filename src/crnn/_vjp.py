@@ -105,7 +105,9 @@ class BuildingBlock:
         d_state : array_like or pair of array_like, optional
             ∂L/∂(final state), shaped like the state the forward returned:
             ``dh_n`` (RNN, GRU) or ``(dh_n, dc_n)`` (LSTM; either may be
-            None), each ``(num_layers * directions, N, hidden_size)``.
+            None), each ``(num_layers * directions, N, width)``: h's width
+            is ``proj_size`` where the LSTM has one, else ``hidden_size``;
+            c's is ``hidden_size``.
             Only when the forward was called with ``return_state=True``.
             Default: zeros.
         input_grad : bool, default True
@@ -204,7 +206,9 @@ class BuildingBlock:
                 "d_state was given, but the forward that made the cache did "
                 "not return the final state; call forward(..., return_state="
                 "True, return_cache=True) to back-propagate into it")
-        shape = self._state_shape(cache._batch.size)
+        n = cache._batch.size
+        # h_n is as wide as the projection (proj_size), c_n as hidden_size
+        shapes = (self._state_shape(n), self._state_shape(n, cell=True))
         if self._cell_state:
             if not isinstance(d_state, (tuple, list)) or len(d_state) != 2:
                 raise TypeError(
@@ -217,7 +221,7 @@ class BuildingBlock:
         sorted_parts = [
             None if part is None else cache._batch.sort_state(
                 float_array(part, name, shape, self.dtype, "the final state"))
-            for part, name in zip(parts, names)]
+            for part, name, shape in zip(parts, names, shapes)]
         return (sorted_parts + [None])[:2]
 
 

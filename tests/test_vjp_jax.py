@@ -154,3 +154,23 @@ def test_float32_and_refusals():
         crnn.jax.lstm(params32, X.astype(np.float64), h0, h0)
     with pytest.raises(ValueError, match=r"unexpected \['V', 'c'\]"):
         crnn.jax.lstm(crnn.LSTM(D, H, 3, seed=0).params, X, h0, h0)
+
+
+@pytest.mark.parametrize("options,key,what", [
+    (dict(peepholes=True), "P0", "peepholes"),
+    (dict(proj_size=2), "R0", "a projection"),
+    (dict(proj_size=2, bidirectional=True), "R0", "a projection")])
+def test_refuses_the_lstm_variants_naming_the_key(options, key, what):
+    # the keys of a peephole or projected crnn.LSTM: refused by name, before
+    # any shape check or host call
+    params = crnn.LSTM(D, H, output=None, seed=0, **options).params
+    assert key in params
+    X = np.ones((N, T, D), np.float32)
+    h0 = np.zeros((1, N, H), np.float32)
+    with pytest.raises(ValueError, match=rf"without {what} .*got the key '{key}'"):
+        crnn.jax.lstm(params, X, h0, h0)
+    # a lone variant key among a plain LSTM's is named as well
+    plain = dict(crnn.LSTM(D, H, output=None, seed=0).params)
+    plain[key + "_reverse"] = params[key]
+    with pytest.raises(ValueError, match=rf"got the key '{key}_reverse'"):
+        crnn.jax.lstm(plain, X, h0, h0)

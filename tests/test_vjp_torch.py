@@ -4,7 +4,9 @@ Same state dicts as torch's modules; given the same weights, the same
 outputs, final states and gradients (parameters, input, initial state) in
 float64 to 1e-10, for tensors (batch first or not, batched or not) and
 PackedSequences; and a torch model that swaps nn.LSTM for crnn.torch.LSTM
-trains to the same weights step after step.  Skipped without torch.
+trains to the same weights step after step.  All of it again for the
+projected LSTM (proj_size: weight_hr_l{k}, h P wide, c H wide).  Skipped
+without torch.
 """
 import itertools
 
@@ -16,6 +18,7 @@ import crnn.torch as crnn_torch  # noqa: E402
 from torch.nn.utils.rnn import pack_padded_sequence  # noqa: E402
 
 N, T, D, H = 3, 5, 4, 6
+P = 3               # proj_size of the projected LSTM
 LENGTHS = torch.tensor([3, 5, 1])
 MODES = {"LSTM": (torch.nn.LSTM, crnn_torch.LSTM), "GRU": (torch.nn.GRU, crnn_torch.GRU),
          "RNN": (torch.nn.RNN, crnn_torch.RNN)}
@@ -44,13 +47,25 @@ def close(a, b, what):
                                atol=1e-10, err_msg=what)
 
 
-@pytest.mark.parametrize("mode", list(MODES))
+# (mode, proj_size): every cell, and the LSTM with a projection
+VARIANTS = [(mode, 0) for mode in MODES] + [("LSTM", P)]
+
+
+def variant_id(value):
+    return f"{value[0]}-proj{value[1]}" if isinstance(value, tuple) else str(value)
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
 @pytest.mark.parametrize("num_layers,bidirectional,bias", [(1, False, True), (2, True, True),
                                                             (2, False, False)])
-def test_state_dict_layout_is_torchs(mode, num_layers, bidirectional, bias):
+def test_state_dict_layout_is_torchs(variant, num_layers, bidirectional, bias):
+    mode, proj_size = variant
+    options = dict(proj_size=proj_size) if proj_size else {}
     reference, ours = pair(mode, num_layers=num_layers, bidirectional=bidirectional,
-                           bias=bias)
+                           bias=bias, **options)
     assert list(ours.state_dict()) == list(reference.state_dict())
+    assert any("weight_hr" in name for name in ours.state_dict()) == bool(proj_size)
+    assert ours.proj_size == reference.proj_size and repr(ours) == repr(reference)
     for (name, a), (_, b) in zip(ours.state_dict().items(),
                                  reference.state_dict().items()):
         assert a.shape == b.shape and a.dtype == b.dtype, name
@@ -66,25 +81,43 @@ def cotangent(tensor):
     return torch.tensor(rng.normal(size=tuple(tensor.shape)))
 
 
-CASES = list(itertools.product(MODES, [(1, False), (2, True)],
-                               ["batch_first", "time_first", "packed", "unbatched"],
-                               [False, True]))
+LAYOUTS = ["batch_first", "time_first", "packed", "unbatched"]
+CASES = list(itertools.product(MODES, [(1, False), (2, True)], LAYOUTS, [False, True]))
+# the projected LSTM: 1-2 layers, each direction
+PROJECTED_CASES = list(itertools.product([(1, False), (1, True), (2, False), (2, True)],
+                                         LAYOUTS, [False, True]))
 
 
 @pytest.mark.parametrize("mode,layers,layout,with_state", CASES,
                          ids=lambda v: str(v))
 def test_forward_and_gradients_match_torch(mode, layers, layout, with_state):
+    check_against_torch(mode, layers, layout, with_state)
+
+
+@pytest.mark.parametrize("layers,layout,with_state", PROJECTED_CASES,
+                         ids=lambda v: str(v))
+def test_projected_lstm_matches_torch(layers, layout, with_state):
+    # outputs, h_n (P wide), c_n (H wide) and the gradients of X, h_0, c_0
+    # and every weight, weight_hr_l{k} included
+    check_against_torch("LSTM", layers, layout, with_state, proj_size=P)
+
+
+def check_against_torch(mode, layers, layout, with_state, proj_size=0):
+    """Outputs, final state and every gradient of crnn.torch's module against
+    torch's, on the same float64 weights, input and cotangents."""
     num_layers, bidirectional = layers
+    options = dict(proj_size=proj_size) if proj_size else {}
     reference, ours = pair(mode, num_layers=num_layers, bidirectional=bidirectional,
-                           batch_first=layout != "time_first")
+                           batch_first=layout != "time_first", **options)
     rng = np.random.default_rng(1)
     lanes = num_layers * (2 if bidirectional else 1)
     shape = (N, T, D) if layout != "time_first" else (T, N, D)
     if layout == "unbatched":
         shape = (T, D)
     X = rng.normal(size=shape)
-    states = [rng.normal(size=(lanes, N, H) if layout != "unbatched" else (lanes, H))
-              for _ in range(2 if mode == "LSTM" else 1)]
+    widths = [proj_size or H, H][:2 if mode == "LSTM" else 1]     # h's, c's
+    states = [rng.normal(size=(lanes, N, w) if layout != "unbatched" else (lanes, w))
+              for w in widths]
     results = []
     for module in (reference, ours):
         module.zero_grad()
@@ -112,18 +145,20 @@ def test_forward_and_gradients_match_torch(mode, layers, layout, with_state):
     if with_state:
         for a, b in zip(dhx2, dhx):
             close(a, b, "initial state gradient")
+    assert set(grads2) == set(grads)
     for name in grads:
         close(grads2[name], grads[name], name)
 
 
-def test_swapping_nn_lstm_trains_to_the_same_weights():
+@pytest.mark.parametrize("proj_size", [0, P])
+def test_swapping_nn_lstm_trains_to_the_same_weights(proj_size):
     class Tagger(torch.nn.Module):
         def __init__(self, lstm_class):
             super().__init__()
             torch.manual_seed(0)
             self.lstm = lstm_class(D, H, num_layers=2, batch_first=True,
-                                   dtype=torch.float64)
-            self.head = torch.nn.Linear(H, 3, dtype=torch.float64)
+                                   dtype=torch.float64, proj_size=proj_size)
+            self.head = torch.nn.Linear(proj_size or H, 3, dtype=torch.float64)
 
         def forward(self, x):
             return self.head(self.lstm(x)[0])
@@ -160,9 +195,11 @@ def test_two_forwards_before_one_backward():
     assert sum(len(idle) for idle in ours._pool.values()) == 2
 
 
-@pytest.mark.parametrize("mode", list(MODES))
-def test_sorted_packs_and_no_biases(mode):
-    reference, ours = pair(mode, num_layers=2, bias=False, bidirectional=True)
+@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
+def test_sorted_packs_and_no_biases(variant):
+    mode, proj_size = variant
+    options = dict(proj_size=proj_size) if proj_size else {}
+    reference, ours = pair(mode, num_layers=2, bias=False, bidirectional=True, **options)
     x = torch.tensor(np.random.default_rng(0).normal(size=(T, N, D)))
     lengths = torch.tensor([5, 3, 2])           # sorted: enforce_sorted=True
     outputs = []
@@ -187,9 +224,44 @@ def test_float32_runs_and_agrees_with_torch_roughly():
                                reference(x)[0].detach().numpy(), rtol=1e-5, atol=1e-6)
 
 
+def test_float32_projected_lstm_agrees_with_torch_roughly():
+    torch.manual_seed(0)
+    reference = torch.nn.LSTM(D, H, batch_first=True, proj_size=P)
+    ours = crnn_torch.LSTM(D, H, batch_first=True, proj_size=P)
+    ours.load_state_dict(reference.state_dict())
+    x = torch.randn(N, T, D)
+    for a, b in zip((ours(x)[0],) + ours(x)[1], (reference(x)[0],) + reference(x)[1]):
+        assert a.dtype == torch.float32 and a.shape == b.shape
+        np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(),
+                                   rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("proj_size", [H, H + 1, -1])
+def test_refuses_a_proj_size_outside_0_to_hidden_size(proj_size):
+    with pytest.raises(ValueError):             # torch refuses it too
+        torch.nn.LSTM(D, H, proj_size=proj_size)
+    with pytest.raises(ValueError, match=rf"proj_size must be in \[0, hidden_size\) = "
+                                         rf"\[0, {H}\).*got {proj_size}"):
+        crnn_torch.LSTM(D, H, proj_size=proj_size)
+
+
+def test_projected_lstm_refusals():
+    with pytest.raises(TypeError, match="proj_size must be an integer, got 2.5"):
+        crnn_torch.LSTM(D, H, proj_size=2.5)
+    with pytest.raises(TypeError, match="proj_size"):
+        crnn_torch.GRU(D, H, proj_size=P)
+    lstm = crnn_torch.LSTM(D, H, proj_size=P, dtype=torch.float64)
+    x = torch.randn(T, N, D, dtype=torch.float64)
+    h0, c0 = torch.zeros(1, N, P, dtype=torch.float64), torch.zeros(1, N, H, dtype=torch.float64)
+    with pytest.raises(ValueError, match=rf"h_0 must have shape \(1, 3, {P}\), got \(1, 3, {H}\)"):
+        lstm(x, (c0, c0))
+    with pytest.raises(ValueError, match=rf"c_0 must have shape \(1, 3, {H}\), got \(1, 3, {P}\)"):
+        lstm(x, (h0, h0))
+    output, (h_n, c_n) = lstm(x, (h0, c0))
+    assert output.shape == (T, N, P) and h_n.shape == (1, N, P) and c_n.shape == (1, N, H)
+
+
 def test_refusals():
-    with pytest.raises(ValueError, match="proj_size must be 0"):
-        crnn_torch.LSTM(D, H, proj_size=2)
     with pytest.raises(ValueError, match="dropout must be 0"):
         crnn_torch.GRU(D, H, num_layers=2, dropout=0.5)
     with pytest.raises(ValueError, match="CPU only"):

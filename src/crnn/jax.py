@@ -34,6 +34,10 @@ from . import models
 __all__ = ["lstm"]
 
 _KEY = re.compile(r"^([UWb])(\d+)(_reverse)?$")
+# the parameters of crnn.LSTM's variants, which lstm refuses by name
+_VARIANT_KEY = re.compile(r"^([PR])\d+(_reverse)?$")
+_VARIANTS = {"P": "peepholes (P{l}: crnn.LSTM(peepholes=True))",
+             "R": "a projection (R{l}: crnn.LSTM(proj_size=...))"}
 # the host calls share one model per structure: one call at a time
 _LOCK = threading.Lock()
 # the dimensions of each parameter (U, W: 2, b: 1), before vmap's axes
@@ -46,6 +50,13 @@ def _structure(params):
     if not isinstance(params, dict) or not params:
         raise TypeError(f"params must be a dict of crnn.LSTM parameters (U0, W0, "
                         f"b0, ...), got {type(params).__name__}")
+    for key in sorted(map(str, params)):
+        variant = _VARIANT_KEY.match(key)
+        if variant:
+            raise ValueError(
+                f"crnn.jax.lstm runs the plain LSTM, without "
+                f"{_VARIANTS[variant.group(1)]}: expected the keys U{{l}}, W{{l}}, "
+                f"b{{l}} only, got the key {key!r}")
     bad = sorted(k for k in params if not _KEY.match(str(k)))
     if bad:
         raise ValueError(f"params may only hold U{{l}}, W{{l}}, b{{l}} (and their "
@@ -214,6 +225,9 @@ def lstm(params, X, h0, c0):
     ------
     TypeError, ValueError
         Params that are not an LSTM's, shapes or dtypes that do not fit.
+    ValueError
+        Params of a peephole or projected LSTM (a key ``P{l}`` or ``R{l}``):
+        this function runs the plain LSTM only.
 
     Examples
     --------

@@ -30,9 +30,11 @@ class CrnnFunction(torch.autograd.Function):
     ``CrnnFunction.apply(module, keep, X, lengths, h0, c0, *weights)``:
     `keep` whether to keep crnn's cache for a backward (autograd records
     the call), X ``(N, T, D)`` batch first, lengths a numpy array or None,
-    h0 (c0) ``(layers * directions, N, H)`` or None, the weights in the
-    module's ``_flat_weights`` order.  Returns (outputs, h_n, c_n); c_n is
-    an empty tensor for cells without a cell state.
+    h0 ``(layers * directions, N, S)`` and c0 ``(layers * directions, N, H)``
+    or None (S: ``proj_size`` for a projected LSTM, else H), the weights in
+    the module's ``_flat_weights`` order.  Returns (outputs, h_n, c_n); c_n
+    is an empty tensor for cells without a cell state.  The backward returns
+    a gradient for every weight, ``weight_hr`` (crnn's ``R{l}``) included.
     """
 
     @staticmethod
@@ -87,12 +89,8 @@ class _CrnnRNNBase(torch.nn.Module):
             raise ValueError(
                 f"crnn.torch.{self._mode} runs without dropout between layers "
                 f"(dropout must be 0), got dropout={dropout!r}")
-        if proj_size:
-            # the hook for crnn's projected LSTM (crnn.LSTM(proj_size=...)):
-            # its weight_hr parameters and the `R{l}` keys go here
-            raise ValueError(
-                f"crnn.torch.{self._mode} has no projection in this crnn version "
-                f"(proj_size must be 0), got proj_size={proj_size!r}")
+        # an int in [0, hidden_size), as torch's rule (GRU and RNN pass 0)
+        proj_size = models._check_proj_size(proj_size, hidden_size)
         if device is not None and torch.device(device).type != "cpu":
             raise ValueError(f"crnn runs on the CPU only, got device={device!r}")
         if nonlinearity not in ("tanh", "relu"):
@@ -101,21 +99,24 @@ class _CrnnRNNBase(torch.nn.Module):
         self.input_size, self.hidden_size = input_size, hidden_size
         self.num_layers, self.bias = num_layers, bool(bias)
         self.batch_first, self.dropout = bool(batch_first), 0.0
-        self.bidirectional, self.proj_size = bool(bidirectional), 0
+        self.bidirectional, self.proj_size = bool(bidirectional), proj_size
         self.nonlinearity = nonlinearity
         self.mode = self._mode
         directions = 2 if bidirectional else 1
         gates = self._gate_blocks * hidden_size
+        width = proj_size or hidden_size        # h's width
         options = dict(dtype=dtype if dtype is not None else torch.get_default_dtype())
         self._flat_weights_names = []
         for layer in range(num_layers):
             for suffix in ("", "_reverse")[:directions]:
-                inputs = input_size if layer == 0 else hidden_size * directions
+                inputs = input_size if layer == 0 else width * directions
                 shapes = {f"weight_ih_l{layer}{suffix}": (gates, inputs),
-                          f"weight_hh_l{layer}{suffix}": (gates, hidden_size)}
+                          f"weight_hh_l{layer}{suffix}": (gates, width)}
                 if bias:
                     shapes[f"bias_ih_l{layer}{suffix}"] = (gates,)
                     shapes[f"bias_hh_l{layer}{suffix}"] = (gates,)
+                if proj_size:       # h = weight_hr (o ⊙ tanh c): crnn's R{l}
+                    shapes[f"weight_hr_l{layer}{suffix}"] = (proj_size, hidden_size)
                 for name, shape in shapes.items():
                     self.register_parameter(
                         name, torch.nn.Parameter(torch.empty(shape, **options)))
@@ -136,6 +137,8 @@ class _CrnnRNNBase(torch.nn.Module):
 
     def extra_repr(self):
         text = f"{self.input_size}, {self.hidden_size}"
+        if self.proj_size:
+            text += f", proj_size={self.proj_size}"
         if self.num_layers != 1:
             text += f", num_layers={self.num_layers}"
         if not self.bias:
@@ -152,6 +155,8 @@ class _CrnnRNNBase(torch.nn.Module):
                        output=None, dtype=_DTYPES[dtype])
         if self._mode == "RNN":
             options["nonlinearity"] = self.nonlinearity
+        if self.proj_size:
+            options["proj_size"] = self.proj_size
         return getattr(models, self._mode)(
             self.input_size, self.hidden_size, **options)
 
@@ -164,14 +169,16 @@ class _CrnnRNNBase(torch.nn.Module):
 
     def _load(self, model, weights):
         """Copy torch's weights into the crnn model, its two biases folded
-        into one (and the GRU's b_hn kept apart as bn)."""
+        into one (and the GRU's b_hn kept apart as bn); weight_hr is R."""
         params = model.params
-        per_lane = 4 if self.bias else 2
+        per_lane = (4 if self.bias else 2) + (1 if self.proj_size else 0)
         H = self.hidden_size
         for lane, (layer, suffix) in enumerate(model._lane_names()):
             w = [t.detach().numpy() for t in weights[lane * per_lane:(lane + 1) * per_lane]]
             params[f"U{layer}{suffix}"][...] = w[0]
             params[f"W{layer}{suffix}"][...] = w[1]
+            if self.proj_size:      # last of the lane's weights, as torch's
+                params[f"R{layer}{suffix}"][...] = w[-1]
             b = params[f"b{layer}{suffix}"]
             if not self.bias:
                 b[...] = 0
@@ -198,6 +205,8 @@ class _CrnnRNNBase(torch.nn.Module):
                     if f"bn{layer}{suffix}" in grads:
                         d_hh = np.concatenate([db[:2 * H], grads[f"bn{layer}{suffix}"]])
                     out += [torch.from_numpy(db), torch.from_numpy(d_hh.copy())]
+                if self.proj_size:
+                    out.append(torch.from_numpy(grads[f"R{layer}{suffix}"]))
         return tuple(out)
 
     # ------------------------------------------------------------ forward
@@ -262,13 +271,16 @@ class _CrnnRNNBase(torch.nn.Module):
         if self._mode == "LSTM" and (not isinstance(hx, tuple) or len(hx) != 2):
             raise TypeError(f"hx of an LSTM must be a pair (h_0, c_0), got "
                             f"{type(hx).__name__}")
-        shape = (self.num_layers * (2 if self.bidirectional else 1), n,
-                 self.hidden_size)
+        lanes = self.num_layers * (2 if self.bidirectional else 1)
         states = []
-        for name, part in zip(("h_0", "c_0"), parts):
+        # h is proj_size wide under a projection, c hidden_size wide always
+        for name, part, width in zip(("h_0", "c_0"), parts,
+                                     (self.proj_size or self.hidden_size,
+                                      self.hidden_size)):
             if part is None:
                 states.append(None)
                 continue
+            shape = (lanes, n, width)
             if unbatched:
                 part = part.unsqueeze(1)
             if tuple(part.shape) != shape:
@@ -281,7 +293,8 @@ class _CrnnRNNBase(torch.nn.Module):
 class LSTM(_CrnnRNNBase):
     """``torch.nn.LSTM`` run by crnn: the same constructor, parameters and
     state dict (``weight_ih_l{k}``, ``weight_hh_l{k}``, ``bias_ih_l{k}``,
-    ``bias_hh_l{k}``, ``_reverse`` for a backward direction).
+    ``bias_hh_l{k}``, with ``proj_size`` also ``weight_hr_l{k}``;
+    ``_reverse`` for a backward direction).
 
     Parameters
     ----------
@@ -290,14 +303,21 @@ class LSTM(_CrnnRNNBase):
     dropout : float, default 0.0
         Must be 0 (crnn.torch has no dropout between layers).
     proj_size : int, default 0
-        Must be 0 in this version.
+        PyTorch's projected LSTM when P = `proj_size` > 0 (and <
+        `hidden_size`): ``h = weight_hr (o ⊙ tanh c)`` with ``weight_hr_l{k}``
+        ``(P, hidden_size)`` (crnn's ``R{k}``), ``weight_hh_l{k}`` ``(4H,
+        P)``, the output and h_0/h_n P wide (per direction), c_0/c_n
+        `hidden_size` wide.
     device, dtype
         CPU only; float32 or float64 (default: torch's default dtype).
 
     Raises
     ------
     ValueError
-        A nonzero `dropout` or `proj_size`, a device other than the CPU.
+        A nonzero `dropout`, a `proj_size` outside ``[0, hidden_size)``, a
+        device other than the CPU.
+    TypeError
+        A `proj_size` that is not an integer.
 
     Examples
     --------
@@ -308,6 +328,15 @@ class LSTM(_CrnnRNNBase):
     >>> output, (h_n, c_n) = lstm(torch.randn(2, 5, 4))
     >>> output.shape, h_n.shape
     (torch.Size([2, 5, 8]), torch.Size([1, 2, 8]))
+
+    With a projection of h to 3 values (c keeps 8):
+
+    >>> lstm = crnn.torch.LSTM(4, 8, batch_first=True, proj_size=3)
+    >>> lstm.weight_hr_l0.shape, lstm.weight_hh_l0.shape
+    (torch.Size([3, 8]), torch.Size([32, 3]))
+    >>> output, (h_n, c_n) = lstm(torch.randn(2, 5, 4))
+    >>> output.shape, h_n.shape, c_n.shape
+    (torch.Size([2, 5, 3]), torch.Size([1, 2, 3]), torch.Size([1, 2, 8]))
     """
 
     _mode, _gate_blocks = "LSTM", 4

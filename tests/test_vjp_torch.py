@@ -250,6 +250,9 @@ def test_projected_lstm_refusals():
         crnn_torch.LSTM(D, H, proj_size=2.5)
     with pytest.raises(TypeError, match="proj_size"):
         crnn_torch.GRU(D, H, proj_size=P)
+    # by position too (where torch.nn.GRU would build a GRU with a proj_size)
+    with pytest.raises(ValueError, match=f"proj_size must be 0 for a crnn.GRU .*got {P}"):
+        crnn_torch.GRU(D, H, 1, True, False, 0.0, False, P)
     lstm = crnn_torch.LSTM(D, H, proj_size=P, dtype=torch.float64)
     x = torch.randn(T, N, D, dtype=torch.float64)
     h0, c0 = torch.zeros(1, N, P, dtype=torch.float64), torch.zeros(1, N, H, dtype=torch.float64)

@@ -89,7 +89,9 @@ class _CrnnRNNBase(torch.nn.Module):
             raise ValueError(
                 f"crnn.torch.{self._mode} runs without dropout between layers "
                 f"(dropout must be 0), got dropout={dropout!r}")
-        # an int in [0, hidden_size), as torch's rule (GRU and RNN pass 0)
+        if self._mode != "LSTM":    # torch's rule: a projection is the LSTM's
+            models._check_lstm_options(self._mode, False, proj_size)
+        # an int in [0, hidden_size), as torch's rule
         proj_size = models._check_proj_size(proj_size, hidden_size)
         if device is not None and torch.device(device).type != "cpu":
             raise ValueError(f"crnn runs on the CPU only, got device={device!r}")

@@ -27,14 +27,41 @@ cnp.import_array()
 
 
 cdef class Stream:
-    """Feed one time step at a time; the state is carried between calls.
+    """Streaming inference: one time step at a time, the state carried
+    between calls.
 
-    ``step(x)`` takes one step of the batch: a feature vector (D,) or a token
-    id for batch_size 1, or (B, D) floats / (B,) token ids, and returns that
-    step's output: probabilities (softmax), values (linear) or the top
-    layer's h (no output layer), shaped (K,) or (B, K).  ``state`` reads and
-    sets the carried state in PyTorch's layout ((num_layers, B, H), or a pair
-    (h, c) for an LSTM); ``reset()`` zeroes it.
+    Made by ``model.stream(batch_size=1)``, never directly.  Each stream
+    carries its own state, so a service can keep one stream per session.
+    It never applies dropout.
+
+    Attributes
+    ----------
+    batch_size : int
+        The number of sequences stepped together (the B of ``step``).
+    state : ndarray or tuple of ndarray
+        The carried state in PyTorch's layout: h of shape
+        ``(num_layers, batch_size, width)`` (width is ``proj_size`` for a
+        projected LSTM, else ``hidden_size``), or for an LSTM a pair
+        ``(h, c)`` with c ``(num_layers, batch_size, hidden_size)``.
+        Reading returns a copy; assigning checks the shapes and dtype and
+        copies the values in (``TypeError`` / ``ValueError`` otherwise).
+
+    See Also
+    --------
+    crnn.LSTM.stream : makes a stream; its example steps one.
+
+    Examples
+    --------
+    >>> import numpy as np, crnn
+    >>> model = crnn.GRU(input_size=3, hidden_size=5, output_size=2, seed=0)
+    >>> stream = model.stream(batch_size=2)
+    >>> stream.step(np.zeros((2, 3), dtype=np.float32)).shape
+    (2, 2)
+    >>> stream.state.shape
+    (1, 2, 5)
+    >>> stream.reset()
+    >>> float(abs(stream.state).max())
+    0.0
     """
     cdef readonly int batch_size
     cdef int kind, hidden, layers, inputs, width, output_kind
@@ -157,7 +184,17 @@ cdef class Stream:
                 self.cs[layer][0] = checked[1][layer]
 
     def reset(self):
-        """Zero the carried state."""
+        """Zero the carried state, as at the start of a new sequence.
+
+        Examples
+        --------
+        >>> import crnn
+        >>> stream = crnn.RNN(2, 3, 2, seed=0).stream()
+        >>> _ = stream.step([1.0, -1.0])
+        >>> stream.reset()
+        >>> stream.state.tolist()
+        [[[0.0, 0.0, 0.0]]]
+        """
         for layer in range(self.layers):
             self.hs[layer][0] = 0
             if self.with_c:
@@ -165,10 +202,42 @@ cdef class Stream:
 
     # ------------------------------------------------------------ stepping
     def step(self, x, out=None):
-        """Consume one time step and return its output (see the class doc).
+        """Consume one time step of every sequence and return its output.
 
-        With ``out`` (a C-contiguous array of the model's dtype shaped like
-        the result) the output is written there and nothing is allocated.
+        Parameters
+        ----------
+        x : array_like or int
+            This step's input: for ``batch_size`` 1 a feature vector
+            ``(input_size,)`` or one token id; for a batch, floats
+            ``(batch_size, input_size)`` or token ids ``(batch_size,)``.
+        out : ndarray, optional
+            A C-contiguous array of the model's dtype shaped like the
+            result: the output is written there and nothing is allocated
+            (the fast path of a serving loop).
+
+        Returns
+        -------
+        ndarray
+            This step's output, ``(K,)`` for ``batch_size`` 1 or
+            ``(batch_size, K)``: probabilities (``output="softmax"``),
+            values (``"linear"``) or the top layer's h (no output layer,
+            K = its width).  It is ``out`` when given.
+
+        Raises
+        ------
+        TypeError, ValueError
+            For an input or ``out`` of another shape, dtype or layout, a
+            token id outside the vocabulary, or a non-finite input; the
+            state is then left as it was.
+
+        Examples
+        --------
+        >>> import numpy as np, crnn
+        >>> model = crnn.LSTM(4, 8, 3, seed=0)
+        >>> stream = model.stream()
+        >>> y = stream.step(np.ones(4, dtype=np.float32))
+        >>> y.shape, bool(np.isclose(y.sum(), 1.0))
+        ((3,), True)
         """
         cdef bint batched, tokens
         fast = self._fast_step(x, out)

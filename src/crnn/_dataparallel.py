@@ -21,7 +21,7 @@ import numpy as np
 from . import _data, distributed
 from ._checkpoint import shape_config
 from ._fitting import (apply_update, call_hooks, check_names, loss_and_grad,
-                       positions_and_hits)
+                       positions_and_hits, training_options)
 
 
 def number(value):
@@ -195,11 +195,14 @@ class TeamTraining:
         self._pending_error = None
         final_state = None
         loss, count, hits = 0.0, 0, 0
+        # drawn on every rank, rows or not: the ranks' generators stay alike
+        options = training_options(model, self._rng, self.rank)
         if error is None and len(live):
             try:
                 X, y, lengths = taken = epoch.fit.data.take(live, *chunk)
                 loss, grads, final_state, outputs = loss_and_grad(
-                    model, taken, state, need_state, epoch.softmax, reduction="sum")
+                    model, taken, state, need_state, epoch.softmax, reduction="sum",
+                    **options)
                 check_names(grads, names)
                 for i, name in enumerate(names):
                     send[offsets[i]:offsets[i + 1]] = np.ravel(grads[name])

@@ -12,7 +12,7 @@ import threading
 
 import numpy as np
 
-from . import _inputs, _state
+from . import _dropout, _inputs, _state
 from ._network import Workspace, run
 from ._services import OUTPUT_KINDS, ModelServices
 from .threads import single_threaded_blas
@@ -70,7 +70,9 @@ class RecurrentModel(ModelServices):
 
     def __init__(self, input_size, hidden_size, output_size=None, *,
                  num_layers=1, bidirectional=False, output="softmax",
-                 return_sequences=True, dtype="float32", seed=None):
+                 return_sequences=True, dropout=0.0, recurrent_dropout=0.0,
+                 output_dropout=0.0, dropout_first_layer=True,
+                 dtype="float32", seed=None):
         """Build a model with freshly initialised weights.
 
         The parameters are described in the docstring of the class
@@ -83,8 +85,10 @@ class RecurrentModel(ModelServices):
             `dtype` that is not a dtype, a `seed` that is not an int.
         ValueError
             A size below 1, an unknown `output`, an `output_size` given with
-            ``output=None``, a dtype other than float32 and float64, a
-            negative seed, or parameters too large for BLAS's 32-bit sizes.
+            ``output=None``, a dropout probability outside [0, 1) (or
+            `output_dropout` without an output layer), a dtype other than
+            float32 and float64, a negative seed, or parameters too large
+            for BLAS's 32-bit sizes.
         """
         self.input_size = _inputs.check_positive_int(input_size, "input_size")
         self.hidden_size = _inputs.check_positive_int(hidden_size, "hidden_size")
@@ -110,6 +114,16 @@ class RecurrentModel(ModelServices):
             raise TypeError(
                 f"return_sequences must be True or False, got {return_sequences!r}")
         self.return_sequences = bool(return_sequences)
+        for name, value in zip(_dropout.SETTINGS, (dropout, recurrent_dropout,
+                                                   output_dropout)):
+            setattr(self, name, _dropout.check_probability(value, name))
+        if output is None and self.output_dropout:
+            raise ValueError(f"output_dropout acts before the output layer; this "
+                             f"model has output=None, got {output_dropout!r}")
+        if not isinstance(dropout_first_layer, (bool, np.bool_)):
+            raise TypeError(f"dropout_first_layer must be True or False, "
+                            f"got {dropout_first_layer!r}")
+        self.dropout_first_layer = bool(dropout_first_layer)
         self.dtype = _inputs.check_dtype(dtype)
         if seed is not None and (isinstance(seed, (bool, np.bool_))
                                  or not isinstance(seed, (int, np.integer))):
@@ -358,7 +372,8 @@ class RecurrentModel(ModelServices):
             layout = self._driver_cache = (keys, self._lanes(), self._buffer_width())
         return layout
 
-    def _run(self, batch, h0, c0, targets=None, scale=1.0, need_grad=False):
+    def _run(self, batch, h0, c0, targets=None, scale=1.0, need_grad=False,
+             masks=None):
         _, lanes, width = self._driver_layout()
         params = self._params
         network = self._check_door(lanes, params.get("V"), params.get("c"))
@@ -370,7 +385,7 @@ class RecurrentModel(ModelServices):
         work = batch.steps * batch.size * width * self.hidden_size
         with self._lock, single_threaded_blas(work):
             result = run(self._workspace, network, batch.inputs, batch.lengths,
-                         (h0, c0), targets, scale, need_grad)
+                         (h0, c0), targets, scale, need_grad, masks)
             # outputs is a view of the workspace: copy it out under the lock
             outputs = result["outputs"]
             result["outputs"] = (batch.unsort(outputs) if self.return_sequences
@@ -434,7 +449,8 @@ class RecurrentModel(ModelServices):
     @_documented
     def loss_and_grad(self, X, y, lengths=None, initial_state=None, *,
                       reduction="mean", return_state_grad=False,
-                      return_state=False, return_outputs=False):
+                      return_state=False, return_outputs=False, training=False,
+                      dropout_seed=None):
         """The loss on a batch and its gradient for every parameter.
 
         One forward pass and back-propagation through time.
@@ -461,6 +477,14 @@ class RecurrentModel(ModelServices):
             Also return the final state and the outputs, as `forward`
             gives them (the trainer's truncated BPTT and running accuracy
             use them).
+        training : bool, default False
+            Apply the model's dropout (``dropout``, ``recurrent_dropout``,
+            ``output_dropout``): masks drawn once per sequence and held for
+            every step, the gradient exact for them.  False (the default)
+            computes the model as `forward` does; `crnn.Trainer` passes True.
+        dropout_seed : int, optional
+            Seeds the masks (``numpy.random.default_rng(dropout_seed)``):
+            the same seed, the same masks.  None draws fresh ones.
 
         Returns
         -------
@@ -499,6 +523,9 @@ class RecurrentModel(ModelServices):
                 "loss_and_grad needs an output layer; this model has output=None")
         if reduction not in ("mean", "sum"):
             raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+        if not isinstance(training, (bool, np.bool_)):
+            raise TypeError(f"training must be True or False, got {training!r}")
+        dropout_seed = _dropout.check_seed(dropout_seed)
         keys, _, width = self._driver_layout()
         batch = _inputs.prepare_batch(X, lengths, self.input_size, self.dtype, width)
         targets = _inputs.prepare_targets(y, batch, self.output, self.output_size,
@@ -511,7 +538,15 @@ class RecurrentModel(ModelServices):
         else:
             count = int(batch.lengths.sum())
         scale = 1.0 / count if reduction == "mean" else 1.0
-        result = self._run(batch, h0, c0, targets, scale, need_grad=True)
+        masks = None
+        if training and _dropout.active(self):
+            masks = _dropout.sorted_masks(
+                _dropout.draw_masks(self, batch.size, dropout_seed), batch)
+            if masks[0] is not None and masks[0][0] is not None \
+                    and batch.inputs.ndim == 2:
+                batch.inputs = _dropout.dense_tokens(batch, self.input_size,
+                                                     self.dtype)
+        result = self._run(batch, h0, c0, targets, scale, True, masks)
         grads = dict(zip(keys, result["grads"]))
         grads["V"] = result["dV"]
         grads["c"] = result["dc"]
@@ -618,4 +653,9 @@ class RecurrentModel(ModelServices):
         return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, "
                 f"{self.output_size}, num_layers={self.num_layers}, "
                 f"bidirectional={self.bidirectional}, output={self.output!r}, "
-                f"return_sequences={self.return_sequences}, dtype='{self.dtype}')")
+                f"return_sequences={self.return_sequences}, "
+                + "".join(f"{name}={getattr(self, name)!r}, "
+                          for name in _dropout.SETTINGS if getattr(self, name))
+                + ("" if self.dropout_first_layer or not self.dropout
+                   else "dropout_first_layer=False, ")
+                + f"dtype='{self.dtype}')")

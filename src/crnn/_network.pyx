@@ -18,12 +18,13 @@ from libc.string cimport memcpy, memset
 
 from ._arrays cimport data
 from ._cells cimport cell_spec
+from ._dropout cimport mask_steps
 from ._lane cimport (LaneGradients, LaneInputs, LaneStates, LaneWeights,
                      lane_backward, lane_forward)
 from ._loss cimport OUTPUT_NONE, OUTPUT_SOFTMAX, OutputJob, run_output
 from ._parallel cimport team_gemm
 from ._plan cimport (LanePlan, PATH_OUTPUTS_IN_STEP, PATH_PANELS, merged_size,
-                     merged_scratch_rows, plan_lane)
+                     merged_scratch_rows, plan_lane, plan_recurrent_dropout)
 from ._step cimport pack_weights, packed_size
 
 import numpy as np
@@ -151,6 +152,9 @@ cdef class NetworkCall:
     # BPTT's: ∂L/∂h0 (∂L/∂c0), and zeros for the top lane's step product
     cdef object dh0, dc0, zeros
     cdef cnp.npy_intp state_dims[3]
+    # dropout's masks (training only): run's `masks`, applied by _dropout.pxd
+    cdef list input_masks, recurrent_masks
+    cdef object output_mask
 
     cdef void setup(self, Workspace ws, int kind, int H, int num_layers,
                     int directions, list lanes, cnp.ndarray inputs,
@@ -192,6 +196,8 @@ cdef class NetworkCall:
         cdef int D = self.lanes[layer * self.directions][0].shape[1]
         plan_lane(plan, self.kind, self.T, self.B, D, self.H, tokens,
                   self.need_grad)
+        if self.recurrent_masks is not None:
+            plan_recurrent_dropout(plan)
 
 
 cdef object run_call(floating tag, NetworkCall call):
@@ -218,7 +224,7 @@ cdef object run_call(floating tag, NetworkCall call):
 
 
 def run(Workspace ws, tuple network, cnp.ndarray inputs, cnp.ndarray lengths,
-        tuple state, targets, double scale, bint need_grad):
+        tuple state, targets, double scale, bint need_grad, masks=None):
     """Forward (and with `need_grad` the loss and BPTT) of a whole network.
 
     network     (kind, hidden, num_layers, directions, lanes, V, c,
@@ -231,6 +237,8 @@ def run(Workspace ws, tuple network, cnp.ndarray inputs, cnp.ndarray lengths,
     state       (h0, c0): (lanes, B, H) initial states, or None for zeros
     targets     int32 labels (T, B) / (B,), float (T, B, K) / (B, K), or None
     scale       1 / (positions with a target) for the mean, 1 for the sum
+    masks       dropout's masks in sorted order, or None: (per layer (B × D_l),
+                per lane (B × H), (B × H·dirs)), None where none (_dropout.py)
 
     Returns a dict: "outputs" (T, B, K) or (B, K) (rows past a length are 0;
     a view of the workspace: copy before the next call), "h_n", "c_n"
@@ -251,9 +259,39 @@ def run(Workspace ws, tuple network, cnp.ndarray inputs, cnp.ndarray lengths,
     call.output_kind, call.return_sequences = output_kind, return_sequences
     call.targets, call.scale, call.need_grad = targets, scale, need_grad
     call.K = V.shape[0] if V is not None else call.Hd
+    call.input_masks, call.recurrent_masks, call.output_mask = (
+        masks if masks is not None else (None, None, None))
     if lanes[0][0].dtype == np.float32:
         return run_call(<float> 0, call)
     return run_call(<double> 0, call)
+
+
+# --------------------------------------------------------------- dropout
+
+cdef object dropped(floating tag, NetworkCall call, list masks, int at,
+                    object rows, str name):
+    """`rows` (steps·B × w), time-major, ⊙ masks[at] (B × w) at every step,
+    into the workspace's `name` (may be `rows`); `rows` without a mask."""
+    if masks is None or masks[at] is None:
+        return rows
+    target = call.ws.get(name, rows.shape, call.dtype)
+    cdef Py_ssize_t width = rows.shape[rows.ndim - 1]   # (no wraparound)
+    cdef Py_ssize_t steps = rows.size // (call.B * width)
+    # X̃[t] = X[t] ⊙ M   (B × w), every step t
+    mask_steps(steps, call.B, width,
+               <const floating *> data(masks[at]),
+               <const floating *> data(rows), <floating *> data(target))
+    return target
+
+
+cdef void recurrent_dropout(floating tag, NetworkCall call, int lane,
+                            LaneStates *states) except *:
+    """The lane's recurrent mask, and the slots of h ⊙ mask its products
+    read (one buffer for the forward and BPTT); NULL without one."""
+    mask = call.recurrent_masks[lane] if call.recurrent_masks else None
+    states.recurrent_mask = data(mask)
+    states.dropped = (NULL if mask is None else data(call.ws.get(
+        f"dropped_hs{lane}", (call.T + 1, call.B, call.H), call.dtype)))
 
 
 # --------------------------------------------------------------- forward
@@ -337,6 +375,7 @@ cdef void forward_lane(floating tag, NetworkCall call, int l, int d,
     states.gates, states.hs, states.cs = data(gates), data(hs), data(cs)
     states.keep = data(keep)
     states.recurrent = data(call.ws.get("recurrent", (B, GH), call.dtype))
+    recurrent_dropout(tag, call, lane, &states)
     with nogil:
         lane_forward(tag, &plan, &inputs, &weights, &states)
     call.lane_keep[lane] = keep
@@ -360,6 +399,8 @@ cdef void forward_layers(floating tag, NetworkCall call) except *:
     call.lane_keep = [None] * call.n_lanes
     call.layer_outputs = [None] * call.num_layers
     for l in range(call.num_layers):
+        layer_input = dropped(tag, call, call.input_masks, l, layer_input,
+                              f"dropped_input{l}")
         for d in range(call.directions):
             forward_lane(tag, call, l, d, layer_input)
         if call.directions == 1:
@@ -411,6 +452,9 @@ cdef void final_states(floating tag, NetworkCall call) except *:
     else:
         call.top_h = np.concatenate([call.h_n[top + d]
                                      for d in range(call.directions)], axis=1)
+    # output dropout: the output layer reads H_top ⊙ M_o
+    call.top_h = dropped(tag, call, [call.output_mask], 0, call.top_h,
+                         "dropped_top")
 
 
 # --------------------------------------------------- output and loss
@@ -467,6 +511,7 @@ cdef tuple output_gradients(floating tag, NetworkCall call):
     cdef int out_rows = call.T * call.B if call.return_sequences else call.B
     call.outputs_in_step = (call.use_panels and call.directions == 1
                             and call.return_sequences
+                            and call.output_mask is None
                             and call.paths & PATH_OUTPUTS_IN_STEP != 0)
     dtop = (None if call.outputs_in_step
             else call.ws.get("dtop", (out_rows, Hd), call.dtype))
@@ -507,6 +552,9 @@ cdef tuple output_gradients(floating tag, NetworkCall call):
                     dc_sum[b] += dlogits[<Py_ssize_t> t * K + b]
             for b in range(K):
                 dc_ptr[b] = <floating> dc_sum[b]
+    if call.output_mask is not None:
+        # ∂L/∂H_top = (dO @ V) ⊙ M_o
+        dropped(tag, call, [call.output_mask], 0, dtop, "dtop")
     return dtop, dV, dc
 
 
@@ -576,8 +624,9 @@ cdef void backward_lane(floating tag, NetworkCall call, int l, int d,
     weights.b, weights.recurrent_bias = data(bias), NULL
     states.gates, states.hs = data(call.lane_gates[lane]), data(call.lane_hs[lane])
     states.cs, states.keep = data(call.lane_cs[lane]), data(call.lane_keep[lane])
-    # scratch for a gated cell's d(keep) (B × H)
+    # scratch for a gated cell's d(keep), or the masked product's (B × H)
     states.recurrent = data(call.ws.get("recurrent", (B, GH), call.dtype))
+    recurrent_dropout(tag, call, lane, &states)
     g.dgates, g.drecurrent = data(dgates), data(drecurrent)
     g.dh, g.dc, g.dU, g.dU_T = data(dh), data(dc), data(dU), data(dU_T)
     g.dW, g.db, g.d_recurrent_bias, g.dx = data(dW), data(db), data(dbn), data(dx)
@@ -645,5 +694,7 @@ cdef tuple backward_layers(floating tag, NetworkCall call, object dtop):
         for d in range(call.directions):
             backward_lane(tag, call, l, d, dlayer, dlayer_below, dtop, grads)
         if l > 0:
-            dlayer = dlayer_below
+            # input dropout: ∂L/∂(layer below's output) = ∂L/∂x̃ ⊙ M_l
+            dlayer = dropped(tag, call, call.input_masks, l, dlayer_below,
+                             f"dlayer{l - 1}")
     return grads, call.dh0, call.dc0

@@ -34,6 +34,10 @@ cdef int allowed_paths() noexcept nogil
 # one-hot inputs; `training`: a BPTT follows the forward.
 cdef void plan_lane(LanePlan *plan, int kind, int T, int B, int D, int H,
                     bint tokens, bint training) noexcept nogil
+# A lane under recurrent dropout: its recurrent product reads h(t-1) ⊙ mask
+# and its BPTT masks that product's gradient, on BLAS (no packed weights,
+# no fused inputs, dU and dW apart, no outputs or sums inside the steps).
+cdef void plan_recurrent_dropout(LanePlan *plan) noexcept nogil
 
 # Gate columns where dR = dZ, so that dU and dW share a product.
 cdef int shared_gate_columns(const LanePlan *plan) noexcept nogil

@@ -302,6 +302,7 @@ cdef class Stream:
         inputs.batch_sizes = self.batch_sizes
         weights.U_T = weights.panels = NULL
         states.recurrent = data(self.recurrent)
+        states.recurrent_mask = NULL    # a stream never drops
         with nogil:
             for layer in range(layers):
                 # one step of the lane: Z = x @ U.T + b (a column gather for

@@ -37,7 +37,7 @@ from ._dataparallel import TeamTraining
 from ._fitting import (Epoch, FitSettings, InterruptGuard, apply_update,
                        call_hooks, check_callbacks, check_names,
                        check_optional_int, check_validation, loss_and_grad,
-                       positions_and_hits)
+                       positions_and_hits, training_options)
 from ._history import History, NonFiniteError, Progress
 
 __all__ = ["Trainer", "History", "NonFiniteError"]
@@ -553,7 +553,8 @@ class Trainer(TeamTraining):
         batch = current.done
         X, y, lengths = taken = current.fit.data.take(live, *chunk)
         loss, grads, final_state, outputs = loss_and_grad(
-            model, taken, state, need_state, current.softmax)
+            model, taken, state, need_state, current.softmax,
+            **training_options(model, self._rng))
         if not math.isfinite(loss):
             raise current.failure(f"the loss is {loss}", batch)
         params = model.params

@@ -1,0 +1,112 @@
+"""Dropout: the settings' checks and the masks of one training call.
+
+A model's ``dropout`` acts on each layer's input x(t) (with
+``dropout_first_layer=False``, on the inputs of layers 2 and up only:
+PyTorch's inter-layer dropout), ``recurrent_dropout`` on h(t-1) inside the
+recurrent product, ``output_dropout`` on the top layer's h(t) before the
+output layer.  Masks are variational: one row per sequence, drawn once per
+call and held for every time step; kept units are scaled by 1/(1-p).  Only
+``loss_and_grad(..., training=True)`` draws them (the Trainer's steps).
+
+The engine applies them (``_dropout.pxd``: the network on a layer's input
+and the top h, the lane on h(t-1)); this module draws them, in the user's
+batch order (`draw_masks`, which tests also use to give the float64
+reference the same masks).
+
+Neighbours: ``_inputs`` below; ``_model`` (loss_and_grad) and ``models``
+(the constructors) above.
+"""
+import numbers
+
+import numpy as np
+
+__all__ = ["SETTINGS", "check_probability", "check_seed", "draw_masks",
+           "dense_tokens", "sorted_masks"]
+
+# The probabilities every model takes, and what each drops.
+SETTINGS = ("dropout", "recurrent_dropout", "output_dropout")
+
+
+def check_probability(value, name):
+    """`value` as a float in [0, 1), or a TypeError / ValueError naming
+    `name`."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a probability in [0, 1), got {value!r}")
+    value = float(value)
+    if not 0.0 <= value < 1.0:      # NaN fails too
+        raise ValueError(f"{name} must be a probability in [0, 1), got {value!r}")
+    return value
+
+
+def check_seed(seed):
+    """`dropout_seed`: None or an int >= 0 (numpy's rule)."""
+    if seed is None:
+        return None
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"dropout_seed must be an int or None, got {seed!r}")
+    if seed < 0:
+        raise ValueError(f"dropout_seed must be >= 0, got {seed}")
+    return int(seed)
+
+
+def active(model):
+    """Whether `model` drops anything in training."""
+    return (model.dropout > 0 or model.recurrent_dropout > 0
+            or model.output_dropout > 0)
+
+
+def draw_masks(model, n, seed):
+    """The masks of one training call on `n` sequences, in the user's
+    batch order, drawn from ``numpy.random.default_rng(seed)``:
+    ``(inputs, recurrent, output)`` with
+
+    - inputs: one per layer, ``(n, D_l)`` (D_0 = input_size, then
+      hidden_size * directions), or None where the layer's input is kept;
+    - recurrent: one per lane (layer-major, then direction), ``(n, H)``,
+      or None;
+    - output: ``(n, hidden_size * directions)``, or None.
+
+    Each entry is 0 or 1/(1-p) in the model's dtype.  Draws happen in
+    this order, so a seed fixes every mask."""
+    rng = np.random.default_rng(seed)
+    dtype = model.dtype
+
+    def mask(p, width):
+        if p == 0:
+            return None
+        kept = rng.random((n, width)) >= p
+        return kept.astype(dtype) * dtype.type(1.0 / (1.0 - p))
+
+    width = model.hidden_size * model.directions
+    inputs = [mask(model.dropout if layer or model.dropout_first_layer else 0.0,
+                   width if layer else model.input_size)
+              for layer in range(model.num_layers)]
+    recurrent = [mask(model.recurrent_dropout, model.hidden_size)
+                 for _ in range(model.num_layers * model.directions)]
+    output = mask(model.output_dropout, width)
+    return inputs, recurrent, output
+
+
+def sorted_masks(masks, batch):
+    """draw_masks's masks in the engine's layout: rows in the batch's
+    length-sorted order, C-contiguous; a list of Nones becomes None."""
+    def rows(mask):
+        return None if mask is None else np.ascontiguousarray(batch.in_order(mask))
+
+    inputs, recurrent, output = masks
+    inputs = [rows(m) for m in inputs]
+    recurrent = [rows(m) for m in recurrent]
+    return (inputs if any(m is not None for m in inputs) else None,
+            recurrent if any(m is not None for m in recurrent) else None,
+            rows(output))
+
+
+def dense_tokens(batch, vocabulary, dtype):
+    """Token ids (T, B) as the one-hot vectors they mean (T, B, V): the
+    first layer's input dropout drops whole vocabulary entries of x(t), so
+    the engine needs x itself there (padding rows stay zero)."""
+    inputs = batch.inputs
+    dense = np.zeros(inputs.shape + (vocabulary,), dtype=dtype)
+    np.put_along_axis(dense, inputs[..., None].astype(np.intp), 1, axis=-1)
+    dense[~batch.mask] = 0
+    return dense

@@ -139,6 +139,8 @@ class TeamTraining:
             payload = {"params": {k: v.copy() for k, v in self.model.params.items()},
                        "optimizer": self.optimizer.state_dict(),
                        "rng": self._rng.bit_generator.state,
+                       "schedule": (None if self.schedule is None
+                                    else self.schedule.state_dict()),
                        "state": state,
                        "history": (history.history, history.epoch, history.best_epoch,
                                    history.stopped_epoch)}
@@ -146,6 +148,8 @@ class TeamTraining:
         if self.rank != 0:
             def apply():
                 self.optimizer.load_state_dict(payload["optimizer"])
+                if payload["schedule"] is not None:
+                    self.schedule.load_state_dict(payload["schedule"])
                 with self._guard:
                     self.model.set_params(payload["params"])
                 self._rng.bit_generator.state = payload["rng"]

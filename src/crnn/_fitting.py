@@ -206,6 +206,8 @@ def apply_update(trainer, params, grad_list, epoch, batch):
     try:
         with trainer._guard:
             trainer.optimizer.step(params, dict(zip(names, grad_list)), grad_scale=scale)
+            if trainer.schedule is not None:
+                trainer.schedule.update_end()
     except FloatingPointError as error:
         raise epoch.failure(error, batch) from None
     return norm

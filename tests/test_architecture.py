@@ -78,6 +78,9 @@ LONG_SIGNATURES = {
     ("api.pyx", "cell_step"),
     # Trainer.fit: its keyword arguments are the public API (docs/training.md)
     ("trainer.py", "fit"),
+    # the models' constructors: their keyword arguments are the public API
+    # (the shared settings, dropout among them: docs/api.md)
+    ("_model.py", "__init__"), ("models.py", "__init__"),
 } | {("api.pyx", f"crnn_{operation}_{suffix}")
      for operation in ("forward", "backward", "step") for suffix in ("f32", "f64")}
 

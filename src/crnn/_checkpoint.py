@@ -16,9 +16,12 @@ from . import io
 
 
 def shape_config(model):
-    """A model's kind and constructor arguments, its seed left out."""
+    """A model's kind and constructor arguments, its seed and dropout left
+    out (a run may resume with other dropout)."""
     kind, config = io.model_config(model)
-    config.pop("seed", None)
+    for name in ("seed", "dropout", "recurrent_dropout", "output_dropout",
+                 "dropout_first_layer"):
+        config.pop(name, None)
     return kind, sorted(config.items())
 
 

@@ -47,8 +47,31 @@ class Schedule:
     """The base of every schedule: the optimizer it drives, its base rate,
     the steps taken (``last_epoch``, PyTorch's name) and its state.
 
-    Subclasses set ``interval`` and ``_settings`` (the constructor's
-    arguments kept in ``state_dict``) and define ``_rate(steps)``.
+    Subclasses set ``interval`` (``"epoch"`` or ``"step"``) and
+    ``_settings`` (the constructor's arguments kept in ``state_dict``) and
+    define ``_rate(steps)``, the rate after that many steps.
+
+    Parameters
+    ----------
+    optimizer : crnn.optim.Optimizer
+        The optimizer whose ``lr`` the schedule sets; its ``lr`` now is
+        the base rate.
+
+    Raises
+    ------
+    ValueError
+        `optimizer` is not an optimizer with a real ``lr`` and a ``step``
+        method, or its ``lr`` is not > 0.
+
+    Examples
+    --------
+    >>> opt = crnn.optim.SGD(lr=0.1)
+    >>> schedule = crnn.optim.ExponentialLR(opt, gamma=0.5)
+    >>> schedule.interval, schedule.base_lr, schedule.last_epoch
+    ('epoch', 0.1, 0)
+    >>> schedule.step()
+    >>> schedule.lr, schedule.state_dict()["last_epoch"]
+    (0.05, 1)
     """
 
     interval = "epoch"

@@ -114,20 +114,43 @@ class Schedule:
         self.optimizer.lr = self._rate(self.last_epoch)
 
     def update_end(self):
-        """After each optimizer update (the Trainer): a step, for schedules
-        stepped per update."""
+        """What `crnn.Trainer` calls after each optimizer update.
+
+        Notes
+        -----
+        A step for a schedule stepped per update (``interval="step"``);
+        nothing for the others.
+        """
         if self.interval == "step":
             self.step()
 
     def epoch_end(self, logs):
-        """After each epoch (the Trainer, with the epoch's logs): a step,
-        for schedules stepped per epoch."""
+        """What `crnn.Trainer` calls at the end of each epoch.
+
+        Parameters
+        ----------
+        logs : dict
+            The epoch's logs (``"loss"``, ``"val_loss"``, ...), read by
+            ReduceLROnPlateau.
+
+        Notes
+        -----
+        A step for a schedule stepped per epoch (``interval="epoch"``);
+        nothing for the others.
+        """
         if self.interval == "epoch":
             self.step()
 
     def state_dict(self):
-        """The schedule's state as a dict of plain Python values (JSON can
-        store it): its type, settings, base rate and steps taken."""
+        """The schedule's state, to save and resume.
+
+        Returns
+        -------
+        dict
+            Plain Python values (JSON stores them): ``"type"``, the
+            settings, ``"base_lr"``, ``"last_epoch"`` (and
+            ReduceLROnPlateau's counters).
+        """
         state = {"type": type(self).__name__, "base_lr": self.base_lr,
                  "last_epoch": self.last_epoch}
         state.update({name: getattr(self, name) for name in self._settings})
@@ -395,8 +418,19 @@ class ReduceLROnPlateau(Schedule):
         return value > bound
 
     def step(self, metric=None):
-        """Count one epoch whose monitored value is `metric` (a number),
-        and reduce the optimizer's rate after too many without progress."""
+        """Count one epoch, and reduce the rate after too many without
+        progress.
+
+        Parameters
+        ----------
+        metric : float
+            The epoch's monitored value (`monitor`).
+
+        Raises
+        ------
+        ValueError
+            `metric` is not a number.
+        """
         if isinstance(metric, bool) or not isinstance(metric, numbers.Real):
             raise ValueError(f"ReduceLROnPlateau.step needs the epoch's "
                              f"{self.monitor} (a number), got {metric!r}")
@@ -417,9 +451,24 @@ class ReduceLROnPlateau(Schedule):
             self.cooldown_left, self.bad_epochs = self.cooldown, 0
 
     def epoch_end(self, logs):
+        """What `crnn.Trainer` calls at the end of each epoch.
+
+        Parameters
+        ----------
+        logs : dict
+            The epoch's logs: `step` gets ``logs[monitor]``.
+        """
         self.step(logs[self.monitor])
 
     def state_dict(self):
+        """The schedule's state, to save and resume.
+
+        Returns
+        -------
+        dict
+            Schedule.state_dict's, with ``"best"``, ``"bad_epochs"`` and
+            ``"cooldown_left"``.
+        """
         state = super().state_dict()
         state.update(best=self.best, bad_epochs=self.bad_epochs,
                      cooldown_left=self.cooldown_left)

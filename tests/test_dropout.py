@@ -303,3 +303,35 @@ def test_from_torch_reads_dropout_into_the_layers_above_the_first():
     with torch.no_grad():
         expected = module(torch.from_numpy(X))[0].numpy()
     np.testing.assert_allclose(model.forward(X), expected, rtol=1e-12, atol=1e-12)
+
+
+class OneRank:
+    """A communicator of one rank (mpi4py's interface), to run the team's
+    code path of Trainer.fit in this process."""
+    rank, size = 0, 1
+
+    def Allreduce(self, send, recv):
+        recv[...] = send
+
+    def Bcast(self, buffer, root=0):
+        pass
+
+
+def test_the_team_code_path_draws_the_same_masks_and_steps_the_schedule():
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(12, 7, 5))
+    y = rng.integers(0, 3, size=(12, 7))
+
+    def fit(comm):
+        model = make("gru", num_layers=2, seed=1, **SETTINGS)
+        trainer = crnn.Trainer(model, "sgd", lr=0.2, batch_size=4, seed=2, comm=comm,
+                               schedule=lambda opt: crnn.optim.ExponentialLR(opt, 0.5))
+        history = trainer.fit(X, y, epochs=2, verbose=0)
+        return model.params, history.history["lr"]
+
+    alone, lr_alone = fit(None)
+    team, lr_team = fit(OneRank())
+    assert lr_alone == lr_team == [0.2, 0.1]
+    for key in alone:
+        np.testing.assert_allclose(team[key], alone[key], rtol=1e-10, atol=1e-12,
+                                   err_msg=key)

@@ -270,6 +270,20 @@ def test_files_from_before_dropout_still_load(tmp_path):
     np.testing.assert_array_equal(loaded.forward(X), model.forward(X))
 
 
+def test_pickles_from_before_dropout_still_load():
+    model = make("lstm", num_layers=2)
+    state = model.__getstate__()
+    for name in ("dropout", "recurrent_dropout", "output_dropout",
+                 "dropout_first_layer"):
+        del state[name]
+    old = crnn.LSTM.__new__(crnn.LSTM)
+    old.__setstate__(state)
+    assert (old.dropout, old.recurrent_dropout, old.output_dropout,
+            old.dropout_first_layer) == (0.0, 0.0, 0.0, True)
+    X = data()[0]
+    np.testing.assert_array_equal(old.forward(X), model.forward(X))
+
+
 # -------------------------------------------------------------- PyTorch
 
 def test_to_torch_carries_inter_layer_dropout_and_warns_about_the_rest():

@@ -20,8 +20,8 @@ import numbers
 
 import numpy as np
 
-__all__ = ["SETTINGS", "check_probability", "check_seed", "draw_masks",
-           "dense_tokens", "sorted_masks"]
+__all__ = ["SETTINGS", "active", "check_probability", "check_seed", "draw_masks",
+           "engine_masks", "dense_tokens", "sorted_masks"]
 
 # The probabilities every model takes, and what each drops.
 SETTINGS = ("dropout", "recurrent_dropout", "output_dropout")
@@ -85,6 +85,17 @@ def draw_masks(model, n, seed):
                  for _ in range(model.num_layers * model.directions)]
     output = mask(model.output_dropout, width)
     return inputs, recurrent, output
+
+
+def engine_masks(model, batch, seed):
+    """The masks of one training call on `batch` (a validated Batch), in
+    the engine's layout (`sorted_masks`); where the first layer's input is
+    dropped and the inputs are tokens, ``batch.inputs`` becomes their
+    one-hot vectors (`dense_tokens`)."""
+    masks = sorted_masks(draw_masks(model, batch.size, seed), batch)
+    if masks[0] is not None and masks[0][0] is not None and batch.inputs.ndim == 2:
+        batch.inputs = dense_tokens(batch, model.input_size, model.dtype)
+    return masks
 
 
 def sorted_masks(masks, batch):

@@ -538,14 +538,8 @@ class RecurrentModel(ModelServices):
         else:
             count = int(batch.lengths.sum())
         scale = 1.0 / count if reduction == "mean" else 1.0
-        masks = None
-        if training and _dropout.active(self):
-            masks = _dropout.sorted_masks(
-                _dropout.draw_masks(self, batch.size, dropout_seed), batch)
-            if masks[0] is not None and masks[0][0] is not None \
-                    and batch.inputs.ndim == 2:
-                batch.inputs = _dropout.dense_tokens(batch, self.input_size,
-                                                     self.dtype)
+        masks = (_dropout.engine_masks(self, batch, dropout_seed)
+                 if training and _dropout.active(self) else None)
         result = self._run(batch, h0, c0, targets, scale, True, masks)
         grads = dict(zip(keys, result["grads"]))
         grads["V"] = result["dV"]

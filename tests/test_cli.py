@@ -161,7 +161,7 @@ def test_train_with_dropout_and_resume_with_another(tmp_path, capsys):
         0.3, 0.3, False)
     plain = tmp_path / "plain.npz"
     status, _, err = run(capsys, common[:-4] + ["--model", str(plain), "--sample-length",
-                                                "0", "--epochs", "1"])
+                                                "0", "--epochs", "1", "--dropout", "0"])
     assert status == 0, err
     assert not np.array_equal(crnn_io.load_checkpoint(plain)["model"].params["W1"],
                               saved.params["W1"])        # dropout acted
@@ -170,6 +170,8 @@ def test_train_with_dropout_and_resume_with_another(tmp_path, capsys):
     assert status == 0, err
     assert "resuming" in output and len(EPOCH_LINE.findall(output)) == 1
     assert crnn_io.load_checkpoint(model)["model"].dropout == 0.1
+    assert crnn_io.load_checkpoint(plain)["model"].dropout == 0.0
+    assert cli.build_parser().parse_args(["train"]).dropout == 0.4   # the default
 
 
 def test_train_on_the_default_corpus(tmp_path, capsys):

@@ -523,9 +523,10 @@ class RecurrentModel(ModelServices):
                 "loss_and_grad needs an output layer; this model has output=None")
         if reduction not in ("mean", "sum"):
             raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
-        if not isinstance(training, (bool, np.bool_)):
+        if training is not False and not isinstance(training, (bool, np.bool_)):
             raise TypeError(f"training must be True or False, got {training!r}")
-        dropout_seed = _dropout.check_seed(dropout_seed)
+        if dropout_seed is not None:
+            dropout_seed = _dropout.check_seed(dropout_seed)
         keys, _, width = self._driver_layout()
         batch = _inputs.prepare_batch(X, lengths, self.input_size, self.dtype, width)
         targets = _inputs.prepare_targets(y, batch, self.output, self.output_size,

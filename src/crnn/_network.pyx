@@ -237,8 +237,7 @@ def run(Workspace ws, tuple network, cnp.ndarray inputs, cnp.ndarray lengths,
     state       (h0, c0): (lanes, B, H) initial states, or None for zeros
     targets     int32 labels (T, B) / (B,), float (T, B, K) / (B, K), or None
     scale       1 / (positions with a target) for the mean, 1 for the sum
-    masks       dropout's masks in sorted order, or None: (per layer (B × D_l),
-                per lane (B × H), (B × H·dirs)), None where none (_dropout.py)
+    masks       dropout's masks (inputs, lanes', output) sorted, or None (_dropout.py)
 
     Returns a dict: "outputs" (T, B, K) or (B, K) (rows past a length are 0;
     a view of the workspace: copy before the next call), "h_n", "c_n"
@@ -399,8 +398,9 @@ cdef void forward_layers(floating tag, NetworkCall call) except *:
     call.lane_keep = [None] * call.n_lanes
     call.layer_outputs = [None] * call.num_layers
     for l in range(call.num_layers):
-        layer_input = dropped(tag, call, call.input_masks, l, layer_input,
-                              f"dropped_input{l}")
+        if call.input_masks is not None:        # dropout on the layer's input
+            layer_input = dropped(tag, call, call.input_masks, l, layer_input,
+                                  f"dropped_input{l}")
         for d in range(call.directions):
             forward_lane(tag, call, l, d, layer_input)
         if call.directions == 1:
@@ -452,9 +452,9 @@ cdef void final_states(floating tag, NetworkCall call) except *:
     else:
         call.top_h = np.concatenate([call.h_n[top + d]
                                      for d in range(call.directions)], axis=1)
-    # output dropout: the output layer reads H_top ⊙ M_o
-    call.top_h = dropped(tag, call, [call.output_mask], 0, call.top_h,
-                         "dropped_top")
+    if call.output_mask is not None:    # output dropout: V reads H_top ⊙ M_o
+        call.top_h = dropped(tag, call, [call.output_mask], 0, call.top_h,
+                             "dropped_top")
 
 
 # --------------------------------------------------- output and loss
@@ -694,7 +694,7 @@ cdef tuple backward_layers(floating tag, NetworkCall call, object dtop):
         for d in range(call.directions):
             backward_lane(tag, call, l, d, dlayer, dlayer_below, dtop, grads)
         if l > 0:
-            # input dropout: ∂L/∂(layer below's output) = ∂L/∂x̃ ⊙ M_l
-            dlayer = dropped(tag, call, call.input_masks, l, dlayer_below,
-                             f"dlayer{l - 1}")
+            dlayer = dlayer_below
+            if call.input_masks is not None:    # ∂L/∂(output below) = ∂L/∂x̃ ⊙ M_l
+                dropped(tag, call, call.input_masks, l, dlayer, f"dlayer{l - 1}")
     return grads, call.dh0, call.dc0

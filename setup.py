@@ -54,7 +54,7 @@ else:
 # a step on the team, the lane, the output layer and loss, the network, the
 # stream, the optimizers; api: the public C-level API (api.pxd, crnn.h).
 MODULES = ["_blas", "_parallel", "_cells", "_plan", "_step", "_lane", "_loss",
-           "_network", "_stream", "_optim", "api"]
+           "_call", "_network", "_stream", "_optim", "api"]
 extensions = [
     Extension(
         f"crnn.{name}",

@@ -206,20 +206,23 @@ def _softmax(o):
 # layer-direction's parameters: U, W, b (and bn for gru, P for an lstm with
 # peepholes; without P the lstm's peepholes are zero).
 
-def _step_forward(cell, lane, x, state, nonlinearity):
-    """One position: the new state and what the backward step needs."""
+def _step_forward(cell, lane, x, state, nonlinearity, rmask=1.0):
+    """One position: the new state and what the backward step needs.
+    ``rmask``: recurrent dropout's mask (0 or 1/(1-p) per unit) on h(t-1)
+    inside W h(t-1) only; 1.0 without dropout."""
     U, W, b = lane["U"], lane["W"], lane["b"]
     h_prev = state[0]
+    hd = h_prev * rmask                     # h̃(t-1), what W multiplies
     if cell == "rnn":
-        z = U @ x + W @ h_prev + b
+        z = U @ x + W @ hd + b
         h = _act(z, nonlinearity)
-        return (h,), (x, h_prev, z, h)
+        return (h,), (x, hd, z, h)
     H = h_prev.shape[0]
     if cell == "lstm":
         C_prev = state[1]
         H = C_prev.shape[0]                  # the cell's width (h's is P with R)
         Pi, Po, Pf = lane.get("P", np.zeros((3, H)))
-        z = U @ x + W @ h_prev + b
+        z = U @ x + W @ hd + b
         i = _sigmoid(z[0:H] + Pi * C_prev)
         f = _sigmoid(z[H:2 * H] + Pf * C_prev)
         a = np.tanh(z[2 * H:3 * H])
@@ -228,26 +231,28 @@ def _step_forward(cell, lane, x, state, nonlinearity):
         tc = np.tanh(C)
         m = o * tc
         h = lane["R"] @ m if "R" in lane else m
-        return (h, C), (x, h_prev, C_prev, i, f, a, o, C, tc)
+        return (h, C), (x, hd, C_prev, i, f, a, o, C, tc)
     if cell == "gru":
         bn = lane["bn"]
         ux = U @ x + b                       # input part of all three blocks
-        wh = W @ h_prev                      # recurrent part of all three blocks
+        wh = W @ hd                          # recurrent part of all three blocks
         r = _sigmoid(ux[0:H] + wh[0:H])
         zg = _sigmoid(ux[H:2 * H] + wh[H:2 * H])
         q = wh[2 * H:3 * H] + bn             # W_n h(t-1) + b_hn
         n = np.tanh(ux[2 * H:3 * H] + r * q)
         h = (1.0 - zg) * n + zg * h_prev
-        return (h,), (x, h_prev, r, zg, q, n)
+        return (h,), (x, h_prev, hd, r, zg, q, n)
     raise ValueError(cell)
 
 
-def _step_backward(cell, lane, glane, cache, dstate, nonlinearity):
+def _step_backward(cell, lane, glane, cache, dstate, nonlinearity, rmask=1.0):
     """BPTT through one position.
 
     ``dstate`` is the whole gradient reaching this position's new state (dh,
     and dC for lstm). Adds the parameter gradients into ``glane`` and returns
-    (gradient reaching the previous state, gradient reaching x).
+    (gradient reaching the previous state, gradient reaching x).  The cache
+    holds h̃(t-1) = h(t-1) ⊙ rmask where W multiplies it; the recurrent
+    term of dh(t-1) is (Wᵀ dz) ⊙ rmask.
     """
     U, W = lane["U"], lane["W"]
     dh = dstate[0]
@@ -257,7 +262,7 @@ def _step_backward(cell, lane, glane, cache, dstate, nonlinearity):
         glane["U"] += np.outer(g, x)
         glane["W"] += np.outer(g, h_prev)
         glane["b"] += g
-        return (W.T @ g,), U.T @ g
+        return ((W.T @ g) * rmask,), U.T @ g
     if cell == "lstm":
         x, h_prev, C_prev, i, f, a, o, C, tc = cache
         Pi, Po, Pf = lane.get("P", np.zeros((3, len(C))))
@@ -274,9 +279,9 @@ def _step_backward(cell, lane, glane, cache, dstate, nonlinearity):
         glane["b"] += dz
         if "P" in glane:
             glane["P"] += np.stack([dz_i * C_prev, dz_o * C, dz_f * C_prev])
-        return (W.T @ dz, dC * f + dz_i * Pi + dz_f * Pf), U.T @ dz
+        return ((W.T @ dz) * rmask, dC * f + dz_i * Pi + dz_f * Pf), U.T @ dz
     if cell == "gru":
-        x, h_prev, r, zg, q, n = cache
+        x, h_prev, hd, r, zg, q, n = cache
         H = h_prev.shape[0]
         dn = dh * (1.0 - zg)
         dzg = dh * (h_prev - n)
@@ -288,9 +293,9 @@ def _step_backward(cell, lane, glane, cache, dstate, nonlinearity):
         d_rec = np.concatenate([dar, daz, dq])     # at W h(t-1) (+ bn for n)
         glane["U"] += np.outer(d_in, x)
         glane["b"] += d_in
-        glane["W"] += np.outer(d_rec, h_prev)
+        glane["W"] += np.outer(d_rec, hd)
         glane["bn"] += dq
-        dh_prev = dh * zg + W.T @ d_rec
+        dh_prev = dh * zg + (W.T @ d_rec) * rmask
         assert dh_prev.shape == (H,)
         return (dh_prev,), U.T @ d_in
     raise ValueError(cell)
@@ -311,13 +316,17 @@ def _state_arrays(cell, initial_state, shape, cell_width):
 
 def reference(params, X, y=None, lengths=None, initial_state=None, *, cell="rnn",
               num_layers=1, bidirectional=False, nonlinearity="tanh",
-              output="softmax", return_sequences=True, reduction="mean"):
+              output="softmax", return_sequences=True, reduction="mean",
+              masks=None):
     """Forward (and, when ``y`` is given, BPTT) of an RNN, LSTM or GRU in float64.
 
     ``params`` uses crnn's keys (U{l}, W{l}, b{l}, bn{l} (gru), P{l} (an
     lstm with peepholes), ..._reverse, V, c).
     ``nonlinearity`` only matters for cell="rnn". ``initial_state`` is h0, or
-    (h0, c0) for an LSTM. Returns a :class:`RefResult`.
+    (h0, c0) for an LSTM. ``masks``: dropout's masks as
+    ``crnn._dropout.draw_masks`` gives them (inputs per layer (N, D_l),
+    recurrent per lane (N, H), output (N, H·dirs); None entries keep
+    everything), or None. Returns a :class:`RefResult`.
     """
     if cell not in CELLS:
         raise ValueError(cell)
@@ -354,6 +363,12 @@ def reference(params, X, y=None, lengths=None, initial_state=None, *, cell="rnn"
     Y = np.zeros((N, T, K)) if return_sequences else np.zeros((N, K))
     S_final = [np.zeros(s.shape) for s in S0]
 
+    in_masks, rec_masks, out_mask = masks if masks is not None else (
+        [None] * num_layers, [None] * (num_layers * dirs), None)
+
+    def row(mask, n):
+        return 1.0 if mask is None else np.asarray(mask[n], dtype=np.float64)
+
     def lane_of(store, l, d):
         s = _suffix(d)
         names = ("U", "W", "b", "bn") if cell == "gru" else ("U", "W", "b")
@@ -368,6 +383,7 @@ def reference(params, X, y=None, lengths=None, initial_state=None, *, cell="rnn"
         for l in range(num_layers):
             outs = []
             layer_cache = []
+            inp = inp * row(in_masks[l], n)      # x̃(t) = x(t) ⊙ m_x
             for d in range(dirs):
                 lane = lane_of(P, l, d)
                 state = tuple(s[l * dirs + d, n] for s in S0)
@@ -375,8 +391,9 @@ def reference(params, X, y=None, lengths=None, initial_state=None, *, cell="rnn"
                 step_caches = {}
                 order = list(range(Tn)) if d == 0 else list(range(Tn - 1, -1, -1))
                 for t in order:
-                    state, step_caches[t] = _step_forward(cell, lane, inp[t], state,
-                                                          nonlinearity)
+                    state, step_caches[t] = _step_forward(
+                        cell, lane, inp[t], state, nonlinearity,
+                        row(rec_masks[l * dirs + d], n))
                     hs[t] = state[0]
                 # forward: the state at Tn-1; reverse: the state at position 0
                 for s_final, s in zip(S_final, state):
@@ -394,6 +411,7 @@ def reference(params, X, y=None, lengths=None, initial_state=None, *, cell="rnn"
             if dirs == 2:
                 feat = np.concatenate([feat, top[0, H:]])
             feats = feat[None, :]                # (1, F)
+        feats = feats * row(out_mask, n)         # h_top ⊙ m_o before V
 
         # ---------------- output layer and loss
         if output is None:
@@ -437,7 +455,7 @@ def reference(params, X, y=None, lengths=None, initial_state=None, *, cell="rnn"
         # ---------------- BPTT
         grads["V"] += dO.T @ feats               # Σ (ŷ - y) hᵀ
         grads["c"] += dO.sum(axis=0)
-        dfeats = dO @ V                          # Vᵀ (ŷ - y), as rows
+        dfeats = (dO @ V) * row(out_mask, n)     # Vᵀ (ŷ - y) ⊙ m_o, as rows
         dtop = np.zeros((Tn, F))
         if return_sequences:
             dtop += dfeats
@@ -458,12 +476,12 @@ def reference(params, X, y=None, lengths=None, initial_state=None, *, cell="rnn"
                 for t in reversed(order):
                     dstate = (dh_ext[t] + d_next[0],) + d_next[1:]
                     d_next, dx = _step_backward(cell, lane, glane, step_caches[t], dstate,
-                                                nonlinearity)
+                                                nonlinearity, row(rec_masks[l * dirs + d], n))
                     dinp[t] += dx
                 # ∂L/∂h0 (and ∂L/∂c0): what reaches the state before the first step
                 for ds, dv in zip(dS0, d_next):
                     ds[l * dirs + d, n] = dv
-            dtop = dinp
+            dtop = dinp * row(in_masks[l], n)    # ∂L/∂x = ∂L/∂x̃ ⊙ m_x
 
     loss = None
     if has_target:

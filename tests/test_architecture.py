@@ -81,8 +81,9 @@ LONG_SIGNATURES = {
     # crnn.torch's modules take torch.nn.LSTM's (RNN's) constructor arguments
     ("torch.py", "__init__"),
     # the models' constructors: their keyword arguments are the public API
-    # (crnn.RNN/LSTM/GRU, with the LSTM's peepholes and proj_size)
-    ("models.py", "__init__"),
+    # (the shared settings, dropout among them, and the LSTM's peepholes and
+    # proj_size: docs/api.md)
+    ("_model.py", "__init__"), ("models.py", "__init__"),
 } | {("api.pyx", f"crnn_{operation}_{suffix}")
      for operation in ("forward", "backward", "step") for suffix in ("f32", "f64")}
 
@@ -104,11 +105,11 @@ def test_no_function_over_150_lines_or_10_parameters():
 # The layers, bottom-up: a compiled module may cimport only modules of a
 # lower layer (or its own .pxd).  The Python facade sits above them all.
 LAYERS = [
-    {"_arrays", "_timeorder", "_blas"},  # helpers, the BLAS shim
+    {"_arrays", "_timeorder", "_blas", "_dropout"},  # helpers, the BLAS shim
     {"_parallel", "_cells"},        # the team; the cell table
     {"_plan"},                      # a call's plan
     {"_step"},                      # a step on the team
-    {"_lane", "_loss"},             # a lane; the output layer and loss
+    {"_lane", "_loss", "_call"},    # a lane; the output layer and loss; a call
     {"_network", "_stream", "_optim", "api"},  # the three doors, optimizers
 ]
 

@@ -146,6 +146,34 @@ def test_bits_per_char_fall_on_a_learnable_text(tmp_path, capsys):
     assert "a sample" not in output      # --sample-length 0: none
 
 
+def test_train_with_dropout_and_resume_with_another(tmp_path, capsys):
+    """--dropout: between layers and before the output layer, kept in the
+    checkpoint; a run resumes with another --dropout (a training setting)."""
+    textfile = tmp_path / "text.txt"
+    textfile.write_text(TEXT, encoding="utf-8")
+    model = tmp_path / "m.npz"
+    common = ["train", str(textfile), *FAST, "--layers", "2", "--model", str(model),
+              "--sample-length", "0"]
+    status, output, err = run(capsys, common + ["--epochs", "1", "--dropout", "0.3"])
+    assert status == 0, err
+    saved = crnn_io.load_checkpoint(model)["model"]
+    assert (saved.dropout, saved.output_dropout, saved.dropout_first_layer) == (
+        0.3, 0.3, False)
+    plain = tmp_path / "plain.npz"
+    status, _, err = run(capsys, common[:-4] + ["--model", str(plain), "--sample-length",
+                                                "0", "--epochs", "1", "--dropout", "0"])
+    assert status == 0, err
+    assert not np.array_equal(crnn_io.load_checkpoint(plain)["model"].params["W1"],
+                              saved.params["W1"])        # dropout acted
+    status, output, err = run(capsys, common + ["--epochs", "2", "--dropout", "0.1",
+                                                "--resume", str(model)])
+    assert status == 0, err
+    assert "resuming" in output and len(EPOCH_LINE.findall(output)) == 1
+    assert crnn_io.load_checkpoint(model)["model"].dropout == 0.1
+    assert crnn_io.load_checkpoint(plain)["model"].dropout == 0.0
+    assert cli.build_parser().parse_args(["train"]).dropout == 0.4   # the default
+
+
 def test_train_on_the_default_corpus(tmp_path, capsys):
     status, output, err = run(capsys, ["train", "--epochs", "1", *FAST,
                                        "--model", str(tmp_path / "m.npz"),
@@ -326,6 +354,8 @@ def test_sample_refuses_a_prime_outside_the_vocabulary(trained, capsys):
     ["train", "--sample-length", "-1"],
     ["train", "--seed", "-1"],
     ["train", "--temperature", "inf"],
+    ["train", "--dropout", "1"],
+    ["train", "--dropout", "-0.1"],
     ["train", "--no-such-option"],
     ["sample", "m.npz", "-n", "0"],
     ["sample", "m.npz", "--temperature", "0"],
@@ -543,6 +573,7 @@ def test_every_loss_shown_is_in_bits_per_char(text_folder):
     ("--seed", "x", "expected an integer >= 0, got 'x'"),
     ("--lr", "fast", "expected a number > 0, got 'fast'"),
     ("--validation", "half", "expected a fraction in (0, 1), got 'half'"),
+    ("--dropout", "1.5", "expected a probability in [0, 1), got 1.5"),
 ])
 def test_argument_errors_say_what_was_expected(text_folder, option, value, expected):
     result = crnn_process(["train", "text.txt", option, value], text_folder)

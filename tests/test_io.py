@@ -253,7 +253,7 @@ def _bad_file(tmp_path, kind):
     elif kind == "unknown-kind":
         path = _rewrite(tmp_path, change_header=lambda h: h.update(kind="Transformer"))
     elif kind == "unknown-argument":
-        path = _rewrite(tmp_path, change_header=lambda h: h["config"].update(dropout=0.5))
+        path = _rewrite(tmp_path, change_header=lambda h: h["config"].update(zoneout=0.5))
     elif kind == "invalid-argument":
         path = _rewrite(tmp_path, change_header=lambda h: h["config"].update(hidden_size=-1))
     elif kind == "missing-param":

@@ -328,7 +328,7 @@ def test_long_thin_products_split_by_k_equal_unsplit_ones(restore_threads,
 def test_workspace_buffers_start_on_a_cache_line(dtype):
     """Threads write neighbouring units of one row: with buffers on a cache
     line, a part's edge (a multiple of 16 units) never splits a line."""
-    from crnn._network import Workspace
+    from crnn._call import Workspace
     ws = Workspace()
     for size in (1, 7, 1000, 123457):
         view = ws.get(f"b{size}", (size,), dtype)

@@ -23,9 +23,9 @@ CELLS = ("rnn", "lstm", "gru", "gru_reset_before", "lstm_peephole", "lstm_proj")
 
 
 def build(cell, layers=1, bidirectional=False, output=None, return_sequences=True,
-          dtype="float64", seed=0):
+          dtype="float64", seed=0, **settings):
     options = dict(num_layers=layers, bidirectional=bidirectional, output=output,
-                   return_sequences=return_sequences, dtype=dtype, seed=seed)
+                   return_sequences=return_sequences, dtype=dtype, seed=seed, **settings)
     size = None if output is None else K
     if cell == "rnn":
         return crnn.RNN(D, H, size, **options)
@@ -401,3 +401,43 @@ def test_input_grad_false_leaves_out_the_input_gradient_only():
             np.testing.assert_array_equal(lean[name], full[name])
     with pytest.raises(TypeError, match="input_grad must be True or False"):
         model.backward(cache, d_outputs, input_grad=None)
+
+
+# ------------------------------------------------------------------ dropout
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru", "lstm_proj"])
+@pytest.mark.parametrize("output", [None, "softmax"])
+def test_training_forward_and_backward_drop_with_the_seed_masks(cell, output):
+    """forward(training=True, dropout_seed=s) applies the model's dropout
+    (the same masks for the same seed), and backward is its exact VJP:
+    <v, J u> against directional differences at those masks."""
+    model = build(cell, layers=2, bidirectional=True, output=output, dropout=0.3,
+                  recurrent_dropout=0.2, output_dropout=0.0 if output is None else 0.25)
+    X, lengths, state = batch(model, ragged=True)
+    plain = model.forward(X, lengths, state)
+    kwargs = dict(return_state=True, training=True, dropout_seed=7)
+    outputs, final = model.forward(X, lengths, state, **kwargs)
+    assert not np.allclose(outputs, plain)                   # something dropped
+    np.testing.assert_array_equal(outputs, model.forward(X, lengths, state, **kwargs)[0])
+    outputs, final, cache = model.forward(X, lengths, state, return_cache=True, **kwargs)
+    d_outputs, d_state = cotangents(model, outputs, final)
+    grads = model.backward(cache, d_outputs=d_outputs, d_state=d_state)
+    rng = np.random.default_rng(5)
+    params = model.params
+    direction = {name: rng.normal(size=a.shape) for name, a in params.items()}
+    dX = rng.normal(size=X.shape)
+    dX[np.arange(T)[None, :] >= lengths[:, None]] = 0
+    saved = {name: a.copy() for name, a in params.items()}
+
+    def at(step):
+        for name, a in params.items():
+            a[...] = saved[name] + step * direction[name]
+        out, fin = model.forward(X + step * dX, lengths, state, **kwargs)
+        parts = zip(flat_state(fin), flat_state(d_state))
+        return float(np.sum(out * d_outputs)) + sum(float(np.sum(f * d)) for f, d in parts)
+
+    step = 1e-6
+    numeric = (at(step) - at(-step)) / (2 * step)
+    at(0.0)
+    analytic = sum(float(np.sum(grads[name] * direction[name])) for name in params)
+    analytic += float(np.sum(grads["X"] * dX))
+    assert abs(numeric - analytic) <= 1e-7 * max(1.0, abs(analytic)), (numeric, analytic)

@@ -16,9 +16,12 @@ from . import io
 
 
 def shape_config(model):
-    """A model's kind and constructor arguments, its seed left out."""
+    """A model's kind and constructor arguments, its seed and dropout left
+    out (a run may resume with other dropout)."""
     kind, config = io.model_config(model)
-    config.pop("seed", None)
+    for name in ("seed", "dropout", "recurrent_dropout", "output_dropout",
+                 "dropout_first_layer"):
+        config.pop(name, None)
     return kind, sorted(config.items())
 
 
@@ -45,6 +48,8 @@ def trainer_state(trainer, state):
         "best_params": state["best_params"],
         "stopped": bool(state["stopped"]),
         "batch_size": trainer.batch_size,
+        "schedule": (None if trainer.schedule is None
+                     else json.dumps(trainer.schedule.state_dict())),
     }
 
 
@@ -68,7 +73,18 @@ def read_resume(trainer, path):
     # the optimizer's own checks, on a scratch copy: nothing changes yet
     trial = copy.deepcopy(trainer.optimizer)
     trial.load_state_dict(checkpoint["optimizer_state"])
-    return {"checkpoint": checkpoint, "trainer": state, "optimizer": trial}
+    schedule = state.get("schedule")
+    if (schedule is None) != (trainer.schedule is None):
+        raise ValueError(
+            f"resume_from {os.fspath(path)!r} was written "
+            f"{'without' if schedule is None else 'with'} a learning-rate "
+            f"schedule, the trainer has {trainer.schedule!r}: resume with the "
+            f"same kind of schedule")
+    if schedule is not None:
+        schedule = json.loads(schedule)
+        copy.copy(trainer.schedule).load_state_dict(schedule)   # its checks
+    return {"checkpoint": checkpoint, "trainer": state, "optimizer": trial,
+            "schedule": schedule}
 
 
 def apply_resume(trainer, resume, history):
@@ -76,6 +92,8 @@ def apply_resume(trainer, resume, history):
     state, the random stream and `history`; returns the fit's state."""
     checkpoint, state = resume["checkpoint"], resume["trainer"]
     trainer.optimizer.load_state_dict(resume["optimizer"].state_dict())
+    if resume["schedule"] is not None:
+        trainer.schedule.load_state_dict(resume["schedule"])
     with trainer._guard:
         trainer.model.set_params(checkpoint["model"].params)
     trainer._rng.bit_generator.state = json.loads(state["rng"])

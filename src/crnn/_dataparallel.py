@@ -21,7 +21,7 @@ import numpy as np
 from . import _data, distributed
 from ._checkpoint import shape_config
 from ._fitting import (apply_update, call_hooks, check_names, loss_and_grad,
-                       positions_and_hits)
+                       positions_and_hits, training_options)
 
 
 def number(value):
@@ -139,6 +139,8 @@ class TeamTraining:
             payload = {"params": {k: v.copy() for k, v in self.model.params.items()},
                        "optimizer": self.optimizer.state_dict(),
                        "rng": self._rng.bit_generator.state,
+                       "schedule": (None if self.schedule is None
+                                    else self.schedule.state_dict()),
                        "state": state,
                        "history": (history.history, history.epoch, history.best_epoch,
                                    history.stopped_epoch)}
@@ -146,6 +148,8 @@ class TeamTraining:
         if self.rank != 0:
             def apply():
                 self.optimizer.load_state_dict(payload["optimizer"])
+                if payload["schedule"] is not None:
+                    self.schedule.load_state_dict(payload["schedule"])
                 with self._guard:
                     self.model.set_params(payload["params"])
                 self._rng.bit_generator.state = payload["rng"]
@@ -195,11 +199,14 @@ class TeamTraining:
         self._pending_error = None
         final_state = None
         loss, count, hits = 0.0, 0, 0
+        # drawn on every rank, rows or not: the ranks' generators stay alike
+        options = training_options(model, self._rng, self.rank)
         if error is None and len(live):
             try:
                 X, y, lengths = taken = epoch.fit.data.take(live, *chunk)
                 loss, grads, final_state, outputs = loss_and_grad(
-                    model, taken, state, need_state, epoch.softmax, reduction="sum")
+                    model, taken, state, need_state, epoch.softmax, reduction="sum",
+                    **options)
                 check_names(grads, names)
                 for i, name in enumerate(names):
                     send[offsets[i]:offsets[i + 1]] = np.ravel(grads[name])

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _inputs, _optim, distributed
+from . import _dropout, _inputs, _optim, distributed
 from ._data import Data
 from ._history import NonFiniteError
 
@@ -135,6 +135,24 @@ def call_hooks(callbacks, hook, *args):
     return stop
 
 
+def training_options(model, rng, rank=0):
+    """loss_and_grad's dropout options for one step: ``training=True``
+    for a crnn model, and where it drops anything a ``dropout_seed`` drawn
+    from the trainer's generator (so a seeded trainer is bit-reproducible,
+    a resumed one carries on, and a model without dropout leaves the
+    generator, and so the shuffling, as it was); each rank of a team
+    mixes in its rank.  Nothing for models without the settings."""
+    settings = [getattr(model, name, None) for name in _dropout.SETTINGS]
+    if any(value is None for value in settings):
+        return {}
+    if not any(settings):
+        return {"training": True}
+    seed = int(rng.integers(2 ** 63))
+    if rank:
+        seed = int(np.random.SeedSequence([seed, rank]).generate_state(1, np.uint64)[0])
+    return {"training": True, "dropout_seed": seed}
+
+
 def loss_and_grad(model, batch, state, need_state, softmax, **options):
     """``model.loss_and_grad`` on `batch` = (X, y, lengths); returns (loss,
     gradients, final state or None, outputs or None)."""
@@ -188,6 +206,8 @@ def apply_update(trainer, params, grad_list, epoch, batch):
     try:
         with trainer._guard:
             trainer.optimizer.step(params, dict(zip(names, grad_list)), grad_scale=scale)
+            if trainer.schedule is not None:
+                trainer.schedule.update_end()
     except FloatingPointError as error:
         raise epoch.failure(error, batch) from None
     return norm

@@ -124,6 +124,8 @@ class Batch:
         # and nothing is padded (the common case: no reordering copies)
         self.full = full
         self._mask = None
+        # inputs given as token ids, even where dropout made them one-hot
+        self.token_ids = inputs is not None and inputs.ndim == 2
 
     @property
     def mask(self):
@@ -290,6 +292,7 @@ def prepare_batch(X, lengths, input_size, dtype, buffer_width=None):
     # single sequence: the driver only reads its inputs).
     batch = Batch(None, sorted_lengths, order, steps, full=not padded)
     in_order = batch.in_order(X)
+    batch.token_ids = bool(tokens)
     if tokens:
         inputs = np.ascontiguousarray(in_order.T)           # (T, B)
         real = inputs[batch.mask] if padded else inputs

@@ -32,6 +32,10 @@ cdef struct LaneStates:
     void *cs                # ((T+1)·B × H): the same for C (pair_state)
     void *keep              # (T·B × H) extra values a cell keeps, or NULL
     void *ms                # (T·B × H) m(t), h before the projection (S < H)
+    # recurrent dropout (training only; its plan runs the products on BLAS,
+    # plan_recurrent_dropout): the recurrent product reads h(t-1) ⊙ mask
+    const void *recurrent_mask  # (B × S) 0 or 1/(1-p), or NULL: no dropout
+    void *dropped           # ((T+1)·B × S) h ⊙ mask, slots as hs; with the mask
 
 cdef struct LaneGradients:
     # IN: the gradient arriving from above

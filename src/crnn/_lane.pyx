@@ -24,6 +24,7 @@ stream above.
 from cython cimport floating
 from libc.string cimport memcpy, memset
 
+from ._dropout cimport mask_rows
 from ._cells cimport (CRNN_BACKWARD, CRNN_BACKWARD_GATE, CRNN_FORWARD,
                       CRNN_FORWARD_GATE, CellArgs, CellSpec, run_cell)
 from ._parallel cimport team_gemm
@@ -32,6 +33,12 @@ from ._plan cimport (LanePlan, PATH_STEP_SUMS, chunk_steps, chunks_pay,
 from ._step cimport StepJob, add_rows, start_step_job, run_step
 
 # ------------------------------------------------------------ the forward
+
+cdef inline const void *recurrent_rows(const LaneStates *states) noexcept nogil:
+    """The rows h(t-1) that the recurrent product reads (and dW
+    multiplies): h, or h ⊙ mask under recurrent dropout."""
+    return states.dropped if states.recurrent_mask != NULL else states.hs
+
 
 cdef void lane_forward(floating tag, const LanePlan *plan,
                        const LaneInputs *inputs, const LaneWeights *weights,
@@ -110,12 +117,19 @@ cdef void lane_recur(floating tag, const LanePlan *plan,
     cdef floating *recurrent = <floating *> states.recurrent
     cdef const floating *x = <const floating *> inputs.x
     cdef const floating *W = <const floating *> weights.W
+    # recurrent dropout: the products read h̃(t-1) = h(t-1) ⊙ mask (its own
+    # slots), the cell and the state carried on the undropped h(t-1)
+    cdef const floating *mask = <const floating *> states.recurrent_mask
+    cdef floating *product_hs = <floating *> recurrent_rows(states)
     cdef StepJob job
     cdef CellArgs *args = &job.args
     memset(&job, 0, sizeof(StepJob))
     if weights.panels != NULL:
         start_step_job(&job, False, plan, <const floating *> weights.panels,
                        input_width, <const floating *> weights.b)
+    if mask != NULL:
+        # h̃(-1) = h0 ⊙ M   (B × S)
+        mask_rows(B, S, mask, hs, product_hs, False)
     args.hidden, args.first, args.count = H, 0, H
     args.recurrent = recurrent
     args.recurrent_bias = weights.recurrent_bias
@@ -133,7 +147,7 @@ cdef void lane_recur(floating tag, const LanePlan *plan,
         if weights.panels != NULL:
             # products and point-wise pass, unit by unit, on the team
             job.product_rows = live
-            job.product_in = args.h_prev
+            job.product_in = product_hs + t * state
             job.inputs = x + t * B * input_width if input_width > 0 else NULL
             run_step(&job)
         elif cell.gated_blocks:
@@ -142,8 +156,8 @@ cdef void lane_recur(floating tag, const LanePlan *plan,
         else:
             # R = H[t-1] @ W.T   (B_t × G·H) = (B_t × S)(G·H × S)ᵀ, into its
             # own buffer (separate) or added to Z[t] (Z[t] += R)
-            team_gemm(False, True, live, GH, S, 1, hs + t * state, S, W, S,
-                      0 if separate else 1,
+            team_gemm(False, True, live, GH, S, 1, product_hs + t * state, S,
+                      W, S, 0 if separate else 1,
                       recurrent if separate else <floating *> args.gates, GH)
             run_cell(cell, CRNN_FORWARD, floating is float, args)
         if projected:
@@ -158,6 +172,10 @@ cdef void lane_recur(floating tag, const LanePlan *plan,
         if with_c:
             memset(cs + (t + 1) * cell_state + <Py_ssize_t> live * H, 0,
                    (B - live) * H * sizeof(floating))
+        if mask != NULL:
+            # h̃(t) = h(t) ⊙ M   (B × S), what step t+1's product reads
+            mask_rows(B, S, mask, hs + (t + 1) * state,
+                      product_hs + (t + 1) * state, False)
 
 
 cdef void gated_products(floating tag, const LanePlan *plan, CellArgs *args,
@@ -247,7 +265,7 @@ cdef void last_block_weight_gradient(floating tag, const LanePlan *plan,
     cdef const floating *left = <const floating *> (grads.dgates if gated
                                                     else grads.drecurrent)
     cdef const floating *right = <const floating *> (states.keep if gated
-                                                     else states.hs)
+                                                     else recurrent_rows(states))
     # dW[n] += dR[:, n].T @ H_prev (or keep)   (H × H) += (rows × H)ᵀ (rows × H)
     team_gemm(True, False, GH - shared, H, <int> count, 1,
               left + first * GH + shared, GH, right + first * H, H, 1,
@@ -339,6 +357,11 @@ cdef void lane_backward(floating tag, const LanePlan *plan,
     # with doutputs, the output layer's dY(t)·V joins the step product
     cdef bint outputs_in_step = doutputs != NULL and panels != NULL
     cdef bint sums_in_steps = panels != NULL and plan.paths & PATH_STEP_SUMS
+    # recurrent dropout (its plan keeps the products on BLAS), and the
+    # (B × S) scratch of its masked product: `recurrent` is free in BPTT
+    # but for a gated cell, which has no recurrent dropout
+    cdef const floating *mask = <const floating *> states.recurrent_mask
+    cdef floating *scratch = <floating *> states.recurrent
     memset(&job, 0, sizeof(StepJob))
     if panels != NULL:
         start_step_job(&job, True, plan, <const floating *> panels,
@@ -355,8 +378,9 @@ cdef void lane_backward(floating tag, const LanePlan *plan,
     args.dpeepholes = grads.dpeepholes
     # dU and dW in one product (merged): taken every chunk_steps steps
     # inside the loop while those steps' dZ are in cache, or after it
-    if grads.merged_rows < B:
-        grads.merged = NULL         # not even one step's rows: two products
+    if grads.merged_rows < B or mask != NULL:
+        # not even one step's rows, or a product that must read h̃: two
+        grads.merged = NULL
     # in chunks where they pay, or where the scratch holds fewer rows than
     # T·B (so a path forbidden since it was sized cannot overrun it)
     cdef bint chunked = (grads.merged != NULL and inputs.tokens == NULL
@@ -400,12 +424,19 @@ cdef void lane_backward(floating tag, const LanePlan *plan,
             if plan.cell.gated_blocks:
                 gated_back_products(tag, plan, args, <const floating *> weights.W,
                                     <floating *> states.recurrent)
-            else:
+            elif mask == NULL:
                 # dH[t-1] = dR[t] @ W   (B_t × S) = (B_t × G·H)(G·H × S)
                 # (+= when the cell left a direct h(t-1) → h(t) term in dh)
                 team_gemm(False, False, live, S, GH, 1, dr, GH,
                           <const floating *> weights.W, S, 1 if separate else 0,
                           <floating *> grads.dh, S)
+            else:
+                # recurrent dropout: S̃ = dR[t] @ W   (B_t × S) = (B_t × G·H)(G·H × S)
+                # is ∂L/∂h̃(t-1); dH[t-1] (+)= S̃ ⊙ M, the mask of h̃ = h ⊙ M
+                team_gemm(False, False, live, S, GH, 1, dr, GH,
+                          <const floating *> weights.W, S, 0, scratch, S)
+                mask_rows(live, S, mask, scratch, <floating *> grads.dh,
+                          separate)
         if chunked and (chunk_end - t >= steps_per_chunk or t == 0):
             # steps [t, chunk_end): dZ(t) is final once its pass is done
             merged_weight_gradients(tag, plan, t * B, (chunk_end - t) * B,
@@ -451,10 +482,11 @@ cdef void weight_gradients(floating tag, const LanePlan *plan, bint chunked,
                 dW[r * H + j] += dUW[r * DH + D + j]
     else:
         # dW += dR.T @ H_prev   (G·H × S) += (T·B × G·H)ᵀ (T·B × S), but
-        # for the blocks a gated cell's keep multiplies
+        # for the blocks a gated cell's keep multiplies (H_prev ⊙ M under
+        # recurrent dropout)
         team_gemm(True, False, GH - plan.cell.gated_blocks * H, S, <int> rows,
                   1, drecurrent if plan.cell.separate_recurrent else dgates, GH,
-                  <const floating *> states.hs, S, 1, dW, S)
+                  <const floating *> recurrent_rows(states), S, 1, dW, S)
         if plan.cell.gated_blocks:
             last_block_weight_gradient(tag, plan, 0, rows, states, grads)
         if inputs.tokens != NULL:

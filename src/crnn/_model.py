@@ -12,8 +12,9 @@ import threading
 
 import numpy as np
 
-from . import _inputs, _state
-from ._network import Workspace, forward, run
+from . import _dropout, _inputs, _state
+from ._call import Workspace
+from ._network import forward, run
 from ._services import OUTPUT_KINDS, ModelServices
 from ._vjp import BuildingBlock
 from .threads import single_threaded_blas
@@ -74,7 +75,9 @@ class RecurrentModel(BuildingBlock, ModelServices):
 
     def __init__(self, input_size, hidden_size, output_size=None, *,
                  num_layers=1, bidirectional=False, output="softmax",
-                 return_sequences=True, dtype="float32", seed=None):
+                 return_sequences=True, dropout=0.0, recurrent_dropout=0.0,
+                 output_dropout=0.0, dropout_first_layer=True,
+                 dtype="float32", seed=None):
         """Build a model with freshly initialised weights.
 
         The parameters are described in the docstring of the class
@@ -87,8 +90,10 @@ class RecurrentModel(BuildingBlock, ModelServices):
             `dtype` that is not a dtype, a `seed` that is not an int.
         ValueError
             A size below 1, an unknown `output`, an `output_size` given with
-            ``output=None``, a dtype other than float32 and float64, a
-            negative seed, or parameters too large for BLAS's 32-bit sizes.
+            ``output=None``, a dropout probability outside [0, 1) (or
+            `output_dropout` without an output layer), a dtype other than
+            float32 and float64, a negative seed, or parameters too large
+            for BLAS's 32-bit sizes.
         """
         self.input_size = _inputs.check_positive_int(input_size, "input_size")
         self.hidden_size = _inputs.check_positive_int(hidden_size, "hidden_size")
@@ -114,6 +119,16 @@ class RecurrentModel(BuildingBlock, ModelServices):
             raise TypeError(
                 f"return_sequences must be True or False, got {return_sequences!r}")
         self.return_sequences = bool(return_sequences)
+        for name, value in zip(_dropout.SETTINGS, (dropout, recurrent_dropout,
+                                                   output_dropout)):
+            setattr(self, name, _dropout.check_probability(value, name))
+        if output is None and self.output_dropout:
+            raise ValueError(f"output_dropout acts before the output layer; this "
+                             f"model has output=None, got {output_dropout!r}")
+        if not isinstance(dropout_first_layer, (bool, np.bool_)):
+            raise TypeError(f"dropout_first_layer must be True or False, "
+                            f"got {dropout_first_layer!r}")
+        self.dropout_first_layer = bool(dropout_first_layer)
         self.dtype = _inputs.check_dtype(dtype)
         if seed is not None and (isinstance(seed, (bool, np.bool_))
                                  or not isinstance(seed, (int, np.integer))):
@@ -385,7 +400,7 @@ class RecurrentModel(BuildingBlock, ModelServices):
         return layout
 
     def _run(self, batch, h0, c0, targets=None, scale=1.0, need_grad=False,
-             keep=False):
+             masks=None, keep=False):
         _, lanes, width = self._driver_layout()
         params = self._params
         network = self._check_door(lanes, params.get("V"), params.get("c"))
@@ -398,10 +413,11 @@ class RecurrentModel(BuildingBlock, ModelServices):
         with self._lock, single_threaded_blas(work):
             if keep:    # the forward, keeping its call for backward (_vjp)
                 result, result["call"] = forward(
-                    self._workspace, network, batch.inputs, batch.lengths, (h0, c0))
+                    self._workspace, network, batch.inputs, batch.lengths,
+                    (h0, c0), masks)
             else:
                 result = run(self._workspace, network, batch.inputs, batch.lengths,
-                             (h0, c0), targets, scale, need_grad)
+                             (h0, c0), targets, scale, need_grad, masks)
             # outputs is a view of the workspace: copy it out under the lock
             outputs = result["outputs"]
             result["outputs"] = (batch.unsort(outputs) if self.return_sequences
@@ -411,7 +427,7 @@ class RecurrentModel(BuildingBlock, ModelServices):
     # ------------------------------------------------------------ public API
     @_documented
     def forward(self, X, lengths=None, initial_state=None, return_state=False,
-                training=False, return_cache=False):
+                training=False, return_cache=False, *, dropout_seed=None):
         """Run the model over a batch of sequences.
 
         Parameters
@@ -424,10 +440,14 @@ class RecurrentModel(BuildingBlock, ModelServices):
         return_state : bool, default False
             Also return the final state.
         training : bool, default False
-            Whether this is a training pass (dropout acts only there).
+            Whether this is a training pass: the model's dropout acts only
+            there, with the masks of `dropout_seed` (as in `loss_and_grad`).
         return_cache : bool, default False
             Also return a cache for `backward`, the vector-Jacobian product
             (see `backward` for what it gives and how long the cache lasts).
+        dropout_seed : int, optional
+            Seeds the dropout masks of a training pass (see
+            `loss_and_grad`); ignored otherwise.
 
         Returns
         -------
@@ -462,16 +482,16 @@ class RecurrentModel(BuildingBlock, ModelServices):
         >>> h.shape
         (1, 2, 8)
         """
-        for flag, name in ((training, "training"), (return_cache, "return_cache")):
-            if not isinstance(flag, (bool, np.bool_)):
-                raise TypeError(f"{name} must be True or False, got {flag!r}")
+        if not isinstance(return_cache, (bool, np.bool_)):
+            raise TypeError(f"return_cache must be True or False, got {return_cache!r}")
         batch = _inputs.prepare_batch(X, lengths, self.input_size, self.dtype,
                                       self._driver_layout()[2])
         h0, c0 = self._prepare_state(initial_state, batch)
+        masks = _dropout.training_masks(self, batch, training, dropout_seed)
         if return_cache:
             ragged = ([len(x) for x in X] if isinstance(X, (list, tuple)) else None)
-            return self._forward_with_cache(batch, h0, c0, return_state, ragged)
-        result = self._run(batch, h0, c0)
+            return self._forward_with_cache(batch, h0, c0, return_state, ragged, masks)
+        result = self._run(batch, h0, c0, masks=masks)
         if return_state:
             return result["outputs"], self._final_state(result, batch)
         return result["outputs"]
@@ -479,7 +499,8 @@ class RecurrentModel(BuildingBlock, ModelServices):
     @_documented
     def loss_and_grad(self, X, y, lengths=None, initial_state=None, *,
                       reduction="mean", return_state_grad=False,
-                      return_state=False, return_outputs=False):
+                      return_state=False, return_outputs=False, training=False,
+                      dropout_seed=None):
         """The loss on a batch and its gradient for every parameter.
 
         One forward pass and back-propagation through time.
@@ -506,6 +527,14 @@ class RecurrentModel(BuildingBlock, ModelServices):
             Also return the final state and the outputs, as `forward`
             gives them (the trainer's truncated BPTT and running accuracy
             use them).
+        training : bool, default False
+            Apply the model's dropout (``dropout``, ``recurrent_dropout``,
+            ``output_dropout``): masks drawn once per sequence and held for
+            every step, the gradient exact for them.  False (the default)
+            computes the model as `forward` does; `crnn.Trainer` passes True.
+        dropout_seed : int, optional
+            Seeds the masks (``numpy.random.default_rng(dropout_seed)``):
+            the same seed, the same masks.  None draws fresh ones.
 
         Returns
         -------
@@ -556,7 +585,8 @@ class RecurrentModel(BuildingBlock, ModelServices):
         else:
             count = int(batch.lengths.sum())
         scale = 1.0 / count if reduction == "mean" else 1.0
-        result = self._run(batch, h0, c0, targets, scale, need_grad=True)
+        masks = _dropout.training_masks(self, batch, training, dropout_seed)
+        result = self._run(batch, h0, c0, targets, scale, True, masks)
         grads = dict(zip(keys, result["grads"]))
         grads["V"] = result["dV"]
         grads["c"] = result["dc"]
@@ -645,9 +675,8 @@ class RecurrentModel(BuildingBlock, ModelServices):
         state = self.__dict__.copy()
         del state["_workspace"], state["_lock"]
         # the copy's lanes must be its own arrays: _driver_layout rebuilds them
-        state.pop("_driver_cache", None)
-        state.pop("_door", None)
-        state.pop("_door_network", None)
+        for cached in ("_driver_cache", "_door", "_door_network"):
+            state.pop(cached, None)
         return state
 
     def __setstate__(self, state):
@@ -663,4 +692,9 @@ class RecurrentModel(BuildingBlock, ModelServices):
         return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, "
                 f"{self.output_size}, num_layers={self.num_layers}, "
                 f"bidirectional={self.bidirectional}, output={self.output!r}, "
-                f"return_sequences={self.return_sequences}, dtype='{self.dtype}')")
+                f"return_sequences={self.return_sequences}, "
+                + "".join(f"{name}={getattr(self, name)!r}, "
+                          for name in _dropout.SETTINGS if getattr(self, name))
+                + ("" if self.dropout_first_layer or not self.dropout
+                   else "dropout_first_layer=False, ")
+                + f"dtype='{self.dtype}')")

@@ -5,8 +5,9 @@ and its loss, and BPTT back down.
 direction on a per-sequence time-reversed copy of its input), the output
 layer and the loss (shared out by time steps on the team), and BPTT back
 down.  Its buffers come from a ``Workspace`` and are reused across calls.
-One call is a ``NetworkCall``: its arguments, its per-lane buffers and the
-four stages (forward_layers, final_states, output_layer, backward_layers).
+One call is a ``NetworkCall`` (both in ``_call``): its arguments and
+per-lane buffers, which the four stages here fill (forward_layers,
+final_states, output_layer, backward_layers).
 
 Neighbours: the lane (and its plan), the output losses, the parallel
 module and the BLAS shim below; the Python models above.
@@ -17,172 +18,21 @@ from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
 
 from ._arrays cimport data
+from ._call cimport NetworkCall, Workspace
 from ._cells cimport cell_spec
+from ._dropout cimport mask_steps
 from ._lane cimport (LaneGradients, LaneInputs, LaneStates, LaneWeights,
                      lane_backward, lane_forward)
 from ._loss cimport OUTPUT_NONE, OUTPUT_SOFTMAX, OutputJob, run_output
 from ._parallel cimport team_gemm
 from ._plan cimport (LanePlan, PATH_OUTPUTS_IN_STEP, PATH_PANELS, merged_size,
-                     merged_scratch_rows, plan_lane, plan_projection)
+                     merged_scratch_rows)
 from ._step cimport pack_weights, packed_size
 from ._timeorder cimport copy_steps, reverse_tokens
 
 import numpy as np
 
 cnp.import_array()
-
-cdef enum:
-    # Workspace views kept for reuse (many batch shapes: the cache restarts)
-    MAX_CACHED_VIEWS = 512
-    CACHE_LINE = 64
-
-
-def aligned_empty(Py_ssize_t size, dtype):
-    """An uninitialised 1-d array of `size` elements whose data starts on a
-    64-byte boundary (a cache line): threads writing neighbouring columns
-    of a row then never share a line at a part's edge."""
-    itemsize = np.dtype(dtype).itemsize
-    raw = np.empty(size + CACHE_LINE // itemsize, dtype=dtype)
-    skip = (-raw.ctypes.data % CACHE_LINE) // itemsize
-    return raw[skip:skip + size]
-
-
-cdef class Workspace:
-    """Every buffer the network uses, by name, grown only when a call needs more.
-
-    ``get(name, shape, dtype)`` returns a C-contiguous view of a flat buffer
-    that is allocated on first use and reallocated only when a larger call
-    (or another dtype) arrives; calls of the same or smaller size reuse it.
-    Contents are not initialised: the engine writes every element it reads.
-    The views are cached too, so a call shaped like the last ones makes no
-    new array objects.
-    """
-    cdef dict buffers
-    cdef dict views     # (name, shape, dtype) -> view of buffers[name]
-    cdef readonly unsigned long long calls   # NetworkCalls made on it
-
-    def __init__(self):
-        self.buffers = {}
-        self.views = {}
-        self.calls = 0
-
-    cpdef cnp.ndarray get(self, str name, tuple shape, object dtype):
-        key = (name, shape, dtype)
-        view = self.views.get(key)
-        if view is not None:
-            return view
-        cdef Py_ssize_t size = 1
-        for extent in shape:
-            size *= extent
-        buffer = self.buffers.get(name)
-        if buffer is None or buffer.shape[0] < size or buffer.dtype != dtype:
-            buffer = aligned_empty(max(size, 1), dtype)
-            self.buffers[name] = buffer
-            # views of the old buffer would keep it alive
-            self.views = {k: v for k, v in self.views.items() if k[0] != name}
-        if len(self.views) >= MAX_CACHED_VIEWS:
-            self.views.clear()
-        view = buffer[:size].reshape(shape)
-        self.views[key] = view
-        return view
-
-    def nbytes(self):
-        """Total bytes held (for tests and diagnostics)."""
-        return sum(b.nbytes for b in self.buffers.values())
-
-    def __reduce__(self):
-        # A workspace is scratch memory: copies start empty.
-        return (Workspace, ())
-
-
-cdef class NetworkCall:
-    """One call of ``run``: its arguments, and the buffers each stage
-    leaves for the next (every per-lane list is indexed lane = layer ·
-    directions + direction)."""
-    cdef readonly Workspace ws
-    cdef int kind, H, S, num_layers, directions, n_lanes, T, B, K, Hd
-    cdef int output_kind, typenum, paths
-    cdef bint return_sequences, need_grad, with_c, separate, with_bn, with_p
-    cdef bint with_loss, want_dx    # the loss and ∂L/∂O; BPTT's ∂L/∂X
-    # ws.calls when made: BPTT may read the buffers while they are equal
-    cdef readonly unsigned long long generation
-    cdef bint use_panels, outputs_in_step
-    cdef double scale, loss
-    cdef list lanes
-    cdef object V, c, h0, c0, targets, dtype
-    cdef cnp.ndarray inputs, lengths, batch_array
-    cdef const int *lens
-    cdef const int *batch_sizes
-    # left by the forward for BPTT
-    cdef list lane_inputs, lane_gates, lane_hs, lane_cs, lane_keep, lane_ms
-    cdef list layer_outputs     # (T, B, H·dirs) per layer
-    cdef object h_n, c_n, outputs, top_h, dlogits
-    # BPTT's: ∂L/∂h0 (∂L/∂c0), and zeros for the top lane's step product
-    cdef object dh0, dc0, zeros
-    # backward's: ∂L/∂h_n (lanes, B, S), ∂L/∂c_n (lanes, B, H) or None;
-    # ∂L/∂X (T, B, D)
-    cdef object dh_n, dc_n, dinputs
-    cdef cnp.npy_intp state_dims[3]     # h's (lanes, B, S)
-    cdef cnp.npy_intp cell_dims[3]      # C's (lanes, B, H)
-
-    cdef void setup(self, Workspace ws, int kind, int H, int num_layers,
-                    int directions, list lanes, cnp.ndarray inputs,
-                    cnp.ndarray lengths) except *:
-        cdef int t, b
-        self.ws, self.kind, self.H = ws, kind, H
-        ws.calls += 1
-        self.generation = ws.calls
-        self.num_layers, self.directions = num_layers, directions
-        self.n_lanes = num_layers * directions
-        self.lanes, self.inputs, self.lengths = lanes, inputs, lengths
-        self.T, self.B = inputs.shape[0], inputs.shape[1]
-        # h is as wide as W's columns: S = H, or a projected LSTM's P < H
-        self.S = lanes[0][1].shape[1]
-        self.Hd = self.S * directions
-        self.with_c = cell_spec(kind).pair_state
-        self.separate = cell_spec(kind).separate_recurrent
-        self.with_bn = cell_spec(kind).recurrent_bias
-        self.with_p = cell_spec(kind).peephole_blocks != 0
-        self.dtype = lanes[0][0].dtype
-        # The arrays returned to the caller are made through numpy's C API
-        # (PyArray_EMPTY / PyArray_ZEROS) and filled here with memcpy: on a
-        # small call each np.zeros_like / fancy index / broadcast assignment
-        # costs thousands of instructions, more than the copy itself.
-        self.typenum = (cnp.NPY_FLOAT if self.dtype == np.float32
-                        else cnp.NPY_DOUBLE)
-        self.state_dims[0] = self.cell_dims[0] = self.n_lanes
-        self.state_dims[1], self.state_dims[2] = self.B, self.S
-        self.cell_dims[1], self.cell_dims[2] = self.B, H
-        self.lens = <const int *> data(lengths)
-        # batch_sizes[t] = number of sequences longer than t
-        self.batch_array = ws.get("batch_sizes", (self.T,), np.int32)
-        cdef int *batch_sizes = <int *> data(self.batch_array)
-        for t in range(self.T):
-            batch_sizes[t] = 0
-        for b in range(self.B):
-            for t in range(self.lens[b]):
-                batch_sizes[t] += 1
-        self.batch_sizes = batch_sizes
-        self.loss = 0
-
-    cdef object peepholes(self, int lane):
-        """The lane's peephole weights P, after U, W, b (and bn), or None."""
-        return self.lanes[lane][3 + self.with_bn] if self.with_p else None
-
-    cdef object projection(self, int lane):
-        """The lane's projection R (S × H), last of its arrays, or None."""
-        return self.lanes[lane][3 + self.with_bn + self.with_p] if self.S != self.H else None
-
-    cdef void plan(self, LanePlan *plan, int layer, bint tokens) noexcept:
-        """The plan of a lane of `layer` (its input width is the model's
-        input size or the layer below's H·dirs)."""
-        cdef int D = self.lanes[layer * self.directions][0].shape[1]
-        plan_lane(plan, self.kind, self.T, self.B, D, self.H, tokens,
-                  self.need_grad)
-        if self.S != self.H:
-            plan_projection(plan, self.S)
-
-
 
 cdef void forward_call(floating tag, NetworkCall call) except *:
     """The forward stages: every lane, the final states, the output layer
@@ -222,7 +72,7 @@ cdef object run_call(floating tag, NetworkCall call):
 
 
 def run(Workspace ws, tuple network, cnp.ndarray inputs, cnp.ndarray lengths,
-        tuple state, targets, double scale, bint need_grad):
+        tuple state, targets, double scale, bint need_grad, masks=None):
     """Forward (and with `need_grad` the loss and BPTT) of a whole network.
 
     network     (kind, hidden, num_layers, directions, lanes, V, c,
@@ -237,6 +87,7 @@ def run(Workspace ws, tuple network, cnp.ndarray inputs, cnp.ndarray lengths,
     state       (h0, c0): (lanes, B, H) initial states, or None for zeros
     targets     int32 labels (T, B) / (B,), float (T, B, K) / (B, K), or None
     scale       1 / (positions with a target) for the mean, 1 for the sum
+    masks       dropout's masks (inputs, lanes', output) sorted, or None (_dropout.py)
 
     Returns a dict: "outputs" (T, B, K) or (B, K) (rows past a length are 0;
     a view of the workspace: copy before the next call), "h_n", "c_n"
@@ -247,7 +98,7 @@ def run(Workspace ws, tuple network, cnp.ndarray inputs, cnp.ndarray lengths,
     """
     if need_grad and network[7] == OUTPUT_NONE:
         raise ValueError("a model without an output layer has no loss")
-    cdef NetworkCall call = new_call(ws, network, inputs, lengths, state)
+    cdef NetworkCall call = new_call(ws, network, inputs, lengths, state, masks)
     call.targets, call.scale, call.need_grad = targets, scale, need_grad
     call.with_loss = need_grad
     if call.dtype == np.float32:
@@ -256,7 +107,7 @@ def run(Workspace ws, tuple network, cnp.ndarray inputs, cnp.ndarray lengths,
 
 
 cdef NetworkCall new_call(Workspace ws, tuple network, cnp.ndarray inputs,
-                          cnp.ndarray lengths, tuple state):
+                          cnp.ndarray lengths, tuple state, masks):
     (kind, hidden, num_layers, directions, lanes, V, c, output_kind,
      return_sequences) = network
     # __new__ and a C-level set-up: no Python-level argument parsing, which
@@ -267,14 +118,16 @@ cdef NetworkCall new_call(Workspace ws, tuple network, cnp.ndarray inputs,
     call.h0, call.c0 = state
     call.output_kind, call.return_sequences = output_kind, return_sequences
     call.K = V.shape[0] if V is not None else call.Hd
+    call.input_masks, call.recurrent_masks, call.output_mask = (
+        masks if masks is not None else (None, None, None))
     return call
 
 
 def forward(Workspace ws, tuple network, cnp.ndarray inputs,
-            cnp.ndarray lengths, tuple state):
+            cnp.ndarray lengths, tuple state, masks=None):
     """``run``'s forward without a loss, keeping what BPTT needs:
     (``run``'s result, the call for ``backward``)."""
-    cdef NetworkCall call = new_call(ws, network, inputs, lengths, state)
+    cdef NetworkCall call = new_call(ws, network, inputs, lengths, state, masks)
     call.scale, call.need_grad = 1.0, True
     if call.dtype == np.float32:
         forward_call(<float> 0, call)
@@ -286,15 +139,44 @@ def forward(Workspace ws, tuple network, cnp.ndarray inputs,
 def backward(NetworkCall call, dlogits, dtop, dh_n, dc_n, bint want_dx):
     """BPTT of a `forward` call (while call.generation == ws.calls) from
     ∂L/∂O `dlogits` (T·B, K) / (B, K), or without an output layer ∂L/∂(top
-    h) `dtop` (T, B, H·dirs) / (B, H·dirs); ∂L/∂(final state) (lanes, B,
-    H) or None; sorted, time-major, C-contiguous, the call's dtype.
-    Returns ``run``'s need_grad dict, with ∂L/∂X in "dX" by `want_dx`."""
+    h) `dtop` (T, B, S·dirs) / (B, S·dirs); ∂L/∂(final state) (lanes, B,
+    S) and (lanes, B, H), or None; sorted, time-major, C-contiguous, the
+    call's dtype.  Returns ``run``'s need_grad dict, with ∂L/∂X in "dX" by
+    `want_dx`."""
     call.dlogits, call.dh_n, call.dc_n = dlogits, dh_n, dc_n
     call.want_dx = want_dx
     call.dinputs = None
     if call.dtype == np.float32:
         return backward_call(<float> 0, call, dtop)
     return backward_call(<double> 0, call, dtop)
+
+
+# --------------------------------------------------------------- dropout
+
+cdef object dropped(floating tag, NetworkCall call, list masks, int at,
+                    object rows, str name):
+    """`rows` (steps·B × w), time-major, ⊙ masks[at] (B × w) at every step,
+    into the workspace's `name` (may be `rows`); `rows` without a mask."""
+    if masks is None or masks[at] is None:
+        return rows
+    target = call.ws.get(name, rows.shape, call.dtype)
+    cdef Py_ssize_t width = rows.shape[rows.ndim - 1]   # (no wraparound)
+    cdef Py_ssize_t steps = rows.size // (call.B * width)
+    # X̃[t] = X[t] ⊙ M   (B × w), every step t
+    mask_steps(steps, call.B, width,
+               <const floating *> data(masks[at]),
+               <const floating *> data(rows), <floating *> data(target))
+    return target
+
+
+cdef void recurrent_dropout(floating tag, NetworkCall call, int lane,
+                            LaneStates *states) except *:
+    """The lane's recurrent mask, and the slots of h ⊙ mask its products
+    read (one buffer for the forward and BPTT); NULL without one."""
+    mask = call.recurrent_masks[lane] if call.recurrent_masks else None
+    states.recurrent_mask = data(mask)
+    states.dropped = (NULL if mask is None else data(call.ws.get(
+        f"dropped_hs{lane}", (call.T + 1, call.B, call.S), call.dtype)))
 
 
 # --------------------------------------------------------------- forward
@@ -382,6 +264,7 @@ cdef void forward_lane(floating tag, NetworkCall call, int l, int d,
     states.gates, states.hs, states.cs = data(gates), data(hs), data(cs)
     states.keep, states.ms = data(keep), data(ms)
     states.recurrent = data(call.ws.get("recurrent", (B, GH), call.dtype))
+    recurrent_dropout(tag, call, lane, &states)
     with nogil:
         lane_forward(tag, &plan, &inputs, &weights, &states)
     call.lane_keep[lane], call.lane_ms[lane] = keep, ms
@@ -406,6 +289,9 @@ cdef void forward_layers(floating tag, NetworkCall call) except *:
     call.lane_ms = [None] * call.n_lanes
     call.layer_outputs = [None] * call.num_layers
     for l in range(call.num_layers):
+        if call.input_masks is not None:        # dropout on the layer's input
+            layer_input = dropped(tag, call, call.input_masks, l, layer_input,
+                                  f"dropped_input{l}")
         for d in range(call.directions):
             forward_lane(tag, call, l, d, layer_input)
         if call.directions == 1:
@@ -457,6 +343,9 @@ cdef void final_states(floating tag, NetworkCall call) except *:
     else:
         call.top_h = np.concatenate([call.h_n[top + d]
                                      for d in range(call.directions)], axis=1)
+    if call.output_mask is not None:    # output dropout: V reads H_top ⊙ M_o
+        call.top_h = dropped(tag, call, [call.output_mask], 0, call.top_h,
+                             "dropped_top")
 
 
 # --------------------------------------------------- output and loss
@@ -515,6 +404,7 @@ cdef tuple output_gradients(floating tag, NetworkCall call):
     # (not with ∂L/∂h_n from outside: the step product would overwrite it)
     call.outputs_in_step = (call.use_panels and call.directions == 1
                             and call.return_sequences and call.dh_n is None
+                            and call.output_mask is None
                             and call.paths & PATH_OUTPUTS_IN_STEP != 0)
     dtop = (None if call.outputs_in_step
             else call.ws.get("dtop", (out_rows, Hd), call.dtype))
@@ -555,6 +445,9 @@ cdef tuple output_gradients(floating tag, NetworkCall call):
                     dc_sum[b] += dlogits[<Py_ssize_t> t * K + b]
             for b in range(K):
                 dc_ptr[b] = <floating> dc_sum[b]
+    if call.output_mask is not None:
+        # ∂L/∂H_top = (dO @ V) ⊙ M_o
+        dropped(tag, call, [call.output_mask], 0, dtop, "dtop")
     return dtop, dV, dc
 
 
@@ -645,8 +538,9 @@ cdef void backward_lane(floating tag, NetworkCall call, int l, int d,
     states.ms = data(call.lane_ms[lane])
     states.gates, states.hs = data(call.lane_gates[lane]), data(call.lane_hs[lane])
     states.cs, states.keep = data(call.lane_cs[lane]), data(call.lane_keep[lane])
-    # scratch for a gated cell's d(keep) (B × H)
+    # scratch for a gated cell's d(keep), or the masked product's (B × H)
     states.recurrent = data(call.ws.get("recurrent", (B, GH), call.dtype))
+    recurrent_dropout(tag, call, lane, &states)
     g.dgates, g.drecurrent = data(dgates), data(drecurrent)
     g.dh, g.dc, g.dU, g.dU_T = data(dh), data(dc), data(dU), data(dU_T)
     g.dW, g.db, g.d_recurrent_bias, g.dx = data(dW), data(db), data(dbn), data(dx)
@@ -716,6 +610,9 @@ cdef tuple backward_layers(floating tag, NetworkCall call, object dtop):
                 "dinputs", (T, B, call.inputs.shape[2]), call.dtype)
         for d in range(call.directions):
             backward_lane(tag, call, l, d, dlayer, dlayer_below, dtop, grads)
-        if l > 0:
-            dlayer = dlayer_below
+        if dlayer_below is not None and call.input_masks is not None:
+            # ∂L/∂(the layer's input: the output below, or X) = ∂L/∂x̃ ⊙ M_l
+            dropped(tag, call, call.input_masks, l, dlayer_below,
+                    f"dlayer{l - 1}" if l > 0 else "dinputs")
+        dlayer = dlayer_below
     return grads, call.dh0, call.dc0

@@ -36,6 +36,10 @@ cdef int allowed_paths() noexcept nogil
 # one-hot inputs; `training`: a BPTT follows the forward.
 cdef void plan_lane(LanePlan *plan, int kind, int T, int B, int D, int H,
                     bint tokens, bint training) noexcept nogil
+# A lane under recurrent dropout: its recurrent product reads h(t-1) ⊙ mask
+# and its BPTT masks that product's gradient, on BLAS (no packed weights,
+# no fused inputs, dU and dW apart, no outputs or sums inside the steps).
+cdef void plan_recurrent_dropout(LanePlan *plan) noexcept nogil
 
 # A lane whose h is projected, h(t) = m(t)·Rᵀ with R (S × H), S < H (PyTorch's
 # proj_size): its products run on BLAS (no panels, no merged dU and dW).

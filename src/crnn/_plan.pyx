@@ -107,6 +107,15 @@ cdef void plan_projection(LanePlan *plan, int state_width) noexcept nogil:
     plan.fused_width = 0
 
 
+cdef void plan_recurrent_dropout(LanePlan *plan) noexcept nogil:
+    """The paths of a lane under recurrent dropout: the mask sits between
+    h(t-1) and W, on both sides of BPTT, where the fused step products and
+    the merged dU/dW product read h(t-1) itself; so its products run on
+    BLAS (training with recurrent dropout only: inference never drops)."""
+    plan.paths &= ~(PATH_PANELS | PATH_FUSED_INPUTS | PATH_MERGED
+                    | PATH_CHUNKED | PATH_OUTPUTS_IN_STEP | PATH_STEP_SUMS)
+    plan.fused_width = 0
+
 cdef int shared_gate_columns(const LanePlan *plan) noexcept nogil:
     """Gate columns where dR = dZ and dW multiplies h(t-1), so that dU and
     dW share a product: all G·H, or the GRU's r and z blocks (its n block's

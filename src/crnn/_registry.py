@@ -65,7 +65,9 @@ KINDS = (
 
 # The value a setting has when a model or a file does not say (written
 # before the setting existed).
-SETTING_DEFAULTS = {"reset_after": True, "peepholes": False, "proj_size": 0}
+SETTING_DEFAULTS = {"reset_after": True, "peepholes": False, "proj_size": 0,
+                    "dropout": 0.0, "recurrent_dropout": 0.0,
+                    "output_dropout": 0.0, "dropout_first_layer": True}
 
 _classes = {}    # class name -> the registered crnn class
 

@@ -389,6 +389,7 @@ cdef class Stream:
         weights.U_T = weights.panels = NULL
         states.recurrent = data(self.recurrent)
         states.ms = data(self.ms)
+        states.recurrent_mask = NULL    # a stream never drops
         with nogil:
             for layer in range(layers):
                 # one step of the lane: Z = x @ U.T + b (a column gather for

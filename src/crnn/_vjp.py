@@ -71,8 +71,8 @@ class BuildingBlock:
     """`backward`, and the forward that keeps a cache for it (a base of
     RecurrentModel, which documents the model)."""
 
-    def _forward_with_cache(self, batch, h0, c0, return_state, ragged):
-        result = self._run(batch, h0, c0, keep=True)
+    def _forward_with_cache(self, batch, h0, c0, return_state, ragged, masks):
+        result = self._run(batch, h0, c0, masks=masks, keep=True)
         outputs = result["outputs"]
         cache = Cache(self, result["call"], batch, outputs, return_state, ragged)
         if return_state:
@@ -154,7 +154,7 @@ class BuildingBlock:
         batch = cache._batch
         d_logits, d_top = self._outputs_gradient(cache, d_outputs)
         dh_n, dc_n = self._state_gradient(cache, d_state)
-        want_dx = bool(input_grad) and batch.inputs.ndim == 3
+        want_dx = bool(input_grad) and not batch.token_ids
         keys, _, width = self._driver_layout()
         with self._lock, single_threaded_blas(
                 batch.steps * batch.size * width * self.hidden_size):

@@ -272,6 +272,7 @@ cdef int sequence_forward(int cell, const crnn_sizes *sizes, const int *lengths,
     states.gates, states.hs, states.cs = work + L.gates, hs, cs
     states.recurrent = work + L.recurrent if L.panels_T > L.recurrent else NULL
     states.keep = work + L.keep if spec.keeps else NULL
+    states.recurrent_mask = NULL    # inference: no dropout
     lane_forward(<floating> 0, &plan, &inputs, &weights, &states)
     # Final states: row r's state after its own last step, slot lengths[r].
     for r in range(B):
@@ -328,6 +329,7 @@ cdef int sequence_backward(int cell, const crnn_sizes *sizes,
     states.gates, states.hs = work + L.gates, hs
     states.cs = work + L.cs if spec.pair_state else NULL
     states.keep = work + L.keep if spec.keeps else NULL
+    states.recurrent_mask = NULL    # inference: no dropout
     states.recurrent = work + L.recurrent if L.panels_T > L.recurrent else NULL
     memset(&g, 0, sizeof(LaneGradients))
     g.dh_outputs, g.dh_final = dhs, dh_n
@@ -381,6 +383,7 @@ cdef int cell_step(int cell, const crnn_sizes *sizes, const floating *x,
     states.cs = work + L.cs if spec.pair_state else NULL
     states.recurrent = work + L.recurrent if L.panels_T > L.recurrent else NULL
     states.keep = work + L.keep if spec.keeps else NULL
+    states.recurrent_mask = NULL    # inference: no dropout
     memcpy(work + L.hs, h, state_bytes)
     if spec.pair_state:
         memcpy(work + L.cs, c, state_bytes)

@@ -13,6 +13,8 @@ Exporting puts ``b`` in ``b_ih`` and zeros in ``b_hh`` (a GRU's n block of
 """
 import numbers
 
+import warnings
+
 import numpy as np
 
 from . import _inputs, _registry
@@ -66,8 +68,12 @@ def from_torch(module, linear=None, output="softmax", *, return_sequences=True):
         float32 or float64 (the crnn model gets its dtype); an LSTM with
         ``proj_size`` > 0 gives a crnn LSTM with that ``proj_size``
         (``weight_hr_l{k}`` is ``R{k}``).
-        ``batch_first`` is only a layout flag (crnn is always batch first)
-        and ``dropout`` only acts in training.
+        ``batch_first`` is only a layout flag (crnn is always batch first).
+        PyTorch's ``dropout`` (on the outputs of every layer but the last)
+        becomes crnn's ``dropout`` with ``dropout_first_layer=False``: on
+        the inputs of layers 2 and up, in training only.  crnn's masks are
+        variational (one per sequence, held for every step) where
+        PyTorch draws one per step.
     linear : torch.nn.Linear, optional
         A head on the top layer's hidden state (``in_features`` =
         ``hidden_size * directions``, or ``proj_size * directions``); it
@@ -148,6 +154,8 @@ def from_torch(module, linear=None, output="softmax", *, return_sequences=True):
         options["nonlinearity"] = module.nonlinearity
     if proj_size:
         options["proj_size"] = proj_size
+    if module.dropout:
+        options.update(dropout=float(module.dropout), dropout_first_layer=False)
     model = _registry.model_class(row.class_name)(
         module.input_size, hidden,
         None if linear is None else linear.out_features, **options)
@@ -181,6 +189,21 @@ def from_torch(module, linear=None, output="softmax", *, return_sequences=True):
     return model
 
 
+def _warn_dropout_left_out(model):
+    """A UserWarning naming the model's dropout that torch.nn modules
+    have no place for (to_torch)."""
+    left_out = [f"{name}={getattr(model, name)}"
+                for name in ("recurrent_dropout", "output_dropout")
+                if getattr(model, name)]
+    if model.dropout and model.dropout_first_layer:
+        left_out.insert(0, f"dropout={model.dropout} on the first layer's input")
+    if left_out:
+        warnings.warn(
+            f"to_torch: PyTorch's module has no place for {', '.join(left_out)}; "
+            f"they are left out (training in PyTorch will not apply them)",
+            UserWarning, stacklevel=3)
+
+
 def to_torch(model):
     """PyTorch modules that compute what `model` computes.
 
@@ -211,6 +234,15 @@ def to_torch(model):
     ValueError
         The model has no PyTorch counterpart (``GRU(reset_after=False)``:
         PyTorch's GRU resets after the recurrent product).
+
+    Warns
+    -----
+    UserWarning
+        The model has dropout that PyTorch's module cannot express:
+        ``recurrent_dropout``, ``output_dropout``, or ``dropout`` on the
+        first layer's input (``dropout_first_layer=True``).  The module
+        carries the inter-layer part of ``dropout`` as its own ``dropout``
+        (which draws a new mask at every step, where crnn's is variational).
     """
     row = _registry.kind_of(model)
     if row.torch is None:
@@ -223,6 +255,9 @@ def to_torch(model):
         options["nonlinearity"] = model.nonlinearity
     if getattr(model, "proj_size", 0):
         options["proj_size"] = model.proj_size
+    if model.dropout and model.num_layers > 1:
+        options["dropout"] = model.dropout      # between layers, as crnn's
+    _warn_dropout_left_out(model)
     module = getattr(torch.nn, row.torch)(model.input_size, model.hidden_size, **options)
     params = model.params
     H = model.hidden_size

@@ -57,6 +57,23 @@ _SHARED_PARAMETERS = ("""\
         the sequence's last real step; with `bidirectional`, concatenated
         with the backward direction's final state (at step 0), as PyTorch's
         ``h_n``.
+    dropout : float, default 0
+        Probability of dropping each unit of a layer's input x(t), in
+        [0, 1).  Like every dropout here it acts only in training
+        (``loss_and_grad(..., training=True)``, which `crnn.Trainer`
+        uses): one mask per sequence and layer, held for every time step
+        (variational dropout), kept units scaled by 1/(1 − p).
+    recurrent_dropout : float, default 0
+        Probability of dropping each unit of h(t-1) inside the recurrent
+        product W h(t-1) (the state carried on is not dropped), in [0, 1).
+        Not available for ``GRU(reset_after=False)``.
+    output_dropout : float, default 0
+        Probability of dropping each unit of the top layer's h(t) before
+        the output layer, in [0, 1).
+    dropout_first_layer : bool, default True
+        Whether `dropout` also acts on the first layer's input (the
+        model's input).  False drops only the inputs of layers 2 and up,
+        as PyTorch's ``dropout`` does (`crnn.from_torch` sets it).
     dtype : {"float32", "float64"} or numpy.dtype, default "float32"
         The dtype of the parameters, of the arithmetic and of every result.
         Inputs of any real dtype are cast to it.
@@ -75,6 +92,8 @@ _SHARED_ATTRIBUTES = """\
         2 when bidirectional, else 1.
     input_size, hidden_size, output_size, num_layers, bidirectional, output, return_sequences, seed
         The constructor's arguments (`output_size` filled in).
+    dropout, recurrent_dropout, output_dropout, dropout_first_layer
+        The constructor's dropout settings (floats, and a bool).
     dtype : numpy.dtype
         float32 or float64.
 
@@ -147,8 +166,10 @@ class RNN(RecurrentModel):
 
     def __init__(self, input_size, hidden_size, output_size=None, *,
                  num_layers=1, bidirectional=False, nonlinearity="tanh",
-                 output="softmax", return_sequences=True, dtype="float32",
-                 seed=None, peepholes=False, proj_size=0):
+                 output="softmax", return_sequences=True, dropout=0.0,
+                 recurrent_dropout=0.0, output_dropout=0.0,
+                 dropout_first_layer=True, dtype="float32", seed=None,
+                 peepholes=False, proj_size=0):
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(
                 f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
@@ -158,6 +179,9 @@ class RNN(RecurrentModel):
         super().__init__(input_size, hidden_size, output_size,
                          num_layers=num_layers, bidirectional=bidirectional,
                          output=output, return_sequences=return_sequences,
+                         dropout=dropout, recurrent_dropout=recurrent_dropout,
+                         output_dropout=output_dropout,
+                         dropout_first_layer=dropout_first_layer,
                          dtype=dtype, seed=seed)
 
     def _cell_kind(self):
@@ -230,8 +254,9 @@ class LSTM(RecurrentModel):
 
     def __init__(self, input_size, hidden_size, output_size=None, *,
                  num_layers=1, bidirectional=False, peepholes=False, proj_size=0,
-                 output="softmax", return_sequences=True, dtype="float32",
-                 seed=None):
+                 output="softmax", return_sequences=True, dropout=0.0,
+                 recurrent_dropout=0.0, output_dropout=0.0,
+                 dropout_first_layer=True, dtype="float32", seed=None):
         if not isinstance(peepholes, (bool, np.bool_)):
             raise TypeError(f"peepholes must be True or False, got {peepholes!r}")
         self.peepholes = bool(peepholes)
@@ -239,6 +264,9 @@ class LSTM(RecurrentModel):
         super().__init__(input_size, hidden_size, output_size,
                          num_layers=num_layers, bidirectional=bidirectional,
                          output=output, return_sequences=return_sequences,
+                         dropout=dropout, recurrent_dropout=recurrent_dropout,
+                         output_dropout=output_dropout,
+                         dropout_first_layer=dropout_first_layer,
                          dtype=dtype, seed=seed)
 
     @property
@@ -302,16 +330,27 @@ class GRU(RecurrentModel):
 
     def __init__(self, input_size, hidden_size, output_size=None, *,
                  num_layers=1, bidirectional=False, reset_after=True,
-                 output="softmax", return_sequences=True, dtype="float32",
-                 seed=None, peepholes=False, proj_size=0):
+                 output="softmax", return_sequences=True, dropout=0.0,
+                 recurrent_dropout=0.0, output_dropout=0.0,
+                 dropout_first_layer=True, dtype="float32", seed=None,
+                 peepholes=False, proj_size=0):
         if not isinstance(reset_after, (bool, np.bool_)):
             raise TypeError(f"reset_after must be True or False, got {reset_after!r}")
         _check_lstm_options("GRU", peepholes, proj_size)
         self.reset_after = bool(reset_after)
         self.peepholes, self.proj_size = False, 0
+        if not self.reset_after and recurrent_dropout:
+            # its recurrent product reads r ⊙ h(t-1), formed inside the cell
+            raise ValueError(
+                f"recurrent_dropout is not available for GRU(reset_after="
+                f"False); use reset_after=True or recurrent_dropout=0, got "
+                f"recurrent_dropout={recurrent_dropout!r}")
         super().__init__(input_size, hidden_size, output_size,
                          num_layers=num_layers, bidirectional=bidirectional,
                          output=output, return_sequences=return_sequences,
+                         dropout=dropout, recurrent_dropout=recurrent_dropout,
+                         output_dropout=output_dropout,
+                         dropout_first_layer=dropout_first_layer,
                          dtype=dtype, seed=seed)
 
     @property

@@ -12,6 +12,9 @@ State lives in the optimizer, keyed by parameter name, created on the first
 (``"type"``, the hyperparameters, ``"step"`` and ``"<buffer>.<param>"``
 arrays) that ``numpy.savez`` can store; ``load_state_dict`` takes it back
 (also as loaded by ``numpy.load``) to resume training exactly.
+
+Learning-rate schedules (``StepLR``, ``ExponentialLR``,
+``CosineWithWarmup``, ``ReduceLROnPlateau``) live in ``_schedules``.
 """
 import math
 import numbers
@@ -19,8 +22,11 @@ import numbers
 import numpy as np
 
 from . import _optim
+from ._schedules import (CosineWithWarmup, ExponentialLR, ReduceLROnPlateau,
+                         Schedule, StepLR)
 
-__all__ = ["Optimizer", "SGD", "Adam", "RMSprop", "Adagrad", "get"]
+__all__ = ["Optimizer", "SGD", "Adam", "RMSprop", "Adagrad", "get", "Schedule",
+           "StepLR", "ExponentialLR", "CosineWithWarmup", "ReduceLROnPlateau"]
 
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 

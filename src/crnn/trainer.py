@@ -37,8 +37,9 @@ from ._dataparallel import TeamTraining
 from ._fitting import (Epoch, FitSettings, InterruptGuard, apply_update,
                        call_hooks, check_callbacks, check_names,
                        check_optional_int, check_validation, loss_and_grad,
-                       positions_and_hits)
+                       positions_and_hits, training_options)
 from ._history import History, NonFiniteError, Progress
+from ._schedules import check_schedule
 
 __all__ = ["Trainer", "History", "NonFiniteError"]
 
@@ -77,6 +78,13 @@ class Trainer(TeamTraining):
         sub-communicator): every rank runs the same script, `batch_size` is
         the global batch, and the result is that of one process (see
         docs/distributed.md).  None trains in this process alone.
+    schedule : crnn.optim.Schedule or callable, optional
+        A learning-rate schedule on the trainer's optimizer (`StepLR`, ...,
+        from `crnn.optim`), or a callable that builds one from it, e.g.
+        ``lambda opt: crnn.optim.StepLR(opt, step_size=5)``.  The trainer
+        steps it after every update or every epoch (as the schedule
+        defines), records ``"lr"`` in the History per epoch, and keeps its
+        state in checkpoints.
 
     Attributes
     ----------
@@ -130,7 +138,8 @@ class Trainer(TeamTraining):
     verbose_ranks = (0,)
 
     def __init__(self, model, optimizer="adam", lr=1e-3, batch_size=32,
-                 clip_norm=None, weight_decay=0.0, seed=None, comm=None):
+                 clip_norm=None, weight_decay=0.0, seed=None, comm=None,
+                 schedule=None):
         if not (hasattr(model, "loss_and_grad") and hasattr(model, "params")
                 and hasattr(model, "return_sequences")):
             raise TypeError(
@@ -153,6 +162,7 @@ class Trainer(TeamTraining):
                 f"({optimizer!r}); got lr={lr:g}, weight_decay={weight_decay:g} "
                 f"as well: leave them at their defaults (1e-3, 0)")
         self.optimizer = optim.get(optimizer, lr, weight_decay)
+        self.schedule = check_schedule(schedule, self.optimizer)
         if seed is not None and (isinstance(seed, (bool, np.bool_))
                                  or not isinstance(seed, (int, np.integer))):
             raise TypeError(f"seed must be an int or None, got {seed!r}")
@@ -321,6 +331,7 @@ class Trainer(TeamTraining):
                                 f"None, got {type(value).__name__}")
         data = Data(model, arguments["X"], arguments["y"], arguments["lengths"], "")
         validation = check_validation(model, arguments["validation_data"])
+        check_schedule(self.schedule, self.optimizer, validation is not None)
         setup = FitSettings(data=data, validation=validation, epochs=epochs,
                             shuffle=bool(shuffle), patience=patience, verbose=verbose,
                             callbacks=callbacks, bptt=bptt, checkpoint=checkpoint,
@@ -386,12 +397,16 @@ class Trainer(TeamTraining):
                     stop = stop or stop_now
                     if found is not None:
                         logs.update({f"val_{key}": value for key, value in found.items()})
+                if self.schedule is not None:
+                    logs["lr"] = self.optimizer.lr      # the epoch's last rate
                 history._record(epoch, logs)
                 progress.end_epoch(current.done, current.sequences, logs)
                 if s.patience is not None:
                     stop = self._early_stopping(s, state, logs, epoch) or stop
                 state["epoch"] = epoch + 1
                 state["stopped"] = bool(stop) and epoch < epochs - 1
+                if self.schedule is not None:
+                    self.schedule.epoch_end(logs)
                 if s.checkpoint is not None:
                     self._guarded(self.save_checkpoint, s.checkpoint)
                 stop = self._call_agreed(callbacks, "on_epoch_end", epoch, dict(logs)) or stop
@@ -553,7 +568,8 @@ class Trainer(TeamTraining):
         batch = current.done
         X, y, lengths = taken = current.fit.data.take(live, *chunk)
         loss, grads, final_state, outputs = loss_and_grad(
-            model, taken, state, need_state, current.softmax)
+            model, taken, state, need_state, current.softmax,
+            **training_options(model, self._rng))
         if not math.isfinite(loss):
             raise current.failure(f"the loss is {loss}", batch)
         params = model.params

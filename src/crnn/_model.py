@@ -487,7 +487,8 @@ class RecurrentModel(BuildingBlock, ModelServices):
         batch = _inputs.prepare_batch(X, lengths, self.input_size, self.dtype,
                                       self._driver_layout()[2])
         h0, c0 = self._prepare_state(initial_state, batch)
-        masks = _dropout.training_masks(self, batch, training, dropout_seed)
+        masks = (None if training is False and dropout_seed is None     # inference
+                 else _dropout.training_masks(self, batch, training, dropout_seed))
         if return_cache:
             ragged = ([len(x) for x in X] if isinstance(X, (list, tuple)) else None)
             return self._forward_with_cache(batch, h0, c0, return_state, ragged, masks)
@@ -585,7 +586,8 @@ class RecurrentModel(BuildingBlock, ModelServices):
         else:
             count = int(batch.lengths.sum())
         scale = 1.0 / count if reduction == "mean" else 1.0
-        masks = _dropout.training_masks(self, batch, training, dropout_seed)
+        masks = (None if training is False and dropout_seed is None     # inference
+                 else _dropout.training_masks(self, batch, training, dropout_seed))
         result = self._run(batch, h0, c0, targets, scale, True, masks)
         grads = dict(zip(keys, result["grads"]))
         grads["V"] = result["dV"]
@@ -687,14 +689,3 @@ class RecurrentModel(BuildingBlock, ModelServices):
         self.__dict__.update(_state.check_state(type(self), state))
         self.__dict__["_workspace"] = Workspace()
         self.__dict__["_lock"] = threading.Lock()
-
-    def __repr__(self):
-        return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, "
-                f"{self.output_size}, num_layers={self.num_layers}, "
-                f"bidirectional={self.bidirectional}, output={self.output!r}, "
-                f"return_sequences={self.return_sequences}, "
-                + "".join(f"{name}={getattr(self, name)!r}, "
-                          for name in _dropout.SETTINGS if getattr(self, name))
-                + ("" if self.dropout_first_layer or not self.dropout
-                   else "dropout_first_layer=False, ")
-                + f"dtype='{self.dtype}')")

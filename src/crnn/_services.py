@@ -7,7 +7,7 @@ import numbers
 
 import numpy as np
 
-from . import _inputs, _state, interop, io
+from . import _dropout, _inputs, _state, interop, io
 from ._loss import OutputKind
 from ._stream import Stream
 
@@ -245,3 +245,14 @@ class ModelServices:
         """
         interop.to_onnx(self, path, **options)
 
+    def __repr__(self):
+        # the constructor's call, with the dropout settings that are set
+        return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, "
+                f"{self.output_size}, num_layers={self.num_layers}, "
+                f"bidirectional={self.bidirectional}, output={self.output!r}, "
+                f"return_sequences={self.return_sequences}, "
+                + "".join(f"{name}={getattr(self, name)!r}, "
+                          for name in _dropout.SETTINGS if getattr(self, name))
+                + ("" if self.dropout_first_layer or not self.dropout
+                   else "dropout_first_layer=False, ")
+                + f"dtype='{self.dtype}')")

@@ -15,6 +15,7 @@ import os
 import numpy as np
 
 from . import _registry
+from ._onnx_tensors import TensorReader
 
 __all__ = ["from_onnx"]
 
@@ -81,12 +82,12 @@ def from_onnx(path):
     """
     try:
         import onnx
-        from onnx import numpy_helper
     except ImportError:
         raise ImportError("from_onnx needs the onnx package, which is not installed "
                           "(crnn itself does not depend on it): pip install onnx") from None
-    proto = onnx.load(os.fspath(path))
-    graph = _Graph(proto, numpy_helper)
+    # external data is read only after TensorReader's checks, never by onnx
+    proto = onnx.load(os.fspath(path), load_external_data=False)
+    graph = _Graph(proto, TensorReader(path))
     nodes = [node for node in proto.graph.node if node.op_type in _RECURRENT_OPS]
     if not nodes:
         raise ValueError(f"the ONNX graph in {os.fspath(path)!r} has no RNN, LSTM or "
@@ -107,14 +108,12 @@ class _Graph:
     """The constants of an ONNX graph (initializers and Constant nodes) by
     name, and which nodes read each value."""
 
-    def __init__(self, proto, numpy_helper):
-        self.constants = {tensor.name: numpy_helper.to_array(tensor)
-                          for tensor in proto.graph.initializer}
-        for node in proto.graph.node:
-            if node.op_type == "Constant":
-                for attribute in node.attribute:
-                    if attribute.name == "value":
-                        self.constants[node.output[0]] = numpy_helper.to_array(attribute.t)
+    def __init__(self, proto, reader):
+        tensors = [(tensor.name, tensor) for tensor in proto.graph.initializer]
+        tensors += [(node.output[0], attribute.t) for node in proto.graph.node
+                    if node.op_type == "Constant" for attribute in node.attribute
+                    if attribute.name == "value"]
+        self.constants = reader.arrays(tensors)
         self.readers = {}
         for node in proto.graph.node:
             for name in node.input:

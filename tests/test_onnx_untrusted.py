@@ -269,6 +269,17 @@ def test_absurd_dims_are_refused(tmp_path, dims, why):
         refused(file, repr(name), why)
 
 
+@pytest.mark.parametrize("data_type,name", [(0, "UNDEFINED"), (999, "999")])
+def test_unknown_data_types_are_refused(tmp_path, data_type, name):
+    _, inline, _ = model_and_files(tmp_path)
+    proto = onnx.load(inline)
+    odd = proto.graph.initializer.add(name="odd", data_type=data_type, dims=[3],
+                                      raw_data=b"abc")
+    assert odd.data_type == data_type
+    inline.write_bytes(proto.SerializeToString())
+    refused(inline, "'odd'", f"has the data type {name}, which crnn cannot read")
+
+
 def test_a_constant_nodes_external_data_is_checked_too(tmp_path):
     """The recurrent weights given by a Constant node rather than an
     initializer: the same checks."""

@@ -116,8 +116,8 @@ class TensorReader:
         except (KeyError, ValueError, TypeError):
             dtype = None
         if dtype is None or tensor.data_type == TensorProto.STRING:
-            self._refuse(name, f"has the data type {_type_name(tensor)}, which "
-                               f"crnn cannot read as raw or external data")
+            self._refuse(name, f"has the data type {_type_name(tensor)}, which crnn "
+                               f"cannot read (as raw or external data)")
         return 8 * dtype.itemsize
 
     def _check_held(self, name, tensor, elements, dims):
@@ -214,4 +214,4 @@ def _type_name(tensor):
     try:
         return TensorProto.DataType.Name(tensor.data_type)
     except ValueError:
-        return f"data type {tensor.data_type}"
+        return str(tensor.data_type)

@@ -7,14 +7,18 @@ attribute or input: ``clip``, ``input_forget``, activations other than the
 operator's defaults (or Relu for the RNN), ``activation_alpha`` and
 ``activation_beta``, a ``reverse``-only direction, and constant non-zero
 initial states.  The gate orders and the bias folding are the inverse of
-``interop.to_onnx``'s; the kinds come from ``_registry``.  onnx is imported
-by the call only.
+``interop.to_onnx``'s; the kinds come from ``_registry``.  The file is
+treated as untrusted: onnx loads it without its external data, and
+``_onnx_tensors.TensorReader`` checks every constant (external data only
+from files inside the model's folder, within their sizes; dims no larger
+than the data held) before reading any.  onnx is imported by the call only.
 """
 import os
 
 import numpy as np
 
 from . import _registry
+from ._onnx_tensors import TensorReader
 
 __all__ = ["from_onnx"]
 
@@ -38,7 +42,8 @@ def from_onnx(path):
         An ONNX file whose graph holds one ``RNN``, ``LSTM`` or ``GRU``
         node (or several of the same operator stacked, one per layer, as
         ``to_onnx`` writes them), with its weights as initializers or
-        ``Constant`` nodes.  An LSTM's optional ``P`` input gives
+        ``Constant`` nodes, stored in the file or as external data in
+        files inside the model file's folder.  An LSTM's optional ``P`` input gives
         ``peepholes=True``; a GRU's ``linear_before_reset`` gives
         ``reset_after``; an RNN's ``Relu`` activation gives
         ``nonlinearity="relu"``.  An output layer, ``MatMul`` by a constant
@@ -66,7 +71,14 @@ def from_onnx(path):
         anything crnn cannot compute: the message names the attribute
         (``clip``, ``input_forget``, ``activations``, ``activation_alpha``,
         ``activation_beta``, ``direction``) or input (``initial_h``,
-        ``initial_c``, a weight that is not a constant).
+        ``initial_c``, a weight that is not a constant).  Also, before any
+        tensor is read: external data whose ``location`` is absolute or
+        resolves (symlinks followed) outside the model file's folder, is
+        not a regular file, or whose ``offset`` / ``length`` are not
+        non-negative integers within that file; a negative dim or dims
+        whose product overflows int64; dims that claim more bytes than the
+        tensor's data holds (in the file or its external range).  The
+        message names the tensor, the location and why.
 
     See Also
     --------
@@ -81,12 +93,12 @@ def from_onnx(path):
     """
     try:
         import onnx
-        from onnx import numpy_helper
     except ImportError:
         raise ImportError("from_onnx needs the onnx package, which is not installed "
                           "(crnn itself does not depend on it): pip install onnx") from None
-    proto = onnx.load(os.fspath(path))
-    graph = _Graph(proto, numpy_helper)
+    # external data is read only after TensorReader's checks, never by onnx
+    proto = onnx.load(os.fspath(path), load_external_data=False)
+    graph = _Graph(proto, TensorReader(path))
     nodes = [node for node in proto.graph.node if node.op_type in _RECURRENT_OPS]
     if not nodes:
         raise ValueError(f"the ONNX graph in {os.fspath(path)!r} has no RNN, LSTM or "
@@ -107,14 +119,12 @@ class _Graph:
     """The constants of an ONNX graph (initializers and Constant nodes) by
     name, and which nodes read each value."""
 
-    def __init__(self, proto, numpy_helper):
-        self.constants = {tensor.name: numpy_helper.to_array(tensor)
-                          for tensor in proto.graph.initializer}
-        for node in proto.graph.node:
-            if node.op_type == "Constant":
-                for attribute in node.attribute:
-                    if attribute.name == "value":
-                        self.constants[node.output[0]] = numpy_helper.to_array(attribute.t)
+    def __init__(self, proto, reader):
+        tensors = [(tensor.name, tensor) for tensor in proto.graph.initializer]
+        tensors += [(node.output[0], attribute.t) for node in proto.graph.node
+                    if node.op_type == "Constant" for attribute in node.attribute
+                    if attribute.name == "value"]
+        self.constants = reader.arrays(tensors)
         self.readers = {}
         for node in proto.graph.node:
             for name in node.input:

@@ -349,3 +349,32 @@ def test_the_team_code_path_draws_the_same_masks_and_steps_the_schedule():
     for key in alone:
         np.testing.assert_allclose(team[key], alone[key], rtol=1e-10, atol=1e-12,
                                    err_msg=key)
+
+
+def test_per_sequence_seeds_give_each_sequence_its_own_masks():
+    """dropout_seed as one int per sequence: a sequence's masks depend on
+    its seed alone, not on the batch around it (what lets MPI ranks draw,
+    for their shares, the masks one process draws), and the gradient
+    follows them."""
+    model = crnn.LSTM(3, 5, 4, num_layers=2, dropout=0.3, recurrent_dropout=0.2,
+                      output_dropout=0.1, dtype="float64", seed=0)
+    seeds = (11, 22, 33, 44)
+    whole = _dropout.draw_masks(model, 4, seeds)
+    halves = [_dropout.draw_masks(model, 2, seeds[:2]), _dropout.draw_masks(model, 2, seeds[2:])]
+    for group in range(3):
+        for part, half in zip(whole[group] if group < 2 else [whole[2]],
+                              zip(*[h[group] if group < 2 else [h[2]] for h in halves])):
+            np.testing.assert_array_equal(part, np.concatenate(half))
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(4, 6, 3)), rng.integers(0, 4, size=(4, 6))
+    loss, grads = model.loss_and_grad(X, y, training=True, dropout_seed=seeds,
+                                      reduction="sum")
+    parts = [model.loss_and_grad(X[i:i + 2], y[i:i + 2], training=True,
+                                 dropout_seed=seeds[i:i + 2], reduction="sum")
+             for i in (0, 2)]
+    assert abs(loss - sum(p[0] for p in parts)) <= 1e-12 * abs(loss)
+    for name in grads:
+        np.testing.assert_allclose(grads[name], parts[0][1][name] + parts[1][1][name],
+                                   rtol=1e-12, atol=1e-14, err_msg=name)
+    with pytest.raises(ValueError, match="one seed per sequence, 4, got 3"):
+        model.loss_and_grad(X, y, training=True, dropout_seed=seeds[:3])

@@ -200,7 +200,7 @@ class TeamTraining:
         final_state = None
         loss, count, hits = 0.0, 0, 0
         # drawn on every rank, rows or not: the ranks' generators stay alike
-        options = training_options(model, self._rng, self.rank)
+        options = training_options(model, self._rng, live)
         if error is None and len(live):
             try:
                 X, y, lengths = taken = epoch.fit.data.take(live, *chunk)

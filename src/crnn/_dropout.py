@@ -39,13 +39,21 @@ def check_probability(value, name):
 
 
 def check_seed(seed):
-    """`dropout_seed`: None or an int >= 0 (numpy's rule)."""
+    """`dropout_seed`: None, an int >= 0 (numpy's rule), or a sequence of
+    them, one per sequence of the call (a tuple of ints)."""
     if seed is None:
         return None
+    if isinstance(seed, (list, tuple, np.ndarray)):
+        return tuple(_one_seed(s, "dropout_seed's entries") for s in np.ravel(
+            np.asarray(seed, dtype=object)))
+    return _one_seed(seed, "dropout_seed")
+
+
+def _one_seed(seed, name):
     if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"dropout_seed must be an int or None, got {seed!r}")
+        raise TypeError(f"{name} must be an int or None, got {seed!r}")
     if seed < 0:
-        raise ValueError(f"dropout_seed must be >= 0, got {seed}")
+        raise ValueError(f"{name} must be >= 0, got {seed}")
     return int(seed)
 
 
@@ -57,8 +65,7 @@ def active(model):
 
 def draw_masks(model, n, seed):
     """The masks of one training call on `n` sequences, in the user's
-    batch order, drawn from ``numpy.random.default_rng(seed)``:
-    ``(inputs, recurrent, output)`` with
+    batch order: ``(inputs, recurrent, output)`` with
 
     - inputs: one per layer, ``(n, D_l)`` (D_0 = input_size, then
       S * directions), or None where the layer's input is kept;
@@ -67,27 +74,39 @@ def draw_masks(model, n, seed):
     - output: ``(n, S * directions)``, or None;
 
     S is h's width: ``proj_size`` for a projected LSTM, else hidden_size.
-
-    Each entry is 0 or 1/(1-p) in the model's dtype.  Draws happen in
-    this order, so a seed fixes every mask."""
-    rng = np.random.default_rng(seed)
-    dtype = model.dtype
-
-    def mask(p, width):
-        if p == 0:
-            return None
-        kept = rng.random((n, width)) >= p
-        return kept.astype(dtype) * dtype.type(1.0 / (1.0 - p))
-
+    Each entry is 0 or 1/(1-p) in the model's dtype.  `seed` (an int) draws
+    every mask from ``numpy.random.default_rng(seed)``, in this order; a
+    tuple of n ints draws each sequence's row from its own seed, so a
+    sequence's masks do not depend on the batch it is in (the Trainer's
+    way: any split of a batch over MPI ranks draws what one process
+    draws)."""
     state_width = model._state_width          # h's: S
     width = state_width * model.directions
-    inputs = [mask(model.dropout if layer or model.dropout_first_layer else 0.0,
-                   width if layer else model.input_size)
-              for layer in range(model.num_layers)]
-    recurrent = [mask(model.recurrent_dropout, state_width)
-                 for _ in range(model.num_layers * model.directions)]
-    output = mask(model.output_dropout, width)
-    return inputs, recurrent, output
+    blocks = ([(model.dropout if layer or model.dropout_first_layer else 0.0,
+                width if layer else model.input_size)
+               for layer in range(model.num_layers)]
+              + [(model.recurrent_dropout, state_width)]
+              * (model.num_layers * model.directions)
+              + [(model.output_dropout, width)])
+    total = sum(w for p, w in blocks if p > 0)
+    if isinstance(seed, tuple):
+        if len(seed) != n:
+            raise ValueError(f"dropout_seed must hold one seed per sequence, "
+                             f"{n}, got {len(seed)}")
+        uniform = (np.stack([np.random.default_rng(s).random(total) for s in seed])
+                   if n else np.empty((0, total)))
+    else:
+        uniform = np.random.default_rng(seed).random((n, total))
+    dtype, masks, at = model.dtype, [], 0
+    for p, w in blocks:
+        if p == 0:
+            masks.append(None)
+            continue
+        kept = uniform[:, at:at + w] >= p
+        masks.append(kept.astype(dtype) * dtype.type(1.0 / (1.0 - p)))
+        at += w
+    layers = model.num_layers
+    return masks[:layers], masks[layers:-1], masks[-1]
 
 
 def training_masks(model, batch, training, seed):

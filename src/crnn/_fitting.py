@@ -135,22 +135,24 @@ def call_hooks(callbacks, hook, *args):
     return stop
 
 
-def training_options(model, rng, rank=0):
-    """loss_and_grad's dropout options for one step: ``training=True``
-    for a crnn model, and where it drops anything a ``dropout_seed`` drawn
-    from the trainer's generator (so a seeded trainer is bit-reproducible,
-    a resumed one carries on, and a model without dropout leaves the
-    generator, and so the shuffling, as it was); each rank of a team
-    mixes in its rank.  Nothing for models without the settings."""
+def training_options(model, rng, rows):
+    """loss_and_grad's dropout options for one step on the sequences `rows`
+    (their indices in the data): ``training=True`` for a crnn model, and
+    where it drops anything a ``dropout_seed`` per sequence, made of one
+    seed drawn from the trainer's generator and the sequence's index.  So a
+    seeded trainer is bit-reproducible, a resumed one carries on, a model
+    without dropout leaves the generator (and so the shuffling) as it was,
+    and every rank of a team draws, for its share of a batch, the masks
+    one process draws for those sequences.  Nothing for models without the
+    settings."""
     settings = [getattr(model, name, None) for name in _dropout.SETTINGS]
     if any(value is None for value in settings):
         return {}
     if not any(settings):
         return {"training": True}
-    seed = int(rng.integers(2 ** 63))
-    if rank:
-        seed = int(np.random.SeedSequence([seed, rank]).generate_state(1, np.uint64)[0])
-    return {"training": True, "dropout_seed": seed}
+    seed = int(rng.integers(2 ** 32))
+    return {"training": True,
+            "dropout_seed": tuple((seed << 40) + int(row) for row in rows)}
 
 
 def loss_and_grad(model, batch, state, need_state, softmax, **options):

@@ -445,7 +445,7 @@ class RecurrentModel(BuildingBlock, ModelServices):
         return_cache : bool, default False
             Also return a cache for `backward`, the vector-Jacobian product
             (see `backward` for what it gives and how long the cache lasts).
-        dropout_seed : int, optional
+        dropout_seed : int or sequence of int, optional
             Seeds the dropout masks of a training pass (see
             `loss_and_grad`); ignored otherwise.
 
@@ -533,9 +533,12 @@ class RecurrentModel(BuildingBlock, ModelServices):
             ``output_dropout``): masks drawn once per sequence and held for
             every step, the gradient exact for them.  False (the default)
             computes the model as `forward` does; `crnn.Trainer` passes True.
-        dropout_seed : int, optional
+        dropout_seed : int or sequence of int, optional
             Seeds the masks (``numpy.random.default_rng(dropout_seed)``):
-            the same seed, the same masks.  None draws fresh ones.
+            the same seed, the same masks.  A sequence of N ints seeds each
+            sequence's masks apart (the `Trainer` passes one per sequence,
+            so a sequence's masks do not depend on the batch it is in).
+            None draws fresh ones.
 
         Returns
         -------

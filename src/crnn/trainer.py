@@ -569,7 +569,7 @@ class Trainer(TeamTraining):
         X, y, lengths = taken = current.fit.data.take(live, *chunk)
         loss, grads, final_state, outputs = loss_and_grad(
             model, taken, state, need_state, current.softmax,
-            **training_options(model, self._rng))
+            **training_options(model, self._rng, live))
         if not math.isfinite(loss):
             raise current.failure(f"the loss is {loss}", batch)
         params = model.params

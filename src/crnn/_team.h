@@ -18,7 +18,7 @@
  *   its core for a whole time slice.  The caller notices (a job it ran
  *   alone, or one where it waited at the join longer than it worked itself)
  *   and after CRNN_LATE_LIMIT such jobs in a row, or one wait past
- *   CRNN_LATE_WAIT_NS, runs alone for a while ("solo"): 2 ms first, twice
+ *   CRNN_LATE_WAIT_NS, runs alone for a while ("solo"): 8 ms first, twice
  *   as long each time the team is late again within the next period, up to
  *   CRNN_SOLO_MAX_NS.  The idle workers fall asleep, leaving the cores to
  *   the other work.  docs/performance.md, "Threads on a busy machine".
@@ -210,9 +210,12 @@ static int crnn_cas_u64(volatile unsigned long long *p, unsigned long long *expe
 #ifndef CRNN_TEAM_SPINS
 #define CRNN_TEAM_SPINS (1 << 14)
 #endif
-/* late jobs in a row that send the caller solo */
+/* late jobs in a row that send the caller solo (2 and 8 ms below, against
+ * 3 and 2 ms before: LSTM (100,32,32,128,32) beside one spinning process,
+ * 2 threads over 1: 1.30-1.31 -> 1.07-1.11, quiet 2 threads unchanged;
+ * docs/performance.md) */
 #ifndef CRNN_LATE_LIMIT
-#define CRNN_LATE_LIMIT 3
+#define CRNN_LATE_LIMIT 2
 #endif
 /* a join this long (and longer than the caller's own work) is a worker
  * taken off its core: solo at once */
@@ -221,7 +224,7 @@ static int crnn_cas_u64(volatile unsigned long long *p, unsigned long long *expe
 #endif
 /* the first solo period, and the longest */
 #ifndef CRNN_SOLO_MIN_NS
-#define CRNN_SOLO_MIN_NS 2000000LL
+#define CRNN_SOLO_MIN_NS 8000000LL
 #endif
 #ifndef CRNN_SOLO_MAX_NS
 #define CRNN_SOLO_MAX_NS 128000000LL

@@ -133,7 +133,8 @@ build_sdist() {
     for required in src/crnn/api.pxd src/crnn/api.pyx tests/test_capi.py \
                     src/crnn/crnn.h tests/test_c_header.py \
                     examples/downstream/crnn_downstream.pyx \
-                    examples/downstream_c/crnn_downstream_c.c; do
+                    examples/downstream_c/crnn_downstream_c.c \
+                    examples/seq2seq.py src/crnn/_vendor/threadpoolctl.LICENSE; do
         if [ ! -e "$unpacked/$required" ]; then
             echo "the sdist lacks $required" >&2
             exit 1
@@ -143,6 +144,7 @@ build_sdist() {
     cp -r "$unpacked/tests" "$scratch/suite/tests"
     cp -r "$unpacked/examples/downstream" "$scratch/suite/examples/downstream"
     cp -r "$unpacked/examples/downstream_c" "$scratch/suite/examples/downstream_c"
+    cp "$unpacked/examples/seq2seq.py" "$scratch/suite/examples/seq2seq.py"
 }
 
 # check_python PYTHON: build the wheel from the sdist, check it, test it;

@@ -142,11 +142,17 @@ static void test_late_workers_send_the_caller_solo(void)
     static int values[LENGTH];
     Job job = {values, LENGTH, 1};
     wait_out_solo();
-    crnn_team_counts(1);
-    check_jobs(&job, 2, 2, 300);
-    crnn_team_counts_t counts = crnn_team_counts(1);
-    printf("late workers: %lld jobs posted, %lld late, %lld solo periods, %lld jobs solo\n",
-           counts.jobs, counts.late_jobs, counts.solo_periods, counts.solo_jobs);
+    /* On a loaded machine a worker can be slow to wake for every job of a
+     * round (slow to wake is not late): up to five rounds of 300 jobs. */
+    crnn_team_counts_t counts = {0, 0, 0, 0};
+    for (int round = 0; round < 5 && counts.solo_periods == 0; round++) {
+        crnn_team_counts(1);
+        check_jobs(&job, 2, 2, 300);
+        counts = crnn_team_counts(1);
+        printf("late workers: %lld jobs posted, %lld late, %lld solo periods, "
+               "%lld jobs solo\n", counts.jobs, counts.late_jobs,
+               counts.solo_periods, counts.solo_jobs);
+    }
     CHECK(counts.solo_periods >= 1, "never went solo");
     CHECK(counts.solo_jobs > 0, "no job ran solo");
     CHECK(counts.jobs + counts.solo_jobs == 300, "jobs %lld + solo %lld != 300",

@@ -42,6 +42,12 @@ gradient reaching the previous state, the input and the parameters):
           ∂W += [da_r, da_z, dq] h(t-1)ᵀ,  ∂bn += dq
           dh(t-1) = dh ⊙ z + W_rᵀ da_r + W_zᵀ da_z + W_nᵀ dq,
           dx = Uᵀ [da_r, da_z, da_n]
+          without bn (GRU(reset_after=False)): k = r ⊙ h(t-1),
+          n = tanh(U_n x + b_n + W_n k);  dk = W_nᵀ da_n,
+          da_r = dk ⊙ h(t-1) ⊙ r(1 - r),  ∂W_n += da_n kᵀ,
+          dh(t-1) = dh ⊙ z + W_rᵀ da_r + W_zᵀ da_z + dk ⊙ r
+          (recurrent dropout: h̃(t-1) in the products and in k, h(t-1) in
+          the blend; the products' term of dh(t-1) is multiplied by the mask)
 
 Layer l > 0 reads [h_fwd(t), h_rev(t)] of layer l-1. The reverse direction runs
 over each sequence reversed within its own length: its "first" position is the
@@ -232,6 +238,16 @@ def _step_forward(cell, lane, x, state, nonlinearity, rmask=1.0):
         m = o * tc
         h = lane["R"] @ m if "R" in lane else m
         return (h, C), (x, hd, C_prev, i, f, a, o, C, tc)
+    if cell == "gru" and "bn" not in lane:
+        # reset before the product (GRU(reset_after=False), no bn):
+        # n = tanh(U_n x + b_n + W_n (r ⊙ h̃(t-1)))
+        ux = U @ x + b
+        r = _sigmoid(ux[0:H] + W[0:H] @ hd)
+        zg = _sigmoid(ux[H:2 * H] + W[H:2 * H] @ hd)
+        keep = r * hd
+        n = np.tanh(ux[2 * H:3 * H] + W[2 * H:3 * H] @ keep)
+        h = (1.0 - zg) * n + zg * h_prev
+        return (h,), (x, h_prev, hd, r, zg, keep, n)
     if cell == "gru":
         bn = lane["bn"]
         ux = U @ x + b                       # input part of all three blocks
@@ -280,6 +296,22 @@ def _step_backward(cell, lane, glane, cache, dstate, nonlinearity, rmask=1.0):
         if "P" in glane:
             glane["P"] += np.stack([dz_i * C_prev, dz_o * C, dz_f * C_prev])
         return ((W.T @ dz) * rmask, dC * f + dz_i * Pi + dz_f * Pf), U.T @ dz
+    if cell == "gru" and "bn" not in lane:
+        x, h_prev, hd, r, zg, keep, n = cache
+        H = h_prev.shape[0]
+        dn = dh * (1.0 - zg)
+        dzg = dh * (h_prev - n)
+        dan = dn * (1.0 - n * n)
+        dkeep = W[2 * H:3 * H].T @ dan          # at r ⊙ h̃(t-1)
+        dar = dkeep * hd * r * (1.0 - r)
+        daz = dzg * zg * (1.0 - zg)
+        d_in = np.concatenate([dar, daz, dan])
+        glane["U"] += np.outer(d_in, x)
+        glane["b"] += d_in
+        glane["W"][:2 * H] += np.outer(d_in[:2 * H], hd)
+        glane["W"][2 * H:] += np.outer(dan, keep)
+        dh_tilde = W[:2 * H].T @ d_in[:2 * H] + dkeep * r    # at h̃(t-1)
+        return (dh * zg + dh_tilde * rmask,), U.T @ d_in
     if cell == "gru":
         x, h_prev, hd, r, zg, q, n = cache
         H = h_prev.shape[0]
@@ -371,8 +403,9 @@ def reference(params, X, y=None, lengths=None, initial_state=None, *, cell="rnn"
 
     def lane_of(store, l, d):
         s = _suffix(d)
-        names = ("U", "W", "b", "bn") if cell == "gru" else ("U", "W", "b")
-        names += tuple(name for name in ("P", "R") if f"{name}0" in P)
+        names = ("U", "W", "b")
+        # bn: a GRU with reset_after (none reset before the product)
+        names += tuple(name for name in ("bn", "P", "R") if f"{name}0" in P)
         return {name: store[f"{name}{l}{s}"] for name in names}
 
     for n in range(N):

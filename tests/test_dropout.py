@@ -53,8 +53,6 @@ def test_probability_of_the_wrong_type_is_refused(value):
 def test_settings_that_cannot_act_are_refused():
     with pytest.raises(ValueError, match="output_dropout acts before the output layer"):
         crnn.RNN(3, 4, output=None, output_dropout=0.1)
-    with pytest.raises(ValueError, match="recurrent_dropout is not available for GRU"):
-        crnn.GRU(3, 4, reset_after=False, recurrent_dropout=0.1)
     with pytest.raises(TypeError, match="dropout_first_layer must be True or False"):
         crnn.RNN(3, 4, dropout_first_layer=1)
     model = crnn.LSTM(3, 4, dropout=0.5)
@@ -85,6 +83,9 @@ CASES = [
     ("gru", dict(num_layers=2), {}),
     ("lstm", dict(num_layers=2, bidirectional=True), {}),
     ("gru", dict(bidirectional=True, return_sequences=False), dict(many=False)),
+    ("gru", dict(num_layers=2, reset_after=False), {}),
+    ("gru", dict(bidirectional=True, reset_after=False, return_sequences=False),
+     dict(many=False)),
     ("rnn", dict(num_layers=3, return_sequences=False), dict(many=False)),
     ("lstm", dict(num_layers=2, dropout_first_layer=False), dict(ragged=False)),
 ]
@@ -114,16 +115,18 @@ def test_agrees_with_the_reference_given_the_same_masks(cell, options,
     assert abs(plain.loss - loss) > 1e-6
 
 
+@pytest.mark.parametrize("cell,options", [("lstm", {}),
+                                          ("gru", dict(reset_after=False))])
 @pytest.mark.parametrize("dtype,rtol", [("float32", 2e-4), ("float64", 1e-10)])
-def test_larger_batches_on_every_path(dtype, rtol):
+def test_larger_batches_on_every_path(dtype, rtol, cell, options):
     """T and B large enough for the packed step products (input and output
     dropout keep them; recurrent dropout runs its products on BLAS)."""
     X, y, lengths = data(N=9, T=12, D=6, seed=3, ragged=False)
     lengths = np.array([12, 12, 11, 9, 12, 7, 5, 12, 2])
-    model = make("lstm", dtype=dtype, D=6, H=40, num_layers=2, **SETTINGS)
+    model = make(cell, dtype=dtype, D=6, H=40, num_layers=2, **options, **SETTINGS)
     loss, grads = model.loss_and_grad(X, y, lengths, training=True, dropout_seed=5)
     masks = _dropout.draw_masks(model, len(X), 5)
-    ref = reference(model.params, X, y, lengths, cell="lstm", masks=masks,
+    ref = reference(model.params, X, y, lengths, cell=cell, masks=masks,
                     num_layers=2)
     assert loss == pytest.approx(ref.loss, rel=rtol)
     for key in model.params:
@@ -146,9 +149,11 @@ def test_token_inputs_drop_vocabulary_entries():
                                    atol=1e-12, err_msg=key)
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
-def test_gradient_agrees_with_finite_differences(cell):
-    model = make(cell, H=5, num_layers=2, bidirectional=cell == "gru", **SETTINGS)
+@pytest.mark.parametrize("cell,options", [("rnn", {}), ("lstm", {}), ("gru", {}),
+                                          ("gru", dict(reset_after=False))])
+def test_gradient_agrees_with_finite_differences(cell, options):
+    model = make(cell, H=5, num_layers=2, bidirectional=cell == "gru", **options,
+                 **SETTINGS)
     X, y, lengths = data(N=3, T=5, seed=4)
     lengths = [5, 3, 4]
 

@@ -151,7 +151,11 @@ cdef void lane_recur(floating tag, const LanePlan *plan,
             job.inputs = x + t * B * input_width if input_width > 0 else NULL
             run_step(&job)
         elif cell.gated_blocks:
+            # the products and the gate pass (keep = r ⊙ h̃) read h̃(t-1),
+            # the blend h(t-1); the same slots without recurrent dropout
+            args.h_prev = product_hs + t * state
             gated_products(tag, plan, args, W)
+            args.h_prev = hs + t * state
             run_cell(cell, CRNN_FORWARD, floating is float, args)
         else:
             # R = H[t-1] @ W.T   (B_t × G·H) = (B_t × S)(G·H × S)ᵀ, into its
@@ -196,20 +200,32 @@ cdef void gated_products(floating tag, const LanePlan *plan, CellArgs *args,
 
 cdef void gated_back_products(floating tag, const LanePlan *plan,
                               CellArgs *args, const floating *W,
+                              const floating *mask,
                               floating *scratch) noexcept nogil:
     """BPTT's products of such a cell, after its backward pass: d(keep)
-    into `scratch` (B × H), the gate pass, then dH(t-1) += dZ[:, :G1]·W."""
+    into `scratch` (B × H), the gate pass, then dH(t-1) += dZ[:, :G1]·W.
+    Under recurrent dropout (`mask`, else NULL) both reach h(t-1) through
+    h̃ = h ⊙ M: d(keep) ⊙ M takes the gate pass (keep = r ⊙ h ⊙ M, so it
+    gives dZ_r and dH(t-1) += r ⊙ d(keep) ⊙ M from h), and the product's
+    term is masked."""
     cdef int H = plan.hidden, GH = plan.gate_columns, live = args.rows
     cdef int G1 = GH - plan.cell.gated_blocks * H
     cdef const floating *dz = <const floating *> args.dgates
     # d(keep) = dZ[:, G1:] @ W[G1:]   (B_t × H) = (B_t × G·H-G1)(G·H-G1 × H)
     team_gemm(False, False, live, H, GH - G1, 1, dz + G1, GH,
               W + <Py_ssize_t> G1 * H, H, 0, scratch, H)
+    if mask != NULL:
+        mask_rows(live, H, mask, scratch, scratch, False)
     args.recurrent = scratch
     run_cell(plan.cell, CRNN_BACKWARD_GATE, floating is float, args)
-    # dH[t-1] += dZ[:, :G1] @ W[:G1]   (B_t × H) += (B_t × G1)(G1 × H)
-    team_gemm(False, False, live, H, G1, 1, dz, GH, W, H, 1,
-              <floating *> args.dh, H)
+    if mask == NULL:
+        # dH[t-1] += dZ[:, :G1] @ W[:G1]   (B_t × H) += (B_t × G1)(G1 × H)
+        team_gemm(False, False, live, H, G1, 1, dz, GH, W, H, 1,
+                  <floating *> args.dh, H)
+    else:
+        # S̃ = dZ[:, :G1] @ W[:G1] (B_t × H), ∂L/∂h̃(t-1): dH[t-1] += S̃ ⊙ M
+        team_gemm(False, False, live, H, G1, 1, dz, GH, W, H, 0, scratch, H)
+        mask_rows(live, H, mask, scratch, <floating *> args.dh, True)
 
 
 # ------------------------------------------------------------------- BPTT
@@ -358,8 +374,8 @@ cdef void lane_backward(floating tag, const LanePlan *plan,
     cdef bint outputs_in_step = doutputs != NULL and panels != NULL
     cdef bint sums_in_steps = panels != NULL and plan.paths & PATH_STEP_SUMS
     # recurrent dropout (its plan keeps the products on BLAS), and the
-    # (B × S) scratch of its masked product: `recurrent` is free in BPTT
-    # but for a gated cell, which has no recurrent dropout
+    # (B × S) scratch of its masked product (a gated cell's d(keep) too):
+    # `recurrent` is free in BPTT
     cdef const floating *mask = <const floating *> states.recurrent_mask
     cdef floating *scratch = <floating *> states.recurrent
     memset(&job, 0, sizeof(StepJob))
@@ -423,7 +439,7 @@ cdef void lane_backward(floating tag, const LanePlan *plan,
             run_cell(plan.cell, CRNN_BACKWARD, floating is float, args)
             if plan.cell.gated_blocks:
                 gated_back_products(tag, plan, args, <const floating *> weights.W,
-                                    <floating *> states.recurrent)
+                                    mask, scratch)
             elif mask == NULL:
                 # dH[t-1] = dR[t] @ W   (B_t × S) = (B_t × G·H)(G·H × S)
                 # (+= when the cell left a direct h(t-1) → h(t) term in dh)

@@ -66,7 +66,8 @@ _SHARED_PARAMETERS = ("""\
     recurrent_dropout : float, default 0
         Probability of dropping each unit of h(t-1) inside the recurrent
         product W h(t-1) (the state carried on is not dropped), in [0, 1).
-        Not available for ``GRU(reset_after=False)``.
+        ``GRU(reset_after=False)`` drops h(t-1) in all three blocks'
+        products, r ⊙ h(t-1) becoming r ⊙ h̃(t-1), as Keras does.
     output_dropout : float, default 0
         Probability of dropping each unit of the top layer's h(t) before
         the output layer, in [0, 1).
@@ -339,12 +340,6 @@ class GRU(RecurrentModel):
         _check_lstm_options("GRU", peepholes, proj_size)
         self.reset_after = bool(reset_after)
         self.peepholes, self.proj_size = False, 0
-        if not self.reset_after and recurrent_dropout:
-            # its recurrent product reads r ⊙ h(t-1), formed inside the cell
-            raise ValueError(
-                f"recurrent_dropout is not available for GRU(reset_after="
-                f"False); use reset_after=True or recurrent_dropout=0, got "
-                f"recurrent_dropout={recurrent_dropout!r}")
         super().__init__(input_size, hidden_size, output_size,
                          num_layers=num_layers, bidirectional=bidirectional,
                          output=output, return_sequences=return_sequences,

@@ -41,14 +41,17 @@ write_blas_int_pxi()
 # Release builds carry no debug information (Python's own CFLAGS often hold
 # -g): -g0 drops it, -s strips the linked module (GNU ld).  MSVC's /O2 makes
 # no debug info unless asked.  -fno-trapping-math lets GCC/Clang vectorise the
-# cell kernels' branch-free float32 tanh/sigmoid (_fastmath.h); crnn never
-# reads floating-point exception flags, and results are unchanged.
+# cell kernels' branch-free float32 tanh/sigmoid (_fastmath.h), and
+# -fno-math-errno the optimizers' sqrt (_optim.pyx: 5x faster); crnn never
+# reads floating-point exception flags or errno, and results are unchanged.
 if sys.platform.startswith("win"):
     COMPILE_ARGS, LINK_ARGS = ["/O2"], []
 elif sys.platform.startswith("linux"):
-    COMPILE_ARGS, LINK_ARGS = ["-O3", "-g0", "-fno-trapping-math"], ["-s"]
+    COMPILE_ARGS = ["-O3", "-g0", "-fno-trapping-math", "-fno-math-errno"]
+    LINK_ARGS = ["-s"]
 else:
-    COMPILE_ARGS, LINK_ARGS = ["-O3", "-g0", "-fno-trapping-math"], []
+    COMPILE_ARGS = ["-O3", "-g0", "-fno-trapping-math", "-fno-math-errno"]
+    LINK_ARGS = []
 
 # Bottom-up: the BLAS shim, the parallel module, the cell table, the plan,
 # a step on the team, the lane, the output layer and loss, the network, the

@@ -18,7 +18,9 @@ no GIL.
 ``apply=False`` is a dry run: nothing is written and the function only
 reports whether every new parameter value would be finite.  ``crnn.optim``
 runs it first, so an update that would overflow is refused before anything
-changes.
+changes.  Each kernel is inlined twice, `apply` a constant in each: two
+loops without its branches, which the compiler vectorises (with
+-fno-math-errno for sqrt, setup.py).
 """
 cimport numpy as cnp
 from cython cimport floating
@@ -88,7 +90,7 @@ cdef Hyper read_hyper(dict values) except *:
 
 # ---------------------------------------------------------------- kernels
 # Each returns True when every new parameter value is finite (always True
-# when h.apply is set: the caller has already run the dry pass).  The check
+# when applying: the caller has already run the dry pass).  The check
 # is new - new == 0, false exactly for NaN and ±inf; an integer AND keeps
 # the dry pass vectorisable (a float sum would fix the order of additions).
 
@@ -100,18 +102,18 @@ cdef inline int settle(bint apply, floating *param, floating new) noexcept nogil
     return new - new == 0
 
 
-cdef bint sgd_kernel(Py_ssize_t n,
+cdef inline bint sgd_kernel(Py_ssize_t n,
                      floating *param,            # IN/OUT p
                      const floating *grad,       # IN g
                      floating *buffer,           # IN/OUT momentum buffer, NULL without momentum
-                     const Hyper *h) noexcept nogil:
+                     const Hyper *h, bint apply) noexcept nogil:
     """b = d (first step) or momentum·b + (1 - dampening)·d;
     p -= lr·(d + momentum·b) (Nesterov) or lr·b (or lr·d without momentum)."""
     cdef floating lr = <floating> h.lr, momentum = <floating> h.momentum
     cdef floating undamped = <floating> (1 - h.dampening)
     cdef floating weight_decay = <floating> h.weight_decay
     cdef floating grad_scale = <floating> h.grad_scale
-    cdef bint nesterov = h.nesterov, first = h.first, apply = h.apply
+    cdef bint nesterov = h.nesterov, first = h.first
     cdef Py_ssize_t i
     cdef floating d, b
     cdef int finite = 1
@@ -126,12 +128,12 @@ cdef bint sgd_kernel(Py_ssize_t n,
     return finite
 
 
-cdef bint adam_kernel(Py_ssize_t n,
+cdef inline bint adam_kernel(Py_ssize_t n,
                       floating *param,           # IN/OUT p
                       const floating *grad,      # IN g
                       floating *exp_avg,         # IN/OUT m
                       floating *exp_avg_sq,      # IN/OUT v
-                      const Hyper *h) noexcept nogil:
+                      const Hyper *h, bint apply) noexcept nogil:
     """m = lerp(m, d, 1 - β1); v = β2·v + (1 - β2)·d²;
     p -= step_size·m / (sqrt(v)/sqrt(1 - β2^t) + eps)."""
     cdef floating beta1_c = <floating> (1 - h.beta1)
@@ -140,7 +142,6 @@ cdef bint adam_kernel(Py_ssize_t n,
     cdef floating correction2_sqrt = <floating> h.correction2_sqrt
     cdef floating weight_decay = <floating> h.weight_decay
     cdef floating grad_scale = <floating> h.grad_scale
-    cdef bint apply = h.apply
     cdef Py_ssize_t i
     cdef floating d, m, v, denom
     cdef int finite = 1
@@ -156,13 +157,13 @@ cdef bint adam_kernel(Py_ssize_t n,
     return finite
 
 
-cdef bint rmsprop_kernel(Py_ssize_t n,
+cdef inline bint rmsprop_kernel(Py_ssize_t n,
                          floating *param,        # IN/OUT p
                          const floating *grad,   # IN g
                          floating *square_avg,   # IN/OUT v
                          floating *grad_avg,     # IN/OUT mean of d, NULL unless centered
                          floating *buffer,       # IN/OUT momentum buffer, NULL without momentum
-                         const Hyper *h) noexcept nogil:
+                         const Hyper *h, bint apply) noexcept nogil:
     """v = α·v + (1 - α)·d²; a = sqrt(v - ḡ²) + eps (centered, ḡ = lerp(ḡ, d, 1 - α))
     or sqrt(v) + eps; p -= lr·b with b = momentum·b + d/a, or lr·d/a."""
     cdef floating lr = <floating> h.lr, alpha = <floating> h.alpha
@@ -170,7 +171,6 @@ cdef bint rmsprop_kernel(Py_ssize_t n,
     cdef floating momentum = <floating> h.momentum
     cdef floating weight_decay = <floating> h.weight_decay
     cdef floating grad_scale = <floating> h.grad_scale
-    cdef bint apply = h.apply
     cdef Py_ssize_t i
     cdef floating d, v, mean, avg, b, new
     cdef int finite = 1
@@ -197,16 +197,15 @@ cdef bint rmsprop_kernel(Py_ssize_t n,
     return finite
 
 
-cdef bint adagrad_kernel(Py_ssize_t n,
+cdef inline bint adagrad_kernel(Py_ssize_t n,
                          floating *param,        # IN/OUT p
                          const floating *grad,   # IN g
                          floating *state_sum,    # IN/OUT Σ d²
-                         const Hyper *h) noexcept nogil:
+                         const Hyper *h, bint apply) noexcept nogil:
     """s += d²; p -= clr·d / (sqrt(s) + eps), clr = h.lr."""
     cdef floating clr = <floating> h.lr, eps = <floating> h.eps
     cdef floating weight_decay = <floating> h.weight_decay
     cdef floating grad_scale = <floating> h.grad_scale
-    cdef bint apply = h.apply
     cdef Py_ssize_t i
     cdef floating d, s
     cdef int finite = 1
@@ -256,14 +255,24 @@ cdef bint update_all(floating tag, int method, list params, list grads,
             state[k] = (<floating *> data(buffers[k][i])
                         if k < len(buffers) and buffers[k] is not None else NULL)
         with nogil:
-            if method == SGD:
-                finite &= sgd_kernel(n, p, g, state[0], h)
+            # `apply` a constant in each call: two loops without its branches
+            if method == SGD and h.apply:
+                sgd_kernel(n, p, g, state[0], h, True)
+            elif method == SGD:
+                finite &= sgd_kernel(n, p, g, state[0], h, False)
+            elif method == ADAM and h.apply:
+                adam_kernel(n, p, g, state[0], state[1], h, True)
             elif method == ADAM:
-                finite &= adam_kernel(n, p, g, state[0], state[1], h)
+                finite &= adam_kernel(n, p, g, state[0], state[1], h, False)
+            elif method == RMSPROP and h.apply:
+                rmsprop_kernel(n, p, g, state[0], state[1], state[2], h, True)
             elif method == RMSPROP:
-                finite &= rmsprop_kernel(n, p, g, state[0], state[1], state[2], h)
+                finite &= rmsprop_kernel(n, p, g, state[0], state[1], state[2],
+                                         h, False)
+            elif h.apply:
+                adagrad_kernel(n, p, g, state[0], h, True)
             else:
-                finite &= adagrad_kernel(n, p, g, state[0], h)
+                finite &= adagrad_kernel(n, p, g, state[0], h, False)
     return finite
 
 

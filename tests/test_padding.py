@@ -294,3 +294,35 @@ def test_lengths_accepts_integer_sequences(lengths_type):
     else:
         lens = lengths.astype(lengths_type)
     close(model.forward(X, lengths=lens), model.forward(X, lengths=lengths))
+
+
+VARIANTS = [
+    ("rnn", {}), ("lstm", {}), ("gru", {}), ("gru", dict(reset_after=False)),
+    ("lstm", dict(peepholes=True)), ("lstm", dict(proj_size=3)),
+    ("gru", dict(reset_after=False, recurrent_dropout=0.3, dropout=0.2)),
+    ("lstm", dict(recurrent_dropout=0.3, output_dropout=0.2)),
+]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("cell,options", VARIANTS, ids=repr)
+def test_scratch_memory_never_reaches_a_result(cell, options, dtype):
+    """The workspace is not initialised: the engine must write every element
+    it reads, padding rows included.  Filling every buffer with NaN between
+    two calls must leave the second call's loss and gradients bit for bit
+    those of the first (ragged lengths: rows die at different steps)."""
+    model = {"rnn": crnn.RNN, "lstm": crnn.LSTM, "gru": crnn.GRU}[cell](
+        5, 6, 4, num_layers=2, bidirectional=True, dtype=dtype, seed=1, **options)
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(7, 9, 5))
+    y = rng.integers(0, 4, size=(7, 9))
+    lengths = [9, 3, 9, 1, 6, 8, 2]
+    training = dict(training=True, dropout_seed=3) if "dropout" in str(options) else {}
+    loss, grads = model.loss_and_grad(X, y, lengths, **training)
+    for buffer in model._workspace.buffers.values():
+        if buffer.dtype.kind == "f":
+            buffer.fill(np.nan)
+    again, grads_again = model.loss_and_grad(X, y, lengths, **training)
+    assert np.isfinite(loss) and again == loss
+    for key in grads:
+        np.testing.assert_array_equal(grads_again[key], grads[key], err_msg=key)

@@ -6,7 +6,8 @@ from ._plan cimport LanePlan
 
 
 cdef class Workspace:
-    cdef dict buffers
+    cdef readonly dict buffers   # name -> its array (tests fill them to check
+                                 # that no result reads what no call wrote)
     cdef dict views     # (name, shape, dtype) -> view of buffers[name]
     cdef readonly unsigned long long calls   # NetworkCalls made on it
 

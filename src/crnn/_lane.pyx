@@ -176,6 +176,10 @@ cdef void lane_recur(floating tag, const LanePlan *plan,
         if with_c:
             memset(cs + (t + 1) * cell_state + <Py_ssize_t> live * H, 0,
                    (B - live) * H * sizeof(floating))
+        if keep != NULL:
+            # and its keep: a gated cell's dW reads every row of it
+            memset(keep + t * cell_state + <Py_ssize_t> live * H, 0,
+                   (B - live) * H * sizeof(floating))
         if mask != NULL:
             # h̃(t) = h(t) ⊙ M   (B × S), what step t+1's product reads
             mask_rows(B, S, mask, hs + (t + 1) * state,

@@ -219,12 +219,20 @@ cdef inline bint adagrad_kernel(Py_ssize_t n,
 
 
 cdef double squares_kernel(Py_ssize_t n, const floating *x) noexcept nogil:
-    """Σ x², accumulated in double (inf or NaN when some x is)."""
-    cdef Py_ssize_t i
-    cdef double total = 0
-    for i in range(n):
-        total += <double> x[i] * x[i]
-    return total
+    """Σ x², accumulated in double (inf or NaN when some x is): eight
+    interleaved partial sums, so that eight additions are in flight (one
+    chain waits for each addition), in a fixed order."""
+    cdef Py_ssize_t i, k, whole = n - n % 8
+    cdef double partial[8]
+    for k in range(8):
+        partial[k] = 0
+    for i in range(0, whole, 8):
+        for k in range(8):
+            partial[k] += <double> x[i + k] * x[i + k]
+    for i in range(whole, n):
+        partial[0] += <double> x[i] * x[i]
+    return (((partial[0] + partial[1]) + (partial[2] + partial[3]))
+            + ((partial[4] + partial[5]) + (partial[6] + partial[7])))
 
 
 # ------------------------------------------------------- list-level loop

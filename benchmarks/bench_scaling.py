@@ -55,15 +55,16 @@ CONFIGS = {
 
 # ------------------------------------------------------------------ worker
 
-def worker(config, steps, warmup):
-    """Train `config` for warmup + steps steps (under MPI when launched so);
-    rank 0 prints one JSON line."""
+def worker(config, steps, warmup, divide=1):
+    """Train `config` for warmup + steps steps (under MPI when launched so),
+    its batch divided by `divide`; rank 0 prints one JSON line."""
     import crnn
     comm = None
     if os.environ.get("PMI_SIZE") or os.environ.get("OMPI_COMM_WORLD_SIZE"):
         from mpi4py import MPI
         comm = MPI.COMM_WORLD
     T, B, D, H, K, bptt, tokens = CONFIGS[config]
+    B //= divide
     chunks = 1 if bptt is None else T // bptt
     n = B * -(-(steps + warmup) // chunks)
     rng = np.random.default_rng(0)
@@ -102,11 +103,11 @@ def worker(config, steps, warmup):
         print(json.dumps(result), flush=True)
 
 
-def run_worker(config, ranks, threads, steps, warmup):
+def run_worker(config, ranks, threads, steps, warmup, divide=1):
     env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads),
                CRNN_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
     command = [sys.executable, HERE, "--worker", config, "--steps", str(steps),
-               "--warmup", str(warmup)]
+               "--warmup", str(warmup), "--divide", str(divide)]
     if ranks > 1:
         mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
         command = [mpiexec if os.path.exists(mpiexec) else "mpiexec", "-n",
@@ -120,25 +121,39 @@ def run_worker(config, ranks, threads, steps, warmup):
 
 def scaling(args):
     print(f"# crnn data-parallel scaling, {os.cpu_count()} CPUs; "
-          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
-    layouts = [(1, 1), (2, 1), (1, 2)] + ([(3, 1)] if args.ranks >= 3 else [])
+          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
+          f"{args.steps} steps a run, median of {args.repeat}")
+    # (ranks, threads, batch divided by): the last row, one process on half
+    # the batch, is the 2-rank row's ceiling (2 x its ratio): each rank
+    # computes half a batch, at that batch's efficiency
+    layouts = ([(1, 1, 1), (2, 1, 1), (1, 2, 1)]
+               + ([(3, 1, 1)] if args.ranks >= 3 else []) + [(1, 1, 2)])
     for config in args.configs:
-        rows = {}
-        for ranks, threads in layouts:
-            rows[ranks, threads] = run_worker(config, ranks, threads, args.steps,
-                                              args.warmup)
-        base = rows[1, 1]["sequences_per_s"]
-        print(f"\n{config}: {rows[1, 1]['parameters']:,} parameters, "
-              f"{4 * rows[1, 1]['parameters'] / 1e6:.2f} MB of float32 gradients per step")
-        print(f"{'layout':<18}{'step ms':>10}{'cpu ms':>9}{'seq/s':>10}{'ratio':>8}"
+        # --repeat rounds over the layouts, interleaved so that a slow spell
+        # of a shared machine meets every layout; each row is its median run
+        runs = {layout: [] for layout in layouts}
+        for _ in range(args.repeat):
+            for ranks, threads, divide in layouts:
+                runs[ranks, threads, divide].append(run_worker(
+                    config, ranks, threads, args.steps, args.warmup, divide))
+        rows = {layout: sorted(found, key=lambda row: row["step_s"])[len(found) // 2]
+                for layout, found in runs.items()}
+        base = rows[1, 1, 1]["sequences_per_s"]
+        print(f"\n{config}: {rows[1, 1, 1]['parameters']:,} parameters, "
+              f"{4 * rows[1, 1, 1]['parameters'] / 1e6:.2f} MB of float32 gradients per step")
+        print(f"{'layout':<22}{'step ms':>10}{'cpu ms':>9}{'seq/s':>10}{'ratio':>8}"
               f"{'allreduce ms/step':>20}{'allreduce alone ms':>20}")
-        for (ranks, threads), row in rows.items():
+        for (ranks, threads, divide), row in rows.items():
             alone = row.get("allreduce_alone_s")
-            print(f"{f'{ranks} rank x {threads} thr':<18}{row['step_s'] * 1e3:>10.1f}"
+            label = f"{ranks} rank x {threads} thr" + (", B/2" if divide > 1 else "")
+            print(f"{label:<22}{row['step_s'] * 1e3:>10.1f}"
                   f"{row['cpu_per_step_s'] * 1e3:>9.1f}"
                   f"{row['sequences_per_s']:>10.1f}{row['sequences_per_s'] / base:>8.2f}"
                   f"{row['allreduce_per_step_s'] * 1e3:>20.2f}"
                   f"{'' if alone is None else f'{alone * 1e3:.2f}':>20}")
+        ceiling = 2 * rows[1, 1, 2]["sequences_per_s"] / base
+        print(f"2 ranks x 1 thr: {rows[2, 1, 1]['sequences_per_s'] / base:.2f} of 1 rank; "
+              f"its ceiling, one process's step on half the batch: {ceiling:.2f}")
         if args.json:
             with open(args.json, "a") as handle:
                 handle.write(json.dumps({"config": config, "rows": [
@@ -243,16 +258,19 @@ def main():
     parser.add_argument("--steps", type=int, default=8, help="measured steps")
     parser.add_argument("--warmup", type=int, default=2, help="steps not measured")
     parser.add_argument("--ranks", type=int, default=2, help="3 adds a 3-rank row")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="rounds over the layouts; each row is the median run")
     parser.add_argument("--json", help="append the rows to this file")
     parser.add_argument("--corpus-gb", type=float, help="run the corpus benchmark")
     parser.add_argument("--corpus-steps", type=int, default=20)
     parser.add_argument("--corpus-dir", help="where to generate it (default: a temp folder)")
     parser.add_argument("--keep", action="store_true", help="keep the generated corpus")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--divide", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--corpus-worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker(args.worker, args.steps, args.warmup)
+        worker(args.worker, args.steps, args.warmup, args.divide)
     elif args.corpus_worker:
         corpus_worker(args.corpus_worker[0], args.corpus_worker[1],
                       int(args.corpus_worker[2]))

@@ -103,10 +103,10 @@ cdef inline int settle(bint apply, floating *param, floating new) noexcept nogil
 
 
 cdef inline bint sgd_kernel(Py_ssize_t n,
-                     floating *param,            # IN/OUT p
-                     const floating *grad,       # IN g
-                     floating *buffer,           # IN/OUT momentum buffer, NULL without momentum
-                     const Hyper *h, bint apply) noexcept nogil:
+                            floating *param,            # IN/OUT p
+                            const floating *grad,       # IN g
+                            floating *buffer,           # IN/OUT momentum, or NULL
+                            const Hyper *h, bint apply) noexcept nogil:
     """b = d (first step) or momentum·b + (1 - dampening)·d;
     p -= lr·(d + momentum·b) (Nesterov) or lr·b (or lr·d without momentum)."""
     cdef floating lr = <floating> h.lr, momentum = <floating> h.momentum
@@ -129,11 +129,11 @@ cdef inline bint sgd_kernel(Py_ssize_t n,
 
 
 cdef inline bint adam_kernel(Py_ssize_t n,
-                      floating *param,           # IN/OUT p
-                      const floating *grad,      # IN g
-                      floating *exp_avg,         # IN/OUT m
-                      floating *exp_avg_sq,      # IN/OUT v
-                      const Hyper *h, bint apply) noexcept nogil:
+                             floating *param,           # IN/OUT p
+                             const floating *grad,      # IN g
+                             floating *exp_avg,         # IN/OUT m
+                             floating *exp_avg_sq,      # IN/OUT v
+                             const Hyper *h, bint apply) noexcept nogil:
     """m = lerp(m, d, 1 - β1); v = β2·v + (1 - β2)·d²;
     p -= step_size·m / (sqrt(v)/sqrt(1 - β2^t) + eps)."""
     cdef floating beta1_c = <floating> (1 - h.beta1)
@@ -158,12 +158,12 @@ cdef inline bint adam_kernel(Py_ssize_t n,
 
 
 cdef inline bint rmsprop_kernel(Py_ssize_t n,
-                         floating *param,        # IN/OUT p
-                         const floating *grad,   # IN g
-                         floating *square_avg,   # IN/OUT v
-                         floating *grad_avg,     # IN/OUT mean of d, NULL unless centered
-                         floating *buffer,       # IN/OUT momentum buffer, NULL without momentum
-                         const Hyper *h, bint apply) noexcept nogil:
+                                floating *param,        # IN/OUT p
+                                const floating *grad,   # IN g
+                                floating *square_avg,   # IN/OUT v
+                                floating *grad_avg,     # IN/OUT mean of d; NULL unless centered
+                                floating *buffer,       # IN/OUT momentum, or NULL
+                                const Hyper *h, bint apply) noexcept nogil:
     """v = α·v + (1 - α)·d²; a = sqrt(v - ḡ²) + eps (centered, ḡ = lerp(ḡ, d, 1 - α))
     or sqrt(v) + eps; p -= lr·b with b = momentum·b + d/a, or lr·d/a."""
     cdef floating lr = <floating> h.lr, alpha = <floating> h.alpha
@@ -198,10 +198,10 @@ cdef inline bint rmsprop_kernel(Py_ssize_t n,
 
 
 cdef inline bint adagrad_kernel(Py_ssize_t n,
-                         floating *param,        # IN/OUT p
-                         const floating *grad,   # IN g
-                         floating *state_sum,    # IN/OUT Σ d²
-                         const Hyper *h, bint apply) noexcept nogil:
+                                floating *param,        # IN/OUT p
+                                const floating *grad,   # IN g
+                                floating *state_sum,    # IN/OUT Σ d²
+                                const Hyper *h, bint apply) noexcept nogil:
     """s += d²; p -= clr·d / (sqrt(s) + eps), clr = h.lr."""
     cdef floating clr = <floating> h.lr, eps = <floating> h.eps
     cdef floating weight_decay = <floating> h.weight_decay

@@ -404,7 +404,8 @@ def test_input_grad_false_leaves_out_the_input_gradient_only():
 
 
 # ------------------------------------------------------------------ dropout
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru", "lstm_proj"])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru", "gru_reset_before",
+                                  "lstm_proj"])
 @pytest.mark.parametrize("output", [None, "softmax"])
 def test_training_forward_and_backward_drop_with_the_seed_masks(cell, output):
     """forward(training=True, dropout_seed=s) applies the model's dropout

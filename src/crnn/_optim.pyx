@@ -244,6 +244,21 @@ cdef enum:
     ADAGRAD = 3
 
 
+cdef inline bint run_kernel(int method, Py_ssize_t n, floating *p,
+                            const floating *g, floating **state,
+                            const Hyper *h, bint apply) noexcept nogil:
+    """One array's update by `method`'s kernel (state[k]: its k-th buffer
+    or NULL); inlined where `apply` is a constant, so that each copy is a
+    loop without branches on it, which vectorises."""
+    if method == SGD:
+        return sgd_kernel(n, p, g, state[0], h, apply)
+    if method == ADAM:
+        return adam_kernel(n, p, g, state[0], state[1], h, apply)
+    if method == RMSPROP:
+        return rmsprop_kernel(n, p, g, state[0], state[1], state[2], h, apply)
+    return adagrad_kernel(n, p, g, state[0], h, apply)
+
+
 cdef bint update_all(floating tag, int method, list params, list grads,
                      list buffers, const Hyper *h):
     """One optimizer's kernel over every parameter (one fused
@@ -264,23 +279,10 @@ cdef bint update_all(floating tag, int method, list params, list grads,
                         if k < len(buffers) and buffers[k] is not None else NULL)
         with nogil:
             # `apply` a constant in each call: two loops without its branches
-            if method == SGD and h.apply:
-                sgd_kernel(n, p, g, state[0], h, True)
-            elif method == SGD:
-                finite &= sgd_kernel(n, p, g, state[0], h, False)
-            elif method == ADAM and h.apply:
-                adam_kernel(n, p, g, state[0], state[1], h, True)
-            elif method == ADAM:
-                finite &= adam_kernel(n, p, g, state[0], state[1], h, False)
-            elif method == RMSPROP and h.apply:
-                rmsprop_kernel(n, p, g, state[0], state[1], state[2], h, True)
-            elif method == RMSPROP:
-                finite &= rmsprop_kernel(n, p, g, state[0], state[1], state[2],
-                                         h, False)
-            elif h.apply:
-                adagrad_kernel(n, p, g, state[0], h, True)
+            if h.apply:
+                run_kernel(method, n, p, g, state, h, True)
             else:
-                finite &= adagrad_kernel(n, p, g, state[0], h, False)
+                finite &= run_kernel(method, n, p, g, state, h, False)
     return finite
 
 
